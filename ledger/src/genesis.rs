@@ -1,0 +1,454 @@
+//! `genesis.json`: loading, validation, and the chain parameters.
+//!
+//! Loading happens in two steps. Parsing checks the shape (types, required
+//! fields, no unknown fields) and names the field and line of the first problem.
+//! Validation then checks the meaning and reports *every* problem it finds, one
+//! line each, with the path of the field (`params.pow.min_difficulty: ...`).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::UNIX_EPOCH;
+
+use serde::{Deserialize, Serialize};
+
+use crate::chain::{ChainId, Engine};
+use crate::codec::{Encode, put_bytes, put_len, put_u32, put_u64};
+use crate::error::Error;
+use crate::hash::{Domain, Hash};
+use crate::keys::Address;
+use crate::merkle::{DEFAULT_BUCKET_BITS, MAX_BUCKET_BITS};
+use crate::pow::MAX_BITS;
+use crate::state::ValidatorInfo;
+use crate::tx::caps;
+
+/// A genesis file as written on disk.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisFile {
+    /// The network's name.
+    pub chain_id: String,
+    /// RFC 3339 time of the genesis, such as `2026-11-24T00:00:00Z`.
+    pub genesis_time: String,
+    /// `gossip`, `pbft` or `pos`.
+    pub engine: Engine,
+    /// Chain parameters.
+    pub params: Params,
+    /// Funded accounts.
+    #[serde(default)]
+    pub accounts: Vec<GenesisAccount>,
+    /// The initial validators.
+    #[serde(default)]
+    pub validators: Vec<GenesisValidator>,
+    /// Multiaddresses of nodes to dial first.
+    #[serde(default)]
+    pub bootnodes: Vec<String>,
+}
+
+/// A funded account.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisAccount {
+    /// The account's address (human form).
+    pub address: String,
+    /// Its starting balance.
+    pub balance: u64,
+}
+
+/// An initial validator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisValidator {
+    /// A short unique name.
+    pub id: String,
+    /// The cluster's validator key (address form).
+    pub public_key: String,
+    /// Its bonded stake.
+    pub stake: u64,
+    /// Its p2p multiaddress.
+    pub p2p: String,
+}
+
+/// Chain parameters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    /// Proof-of-work admission.
+    pub pow: PowParams,
+    /// The target time between blocks.
+    pub block_time_ms: u64,
+    /// Blocks per epoch (ordered engines); under `gossip` an epoch lasts
+    /// `epoch_length × block_time_ms`.
+    pub epoch_length: u64,
+    /// Epochs that unbonding stake stays slashable.
+    pub unbonding_epochs: u64,
+    /// Share of stake slashed for double-signing, 0 to 1.
+    pub slash_double_sign: f64,
+    /// Share of stake slashed for downtime, 0 to 1.
+    pub slash_downtime: f64,
+    /// Blocks over which downtime is counted.
+    pub downtime_window: u64,
+    /// How far in the future a gossip batch's clock may be.
+    pub max_clock_skew_ms: u64,
+    /// Epochs after its own during which a transaction is valid.
+    #[serde(default = "default_validity")]
+    pub tx_validity_epochs: u64,
+    /// Bucket bits of the state tree.
+    #[serde(default = "default_bucket_bits")]
+    pub bucket_bits: u32,
+    /// Size limits.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// Proof-of-work admission parameters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PowParams {
+    /// The least difficulty any node may require, and what blocks must meet.
+    pub min_difficulty: u32,
+    /// The most difficulty a node may require.
+    pub max_difficulty: u32,
+    /// The mempool size at which required difficulty starts to rise.
+    pub target_mempool: u64,
+}
+
+/// Size limits the state machine enforces.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Bytes of one encoded transaction.
+    pub max_tx_bytes: u64,
+    /// Bytes of one record key.
+    pub max_key_bytes: u64,
+    /// Bytes of one record value.
+    pub max_value_bytes: u64,
+    /// Operations in one `Put` or `Delete`.
+    pub max_ops_per_tx: u64,
+    /// Transactions in one block or batch.
+    pub max_txs_per_block: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_tx_bytes: 64 * 1024,
+            max_key_bytes: 256,
+            max_value_bytes: 16 * 1024,
+            max_ops_per_tx: 64,
+            max_txs_per_block: 20_000,
+        }
+    }
+}
+
+fn default_validity() -> u64 {
+    2
+}
+
+fn default_bucket_bits() -> u32 {
+    DEFAULT_BUCKET_BITS
+}
+
+/// A validated genesis.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Genesis {
+    /// The network's name.
+    pub chain_id: ChainId,
+    /// Genesis time, Unix milliseconds.
+    pub genesis_time_ms: u64,
+    /// The engine.
+    pub engine: Engine,
+    /// Parameters, validated.
+    pub params: Params,
+    /// Funded accounts, in file order.
+    pub accounts: Vec<(Address, u64)>,
+    /// Initial validators, in file order.
+    pub validators: Vec<ValidatorInfo>,
+    /// Bootnodes.
+    pub bootnodes: Vec<String>,
+}
+
+impl GenesisFile {
+    /// Parses a genesis file's text.
+    pub fn parse(text: &str) -> Result<GenesisFile, Error> {
+        serde_json::from_str(text).map_err(|e| Error::GenesisJson(e.to_string()))
+    }
+
+    /// Checks every field's meaning; lists every problem found.
+    pub fn validate(&self) -> Result<Genesis, Error> {
+        let mut problems = Vec::new();
+        let mut bad = |field: &str, why: String| problems.push(format!("{field}: {why}"));
+
+        let chain_id = self.chain_id.parse::<ChainId>().map_err(|e| e.to_string());
+        if let Err(e) = &chain_id {
+            bad("chain_id", e.clone());
+        }
+        let genesis_time_ms = match humantime::parse_rfc3339(&self.genesis_time) {
+            Ok(t) => t
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            Err(e) => {
+                bad(
+                    "genesis_time",
+                    format!("{e}: expected RFC 3339 such as 2026-11-24T00:00:00Z"),
+                );
+                0
+            }
+        };
+
+        let p = &self.params;
+        if p.pow.min_difficulty > p.pow.max_difficulty {
+            bad(
+                "params.pow.min_difficulty",
+                format!(
+                    "{} is above params.pow.max_difficulty ({})",
+                    p.pow.min_difficulty, p.pow.max_difficulty
+                ),
+            );
+        }
+        if p.pow.max_difficulty > MAX_BITS {
+            bad(
+                "params.pow.max_difficulty",
+                format!(
+                    "{} is above the most a stamp can prove ({MAX_BITS})",
+                    p.pow.max_difficulty
+                ),
+            );
+        }
+        if p.pow.target_mempool == 0 {
+            bad("params.pow.target_mempool", "must be at least 1".into());
+        }
+        for (field, v) in [
+            ("params.block_time_ms", p.block_time_ms),
+            ("params.epoch_length", p.epoch_length),
+            ("params.downtime_window", p.downtime_window),
+        ] {
+            if v == 0 {
+                bad(field, "must be at least 1".into());
+            }
+        }
+        for (field, v) in [
+            ("params.slash_double_sign", p.slash_double_sign),
+            ("params.slash_downtime", p.slash_downtime),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                bad(field, format!("{v} is not a share between 0 and 1"));
+            }
+        }
+        if p.bucket_bits > MAX_BUCKET_BITS {
+            bad(
+                "params.bucket_bits",
+                format!(
+                    "{} is above the most allowed ({MAX_BUCKET_BITS})",
+                    p.bucket_bits
+                ),
+            );
+        }
+        let l = &p.limits;
+        for (field, v, cap) in [
+            (
+                "params.limits.max_key_bytes",
+                l.max_key_bytes,
+                caps::KEY as u64,
+            ),
+            (
+                "params.limits.max_value_bytes",
+                l.max_value_bytes,
+                caps::VALUE as u64,
+            ),
+            (
+                "params.limits.max_ops_per_tx",
+                l.max_ops_per_tx,
+                caps::OPS as u64,
+            ),
+            (
+                "params.limits.max_tx_bytes",
+                l.max_tx_bytes,
+                2 * caps::VALUE as u64,
+            ),
+            (
+                "params.limits.max_txs_per_block",
+                l.max_txs_per_block,
+                crate::block::caps::TXS as u64,
+            ),
+        ] {
+            if v == 0 || v > cap {
+                bad(field, format!("{v} is outside 1..={cap}"));
+            }
+        }
+
+        let mut accounts = Vec::new();
+        let mut seen = BTreeSet::new();
+        let mut total: u64 = 0;
+        for (i, a) in self.accounts.iter().enumerate() {
+            match a.address.parse::<Address>() {
+                Ok(addr) => {
+                    if !seen.insert(addr) {
+                        bad(
+                            &format!("accounts[{i}].address"),
+                            format!("{} is listed twice", a.address),
+                        );
+                    }
+                    accounts.push((addr, a.balance));
+                }
+                Err(e) => bad(&format!("accounts[{i}].address"), e.to_string()),
+            }
+            match total.checked_add(a.balance) {
+                Some(t) => total = t,
+                None => bad(
+                    &format!("accounts[{i}].balance"),
+                    "the total supply overflows u64".into(),
+                ),
+            }
+        }
+
+        let mut validators = Vec::new();
+        let mut ids = BTreeSet::new();
+        let mut keys = BTreeSet::new();
+        for (i, v) in self.validators.iter().enumerate() {
+            let at = |f: &str| format!("validators[{i}].{f}");
+            if v.id.is_empty() || v.id.len() > caps::SHORT {
+                bad(&at("id"), "must be 1 to 256 bytes".into());
+            } else if !ids.insert(v.id.clone()) {
+                bad(&at("id"), format!("{:?} is used twice", v.id));
+            }
+            if v.stake == 0 {
+                bad(&at("stake"), "must be at least 1".into());
+            }
+            if !v.p2p.starts_with('/') || v.p2p.len() > caps::SHORT {
+                bad(
+                    &at("p2p"),
+                    format!(
+                        "{:?} is not a multiaddress such as /ip4/127.0.0.1/tcp/26656",
+                        v.p2p
+                    ),
+                );
+            }
+            match v.public_key.parse::<Address>() {
+                Ok(key) => {
+                    if !keys.insert(key) {
+                        bad(&at("public_key"), "is used by another validator".into());
+                    }
+                    validators.push(ValidatorInfo {
+                        id: v.id.clone(),
+                        public_key: key,
+                        stake: v.stake,
+                        p2p: v.p2p.clone(),
+                    });
+                }
+                Err(e) => bad(&at("public_key"), e.to_string()),
+            }
+        }
+        if self.engine == Engine::Pbft && self.validators.len() < 4 {
+            bad(
+                "validators",
+                format!(
+                    "pbft needs at least 4 validators (3f+1 with f = 1); got {}",
+                    self.validators.len()
+                ),
+            );
+        }
+        if self.engine == Engine::Pos && self.validators.is_empty() {
+            bad("validators", "pos needs at least one validator".into());
+        }
+        for (i, b) in self.bootnodes.iter().enumerate() {
+            if !b.starts_with('/') {
+                bad(
+                    &format!("bootnodes[{i}]"),
+                    format!("{b:?} is not a multiaddress"),
+                );
+            }
+        }
+
+        match chain_id {
+            Ok(chain_id) if problems.is_empty() => Ok(Genesis {
+                chain_id,
+                genesis_time_ms,
+                engine: self.engine,
+                params: self.params.clone(),
+                accounts,
+                validators,
+                bootnodes: self.bootnodes.clone(),
+            }),
+            _ => Err(Error::Genesis { problems }),
+        }
+    }
+}
+
+impl Genesis {
+    /// Parses and validates genesis text.
+    pub fn from_json(text: &str) -> Result<Genesis, Error> {
+        GenesisFile::parse(text)?.validate()
+    }
+
+    /// Reads, parses and validates a genesis file.
+    pub fn load(path: &Path) -> Result<Genesis, Error> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::GenesisJson(format!("cannot read {}: {e}", path.display())))?;
+        Genesis::from_json(&text)
+    }
+
+    /// The genesis hash: of the canonical encoding of every validated field.
+    /// It is the parent of block 1 and names the network's gossip topics.
+    pub fn hash(&self) -> Hash {
+        Hash::of(Domain::Genesis, &self.to_bytes())
+    }
+
+    /// The current epoch of a gossip network at wall time `ms`.
+    pub fn gossip_epoch(&self, ms: u64) -> u64 {
+        ms / self
+            .params
+            .epoch_length
+            .saturating_mul(self.params.block_time_ms)
+            .max(1)
+    }
+}
+
+/// A share as parts per million, for the canonical encoding.
+fn ppm(share: f64) -> u32 {
+    (share.clamp(0.0, 1.0) * 1_000_000.0).round() as u32
+}
+
+impl Encode for Genesis {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.chain_id.encode(out);
+        put_u64(out, self.genesis_time_ms);
+        self.engine.encode(out);
+        let p = &self.params;
+        put_u32(out, p.pow.min_difficulty);
+        put_u32(out, p.pow.max_difficulty);
+        put_u64(out, p.pow.target_mempool);
+        for v in [p.block_time_ms, p.epoch_length, p.unbonding_epochs] {
+            put_u64(out, v);
+        }
+        put_u32(out, ppm(p.slash_double_sign));
+        put_u32(out, ppm(p.slash_downtime));
+        for v in [p.downtime_window, p.max_clock_skew_ms, p.tx_validity_epochs] {
+            put_u64(out, v);
+        }
+        put_u32(out, p.bucket_bits);
+        let l = &p.limits;
+        for v in [
+            l.max_tx_bytes,
+            l.max_key_bytes,
+            l.max_value_bytes,
+            l.max_ops_per_tx,
+            l.max_txs_per_block,
+        ] {
+            put_u64(out, v);
+        }
+        put_len(out, self.accounts.len());
+        for (a, b) in &self.accounts {
+            a.encode(out);
+            put_u64(out, *b);
+        }
+        put_len(out, self.validators.len());
+        for v in &self.validators {
+            v.encode(out);
+        }
+        put_len(out, self.bootnodes.len());
+        for b in &self.bootnodes {
+            put_bytes(out, b.as_bytes());
+        }
+    }
+}

@@ -1,0 +1,745 @@
+//! Durable state on redb: accounts, records, validators, blocks, batches,
+//! transaction locations, and the bucket hashes of the state tree.
+//!
+//! Every apply — a block, a batch, the genesis — is one redb write transaction:
+//! state writes, the touched buckets' new hashes, the new tip, the block or batch
+//! and its index entries all commit together or not at all (redb commits with
+//! `Durability::Immediate`, an fsync). Reopening after a crash gives the state of
+//! the last commit, never a mix. A block whose state root does not match is
+//! aborted before commit, so a rejected block changes nothing.
+//!
+//! This module is the only one that imports redb.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::block::{
+    Block, Certificate, Header, VerifiedBatch, VerifiedBlock, VerifiedTx, tx_root_of_ids,
+};
+use crate::codec::{Decode, Encode, Reader, put_u32, put_u64};
+use crate::error::Error;
+use crate::genesis::{Genesis, GenesisFile};
+use crate::hash::Hash;
+use crate::keys::Address;
+use crate::machine::{BlockContext, Overlay, Rules, StateView, Tip};
+use crate::merkle::{BucketEntries, RecordProof, StateTree, bucket_hash, bucket_of};
+use crate::state::{Account, RecordEntry, StateKey};
+
+const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
+/// Key: bucket (u32, big-endian) ‖ state key bytes.
+const STATE: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("state");
+const BUCKETS: TableDefinition<'_, u32, &[u8]> = TableDefinition::new("buckets");
+const BLOCKS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("blocks");
+/// Key: transaction id; value: a [`TxLocation`].
+const TX_INDEX: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("tx_index");
+/// Key: origin ‖ seq (big-endian); value: the batch.
+const BATCHES: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("batches");
+/// Key: origin; value: the highest seq merged from it.
+const ORIGINS: TableDefinition<'_, &[u8], u64> = TableDefinition::new("origins");
+
+const META_GENESIS: &str = "genesis_json";
+const META_TIP: &str = "tip";
+
+macro_rules! storage_error {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Self {
+                Error::Storage(e.to_string())
+            }
+        }
+    )*};
+}
+
+storage_error!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// Where a transaction was applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxLocation {
+    /// In a block.
+    Block {
+        /// The block's height.
+        height: u64,
+        /// The transaction's index in it.
+        index: u32,
+    },
+    /// In a gossip batch.
+    Batch {
+        /// The batch's origin.
+        origin: Address,
+        /// The batch's seq.
+        seq: u64,
+        /// The transaction's index in it.
+        index: u32,
+    },
+}
+
+impl Encode for TxLocation {
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            TxLocation::Block { height, index } => {
+                out.push(0);
+                put_u64(out, *height);
+                put_u32(out, *index);
+            }
+            TxLocation::Batch { origin, seq, index } => {
+                out.push(1);
+                origin.encode(out);
+                put_u64(out, *seq);
+                put_u32(out, *index);
+            }
+        }
+    }
+}
+
+impl Decode for TxLocation {
+    const MIN_SIZE: usize = 13;
+    fn decode(r: &mut Reader<'_>) -> Result<Self, Error> {
+        match r.u8("location")? {
+            0 => Ok(TxLocation::Block {
+                height: r.u64("height")?,
+                index: r.u32("index")?,
+            }),
+            1 => Ok(TxLocation::Batch {
+                origin: Address::decode(r)?,
+                seq: r.u64("seq")?,
+                index: r.u32("index")?,
+            }),
+            tag => Err(Error::UnknownTag {
+                what: "location",
+                tag,
+            }),
+        }
+    }
+}
+
+impl Encode for Tip {
+    fn encode(&self, out: &mut Vec<u8>) {
+        put_u64(out, self.height);
+        self.hash.encode(out);
+        put_u64(out, self.timestamp_ms);
+        self.state_root.encode(out);
+    }
+}
+
+impl Decode for Tip {
+    const MIN_SIZE: usize = 80;
+    fn decode(r: &mut Reader<'_>) -> Result<Self, Error> {
+        Ok(Tip {
+            height: r.u64("height")?,
+            hash: Hash::decode(r)?,
+            timestamp_ms: r.u64("timestamp")?,
+            state_root: Hash::decode(r)?,
+        })
+    }
+}
+
+/// What merging a batch did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MergeOutcome {
+    /// The batch was new and its writes were merged.
+    Merged {
+        /// The state root after.
+        state_root: Hash,
+    },
+    /// This exact batch was merged before; nothing changed.
+    AlreadyMerged,
+}
+
+/// The ledger's durable store.
+pub struct Store {
+    db: Database,
+    rules: Rules,
+    tip: Tip,
+    tree: StateTree,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("tip", &self.tip)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads state through a redb table.
+struct TableView<'t, T> {
+    table: &'t T,
+    bits: u32,
+}
+
+impl<T: ReadableTable<&'static [u8], &'static [u8]>> StateView for TableView<'_, T> {
+    fn read(&self, key: &StateKey) -> Result<Option<Vec<u8>>, Error> {
+        let k = stored_key(self.bits, &key.to_bytes());
+        Ok(self.table.get(k.as_slice())?.map(|v| v.value().to_vec()))
+    }
+}
+
+fn stored_key(bits: u32, key_bytes: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(4 + key_bytes.len());
+    k.extend_from_slice(&bucket_of(key_bytes, bits).to_be_bytes());
+    k.extend_from_slice(key_bytes);
+    k
+}
+
+/// How a commit ends.
+enum Finish {
+    /// Commit; the block or batch extras are written by the caller's closure.
+    Commit,
+    /// Compute the root, then abort (proposals).
+    DryRun,
+}
+
+impl Store {
+    /// Opens the store at `path`, creating it from `genesis` if it does not exist.
+    /// An existing store must have been created from the same genesis.
+    pub fn open(path: &Path, genesis_file: &GenesisFile) -> Result<Store, Error> {
+        let genesis = genesis_file.validate()?;
+        let fresh = !path.exists();
+        let db = Database::create(path)?;
+        if fresh || Self::read_meta(&db, META_TIP)?.is_none() {
+            return Self::init(db, genesis_file, genesis);
+        }
+        let store = Self::load(db)?;
+        if store.genesis().hash() != genesis.hash() {
+            return Err(Error::StoreMismatch {
+                expected: format!("{} ({})", genesis.chain_id, genesis.hash()),
+                found: format!("{} ({})", store.genesis().chain_id, store.genesis().hash()),
+            });
+        }
+        Ok(store)
+    }
+
+    /// Opens an existing store, with the genesis it was created from.
+    pub fn open_existing(path: &Path) -> Result<Store, Error> {
+        if !path.exists() {
+            return Err(Error::Storage(format!("no store at {}", path.display())));
+        }
+        Self::load(Database::create(path)?)
+    }
+
+    fn read_meta(db: &Database, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        let txn = db.begin_read()?;
+        let table = match txn.open_table(META) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(table.get(key)?.map(|v| v.value().to_vec()))
+    }
+
+    fn load(db: Database) -> Result<Store, Error> {
+        let text = Self::read_meta(&db, META_GENESIS)?
+            .ok_or_else(|| Error::Corrupt("no genesis in the store".into()))?;
+        let text =
+            String::from_utf8(text).map_err(|_| Error::Corrupt("genesis is not UTF-8".into()))?;
+        let genesis = Genesis::from_json(&text)
+            .map_err(|e| Error::Corrupt(format!("stored genesis: {e}")))?;
+        let tip_bytes =
+            Self::read_meta(&db, META_TIP)?.ok_or_else(|| Error::Corrupt("no tip".into()))?;
+        let tip = Tip::from_bytes(&tip_bytes).map_err(|e| Error::Corrupt(format!("tip: {e}")))?;
+        let bits = genesis.params.bucket_bits;
+        let mut leaves = vec![crate::merkle::empty_bucket_hash(); 1usize << bits];
+        {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(BUCKETS)?;
+            for row in table.iter()? {
+                let (b, h) = row?;
+                let h: [u8; 32] = h
+                    .value()
+                    .try_into()
+                    .map_err(|_| Error::Corrupt("bucket hash is not 32 bytes".into()))?;
+                let slot = leaves
+                    .get_mut(b.value() as usize)
+                    .ok_or_else(|| Error::Corrupt("bucket out of range".into()))?;
+                *slot = Hash(h);
+            }
+        }
+        let tree = StateTree::new(bits, leaves)?;
+        if tree.root() != tip.state_root {
+            return Err(Error::Corrupt(format!(
+                "bucket hashes give root {}, the tip says {}",
+                tree.root(),
+                tip.state_root
+            )));
+        }
+        Ok(Store {
+            db,
+            rules: Rules::new(genesis),
+            tip,
+            tree,
+        })
+    }
+
+    fn init(db: Database, file: &GenesisFile, genesis: Genesis) -> Result<Store, Error> {
+        let bits = genesis.params.bucket_bits;
+        let mut store = Store {
+            db,
+            tip: Tip {
+                height: 0,
+                hash: genesis.hash(),
+                timestamp_ms: genesis.genesis_time_ms,
+                state_root: Hash::ZERO,
+            },
+            tree: StateTree::empty(bits)?,
+            rules: Rules::new(genesis.clone()),
+        };
+        let json = serde_json::to_string(file).map_err(|e| Error::GenesisJson(e.to_string()))?;
+        let empty = EmptyView;
+        let mut overlay = Overlay::new(&empty);
+        for (addr, balance) in &genesis.accounts {
+            let mut acc = overlay.account(addr)?;
+            acc.balance = *balance;
+            overlay.set_account(*addr, acc);
+        }
+        for v in &genesis.validators {
+            let mut acc = overlay.account(&v.public_key)?;
+            acc.stake = acc
+                .stake
+                .checked_add(v.stake)
+                .ok_or(Error::Overflow("stake"))?;
+            overlay.set_account(v.public_key, acc);
+            overlay.set_raw(StateKey::Validator(v.public_key), v.to_bytes());
+        }
+        let writes = overlay.into_writes();
+        let tip = store.tip;
+        store.commit(writes, None, Finish::Commit, |txn, root| {
+            // Create every table now, so readers never meet a missing one.
+            txn.open_table(BLOCKS)?;
+            txn.open_table(TX_INDEX)?;
+            txn.open_table(BATCHES)?;
+            txn.open_table(ORIGINS)?;
+            let mut meta = txn.open_table(META)?;
+            meta.insert(META_GENESIS, json.as_bytes())?;
+            let tip = Tip {
+                state_root: root,
+                ..tip
+            };
+            meta.insert(META_TIP, tip.to_bytes().as_slice())?;
+            Ok(tip)
+        })?;
+        Ok(store)
+    }
+
+    /// The chain's rules (and its genesis).
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
+    /// The genesis the store was created from.
+    pub fn genesis(&self) -> &Genesis {
+        self.rules.genesis()
+    }
+
+    /// The last applied block.
+    pub fn tip(&self) -> Tip {
+        self.tip
+    }
+
+    /// The current state root.
+    pub fn state_root(&self) -> Hash {
+        self.tip.state_root
+    }
+
+    /// The state's bucket tree.
+    pub fn tree(&self) -> &StateTree {
+        &self.tree
+    }
+
+    fn read_state(&self, key: &StateKey) -> Result<Option<Vec<u8>>, Error> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(STATE)?;
+        TableView {
+            table: &table,
+            bits: self.tree.bits(),
+        }
+        .read(key)
+    }
+
+    /// An account (zero if it was never touched).
+    pub fn account(&self, a: &Address) -> Result<Account, Error> {
+        match self.read_state(&StateKey::Account(*a))? {
+            Some(b) => Account::from_bytes(&b).map_err(|e| Error::Corrupt(e.to_string())),
+            None => Ok(Account::default()),
+        }
+    }
+
+    /// A record's entry, tombstones included.
+    pub fn record(&self, ns: &Address, key: &[u8]) -> Result<Option<RecordEntry>, Error> {
+        match self.read_state(&StateKey::Record(*ns, key.to_vec()))? {
+            Some(b) => RecordEntry::from_bytes(&b)
+                .map(Some)
+                .map_err(|e| Error::Corrupt(e.to_string())),
+            None => Ok(None),
+        }
+    }
+
+    /// A proof of `key`'s entry, or of its absence, under the current root.
+    pub fn proof(&self, key: &StateKey) -> Result<RecordProof, Error> {
+        let bits = self.tree.bits();
+        let bucket = bucket_of(&key.to_bytes(), bits);
+        Ok(RecordProof {
+            bucket_bits: bits,
+            bucket,
+            entries: self.bucket_entries(bucket)?,
+            path: self.tree.path(bucket),
+        })
+    }
+
+    /// Every `(state key, entry)` of a bucket, in key order.
+    pub fn bucket_entries(&self, bucket: u32) -> Result<BucketEntries, Error> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(STATE)?;
+        scan_bucket(&table, bucket)
+    }
+
+    /// Every entry of the state, decoded, in stored order (for tests, export and
+    /// audits; it reads everything).
+    pub fn entries(&self) -> Result<Vec<(StateKey, Vec<u8>)>, Error> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(STATE)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            let key = StateKey::from_key_bytes(&k.value()[4..])
+                .map_err(|e| Error::Corrupt(e.to_string()))?;
+            out.push((key, v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// The block at `height`.
+    pub fn block(&self, height: u64) -> Result<Option<Block>, Error> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(BLOCKS)?;
+        match table.get(height)? {
+            Some(b) => Block::from_bytes(b.value())
+                .map(Some)
+                .map_err(|e| Error::Corrupt(format!("block {height}: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    /// Where a transaction was applied.
+    pub fn tx_location(&self, id: &Hash) -> Result<Option<TxLocation>, Error> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(TX_INDEX)?;
+        match table.get(id.0.as_slice())? {
+            Some(v) => TxLocation::from_bytes(v.value())
+                .map(Some)
+                .map_err(|e| Error::Corrupt(e.to_string())),
+            None => Ok(None),
+        }
+    }
+
+    /// The highest batch seq merged from `origin` (0 if none).
+    pub fn highest_seq(&self, origin: &Address) -> Result<u64, Error> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(ORIGINS)?;
+        Ok(table.get(origin.0.as_slice())?.map_or(0, |v| v.value()))
+    }
+
+    /// A merged batch.
+    pub fn batch(&self, origin: &Address, seq: u64) -> Result<Option<crate::block::Batch>, Error> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(BATCHES)?;
+        match table.get(batch_key(origin, seq).as_slice())? {
+            Some(v) => crate::block::Batch::from_bytes(v.value())
+                .map(Some)
+                .map_err(|e| Error::Corrupt(e.to_string())),
+            None => Ok(None),
+        }
+    }
+
+    /// Applies a finalized block: checks the header against the tip, executes
+    /// every transaction, checks the state root, and commits it all at once.
+    /// On any error nothing changes.
+    pub fn apply_block(&mut self, block: &VerifiedBlock) -> Result<Tip, Error> {
+        let tip = self.tip;
+        let bits = self.tree.bits();
+        let header = block.header().clone();
+        let writes = {
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(STATE)?;
+            let view = TableView {
+                table: &table,
+                bits,
+            };
+            self.rules.execute_block(&view, &tip, block)?.into_writes()
+        };
+        let encoded = block.to_block().to_bytes();
+        let ids: Vec<Hash> = block.txs().iter().map(VerifiedTx::id).collect();
+        self.commit(
+            writes,
+            Some(header.state_root),
+            Finish::Commit,
+            |txn, root| {
+                txn.open_table(BLOCKS)?
+                    .insert(header.height, encoded.as_slice())?;
+                let mut index = txn.open_table(TX_INDEX)?;
+                for (i, id) in ids.iter().enumerate() {
+                    let loc = TxLocation::Block {
+                        height: header.height,
+                        index: i as u32,
+                    };
+                    index.insert(id.0.as_slice(), loc.to_bytes().as_slice())?;
+                }
+                let new_tip = Tip {
+                    height: header.height,
+                    hash: header.hash(),
+                    timestamp_ms: header.timestamp_ms,
+                    state_root: root,
+                };
+                txn.open_table(META)?
+                    .insert(META_TIP, new_tip.to_bytes().as_slice())?;
+                Ok(new_tip)
+            },
+        )
+    }
+
+    /// Builds the next block from candidate transactions: executes them against
+    /// the tip, keeps those that pass, and fills in the roots. Nothing is
+    /// committed. Returns the block and the rejected transactions with reasons.
+    pub fn propose_block(
+        &self,
+        proposer: Address,
+        timestamp_ms: u64,
+        candidates: Vec<VerifiedTx>,
+    ) -> Result<(VerifiedBlock, Vec<(Hash, Error)>), Error> {
+        let tip = self.tip;
+        let ctx = BlockContext {
+            height: tip.height + 1,
+            timestamp_ms: timestamp_ms.max(tip.timestamp_ms),
+            proposer,
+        };
+        let mut header = Header {
+            chain_id: self.genesis().chain_id.clone(),
+            height: ctx.height,
+            parent: tip.hash,
+            state_root: Hash::ZERO,
+            tx_root: Hash::ZERO,
+            proposer,
+            timestamp_ms: ctx.timestamp_ms,
+            engine_data: Vec::new(),
+        };
+        self.rules.check_header(&tip, &header)?;
+        let (writes, included, rejected) = {
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(STATE)?;
+            let view = TableView {
+                table: &table,
+                bits: self.tree.bits(),
+            };
+            let (overlay, included, rejected) =
+                self.rules.execute_proposal(&view, &ctx, candidates);
+            (overlay.into_writes(), included, rejected)
+        };
+        header.tx_root = tx_root_of_ids(included.iter().map(VerifiedTx::id));
+        header.state_root = self.dry_run_root(writes)?;
+        Ok((
+            VerifiedBlock::from_parts(header, included, Certificate::default()),
+            rejected,
+        ))
+    }
+
+    fn dry_run_root(&self, writes: Vec<(StateKey, Vec<u8>)>) -> Result<Hash, Error> {
+        // `commit` needs `&mut self` only to install the result; a dry run
+        // installs nothing, so it borrows a throwaway handle to the same tree.
+        let (root, _) = commit_writes(
+            &self.db,
+            &self.tree,
+            writes,
+            None,
+            Finish::DryRun,
+            |_, r| Ok(r),
+        )?;
+        Ok(root)
+    }
+
+    /// Merges a gossip batch (see [`Rules::merge_batch`]) and stores it for
+    /// peers that ask. `now_ms` is this node's clock, for the skew bound.
+    pub fn merge_batch(
+        &mut self,
+        batch: &VerifiedBatch,
+        now_ms: u64,
+    ) -> Result<MergeOutcome, Error> {
+        if let Some(existing) = self.batch(&batch.origin(), batch.seq())?
+            && existing.header_hash() == batch.header_hash()
+        {
+            return Ok(MergeOutcome::AlreadyMerged);
+        }
+        let bits = self.tree.bits();
+        let writes = {
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(STATE)?;
+            let view = TableView {
+                table: &table,
+                bits,
+            };
+            self.rules.merge_batch(&view, batch, now_ms)?.into_writes()
+        };
+        let (origin, seq) = (batch.origin(), batch.seq());
+        let key = batch_key(&origin, seq);
+        let plain = batch.to_batch();
+        let encoded = plain.to_bytes();
+        let ids: Vec<Hash> = batch.txs().iter().map(VerifiedTx::id).collect();
+        let tip = self.tip;
+        let tip = self.commit(writes, None, Finish::Commit, |txn, root| {
+            let mut batches = txn.open_table(BATCHES)?;
+            // Two different batches under one (origin, seq) mean the origin
+            // equivocated; both are merged, and the smaller header hash is kept
+            // so every replica keeps the same one.
+            let keep = match batches.get(key.as_slice())? {
+                Some(old) => crate::block::Batch::from_bytes(old.value())
+                    .map(|b| b.header_hash() > batch.header_hash())
+                    .unwrap_or(true),
+                None => true,
+            };
+            if keep {
+                batches.insert(key.as_slice(), encoded.as_slice())?;
+            }
+            drop(batches);
+            let mut index = txn.open_table(TX_INDEX)?;
+            for (i, id) in ids.iter().enumerate() {
+                if index.get(id.0.as_slice())?.is_none() {
+                    let loc = TxLocation::Batch {
+                        origin,
+                        seq,
+                        index: i as u32,
+                    };
+                    index.insert(id.0.as_slice(), loc.to_bytes().as_slice())?;
+                }
+            }
+            drop(index);
+            let mut origins = txn.open_table(ORIGINS)?;
+            let highest = origins.get(origin.0.as_slice())?.map_or(0, |v| v.value());
+            origins.insert(origin.0.as_slice(), highest.max(seq))?;
+            let new_tip = Tip {
+                state_root: root,
+                ..tip
+            };
+            txn.open_table(META)?
+                .insert(META_TIP, new_tip.to_bytes().as_slice())?;
+            Ok(new_tip)
+        })?;
+        Ok(MergeOutcome::Merged {
+            state_root: tip.state_root,
+        })
+    }
+
+    fn commit(
+        &mut self,
+        writes: Vec<(StateKey, Vec<u8>)>,
+        expected_root: Option<Hash>,
+        finish: Finish,
+        extra: impl FnOnce(&redb::WriteTransaction, Hash) -> Result<Tip, Error>,
+    ) -> Result<Tip, Error> {
+        let (tip, tree) =
+            commit_writes(&self.db, &self.tree, writes, expected_root, finish, extra)?;
+        if let Some(tree) = tree {
+            self.tree = tree;
+            self.tip = tip;
+        }
+        Ok(tip)
+    }
+}
+
+/// Writes `writes`, rehashes the touched buckets and computes the new root in
+/// one write transaction; checks `expected_root`; then commits (after `extra`
+/// adds its rows) or aborts. Returns what `extra` returned and the new tree if
+/// committed.
+fn commit_writes<R>(
+    db: &Database,
+    tree: &StateTree,
+    writes: Vec<(StateKey, Vec<u8>)>,
+    expected_root: Option<Hash>,
+    finish: Finish,
+    extra: impl FnOnce(&redb::WriteTransaction, Hash) -> Result<R, Error>,
+) -> Result<(R, Option<StateTree>), Error> {
+    let bits = tree.bits();
+    let txn = db.begin_write()?;
+    let updates = {
+        let mut state = txn.open_table(STATE)?;
+        let mut touched = BTreeSet::new();
+        for (key, value) in &writes {
+            let kb = key.to_bytes();
+            let k = stored_key(bits, &kb);
+            touched.insert(u32::from_be_bytes([k[0], k[1], k[2], k[3]]));
+            state.insert(k.as_slice(), value.as_slice())?;
+        }
+        let mut updates = Vec::with_capacity(touched.len());
+        for b in touched {
+            let entries = scan_bucket(&state, b)?;
+            updates.push((
+                b,
+                bucket_hash(entries.iter().map(|(k, v)| (k.as_slice(), v.as_slice()))),
+            ));
+        }
+        updates
+    };
+    let new_tree = tree.with_updates(&updates)?;
+    let root = new_tree.root();
+    if let Some(expected) = expected_root
+        && expected != root
+    {
+        txn.abort()?;
+        return Err(Error::StateRootMismatch {
+            header: expected,
+            computed: root,
+        });
+    }
+    if let Finish::DryRun = finish {
+        let out = extra(&txn, root)?;
+        txn.abort()?;
+        return Ok((out, None));
+    }
+    {
+        let mut buckets = txn.open_table(BUCKETS)?;
+        for (b, h) in &updates {
+            buckets.insert(*b, h.0.as_slice())?;
+        }
+    }
+    let out = extra(&txn, root)?;
+    txn.commit()?;
+    Ok((out, Some(new_tree)))
+}
+
+fn scan_bucket(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    bucket: u32,
+) -> Result<BucketEntries, Error> {
+    let lo = bucket.to_be_bytes();
+    let hi = (u64::from(bucket) + 1).to_be_bytes();
+    // `hi` is the next bucket as 4 bytes (the high word of u64 is 0 for any
+    // bucket below 2^32 - 1, which MAX_BUCKET_BITS guarantees).
+    let hi = &hi[4..];
+    let mut out = Vec::new();
+    for row in table.range(lo.as_slice()..hi)? {
+        let (k, v) = row?;
+        out.push((k.value()[4..].to_vec(), v.value().to_vec()));
+    }
+    Ok(out)
+}
+
+fn batch_key(origin: &Address, seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(40);
+    k.extend_from_slice(&origin.0);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+struct EmptyView;
+
+impl StateView for EmptyView {
+    fn read(&self, _: &StateKey) -> Result<Option<Vec<u8>>, Error> {
+        Ok(None)
+    }
+}
