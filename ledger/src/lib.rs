@@ -18,6 +18,7 @@
 //! - [`merkle`]: the bucketed state tree, proofs, bucket diffs.
 //! - [`store`]: redb: one write transaction per block or batch.
 //! - [`genesis`]: `genesis.json`, its validation and the chain parameters.
+//! - [`devkit`]: deterministic keys, devnet genesis, stamped transactions.
 //!
 //! # Invariants
 //!
@@ -33,6 +34,7 @@
 pub mod block;
 pub mod chain;
 pub mod codec;
+pub mod devkit;
 pub mod error;
 pub mod genesis;
 pub mod hash;
