@@ -40,71 +40,190 @@ fn hlc() -> impl Strategy<Value = Hlc> {
     (any::<u64>(), any::<u32>()).prop_map(|(wall_ms, logical)| Hlc { wall_ms, logical })
 }
 fn put_op() -> impl Strategy<Value = PutOp> {
-    (bytes(40), bytes(100), any::<Option<u64>>()).prop_map(|(key, value, if_version)| PutOp { key, value, if_version })
+    (bytes(40), bytes(100), any::<Option<u64>>()).prop_map(|(key, value, if_version)| PutOp {
+        key,
+        value,
+        if_version,
+    })
 }
 fn payload() -> impl Strategy<Value = Payload> {
     prop_oneof![
         (address(), any::<u64>()).prop_map(|(to, amount)| Payload::Transfer { to, amount }),
-        (address(), prop::collection::vec(put_op(), 0..5)).prop_map(|(namespace, ops)| Payload::Put { namespace, ops }),
-        (address(), prop::collection::vec(bytes(20), 0..5)).prop_map(|(namespace, keys)| Payload::Delete { namespace, keys }),
-        (address(), short(), short()).prop_map(|(validator_key, p2p, moniker)| Payload::RegisterValidator { validator_key, p2p, moniker }),
-        (address(), any::<u64>()).prop_map(|(validator, amount)| Payload::Stake { validator, amount }),
-        (address(), any::<u64>()).prop_map(|(validator, amount)| Payload::Unstake { validator, amount }),
+        (address(), prop::collection::vec(put_op(), 0..5))
+            .prop_map(|(namespace, ops)| Payload::Put { namespace, ops }),
+        (address(), prop::collection::vec(bytes(20), 0..5))
+            .prop_map(|(namespace, keys)| Payload::Delete { namespace, keys }),
+        (address(), short(), short()).prop_map(|(validator_key, p2p, moniker)| {
+            Payload::RegisterValidator {
+                validator_key,
+                p2p,
+                moniker,
+            }
+        }),
+        (address(), any::<u64>())
+            .prop_map(|(validator, amount)| Payload::Stake { validator, amount }),
+        (address(), any::<u64>())
+            .prop_map(|(validator, amount)| Payload::Unstake { validator, amount }),
         Just(Payload::Unjail),
         bytes(100).prop_map(|data| Payload::Evidence { data }),
-        (address(), bytes(20), bytes(64)).prop_map(|(namespace, key, answer)| Payload::TimelockReveal { namespace, key, answer }),
+        (address(), bytes(20), bytes(64)).prop_map(|(namespace, key, answer)| {
+            Payload::TimelockReveal {
+                namespace,
+                key,
+                answer,
+            }
+        }),
     ]
 }
 fn body() -> impl Strategy<Value = TxBody> {
-    (chain(), address(), any::<u64>(), any::<u64>(), payload())
-        .prop_map(|(chain_id, sender, nonce, epoch, payload)| TxBody { chain_id, sender, nonce, epoch, payload })
-}
-fn transaction() -> impl Strategy<Value = Transaction> {
-    (body(), any::<u64>(), signature()).prop_map(|(body, nonce, signature)| Transaction { body, stamp: Stamp { nonce }, signature })
-}
-fn header() -> impl Strategy<Value = Header> {
-    (chain(), any::<u64>(), hash(), hash(), hash(), address(), any::<u64>(), bytes(50)).prop_map(
-        |(chain_id, height, parent, state_root, tx_root, proposer, timestamp_ms, engine_data)| Header {
-            chain_id, height, parent, state_root, tx_root, proposer, timestamp_ms, engine_data,
+    (chain(), address(), any::<u64>(), any::<u64>(), payload()).prop_map(
+        |(chain_id, sender, nonce, epoch, payload)| TxBody {
+            chain_id,
+            sender,
+            nonce,
+            epoch,
+            payload,
         },
     )
 }
-fn certificate() -> impl Strategy<Value = Certificate> {
-    (any::<u64>(), prop::collection::vec((address(), signature()), 0..4)).prop_map(|(round, votes)| Certificate {
-        round,
-        votes: votes.into_iter().map(|(validator, signature)| Vote { validator, signature }).collect(),
+fn transaction() -> impl Strategy<Value = Transaction> {
+    (body(), any::<u64>(), signature()).prop_map(|(body, nonce, signature)| Transaction {
+        body,
+        stamp: Stamp { nonce },
+        signature,
     })
+}
+fn header() -> impl Strategy<Value = Header> {
+    (
+        chain(),
+        any::<u64>(),
+        hash(),
+        hash(),
+        hash(),
+        address(),
+        any::<u64>(),
+        bytes(50),
+    )
+        .prop_map(
+            |(
+                chain_id,
+                height,
+                parent,
+                state_root,
+                tx_root,
+                proposer,
+                timestamp_ms,
+                engine_data,
+            )| Header {
+                chain_id,
+                height,
+                parent,
+                state_root,
+                tx_root,
+                proposer,
+                timestamp_ms,
+                engine_data,
+            },
+        )
+}
+fn certificate() -> impl Strategy<Value = Certificate> {
+    (
+        any::<u64>(),
+        prop::collection::vec((address(), signature()), 0..4),
+    )
+        .prop_map(|(round, votes)| Certificate {
+            round,
+            votes: votes
+                .into_iter()
+                .map(|(validator, signature)| Vote {
+                    validator,
+                    signature,
+                })
+                .collect(),
+        })
 }
 fn block() -> impl Strategy<Value = Block> {
-    (header(), prop::collection::vec(transaction(), 0..4), certificate()).prop_map(|(header, txs, certificate)| Block { header, txs, certificate })
+    (
+        header(),
+        prop::collection::vec(transaction(), 0..4),
+        certificate(),
+    )
+        .prop_map(|(header, txs, certificate)| Block {
+            header,
+            txs,
+            certificate,
+        })
 }
 fn batch() -> impl Strategy<Value = Batch> {
-    (chain(), address(), any::<u64>(), hlc(), prop::collection::vec(transaction(), 0..4), signature())
-        .prop_map(|(chain_id, origin, seq, hlc, txs, signature)| Batch { chain_id, origin, seq, hlc, txs, signature })
+    (
+        chain(),
+        address(),
+        any::<u64>(),
+        hlc(),
+        prop::collection::vec(transaction(), 0..4),
+        signature(),
+    )
+        .prop_map(|(chain_id, origin, seq, hlc, txs, signature)| Batch {
+            chain_id,
+            origin,
+            seq,
+            hlc,
+            txs,
+            signature,
+        })
 }
 fn record_entry() -> impl Strategy<Value = RecordEntry> {
-    (prop::option::of(bytes(100)), any::<u64>(), hlc(), address(), hash()).prop_map(|(value, version, hlc, origin, tx)| RecordEntry {
-        value,
-        version,
-        order: WriteOrder { hlc, origin, tx },
-    })
+    (
+        prop::option::of(bytes(100)),
+        any::<u64>(),
+        hlc(),
+        address(),
+        hash(),
+    )
+        .prop_map(|(value, version, hlc, origin, tx)| RecordEntry {
+            value,
+            version,
+            order: WriteOrder { hlc, origin, tx },
+        })
 }
 fn proof() -> impl Strategy<Value = RecordProof> {
-    (0u32..24, any::<u32>(), prop::collection::vec((bytes(60), bytes(60)), 0..5), prop::collection::vec(hash(), 0..24))
-        .prop_map(|(bucket_bits, bucket, entries, path)| RecordProof { bucket_bits, bucket, entries, path })
+    (
+        0u32..24,
+        any::<u32>(),
+        prop::collection::vec((bytes(60), bytes(60)), 0..5),
+        prop::collection::vec(hash(), 0..24),
+    )
+        .prop_map(|(bucket_bits, bucket, entries, path)| RecordProof {
+            bucket_bits,
+            bucket,
+            entries,
+            path,
+        })
 }
 
-fn round_trip<T: Encode + Decode + PartialEq + std::fmt::Debug>(v: &T) -> Result<(), TestCaseError> {
+fn round_trip<T: Encode + Decode + PartialEq + std::fmt::Debug>(
+    v: &T,
+) -> Result<(), TestCaseError> {
     let bytes = v.to_bytes();
     prop_assert_eq!(&T::from_bytes(&bytes).expect("decodes"), v);
-    prop_assert_eq!(T::from_bytes(&bytes).expect("decodes").to_bytes(), bytes.clone());
+    prop_assert_eq!(
+        T::from_bytes(&bytes).expect("decodes").to_bytes(),
+        bytes.clone()
+    );
     // One byte more is refused, and so is every strict prefix.
     let mut longer = bytes.clone();
     longer.push(0);
-    prop_assert_eq!(T::from_bytes(&longer).err(), Some(Error::TrailingBytes { count: 1 }));
+    prop_assert_eq!(
+        T::from_bytes(&longer).err(),
+        Some(Error::TrailingBytes { count: 1 })
+    );
     if !bytes.is_empty() {
         for cut in [0, bytes.len() / 2, bytes.len() - 1] {
-            prop_assert!(T::from_bytes(&bytes[..cut]).is_err(), "prefix of {} bytes decoded", cut);
+            prop_assert!(
+                T::from_bytes(&bytes[..cut]).is_err(),
+                "prefix of {} bytes decoded",
+                cut
+            );
         }
     }
     Ok(())
@@ -165,7 +284,11 @@ fn sample_tx() -> Transaction {
         epoch: 0,
         payload: Payload::Put {
             namespace: k.address(),
-            ops: vec![PutOp { key: b"k".to_vec(), value: b"v".to_vec(), if_version: Some(2) }],
+            ops: vec![PutOp {
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+                if_version: Some(2),
+            }],
         },
     }
     .sign(&k, Stamp { nonce: 9 })
@@ -179,7 +302,13 @@ fn unknown_tags_are_refused() {
     assert_eq!(bytes[at], 1, "layout assumption");
     let mut b = bytes.clone();
     b[at] = 9;
-    assert_eq!(Transaction::from_bytes(&b), Err(Error::UnknownTag { what: "payload", tag: 9 }));
+    assert_eq!(
+        Transaction::from_bytes(&b),
+        Err(Error::UnknownTag {
+            what: "payload",
+            tag: 9
+        })
+    );
 }
 
 #[test]
@@ -190,7 +319,12 @@ fn non_canonical_option_tags_are_refused() {
     assert_eq!(bytes[at], 1, "layout assumption");
     let mut b = bytes.clone();
     b[at] = 2;
-    assert_eq!(Transaction::from_bytes(&b), Err(Error::NonCanonical { what: "compare-and-set" }));
+    assert_eq!(
+        Transaction::from_bytes(&b),
+        Err(Error::NonCanonical {
+            what: "compare-and-set"
+        })
+    );
 }
 
 #[test]
@@ -208,10 +342,21 @@ fn a_huge_length_prefix_is_refused_before_allocating() {
     };
     let mut b = header.to_bytes();
     b.extend_from_slice(&100_000u32.to_le_bytes());
-    assert_eq!(Block::from_bytes(&b), Err(Error::UnexpectedEnd { what: "transactions" }));
+    assert_eq!(
+        Block::from_bytes(&b),
+        Err(Error::UnexpectedEnd {
+            what: "transactions"
+        })
+    );
     let mut b = header.to_bytes();
     b.extend_from_slice(&u32::MAX.to_le_bytes());
-    assert!(matches!(Block::from_bytes(&b), Err(Error::TooLong { what: "transactions", .. })));
+    assert!(matches!(
+        Block::from_bytes(&b),
+        Err(Error::TooLong {
+            what: "transactions",
+            ..
+        })
+    ));
 }
 
 #[test]
@@ -220,7 +365,13 @@ fn over_size_fields_are_refused() {
     let long = "a".repeat(49);
     b.extend_from_slice(&(long.len() as u32).to_le_bytes());
     b.extend_from_slice(long.as_bytes());
-    assert!(matches!(ChainId::from_bytes(&b), Err(Error::TooLong { what: "chain id", .. })));
+    assert!(matches!(
+        ChainId::from_bytes(&b),
+        Err(Error::TooLong {
+            what: "chain id",
+            ..
+        })
+    ));
     let mut b = Vec::new();
     b.extend_from_slice(&3u32.to_le_bytes());
     b.extend_from_slice(b"A-b");
@@ -254,22 +405,52 @@ fn seeded_tx(r: &mut SplitMix, chain: &ChainId) -> Transaction {
     let k = r.key();
     let other = r.key().address();
     let payload = match r.next() % 9 {
-        0 => Payload::Transfer { to: other, amount: r.next() },
+        0 => Payload::Transfer {
+            to: other,
+            amount: r.next(),
+        },
         1 => Payload::Put {
             namespace: k.address(),
             ops: (0..1 + r.next() % 3)
-                .map(|i| PutOp { key: r.bytes(1 + i as usize), value: r.bytes(10), if_version: (i % 2 == 0).then_some(i) })
+                .map(|i| PutOp {
+                    key: r.bytes(1 + i as usize),
+                    value: r.bytes(10),
+                    if_version: (i % 2 == 0).then_some(i),
+                })
                 .collect(),
         },
-        2 => Payload::Delete { namespace: k.address(), keys: vec![r.bytes(3), r.bytes(4)] },
-        3 => Payload::RegisterValidator { validator_key: other, p2p: "/ip4/127.0.0.1/tcp/1".into(), moniker: "m".into() },
-        4 => Payload::Stake { validator: other, amount: r.next() },
-        5 => Payload::Unstake { validator: other, amount: r.next() },
+        2 => Payload::Delete {
+            namespace: k.address(),
+            keys: vec![r.bytes(3), r.bytes(4)],
+        },
+        3 => Payload::RegisterValidator {
+            validator_key: other,
+            p2p: "/ip4/127.0.0.1/tcp/1".into(),
+            moniker: "m".into(),
+        },
+        4 => Payload::Stake {
+            validator: other,
+            amount: r.next(),
+        },
+        5 => Payload::Unstake {
+            validator: other,
+            amount: r.next(),
+        },
         6 => Payload::Unjail,
         7 => Payload::Evidence { data: r.bytes(20) },
-        _ => Payload::TimelockReveal { namespace: other, key: r.bytes(5), answer: r.bytes(16) },
+        _ => Payload::TimelockReveal {
+            namespace: other,
+            key: r.bytes(5),
+            answer: r.bytes(16),
+        },
     };
-    let body = TxBody { chain_id: chain.clone(), sender: k.address(), nonce: r.next(), epoch: r.next() % 100, payload };
+    let body = TxBody {
+        chain_id: chain.clone(),
+        sender: k.address(),
+        nonce: r.next(),
+        epoch: r.next() % 100,
+        payload,
+    };
     body.sign(&k, Stamp { nonce: r.next() })
 }
 
@@ -301,33 +482,88 @@ fn frozen_conformance_hashes() {
         txs: txs[..8].to_vec(),
         certificate: Certificate {
             round: 2,
-            votes: (0..4).map(|_| { let k = r.key(); Vote { validator: k.address(), signature: k.sign(pyralog_ledger::keys::SigDomain::Consensus, &Hash::ZERO) } }).collect(),
+            votes: (0..4)
+                .map(|_| {
+                    let k = r.key();
+                    Vote {
+                        validator: k.address(),
+                        signature: k.sign(pyralog_ledger::keys::SigDomain::Consensus, &Hash::ZERO),
+                    }
+                })
+                .collect(),
         },
     };
     let origin = r.key();
-    let batch = Batch::seal(chain.clone(), &origin, 5, Hlc { wall_ms: 1_800_000_000_000, logical: 3 }, txs[8..16].to_vec());
-    let entry = RecordEntry { value: Some(b"v".to_vec()), version: 4, order: WriteOrder { hlc: batch.hlc, origin: origin.address(), tx: txs[0].id() } };
+    let batch = Batch::seal(
+        chain.clone(),
+        &origin,
+        5,
+        Hlc {
+            wall_ms: 1_800_000_000_000,
+            logical: 3,
+        },
+        txs[8..16].to_vec(),
+    );
+    let entry = RecordEntry {
+        value: Some(b"v".to_vec()),
+        version: 4,
+        order: WriteOrder {
+            hlc: batch.hlc,
+            origin: origin.address(),
+            tx: txs[0].id(),
+        },
+    };
 
     let got = [
         ("transactions", digest_of(txs.iter().map(Encode::to_bytes))),
-        ("transaction ids", digest_of(txs.iter().map(|t| t.id().0.to_vec()))),
-        ("block", digest_of([block.to_bytes(), block.hash().0.to_vec()])),
-        ("batch", digest_of([batch.to_bytes(), batch.header_hash().0.to_vec()])),
+        (
+            "transaction ids",
+            digest_of(txs.iter().map(|t| t.id().0.to_vec())),
+        ),
+        (
+            "block",
+            digest_of([block.to_bytes(), block.hash().0.to_vec()]),
+        ),
+        (
+            "batch",
+            digest_of([batch.to_bytes(), batch.header_hash().0.to_vec()]),
+        ),
         ("record entry", digest_of([entry.to_bytes()])),
         ("address", origin.address().to_human()),
     ];
     let frozen = [
-        ("transactions", "7960024f7e5060413ab50ac9f5dde6fd91d9fe4cda851efc6369309c3efea3c7"),
-        ("transaction ids", "d3ad13b79c2793ceef0ad669b962ea3105742aa6f25701313c0a05188fbc11ee"),
-        ("block", "522909856e20d771737fb962d64bce828c1c63f0b9a6cf48e31ad597d9715046"),
-        ("batch", "8c898cb866779d0e5baebcaf083b607682a11dadba425247274de77e5bb05880"),
-        ("record entry", "0b2d91f46c8371334f672a5e64429c2fbb051b198d6ad360d32d0d532796c4ca"),
-        ("address", "pyr2RMWZhztQtkoFoYoi5AcHkWETvAusWoaU6V2QHQPQ8v5Dg6mYy"),
+        (
+            "transactions",
+            "7960024f7e5060413ab50ac9f5dde6fd91d9fe4cda851efc6369309c3efea3c7",
+        ),
+        (
+            "transaction ids",
+            "d3ad13b79c2793ceef0ad669b962ea3105742aa6f25701313c0a05188fbc11ee",
+        ),
+        (
+            "block",
+            "522909856e20d771737fb962d64bce828c1c63f0b9a6cf48e31ad597d9715046",
+        ),
+        (
+            "batch",
+            "8c898cb866779d0e5baebcaf083b607682a11dadba425247274de77e5bb05880",
+        ),
+        (
+            "record entry",
+            "0b2d91f46c8371334f672a5e64429c2fbb051b198d6ad360d32d0d532796c4ca",
+        ),
+        (
+            "address",
+            "pyr2RMWZhztQtkoFoYoi5AcHkWETvAusWoaU6V2QHQPQ8v5Dg6mYy",
+        ),
     ];
     for (name, g) in &got {
         println!("(\"{name}\", \"{g}\"),");
     }
     for ((name, g), (_, f)) in got.iter().zip(frozen) {
-        assert_eq!(g, f, "the canonical form of {name} changed: if deliberate, update the frozen value and say so in the commit");
+        assert_eq!(
+            g, f,
+            "the canonical form of {name} changed: if deliberate, update the frozen value and say so in the commit"
+        );
     }
 }
