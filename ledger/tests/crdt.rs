@@ -10,7 +10,8 @@ use pyralog_ledger::block::VerifiedBatch;
 use pyralog_ledger::{Batch, Engine, Hlc, Keypair, Payload, Store, Transaction, devkit};
 
 /// The start of a gossip epoch, so every batch below falls in one epoch.
-const NOW: u64 = 1_800_000_000_000 - (1_800_000_000_000 % 50_000);
+/// (1.8e12 is a multiple of the 50 s gossip epoch of the devnet parameters.)
+const NOW: u64 = 1_800_000_000_000;
 
 struct Pool {
     file: pyralog_ledger::GenesisFile,
@@ -21,7 +22,9 @@ struct Pool {
 }
 
 static POOL: LazyLock<Pool> = LazyLock::new(|| {
-    let n = common::net(Engine::Gossip);
+    let mut params = common::params();
+    params.bucket_bits = 10; // small trees keep the many stores of this test fast
+    let n = common::net_with(Engine::Gossip, params, 0, 0);
     let owners = [n.alice.clone(), n.bob.clone()];
     let epoch = n.store.genesis().gossip_epoch(NOW);
     let mut txs = Vec::new();

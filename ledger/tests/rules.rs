@@ -895,9 +895,12 @@ fn problems(v: serde_json::Value) -> String {
     }
 }
 
+/// An edit to a genesis document.
+type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+
 #[test]
 fn malformed_genesis_fields_are_named() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>, &str)> = vec![
+    let cases: Vec<(&str, Edit, &str)> = vec![
         (
             "chain id",
             Box::new(|g| g["chain_id"] = "Bad Chain".into()),
