@@ -15,10 +15,7 @@ use crate::tx::{Payload, PutOp, Transaction, TxBody};
 
 /// A deterministic key for `seed`; for devnets and tests only.
 pub fn key(seed: u64) -> Keypair {
-    let h = Hash::of(
-        Domain::PowKey,
-        format!("pyralog devkit key {seed}").as_bytes(),
-    );
+    let h = Hash::of(Domain::DevKey, &seed.to_le_bytes());
     Keypair::from_seed(&h.0)
 }
 

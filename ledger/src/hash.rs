@@ -39,10 +39,14 @@ pub enum Domain {
     PowKey,
     /// A record entry, for the last-writer-wins tie-break.
     RecordEntry,
+    /// The transcript that picks batch-verification coefficients.
+    BatchVerify,
+    /// Deterministic development keys.
+    DevKey,
 }
 
 impl Domain {
-    const ALL: [Domain; 11] = [
+    const ALL: [Domain; 13] = [
         Domain::TxId,
         Domain::BlockHeader,
         Domain::BatchHeader,
@@ -54,6 +58,8 @@ impl Domain {
         Domain::AddressChecksum,
         Domain::PowKey,
         Domain::RecordEntry,
+        Domain::BatchVerify,
+        Domain::DevKey,
     ];
 
     /// The blake3 `derive_key` context string. Changing one is a format break.
@@ -70,6 +76,8 @@ impl Domain {
             Domain::AddressChecksum => "pyralog 2026-11 address checksum",
             Domain::PowKey => "pyralog 2026-11 proof of work key",
             Domain::RecordEntry => "pyralog 2026-11 record entry",
+            Domain::BatchVerify => "pyralog 2026-11 batch verification coefficients",
+            Domain::DevKey => "pyralog 2026-11 development key",
         }
     }
 

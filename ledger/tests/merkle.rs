@@ -186,11 +186,11 @@ fn the_genesis_state_is_frozen() {
     // Same inputs, same genesis, on any machine: a change here is a format break.
     assert_eq!(
         g.hash().to_hex(),
-        "1201558e81f80f4e2bbd51e4e0a684e174b5a52faaed48368e11aee1e8a05711"
+        "b8dbaba04b609d94ca014a7c4f237990b3bee1622e3f3c644725a6f16d564b13"
     );
     assert_eq!(
         n.store.state_root().to_hex(),
-        "8ba188c49ab28c5a5f241446bfd85014257cf9ae0372209b0f9482b460c50830"
+        "39f166c526e6247daad52c741d8e2669b9e520ef5a01018ed611d18e4af9082a"
     );
 }
 
