@@ -21,6 +21,12 @@ use crate::pow::MAX_BITS;
 use crate::state::ValidatorInfo;
 use crate::tx::caps;
 
+/// The most clock skew a chain may allow a gossip batch: beyond a minute, a
+/// lying clock could win conflicts for too long.
+pub const MAX_CLOCK_SKEW_MS: u64 = 60_000;
+/// The most epochs a transaction may stay valid: the replay window.
+pub const MAX_VALIDITY_EPOCHS: u64 = 16;
+
 /// A genesis file as written on disk.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -234,6 +240,24 @@ impl GenesisFile {
             if !(0.0..=1.0).contains(&v) {
                 bad(field, format!("{v} is not a share between 0 and 1"));
             }
+        }
+        if p.max_clock_skew_ms > MAX_CLOCK_SKEW_MS {
+            bad(
+                "params.max_clock_skew_ms",
+                format!(
+                    "{} is above the most allowed ({MAX_CLOCK_SKEW_MS})",
+                    p.max_clock_skew_ms
+                ),
+            );
+        }
+        if p.tx_validity_epochs == 0 || p.tx_validity_epochs > MAX_VALIDITY_EPOCHS {
+            bad(
+                "params.tx_validity_epochs",
+                format!(
+                    "{} is outside 1..={MAX_VALIDITY_EPOCHS}",
+                    p.tx_validity_epochs
+                ),
+            );
         }
         if p.bucket_bits > MAX_BUCKET_BITS {
             bad(

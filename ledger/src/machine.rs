@@ -377,6 +377,11 @@ impl Rules {
     ) -> Result<Overlay<'v>, Error> {
         let h = block.header();
         self.check_header(tip, h)?;
+        over_limit(
+            "block transactions",
+            block.txs().len() as u64,
+            self.genesis.params.limits.max_txs_per_block,
+        )?;
         let computed = tx_root_of_ids(block.txs().iter().map(VerifiedTx::id));
         if computed != h.tx_root {
             return Err(Error::TxRootMismatch {

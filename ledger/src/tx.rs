@@ -120,7 +120,8 @@ pub struct PutOp {
     /// The new value.
     pub value: Vec<u8>,
     /// Compare-and-set: the write happens only if the record's current version is
-    /// this (`0` means the record must not exist). Only ordering engines evaluate it.
+    /// this. `0` means the record was never written; a deleted record keeps its
+    /// version, so versions only grow. Only ordering engines evaluate it.
     pub if_version: Option<u64>,
 }
 

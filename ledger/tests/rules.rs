@@ -627,6 +627,24 @@ fn header_must_extend_the_tip() {
 }
 
 #[test]
+fn a_block_over_the_transaction_limit_is_refused() {
+    let mut p = params();
+    p.limits.max_txs_per_block = 2;
+    let mut n = net_with(Engine::Pbft, p, 100, 100);
+    let txs = (0..3)
+        .map(|i| n.tx(&n.alice, i, devkit::put(&n.alice, &[i as u8], b"v")))
+        .collect();
+    assert_eq!(
+        n.reject(txs),
+        Error::OverLimit {
+            what: "block transactions",
+            len: 3,
+            max: 2
+        }
+    );
+}
+
+#[test]
 fn transaction_outside_its_epoch_window_is_refused() {
     let mut n = net(Engine::Pbft);
     // Height 1 is epoch 0; a transaction from epoch 1 is from the future.
@@ -935,6 +953,16 @@ fn malformed_genesis_fields_are_named() {
             "buckets",
             Box::new(|g| g["params"]["bucket_bits"] = 30.into()),
             "params.bucket_bits: 30",
+        ),
+        (
+            "skew",
+            Box::new(|g| g["params"]["max_clock_skew_ms"] = 3_600_000.into()),
+            "params.max_clock_skew_ms: 3600000 is above",
+        ),
+        (
+            "validity",
+            Box::new(|g| g["params"]["tx_validity_epochs"] = 0.into()),
+            "params.tx_validity_epochs: 0 is outside",
         ),
         (
             "address checksum",
