@@ -68,20 +68,44 @@ pub fn bucket_of(key_bytes: &[u8], bits: u32) -> u32 {
     if bits == 0 { 0 } else { top >> (32 - bits) }
 }
 
+/// Hashes a bucket's entries as they stream by, in strictly ascending key
+/// order: each as `len(key) ‖ key ‖ len(entry) ‖ entry`, lengths as u32 LE.
+pub struct BucketHasher(blake3::Hasher);
+
+impl BucketHasher {
+    /// A hasher for an empty bucket.
+    pub fn new() -> Self {
+        BucketHasher(Domain::Bucket.hasher())
+    }
+
+    /// Adds the next entry.
+    pub fn add(&mut self, key: &[u8], entry: &[u8]) {
+        self.0.update(&(key.len() as u32).to_le_bytes());
+        self.0.update(key);
+        self.0.update(&(entry.len() as u32).to_le_bytes());
+        self.0.update(entry);
+    }
+
+    /// The bucket's hash.
+    pub fn finish(&self) -> Hash {
+        Hash(*self.0.finalize().as_bytes())
+    }
+}
+
+impl Default for BucketHasher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// The hash of one bucket from its entries, which must come in strictly
 /// ascending key order.
 pub fn bucket_hash<'a>(entries: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Hash {
-    let mut h = Domain::Bucket.hasher();
-    let mut len = [0u8; 4];
+    let mut h = BucketHasher::new();
     for (k, v) in entries {
-        len.copy_from_slice(&(k.len() as u32).to_le_bytes());
-        h.update(&len);
-        h.update(k);
-        len.copy_from_slice(&(v.len() as u32).to_le_bytes());
-        h.update(&len);
-        h.update(v);
+        h.add(k, v);
     }
-    Hash(*h.finalize().as_bytes())
+    h.finish()
 }
 
 /// The hash of a bucket with no entries.

@@ -24,7 +24,7 @@ use crate::genesis::{Genesis, GenesisFile};
 use crate::hash::Hash;
 use crate::keys::Address;
 use crate::machine::{BlockContext, Overlay, Rules, StateView, Tip};
-use crate::merkle::{BucketEntries, RecordProof, StateTree, bucket_hash, bucket_of};
+use crate::merkle::{BucketEntries, BucketHasher, RecordProof, StateTree, bucket_of};
 use crate::state::{Account, RecordEntry, StateKey};
 
 const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
@@ -695,11 +695,7 @@ fn commit_writes<R>(
         }
         let mut updates = Vec::with_capacity(touched.len());
         for b in touched {
-            let entries = scan_bucket(&state, b)?;
-            updates.push((
-                b,
-                bucket_hash(entries.iter().map(|(k, v)| (k.as_slice(), v.as_slice()))),
-            ));
+            updates.push((b, hash_bucket(&state, b)?));
         }
         updates
     };
@@ -730,17 +726,34 @@ fn commit_writes<R>(
     Ok((out, Some(new_tree)))
 }
 
+/// A bucket's hash, straight from the table (no copies of the entries).
+fn hash_bucket(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    bucket: u32,
+) -> Result<Hash, Error> {
+    let (lo, hi) = bucket_range(bucket);
+    let mut hasher = BucketHasher::new();
+    for row in table.range(lo.as_slice()..&hi[4..])? {
+        let (k, v) = row?;
+        hasher.add(&k.value()[4..], v.value());
+    }
+    Ok(hasher.finish())
+}
+
+/// The key range of a bucket: from the bucket's 4 bytes up to the next
+/// bucket's (`[4..]` of the u64; its high word is 0 for any bucket below
+/// 2^32 - 1, which MAX_BUCKET_BITS guarantees).
+fn bucket_range(bucket: u32) -> ([u8; 4], [u8; 8]) {
+    (bucket.to_be_bytes(), (u64::from(bucket) + 1).to_be_bytes())
+}
+
 fn scan_bucket(
     table: &impl ReadableTable<&'static [u8], &'static [u8]>,
     bucket: u32,
 ) -> Result<BucketEntries, Error> {
-    let lo = bucket.to_be_bytes();
-    let hi = (u64::from(bucket) + 1).to_be_bytes();
-    // `hi` is the next bucket as 4 bytes (the high word of u64 is 0 for any
-    // bucket below 2^32 - 1, which MAX_BUCKET_BITS guarantees).
-    let hi = &hi[4..];
+    let (lo, hi) = bucket_range(bucket);
     let mut out = Vec::new();
-    for row in table.range(lo.as_slice()..hi)? {
+    for row in table.range(lo.as_slice()..&hi[4..])? {
         let (k, v) = row?;
         out.push((k.value()[4..].to_vec(), v.value().to_vec()));
     }
