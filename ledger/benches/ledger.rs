@@ -64,6 +64,24 @@ fn verify(c: &mut Criterion) {
         let refs: Vec<&[u8]> = messages.iter().map(|m| m.as_slice()).collect();
         b.iter(|| ed25519_dalek::verify_batch(black_box(&refs), &sigs, &keys).expect("valid"))
     });
+    // The same library from wire bytes: keys and signatures parsed each time,
+    // as a node must for transactions it has never seen.
+    let key_bytes: Vec<[u8; 32]> = txs.iter().map(|t| t.body.sender.0).collect();
+    let sig_bytes: Vec<[u8; 64]> = txs.iter().map(|t| t.signature.0).collect();
+    g.bench_function("raw_ed25519_verify_batch_from_bytes_1024", |b| {
+        let refs: Vec<&[u8]> = messages.iter().map(|m| m.as_slice()).collect();
+        b.iter(|| {
+            let keys: Vec<ed25519_dalek::VerifyingKey> = key_bytes
+                .iter()
+                .map(|k| ed25519_dalek::VerifyingKey::from_bytes(black_box(k)).expect("key"))
+                .collect();
+            let sigs: Vec<ed25519_dalek::Signature> = sig_bytes
+                .iter()
+                .map(ed25519_dalek::Signature::from_bytes)
+                .collect();
+            ed25519_dalek::verify_batch(&refs, &sigs, &keys).expect("valid")
+        })
+    });
     g.bench_function("tx_decode_and_verify_1024", |b| {
         b.iter(|| {
             let decoded: Vec<Transaction> = encoded
