@@ -317,14 +317,15 @@ impl Store {
             txn.open_table(TX_INDEX)?;
             txn.open_table(BATCHES)?;
             txn.open_table(ORIGINS)?;
-            let mut meta = txn.open_table(META)?;
-            meta.insert(META_GENESIS, json.as_bytes())?;
-            let tip = Tip {
-                state_root: root,
-                ..tip
-            };
-            meta.insert(META_TIP, tip.to_bytes().as_slice())?;
-            Ok(tip)
+            txn.open_table(META)?
+                .insert(META_GENESIS, json.as_bytes())?;
+            write_tip(
+                txn,
+                Tip {
+                    state_root: root,
+                    ..tip
+                },
+            )
         })?;
         Ok(store)
     }
@@ -498,9 +499,7 @@ impl Store {
                     timestamp_ms: header.timestamp_ms,
                     state_root: root,
                 };
-                txn.open_table(META)?
-                    .insert(META_TIP, new_tip.to_bytes().as_slice())?;
-                Ok(new_tip)
+                write_tip(txn, new_tip)
             },
         )
     }
@@ -622,13 +621,13 @@ impl Store {
             let mut origins = txn.open_table(ORIGINS)?;
             let highest = origins.get(origin.0.as_slice())?.map_or(0, |v| v.value());
             origins.insert(origin.0.as_slice(), highest.max(seq))?;
-            let new_tip = Tip {
-                state_root: root,
-                ..tip
-            };
-            txn.open_table(META)?
-                .insert(META_TIP, new_tip.to_bytes().as_slice())?;
-            Ok(new_tip)
+            write_tip(
+                txn,
+                Tip {
+                    state_root: root,
+                    ..tip
+                },
+            )
         })?;
         Ok(MergeOutcome::Merged {
             state_root: tip.state_root,
@@ -642,13 +641,13 @@ impl Store {
     pub fn import_entries(&mut self, entries: Vec<(StateKey, Vec<u8>)>) -> Result<Hash, Error> {
         let tip = self.tip;
         let tip = self.commit(entries, None, Finish::Commit, |txn, root| {
-            let new_tip = Tip {
-                state_root: root,
-                ..tip
-            };
-            txn.open_table(META)?
-                .insert(META_TIP, new_tip.to_bytes().as_slice())?;
-            Ok(new_tip)
+            write_tip(
+                txn,
+                Tip {
+                    state_root: root,
+                    ..tip
+                },
+            )
         })?;
         Ok(tip.state_root)
     }
@@ -758,6 +757,13 @@ fn scan_bucket(
         out.push((k.value()[4..].to_vec(), v.value().to_vec()));
     }
     Ok(out)
+}
+
+/// Records the new tip in the transaction that makes it the tip.
+fn write_tip(txn: &redb::WriteTransaction, tip: Tip) -> Result<Tip, Error> {
+    txn.open_table(META)?
+        .insert(META_TIP, tip.to_bytes().as_slice())?;
+    Ok(tip)
 }
 
 fn batch_key(origin: &Address, seq: u64) -> Vec<u8> {
