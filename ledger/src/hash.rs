@@ -43,10 +43,12 @@ pub enum Domain {
     BatchVerify,
     /// Deterministic development keys.
     DevKey,
+    /// One entry of the state, as its bucket hash covers it.
+    StateEntry,
 }
 
 impl Domain {
-    const ALL: [Domain; 13] = [
+    const ALL: [Domain; 14] = [
         Domain::TxId,
         Domain::BlockHeader,
         Domain::BatchHeader,
@@ -60,6 +62,7 @@ impl Domain {
         Domain::RecordEntry,
         Domain::BatchVerify,
         Domain::DevKey,
+        Domain::StateEntry,
     ];
 
     /// The blake3 `derive_key` context string. Changing one is a format break.
@@ -78,6 +81,7 @@ impl Domain {
             Domain::RecordEntry => "pyralog 2026-11 record entry",
             Domain::BatchVerify => "pyralog 2026-11 batch verification coefficients",
             Domain::DevKey => "pyralog 2026-11 development key",
+            Domain::StateEntry => "pyralog 2026-11 state entry",
         }
     }
 

@@ -1,11 +1,17 @@
 //! The state commitment: a bucketed Merkle tree over blake3.
 //!
-//! State keys hash into `2^bits` buckets. A bucket's hash covers its entries in
-//! key order; an rs_merkle tree over the bucket hashes gives the state root.
-//! Leaves (bucket hashes) and inner nodes are hashed in different domains, so a
-//! node can never pass for a leaf. The same structure gives proofs of presence and
-//! absence ([`RecordProof`]) and the list of buckets two states differ in
-//! ([`StateTree::diff`]).
+//! A state key's *digest* is `Hash::of(BucketIndex, key bytes)`; its top `bits`
+//! bits pick one of `2^bits` buckets. A bucket's hash covers its entries as
+//! `(key digest, entry digest)` pairs in ascending key-digest order, so a bucket
+//! can be rehashed from 64 bytes per entry kept in memory, without reading the
+//! entries back from disk. The bucket hashes are the leaves of a binary tree whose
+//! inner nodes are `keyed_hash(node key, left ‖ right)`; leaves and inner nodes are
+//! hashed in different domains, so a node can never pass for a leaf.
+//!
+//! [`StateTree`] keeps every layer and updates only the paths above changed
+//! buckets. Its shape and hashing are exactly rs_merkle's with [`NodeHasher`]
+//! (`2^bits` leaves, so no node is ever unpaired), and its paths verify with
+//! `rs_merkle::MerkleProof`, which is how [`RecordProof::verify`] checks them.
 
 use std::sync::LazyLock;
 
@@ -34,17 +40,20 @@ impl rs_merkle::Hasher for NodeHasher {
 
     fn concat_and_hash(left: &[u8; 32], right: Option<&[u8; 32]>) -> [u8; 32] {
         match right {
-            Some(right) => {
-                let mut both = [0u8; 64];
-                both[..32].copy_from_slice(left);
-                both[32..].copy_from_slice(right);
-                Hash::of(Domain::MerkleNode, &both).0
-            }
+            Some(right) => node(&Hash(*left), &Hash(*right)).0,
             // rs_merkle promotes an unpaired node; leaves and nodes are in
             // different domains, so this cannot make two lists share a root.
             None => *left,
         }
     }
+}
+
+/// An inner node over two children.
+fn node(left: &Hash, right: &Hash) -> Hash {
+    let mut both = [0u8; 64];
+    both[..32].copy_from_slice(&left.0);
+    both[32..].copy_from_slice(&right.0);
+    Hash::of(Domain::MerkleNode, &both)
 }
 
 /// The Merkle root of `leaves` (already hashed in their own domain); the zero
@@ -61,65 +70,62 @@ pub fn root_of(leaves: &[Hash]) -> Hash {
     )
 }
 
-/// The bucket of a state key under `bits` bucket bits.
-pub fn bucket_of(key_bytes: &[u8], bits: u32) -> u32 {
-    let h = Hash::of(Domain::BucketIndex, key_bytes);
-    let top = u32::from_be_bytes([h.0[0], h.0[1], h.0[2], h.0[3]]);
+/// The digest of a state key: it orders the key in its bucket and picks the bucket.
+pub fn key_digest(key_bytes: &[u8]) -> Hash {
+    Hash::of(Domain::BucketIndex, key_bytes)
+}
+
+/// The digest of a state entry, as its bucket hash covers it.
+pub fn entry_digest(entry_bytes: &[u8]) -> Hash {
+    Hash::of(Domain::StateEntry, entry_bytes)
+}
+
+/// The bucket a key digest falls in under `bits` bucket bits.
+pub fn bucket_of_digest(digest: &Hash, bits: u32) -> u32 {
+    let top = u32::from_be_bytes([digest.0[0], digest.0[1], digest.0[2], digest.0[3]]);
     if bits == 0 { 0 } else { top >> (32 - bits) }
 }
 
-/// Hashes a bucket's entries as they stream by, in strictly ascending key
-/// order: each as `len(key) ‖ key ‖ len(entry) ‖ entry`, lengths as u32 LE.
-pub struct BucketHasher(blake3::Hasher);
-
-impl BucketHasher {
-    /// A hasher for an empty bucket.
-    pub fn new() -> Self {
-        BucketHasher(Domain::Bucket.hasher())
-    }
-
-    /// Adds the next entry.
-    pub fn add(&mut self, key: &[u8], entry: &[u8]) {
-        self.0.update(&(key.len() as u32).to_le_bytes());
-        self.0.update(key);
-        self.0.update(&(entry.len() as u32).to_le_bytes());
-        self.0.update(entry);
-    }
-
-    /// The bucket's hash.
-    pub fn finish(&self) -> Hash {
-        Hash(*self.0.finalize().as_bytes())
-    }
+/// The bucket of a state key under `bits` bucket bits.
+pub fn bucket_of(key_bytes: &[u8], bits: u32) -> u32 {
+    bucket_of_digest(&key_digest(key_bytes), bits)
 }
 
-impl Default for BucketHasher {
-    fn default() -> Self {
-        Self::new()
+/// A bucket's contents as its hash sees them: `(key digest, entry digest)` in
+/// ascending key-digest order.
+pub type BucketDigests = Vec<(Hash, Hash)>;
+
+/// The hash of a bucket from its `(key digest, entry digest)` pairs, which must
+/// be in strictly ascending key-digest order.
+pub fn bucket_hash(digests: &[(Hash, Hash)]) -> Hash {
+    let mut h = Domain::Bucket.hasher();
+    for (k, e) in digests {
+        h.update(&k.0);
+        h.update(&e.0);
     }
+    Hash(*h.finalize().as_bytes())
 }
 
-/// The hash of one bucket from its entries, which must come in strictly
-/// ascending key order.
-pub fn bucket_hash<'a>(entries: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Hash {
-    let mut h = BucketHasher::new();
-    for (k, v) in entries {
-        h.add(k, v);
+/// Sets `key`'s entry digest in a bucket's sorted list.
+pub fn upsert_digest(list: &mut BucketDigests, key: Hash, entry: Hash) {
+    match list.binary_search_by(|(k, _)| k.cmp(&key)) {
+        Ok(i) => list[i].1 = entry,
+        Err(i) => list.insert(i, (key, entry)),
     }
-    h.finish()
 }
 
 /// The hash of a bucket with no entries.
 pub fn empty_bucket_hash() -> Hash {
-    static EMPTY: LazyLock<Hash> = LazyLock::new(|| bucket_hash([]));
+    static EMPTY: LazyLock<Hash> = LazyLock::new(|| bucket_hash(&[]));
     *EMPTY
 }
 
-/// The bucket hashes of a state and the tree over them.
+/// The bucket hashes of a state and every layer of the tree over them.
 #[derive(Clone)]
 pub struct StateTree {
     bits: u32,
-    leaves: Vec<Hash>,
-    tree: MerkleTree<NodeHasher>,
+    /// `layers[0]` are the bucket hashes; the last layer is the root alone.
+    layers: Vec<Vec<Hash>>,
 }
 
 impl std::fmt::Debug for StateTree {
@@ -137,9 +143,12 @@ impl StateTree {
                 leaves.len()
             )));
         }
-        let raw: Vec<[u8; 32]> = leaves.iter().map(|h| h.0).collect();
-        let tree = MerkleTree::from_leaves(&raw);
-        Ok(StateTree { bits, leaves, tree })
+        let mut layers = vec![leaves];
+        while let Some(below) = layers.last().filter(|l| l.len() > 1) {
+            let above = below.chunks(2).map(|p| node(&p[0], &p[1])).collect();
+            layers.push(above);
+        }
+        Ok(StateTree { bits, layers })
     }
 
     /// The tree of an empty state.
@@ -157,24 +166,43 @@ impl StateTree {
 
     /// The state root.
     pub fn root(&self) -> Hash {
-        Hash(self.tree.root().unwrap_or_default())
+        self.layers
+            .last()
+            .and_then(|l| l.first())
+            .copied()
+            .unwrap_or_default()
     }
 
     /// Every bucket hash, in bucket order.
     pub fn leaves(&self) -> &[Hash] {
-        &self.leaves
+        &self.layers[0]
     }
 
-    /// The tree with some buckets' hashes replaced.
+    /// The tree with some buckets' hashes replaced; only the paths above them
+    /// are rehashed.
     pub fn with_updates(&self, updates: &[(u32, Hash)]) -> Result<StateTree, Error> {
-        let mut leaves = self.leaves.clone();
+        let mut next = self.clone();
+        let mut dirty: Vec<usize> = Vec::with_capacity(updates.len());
         for &(b, h) in updates {
-            let slot = leaves
+            let slot = next.layers[0]
                 .get_mut(b as usize)
                 .ok_or_else(|| Error::Corrupt(format!("bucket {b} out of range")))?;
             *slot = h;
+            dirty.push(b as usize);
         }
-        StateTree::new(self.bits, leaves)
+        for level in 1..next.layers.len() {
+            for i in dirty.iter_mut() {
+                *i /= 2;
+            }
+            dirty.sort_unstable();
+            dirty.dedup();
+            let (below, above) = next.layers.split_at_mut(level);
+            let below = &below[level - 1];
+            for &i in &dirty {
+                above[0][i] = node(&below[2 * i], &below[2 * i + 1]);
+            }
+        }
+        Ok(next)
     }
 
     /// The buckets whose hashes differ between two trees of the same shape, in
@@ -183,38 +211,40 @@ impl StateTree {
         if self.bits != other.bits {
             return (0..(1u32 << self.bits.max(other.bits))).collect();
         }
-        self.leaves
+        self.leaves()
             .iter()
-            .zip(&other.leaves)
+            .zip(other.leaves())
             .enumerate()
             .filter(|(_, (a, b))| a != b)
             .map(|(i, _)| i as u32)
             .collect()
     }
 
-    /// The Merkle path of one bucket.
+    /// The Merkle path of one bucket: its sibling at every level, bottom up.
     pub fn path(&self, bucket: u32) -> Vec<Hash> {
-        self.tree
-            .proof(&[bucket as usize])
-            .proof_hashes()
-            .iter()
-            .map(|h| Hash(*h))
-            .collect()
+        let mut i = bucket as usize;
+        let mut out = Vec::with_capacity(self.bits as usize);
+        for layer in &self.layers[..self.layers.len() - 1] {
+            out.push(layer[i ^ 1]);
+            i /= 2;
+        }
+        out
     }
 }
 
-/// The entries of one bucket: `(state key bytes, entry bytes)` in key order.
+/// The entries of one bucket: `(state key bytes, entry bytes)`.
 pub type BucketEntries = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// A proof that a state key holds a given entry, or nothing, under a state root:
-/// every entry of the key's bucket plus the bucket's Merkle path.
+/// every entry of the key's bucket, in key-digest order, plus the bucket's path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecordProof {
     /// Bucket bits of the state.
     pub bucket_bits: u32,
     /// The key's bucket.
     pub bucket: u32,
-    /// Every `(state key bytes, entry bytes)` in the bucket, in key order.
+    /// Every `(state key bytes, entry bytes)` in the bucket, in ascending order of
+    /// key digest.
     pub entries: BucketEntries,
     /// The bucket's Merkle path.
     pub path: Vec<Hash>,
@@ -236,23 +266,21 @@ impl RecordProof {
         if bucket_of(&key_bytes, self.bucket_bits) != self.bucket {
             return Err(bad("the key does not belong to the proven bucket"));
         }
-        for w in self.entries.windows(2) {
-            if w[0].0 >= w[1].0 {
-                return Err(bad("bucket entries out of order"));
-            }
-        }
-        if self
+        let digests: BucketDigests = self
             .entries
             .iter()
-            .any(|(k, _)| bucket_of(k, self.bucket_bits) != self.bucket)
+            .map(|(k, v)| (key_digest(k), entry_digest(v)))
+            .collect();
+        if digests
+            .iter()
+            .any(|(k, _)| bucket_of_digest(k, self.bucket_bits) != self.bucket)
         {
             return Err(bad("an entry does not belong to the proven bucket"));
         }
-        let leaf = bucket_hash(
-            self.entries
-                .iter()
-                .map(|(k, v)| (k.as_slice(), v.as_slice())),
-        );
+        if digests.windows(2).any(|w| w[0].0 >= w[1].0) {
+            return Err(bad("bucket entries out of order"));
+        }
+        let leaf = bucket_hash(&digests);
         let path: Vec<[u8; 32]> = self.path.iter().map(|h| h.0).collect();
         let ok = MerkleProof::<NodeHasher>::new(path).verify(
             root.0,
@@ -310,5 +338,49 @@ impl Decode for RecordProof {
             entries,
             path,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incremental_updates_match_a_rebuild_and_rs_merkle() {
+        for bits in [0u32, 1, 3, 8] {
+            let leaves: Vec<Hash> = (0..1u32 << bits)
+                .map(|i| Hash::of(Domain::Bucket, &i.to_le_bytes()))
+                .collect();
+            let tree = StateTree::new(bits, leaves.clone()).expect("tree");
+            assert_eq!(
+                tree.root(),
+                root_of(&leaves),
+                "same shape and hashing as rs_merkle"
+            );
+            let updates: Vec<(u32, Hash)> = (0..1u32 << bits)
+                .step_by(3)
+                .map(|b| (b, Hash::of(Domain::Bucket, &[b as u8, 9])))
+                .collect();
+            let mut rebuilt = leaves.clone();
+            for (b, h) in &updates {
+                rebuilt[*b as usize] = *h;
+            }
+            let updated = tree.with_updates(&updates).expect("update");
+            assert_eq!(
+                updated.root(),
+                StateTree::new(bits, rebuilt).expect("tree").root()
+            );
+            assert_eq!(tree.root(), root_of(&leaves), "the original is untouched");
+        }
+    }
+
+    #[test]
+    fn upsert_keeps_the_list_sorted() {
+        let mut list = BucketDigests::new();
+        for i in [5u8, 1, 9, 1, 3] {
+            upsert_digest(&mut list, Hash([i; 32]), Hash([i + 100; 32]));
+        }
+        let keys: Vec<u8> = list.iter().map(|(k, _)| k.0[0]).collect();
+        assert_eq!(keys, vec![1, 3, 5, 9]);
     }
 }

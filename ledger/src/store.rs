@@ -1,16 +1,20 @@
-//! Durable state on redb: accounts, records, validators, blocks, batches,
-//! transaction locations, and the bucket hashes of the state tree.
+//! Durable state on redb: accounts, records, validators, blocks, batches and
+//! transaction locations.
 //!
 //! Every apply — a block, a batch, the genesis — is one redb write transaction:
-//! state writes, the touched buckets' new hashes, the new tip, the block or batch
-//! and its index entries all commit together or not at all (redb commits with
-//! `Durability::Immediate`, an fsync). Reopening after a crash gives the state of
-//! the last commit, never a mix. A block whose state root does not match is
-//! aborted before commit, so a rejected block changes nothing.
+//! state writes, the new tip, the block or batch and its index entries all commit
+//! together or not at all (redb commits with `Durability::Immediate`, an fsync).
+//! Reopening after a crash gives the state of the last commit, never a mix.
+//!
+//! The state root is computed in memory before anything is written: the store
+//! keeps every bucket's `(key digest, entry digest)` list and the tree over the
+//! bucket hashes (rebuilt from the state table at open, and checked against the
+//! stored tip). A block whose state root does not match is refused before a write
+//! transaction is even begun, so a rejected block changes nothing.
 //!
 //! This module is the only one that imports redb.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -24,13 +28,15 @@ use crate::genesis::{Genesis, GenesisFile};
 use crate::hash::Hash;
 use crate::keys::Address;
 use crate::machine::{BlockContext, Overlay, Rules, StateView, Tip};
-use crate::merkle::{BucketEntries, BucketHasher, RecordProof, StateTree, bucket_of};
+use crate::merkle::{
+    BucketDigests, BucketEntries, RecordProof, StateTree, bucket_hash, bucket_of, bucket_of_digest,
+    entry_digest, key_digest, upsert_digest,
+};
 use crate::state::{Account, RecordEntry, StateKey};
 
 const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
 /// Key: bucket (u32, big-endian) ‖ state key bytes.
 const STATE: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("state");
-const BUCKETS: TableDefinition<'_, u32, &[u8]> = TableDefinition::new("buckets");
 const BLOCKS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("blocks");
 /// Key: transaction id; value: a [`TxLocation`].
 const TX_INDEX: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("tx_index");
@@ -160,6 +166,8 @@ pub struct Store {
     rules: Rules,
     tip: Tip,
     tree: StateTree,
+    /// Every bucket's `(key digest, entry digest)` list, sorted.
+    buckets: Vec<BucketDigests>,
 }
 
 impl std::fmt::Debug for Store {
@@ -190,12 +198,12 @@ fn stored_key(bits: u32, key_bytes: &[u8]) -> Vec<u8> {
     k
 }
 
-/// How a commit ends.
-enum Finish {
-    /// Commit; the block or batch extras are written by the caller's closure.
-    Commit,
-    /// Compute the root, then abort (proposals).
-    DryRun,
+/// A state change worked out in memory: the writes, the buckets they change,
+/// and the tree after them.
+struct Pending {
+    writes: Vec<(Vec<u8>, Vec<u8>)>,
+    buckets: Vec<(u32, BucketDigests)>,
+    tree: StateTree,
 }
 
 impl Store {
@@ -247,21 +255,27 @@ impl Store {
             Self::read_meta(&db, META_TIP)?.ok_or_else(|| Error::Corrupt("no tip".into()))?;
         let tip = Tip::from_bytes(&tip_bytes).map_err(|e| Error::Corrupt(format!("tip: {e}")))?;
         let bits = genesis.params.bucket_bits;
-        let mut leaves = vec![crate::merkle::empty_bucket_hash(); 1usize << bits];
+        let mut buckets: Vec<BucketDigests> = vec![Vec::new(); 1usize << bits];
         {
             let txn = db.begin_read()?;
-            let table = txn.open_table(BUCKETS)?;
+            let table = txn.open_table(STATE)?;
             for row in table.iter()? {
-                let (b, h) = row?;
-                let h: [u8; 32] = h
-                    .value()
-                    .try_into()
-                    .map_err(|_| Error::Corrupt("bucket hash is not 32 bytes".into()))?;
-                let slot = leaves
-                    .get_mut(b.value() as usize)
-                    .ok_or_else(|| Error::Corrupt("bucket out of range".into()))?;
-                *slot = Hash(h);
+                let (k, v) = row?;
+                let k = k.value();
+                let digest = key_digest(&k[4..]);
+                let b = bucket_of_digest(&digest, bits);
+                if k[..4] != b.to_be_bytes() {
+                    return Err(Error::Corrupt(
+                        "a state entry is stored under the wrong bucket".into(),
+                    ));
+                }
+                buckets[b as usize].push((digest, entry_digest(v.value())));
             }
+        }
+        let mut leaves = Vec::with_capacity(buckets.len());
+        for list in &mut buckets {
+            list.sort_unstable();
+            leaves.push(bucket_hash(list));
         }
         let tree = StateTree::new(bits, leaves)?;
         if tree.root() != tip.state_root {
@@ -276,6 +290,7 @@ impl Store {
             rules: Rules::new(genesis),
             tip,
             tree,
+            buckets,
         })
     }
 
@@ -290,6 +305,7 @@ impl Store {
                 state_root: Hash::ZERO,
             },
             tree: StateTree::empty(bits)?,
+            buckets: vec![Vec::new(); 1usize << bits],
             rules: Rules::new(genesis.clone()),
         };
         let json = serde_json::to_string(file).map_err(|e| Error::GenesisJson(e.to_string()))?;
@@ -311,7 +327,7 @@ impl Store {
         }
         let writes = overlay.into_writes();
         let tip = store.tip;
-        store.commit(writes, None, Finish::Commit, |txn, root| {
+        store.commit(writes, None, |txn, root| {
             // Create every table now, so readers never meet a missing one.
             txn.open_table(BLOCKS)?;
             txn.open_table(TX_INDEX)?;
@@ -395,11 +411,14 @@ impl Store {
         })
     }
 
-    /// Every `(state key, entry)` of a bucket, in key order.
+    /// Every `(state key, entry)` of a bucket, in key-digest order (the order
+    /// its hash covers them in).
     pub fn bucket_entries(&self, bucket: u32) -> Result<BucketEntries, Error> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(STATE)?;
-        scan_bucket(&table, bucket)
+        let mut entries = scan_bucket(&table, bucket)?;
+        entries.sort_by_cached_key(|(k, _)| key_digest(k));
+        Ok(entries)
     }
 
     /// Every entry of the state, decoded, in stored order (for tests, export and
@@ -478,30 +497,25 @@ impl Store {
         };
         let encoded = block.to_block().to_bytes();
         let ids: Vec<Hash> = block.txs().iter().map(VerifiedTx::id).collect();
-        self.commit(
-            writes,
-            Some(header.state_root),
-            Finish::Commit,
-            |txn, root| {
-                txn.open_table(BLOCKS)?
-                    .insert(header.height, encoded.as_slice())?;
-                let mut index = txn.open_table(TX_INDEX)?;
-                for (i, id) in ids.iter().enumerate() {
-                    let loc = TxLocation::Block {
-                        height: header.height,
-                        index: i as u32,
-                    };
-                    index.insert(id.0.as_slice(), loc.to_bytes().as_slice())?;
-                }
-                let new_tip = Tip {
+        self.commit(writes, Some(header.state_root), |txn, root| {
+            txn.open_table(BLOCKS)?
+                .insert(header.height, encoded.as_slice())?;
+            let mut index = txn.open_table(TX_INDEX)?;
+            for (i, id) in ids.iter().enumerate() {
+                let loc = TxLocation::Block {
                     height: header.height,
-                    hash: header.hash(),
-                    timestamp_ms: header.timestamp_ms,
-                    state_root: root,
+                    index: i as u32,
                 };
-                write_tip(txn, new_tip)
-            },
-        )
+                index.insert(id.0.as_slice(), loc.to_bytes().as_slice())?;
+            }
+            let new_tip = Tip {
+                height: header.height,
+                hash: header.hash(),
+                timestamp_ms: header.timestamp_ms,
+                state_root: root,
+            };
+            write_tip(txn, new_tip)
+        })
     }
 
     /// Builds the next block from candidate transactions: executes them against
@@ -542,25 +556,16 @@ impl Store {
             (overlay.into_writes(), included, rejected)
         };
         header.tx_root = tx_root_of_ids(included.iter().map(VerifiedTx::id));
-        header.state_root = self.dry_run_root(writes)?;
+        header.state_root = self.root_after(writes)?;
         Ok((
             VerifiedBlock::from_parts(header, included, Certificate::default()),
             rejected,
         ))
     }
 
-    fn dry_run_root(&self, writes: Vec<(StateKey, Vec<u8>)>) -> Result<Hash, Error> {
-        // `commit` needs `&mut self` only to install the result; a dry run
-        // installs nothing, so it borrows a throwaway handle to the same tree.
-        let (root, _) = commit_writes(
-            &self.db,
-            &self.tree,
-            writes,
-            None,
-            Finish::DryRun,
-            |_, r| Ok(r),
-        )?;
-        Ok(root)
+    /// The state root after `writes`, computed in memory; nothing is written.
+    pub fn root_after(&self, writes: Vec<(StateKey, Vec<u8>)>) -> Result<Hash, Error> {
+        Ok(self.prepare(writes)?.tree.root())
     }
 
     /// Merges a gossip batch (see [`Rules::merge_batch`]) and stores it for
@@ -591,7 +596,7 @@ impl Store {
         let encoded = plain.to_bytes();
         let ids: Vec<Hash> = batch.txs().iter().map(VerifiedTx::id).collect();
         let tip = self.tip;
-        let tip = self.commit(writes, None, Finish::Commit, |txn, root| {
+        let tip = self.commit(writes, None, |txn, root| {
             let mut batches = txn.open_table(BATCHES)?;
             // Two different batches under one (origin, seq) mean the origin
             // equivocated; both are merged, and the smaller header hash is kept
@@ -640,7 +645,7 @@ impl Store {
     /// against a root certified by the network before trusting the result.
     pub fn import_entries(&mut self, entries: Vec<(StateKey, Vec<u8>)>) -> Result<Hash, Error> {
         let tip = self.tip;
-        let tip = self.commit(entries, None, Finish::Commit, |txn, root| {
+        let tip = self.commit(entries, None, |txn, root| {
             write_tip(
                 txn,
                 Tip {
@@ -652,91 +657,68 @@ impl Store {
         Ok(tip.state_root)
     }
 
+    /// Works out a change in memory: encodes the keys, updates the touched
+    /// buckets' digest lists and the tree.
+    fn prepare(&self, writes: Vec<(StateKey, Vec<u8>)>) -> Result<Pending, Error> {
+        let bits = self.tree.bits();
+        let mut touched: BTreeMap<u32, BucketDigests> = BTreeMap::new();
+        let mut rows = Vec::with_capacity(writes.len());
+        for (key, value) in writes {
+            let kb = key.to_bytes();
+            let digest = key_digest(&kb);
+            let b = bucket_of_digest(&digest, bits);
+            let list = touched
+                .entry(b)
+                .or_insert_with(|| self.buckets[b as usize].clone());
+            upsert_digest(list, digest, entry_digest(&value));
+            let mut stored = Vec::with_capacity(4 + kb.len());
+            stored.extend_from_slice(&b.to_be_bytes());
+            stored.extend_from_slice(&kb);
+            rows.push((stored, value));
+        }
+        let updates: Vec<(u32, Hash)> = touched.iter().map(|(b, l)| (*b, bucket_hash(l))).collect();
+        Ok(Pending {
+            writes: rows,
+            tree: self.tree.with_updates(&updates)?,
+            buckets: touched.into_iter().collect(),
+        })
+    }
+
+    /// Computes the new root in memory, checks it against `expected_root`, then
+    /// writes the state rows and whatever `extra` adds in one redb transaction,
+    /// commits, and installs the new buckets and tree.
     fn commit(
         &mut self,
         writes: Vec<(StateKey, Vec<u8>)>,
         expected_root: Option<Hash>,
-        finish: Finish,
         extra: impl FnOnce(&redb::WriteTransaction, Hash) -> Result<Tip, Error>,
     ) -> Result<Tip, Error> {
-        let (tip, tree) =
-            commit_writes(&self.db, &self.tree, writes, expected_root, finish, extra)?;
-        if let Some(tree) = tree {
-            self.tree = tree;
-            self.tip = tip;
+        let pending = self.prepare(writes)?;
+        let root = pending.tree.root();
+        if let Some(expected) = expected_root
+            && expected != root
+        {
+            return Err(Error::StateRootMismatch {
+                header: expected,
+                computed: root,
+            });
         }
+        let txn = self.db.begin_write()?;
+        {
+            let mut state = txn.open_table(STATE)?;
+            for (k, v) in &pending.writes {
+                state.insert(k.as_slice(), v.as_slice())?;
+            }
+        }
+        let tip = extra(&txn, root)?;
+        txn.commit()?;
+        for (b, list) in pending.buckets {
+            self.buckets[b as usize] = list;
+        }
+        self.tree = pending.tree;
+        self.tip = tip;
         Ok(tip)
     }
-}
-
-/// Writes `writes`, rehashes the touched buckets and computes the new root in
-/// one write transaction; checks `expected_root`; then commits (after `extra`
-/// adds its rows) or aborts. Returns what `extra` returned and the new tree if
-/// committed.
-fn commit_writes<R>(
-    db: &Database,
-    tree: &StateTree,
-    writes: Vec<(StateKey, Vec<u8>)>,
-    expected_root: Option<Hash>,
-    finish: Finish,
-    extra: impl FnOnce(&redb::WriteTransaction, Hash) -> Result<R, Error>,
-) -> Result<(R, Option<StateTree>), Error> {
-    let bits = tree.bits();
-    let txn = db.begin_write()?;
-    let updates = {
-        let mut state = txn.open_table(STATE)?;
-        let mut touched = BTreeSet::new();
-        for (key, value) in &writes {
-            let kb = key.to_bytes();
-            let k = stored_key(bits, &kb);
-            touched.insert(u32::from_be_bytes([k[0], k[1], k[2], k[3]]));
-            state.insert(k.as_slice(), value.as_slice())?;
-        }
-        let mut updates = Vec::with_capacity(touched.len());
-        for b in touched {
-            updates.push((b, hash_bucket(&state, b)?));
-        }
-        updates
-    };
-    let new_tree = tree.with_updates(&updates)?;
-    let root = new_tree.root();
-    if let Some(expected) = expected_root
-        && expected != root
-    {
-        txn.abort()?;
-        return Err(Error::StateRootMismatch {
-            header: expected,
-            computed: root,
-        });
-    }
-    if let Finish::DryRun = finish {
-        let out = extra(&txn, root)?;
-        txn.abort()?;
-        return Ok((out, None));
-    }
-    {
-        let mut buckets = txn.open_table(BUCKETS)?;
-        for (b, h) in &updates {
-            buckets.insert(*b, h.0.as_slice())?;
-        }
-    }
-    let out = extra(&txn, root)?;
-    txn.commit()?;
-    Ok((out, Some(new_tree)))
-}
-
-/// A bucket's hash, straight from the table (no copies of the entries).
-fn hash_bucket(
-    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
-    bucket: u32,
-) -> Result<Hash, Error> {
-    let (lo, hi) = bucket_range(bucket);
-    let mut hasher = BucketHasher::new();
-    for row in table.range(lo.as_slice()..&hi[4..])? {
-        let (k, v) = row?;
-        hasher.add(&k.value()[4..], v.value());
-    }
-    Ok(hasher.finish())
 }
 
 /// The key range of a bucket: from the bucket's 4 bytes up to the next

@@ -190,7 +190,7 @@ fn the_genesis_state_is_frozen() {
     );
     assert_eq!(
         n.store.state_root().to_hex(),
-        "39f166c526e6247daad52c741d8e2669b9e520ef5a01018ed611d18e4af9082a"
+        "a157b92b264e7bd2136fb09fb39ebfc453e2a08a1865b0ca5e1c6477b51ca1f1"
     );
 }
 
