@@ -241,6 +241,20 @@ impl VerifiedBlock {
         &self.txs
     }
 
+    /// The block's canonical bytes (the same as `to_block().to_bytes()`,
+    /// without copying the transactions).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out =
+            Vec::with_capacity(256 + self.txs.iter().map(VerifiedTx::size).sum::<usize>());
+        self.header.encode(&mut out);
+        crate::codec::put_len(&mut out, self.txs.len());
+        for t in &self.txs {
+            t.tx.encode(&mut out);
+        }
+        self.certificate.encode(&mut out);
+        out
+    }
+
     /// The plain block.
     pub fn to_block(&self) -> Block {
         Block {

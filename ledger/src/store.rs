@@ -495,16 +495,23 @@ impl Store {
             };
             self.rules.execute_block(&view, &tip, block)?.into_writes()
         };
-        let encoded = block.to_block().to_bytes();
-        let ids: Vec<Hash> = block.txs().iter().map(VerifiedTx::id).collect();
+        let encoded = block.to_bytes();
+        // In id order, so the index's B-tree is written front to back.
+        let mut ids: Vec<(Hash, u32)> = block
+            .txs()
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.id(), i as u32))
+            .collect();
+        ids.sort_unstable();
         self.commit(writes, Some(header.state_root), |txn, root| {
             txn.open_table(BLOCKS)?
                 .insert(header.height, encoded.as_slice())?;
             let mut index = txn.open_table(TX_INDEX)?;
-            for (i, id) in ids.iter().enumerate() {
+            for (id, i) in &ids {
                 let loc = TxLocation::Block {
                     height: header.height,
-                    index: i as u32,
+                    index: *i,
                 };
                 index.insert(id.0.as_slice(), loc.to_bytes().as_slice())?;
             }
@@ -703,10 +710,13 @@ impl Store {
                 computed: root,
             });
         }
+        let mut rows = pending.writes;
+        // In key order, so the B-tree is written front to back.
+        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let txn = self.db.begin_write()?;
         {
             let mut state = txn.open_table(STATE)?;
-            for (k, v) in &pending.writes {
+            for (k, v) in &rows {
                 state.insert(k.as_slice(), v.as_slice())?;
             }
         }

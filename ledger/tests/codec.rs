@@ -567,3 +567,24 @@ fn frozen_conformance_hashes() {
         );
     }
 }
+
+#[test]
+fn a_verified_block_encodes_like_the_plain_block() {
+    let tx = sample_tx();
+    let block = Block {
+        header: Header {
+            chain_id: "pyralog-test".parse().expect("chain"),
+            height: 1,
+            parent: Hash::ZERO,
+            state_root: Hash::ZERO,
+            tx_root: pyralog_ledger::block::tx_root(std::slice::from_ref(&tx)),
+            proposer: Address::default(),
+            timestamp_ms: 5,
+            engine_data: vec![1, 2],
+        },
+        txs: vec![tx.clone(), tx],
+        certificate: Certificate::default(),
+    };
+    let verified = pyralog_ledger::VerifiedBlock::verify(block.clone()).expect("signatures");
+    assert_eq!(verified.to_bytes(), block.to_bytes());
+}
