@@ -190,11 +190,12 @@ impl StateTree {
             *slot = h;
             dirty.push(b as usize);
         }
+        // Halving keeps the indices sorted, so one sort serves every level.
+        dirty.sort_unstable();
         for level in 1..next.layers.len() {
             for i in dirty.iter_mut() {
                 *i /= 2;
             }
-            dirty.sort_unstable();
             dirty.dedup();
             let (below, above) = next.layers.split_at_mut(level);
             let below = &below[level - 1];
