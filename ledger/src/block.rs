@@ -185,6 +185,14 @@ pub fn verify_tx(tx: Transaction) -> Result<VerifiedTx, Error> {
 /// Checks every transaction's signature in one batch. On failure, names the
 /// index of the first bad one.
 pub fn verify_txs(txs: Vec<Transaction>) -> Result<Vec<VerifiedTx>, Error> {
+    verify_txs_with(txs, None)
+}
+
+/// [`verify_txs`], with a cache of senders' decompressed keys.
+pub fn verify_txs_with(
+    txs: Vec<Transaction>,
+    cache: Option<&mut keys::KeyCache>,
+) -> Result<Vec<VerifiedTx>, Error> {
     let mut items: Vec<(Hash, Address, Signature)> = Vec::with_capacity(txs.len());
     let mut sizes = Vec::with_capacity(txs.len());
     for t in &txs {
@@ -192,9 +200,11 @@ pub fn verify_txs(txs: Vec<Transaction>) -> Result<Vec<VerifiedTx>, Error> {
         items.push((Hash::of(Domain::TxId, &body), t.body.sender, t.signature));
         sizes.push(body.len() + Stamp::MIN_SIZE + Signature::MIN_SIZE);
     }
-    keys::verify_many(SigDomain::Transaction, &items).map_err(|index| Error::InTransaction {
-        index,
-        source: Box::new(Error::BadSignature),
+    keys::verify_many_with(SigDomain::Transaction, &items, cache).map_err(|index| {
+        Error::InTransaction {
+            index,
+            source: Box::new(Error::BadSignature),
+        }
     })?;
     Ok(txs
         .into_iter()
