@@ -12,9 +12,10 @@
 //!
 //! Decoding is strict: a truncated input, trailing bytes, an unknown tag, a
 //! non-canonical byte (a `bool` of 2), a length above its maximum, or invalid
-//! UTF-8 is an [`Error`]. A length prefix is checked against the bytes that remain
-//! before anything is allocated, so no input can make the decoder allocate more
-//! than the input's own size justifies.
+//! UTF-8 is an [`Error`]. A length prefix is checked against its maximum and
+//! against the bytes that remain (at the item type's smallest encoded size) before
+//! anything is allocated, so what a decoder allocates is bounded by a small constant
+//! times the input's own size.
 
 use crate::error::Error;
 
