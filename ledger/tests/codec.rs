@@ -530,6 +530,51 @@ fn frozen_conformance_hashes() {
         ),
         ("record entry", digest_of([entry.to_bytes()])),
         ("address", origin.address().to_human()),
+        (
+            "state values",
+            digest_of([
+                Account {
+                    balance: r.next(),
+                    nonce: r.next(),
+                    stake: r.next(),
+                }
+                .to_bytes(),
+                ValidatorInfo {
+                    id: "validator-7".into(),
+                    public_key: r.key().address(),
+                    stake: r.next(),
+                    p2p: "/ip4/127.0.0.1/tcp/26656".into(),
+                }
+                .to_bytes(),
+                Tip {
+                    height: 9,
+                    hash: block.hash(),
+                    timestamp_ms: 77,
+                    state_root: Hash::ZERO,
+                }
+                .to_bytes(),
+                TxLocation::Block {
+                    height: 9,
+                    index: 3,
+                }
+                .to_bytes(),
+                TxLocation::Batch {
+                    origin: origin.address(),
+                    seq: 4,
+                    index: 1,
+                }
+                .to_bytes(),
+                RecordProof {
+                    bucket_bits: 16,
+                    bucket: 513,
+                    entries: vec![(r.bytes(40), r.bytes(90)), (r.bytes(33), r.bytes(24))],
+                    path: (0..16)
+                        .map(|i| Hash::of(Domain::MerkleNode, &[i]))
+                        .collect(),
+                }
+                .to_bytes(),
+            ]),
+        ),
     ];
     let frozen = [
         (
@@ -555,6 +600,10 @@ fn frozen_conformance_hashes() {
         (
             "address",
             "pyr2RMWZhztQtkoFoYoi5AcHkWETvAusWoaU6V2QHQPQ8v5Dg6mYy",
+        ),
+        (
+            "state values",
+            "ecfee2dea9c38116216af9dde44948d21b9e42d15da189ae602d3fac7ba9b08f",
         ),
     ];
     for (name, g) in &got {
