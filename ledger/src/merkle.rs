@@ -8,8 +8,8 @@
 //! inner nodes are `keyed_hash(node key, left ‖ right)`; leaves and inner nodes are
 //! hashed in different domains, so a node can never pass for a leaf.
 //!
-//! [`StateTree`] keeps every layer and updates only the paths above changed
-//! buckets. Its shape and hashing are exactly rs_merkle's with [`NodeHasher`]
+//! [`StateTree`] keeps every layer; a change is worked out as a [`TreeDelta`]
+//! (the nodes on the paths above changed buckets) and installed in place. Its shape and hashing are exactly rs_merkle's with [`NodeHasher`]
 //! (`2^bits` leaves, so no node is ever unpaired), and its paths verify with
 //! `rs_merkle::MerkleProof`, which is how [`RecordProof::verify`] checks them.
 
@@ -182,28 +182,73 @@ impl StateTree {
     /// are rehashed.
     pub fn with_updates(&self, updates: &[(u32, Hash)]) -> Result<StateTree, Error> {
         let mut next = self.clone();
-        let mut dirty: Vec<usize> = Vec::with_capacity(updates.len());
-        for &(b, h) in updates {
-            let slot = next.layers[0]
-                .get_mut(b as usize)
-                .ok_or_else(|| Error::Corrupt(format!("bucket {b} out of range")))?;
-            *slot = h;
-            dirty.push(b as usize);
-        }
-        // Halving keeps the indices sorted, so one sort serves every level.
-        dirty.sort_unstable();
-        for level in 1..next.layers.len() {
-            for i in dirty.iter_mut() {
-                *i /= 2;
-            }
-            dirty.dedup();
-            let (below, above) = next.layers.split_at_mut(level);
-            let below = &below[level - 1];
-            for &i in &dirty {
-                above[0][i] = node(&below[2 * i], &below[2 * i + 1]);
-            }
-        }
+        next.apply(self.delta(updates)?);
         Ok(next)
+    }
+
+    /// The nodes that change when some buckets' hashes are replaced, without
+    /// touching the tree: only the paths above the changed buckets are hashed.
+    pub fn delta(&self, updates: &[(u32, Hash)]) -> Result<TreeDelta, Error> {
+        let mut level: Vec<(usize, Hash)> = Vec::with_capacity(updates.len());
+        for &(b, h) in updates {
+            if b as usize >= self.layers[0].len() {
+                return Err(Error::Corrupt(format!("bucket {b} out of range")));
+            }
+            level.push((b as usize, h));
+        }
+        // A bucket given twice takes its last hash, as if applied in order.
+        level.sort_by_key(|(i, _)| *i);
+        level.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                kept.1 = later.1;
+            }
+            same
+        });
+        let mut levels = vec![level];
+        for depth in 1..self.layers.len() {
+            let below = &self.layers[depth - 1];
+            let changed = &levels[depth - 1];
+            // The changed children are sorted, so a parent's changed children are
+            // adjacent in `changed`.
+            let child = |i: usize, k: &mut usize| -> Hash {
+                while *k < changed.len() && changed[*k].0 < i {
+                    *k += 1;
+                }
+                match changed.get(*k) {
+                    Some((j, h)) if *j == i => *h,
+                    _ => below[i],
+                }
+            };
+            let mut parents: Vec<(usize, Hash)> = Vec::with_capacity(changed.len() / 2 + 1);
+            let mut k = 0;
+            let mut last = usize::MAX;
+            for &(i, _) in changed {
+                let p = i / 2;
+                if p == last {
+                    continue;
+                }
+                last = p;
+                let left = child(2 * p, &mut k);
+                let right = child(2 * p + 1, &mut k);
+                parents.push((p, node(&left, &right)));
+            }
+            levels.push(parents);
+        }
+        let root = levels
+            .last()
+            .and_then(|l| l.first())
+            .map_or_else(|| self.root(), |(_, h)| *h);
+        Ok(TreeDelta { levels, root })
+    }
+
+    /// Installs a delta made by [`StateTree::delta`] on this tree.
+    pub fn apply(&mut self, delta: TreeDelta) {
+        for (layer, changed) in self.layers.iter_mut().zip(delta.levels) {
+            for (i, h) in changed {
+                layer[i] = h;
+            }
+        }
     }
 
     /// The buckets whose hashes differ between two trees of the same shape, in
@@ -230,6 +275,21 @@ impl StateTree {
             i /= 2;
         }
         out
+    }
+}
+
+/// The nodes of a [`StateTree`] that a change replaces, level by level, and the
+/// root it gives.
+#[derive(Clone, Debug)]
+pub struct TreeDelta {
+    levels: Vec<Vec<(usize, Hash)>>,
+    root: Hash,
+}
+
+impl TreeDelta {
+    /// The root of the tree with the change applied.
+    pub fn root(&self) -> Hash {
+        self.root
     }
 }
 
@@ -373,6 +433,19 @@ mod tests {
             );
             assert_eq!(tree.root(), root_of(&leaves), "the original is untouched");
         }
+    }
+
+    #[test]
+    fn a_bucket_updated_twice_takes_its_last_hash() {
+        let tree = StateTree::empty(4).expect("tree");
+        let (a, b) = (Hash([1; 32]), Hash([2; 32]));
+        let twice = tree
+            .with_updates(&[(3, a), (5, a), (3, b)])
+            .expect("update");
+        let once = tree.with_updates(&[(5, a), (3, b)]).expect("update");
+        assert_eq!(twice.root(), once.root());
+        assert_eq!(twice.leaves()[3], b);
+        assert_eq!(tree.delta(&[]).expect("delta").root(), tree.root());
     }
 
     #[test]

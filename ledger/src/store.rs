@@ -29,8 +29,8 @@ use crate::hash::Hash;
 use crate::keys::Address;
 use crate::machine::{BlockContext, Overlay, Rules, StateView, Tip};
 use crate::merkle::{
-    BucketDigests, BucketEntries, RecordProof, StateTree, bucket_hash, bucket_of, bucket_of_digest,
-    entry_digest, key_digest, upsert_digest,
+    BucketDigests, BucketEntries, RecordProof, StateTree, TreeDelta, bucket_hash, bucket_of,
+    bucket_of_digest, entry_digest, key_digest, upsert_digest,
 };
 use crate::state::{Account, RecordEntry, StateKey};
 
@@ -203,7 +203,7 @@ fn stored_key(bits: u32, key_bytes: &[u8]) -> Vec<u8> {
 struct Pending {
     writes: Vec<(Vec<u8>, Vec<u8>)>,
     buckets: Vec<(u32, BucketDigests)>,
-    tree: StateTree,
+    tree: TreeDelta,
 }
 
 impl Store {
@@ -686,7 +686,7 @@ impl Store {
         let updates: Vec<(u32, Hash)> = touched.iter().map(|(b, l)| (*b, bucket_hash(l))).collect();
         Ok(Pending {
             writes: rows,
-            tree: self.tree.with_updates(&updates)?,
+            tree: self.tree.delta(&updates)?,
             buckets: touched.into_iter().collect(),
         })
     }
@@ -725,7 +725,7 @@ impl Store {
         for (b, list) in pending.buckets {
             self.buckets[b as usize] = list;
         }
-        self.tree = pending.tree;
+        self.tree.apply(pending.tree);
         self.tip = tip;
         Ok(tip)
     }
