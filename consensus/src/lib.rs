@@ -1,1 +1,19 @@
-//! stub
+//! # pyralog-consensus
+//!
+//! How the network agrees, as pure state machines: an engine takes an input (a
+//! client's transaction, a message from a peer, a timer) and the current time, and
+//! returns the effects its host must carry out (merge into the store, publish,
+//! fetch, set a timer). Nothing here opens a socket, reads a clock or spawns a
+//! task, so the node and the simulator drive the very same code.
+//!
+//! # Layout
+//!
+//! - [`engine`]: the [`Engine`] trait every engine implements.
+//! - [`gossip`]: the `gossip` engine: signed batches, CRDT merge, anti-entropy.
+//!
+//! PBFT (issue 4) and proof of stake (issue 6) come next to it.
+
+pub mod engine;
+pub mod gossip;
+
+pub use engine::Engine;

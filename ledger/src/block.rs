@@ -105,6 +105,18 @@ impl Block {
     }
 }
 
+/// A batch's signed hash from its header fields (`txs` ignored) and its
+/// transaction ids.
+fn batch_header_hash(b: &Batch, ids: impl Iterator<Item = Hash>) -> Hash {
+    let mut out = Vec::with_capacity(128);
+    b.chain_id.encode(&mut out);
+    b.origin.encode(&mut out);
+    put_u64(&mut out, b.seq);
+    b.hlc.encode(&mut out);
+    tx_root_of_ids(ids).encode(&mut out);
+    Hash::of(Domain::BatchHeader, &out)
+}
+
 /// The Merkle root of a list of transaction ids.
 pub fn tx_root(txs: &[Transaction]) -> Hash {
     tx_root_of_ids(txs.iter().map(Transaction::id))
@@ -119,13 +131,7 @@ pub fn tx_root_of_ids(ids: impl Iterator<Item = Hash>) -> Hash {
 impl Batch {
     /// The hash the origin signs: chain, origin, seq, hlc and the transaction root.
     pub fn header_hash(&self) -> Hash {
-        let mut out = Vec::with_capacity(128);
-        self.chain_id.encode(&mut out);
-        self.origin.encode(&mut out);
-        put_u64(&mut out, self.seq);
-        self.hlc.encode(&mut out);
-        tx_root(&self.txs).encode(&mut out);
-        Hash::of(Domain::BatchHeader, &out)
+        batch_header_hash(self, self.txs.iter().map(Transaction::id))
     }
 
     /// Builds and signs a batch.
@@ -301,6 +307,32 @@ impl VerifiedBatch {
             txs,
             header_hash,
         })
+    }
+
+    /// Seals transactions already verified into a batch signed by `origin`
+    /// (no signature is checked again).
+    pub fn seal(
+        chain_id: ChainId,
+        origin: &Keypair,
+        seq: u64,
+        hlc: Hlc,
+        txs: Vec<VerifiedTx>,
+    ) -> VerifiedBatch {
+        let mut meta = Batch {
+            chain_id,
+            origin: origin.address(),
+            seq,
+            hlc,
+            txs: Vec::new(),
+            signature: Signature([0; 64]),
+        };
+        let header_hash = batch_header_hash(&meta, txs.iter().map(VerifiedTx::id));
+        meta.signature = origin.sign(SigDomain::Batch, &header_hash);
+        VerifiedBatch {
+            meta,
+            txs,
+            header_hash,
+        }
     }
 
     /// The chain it claims.
