@@ -45,10 +45,12 @@ pub enum Domain {
     DevKey,
     /// One entry of the state, as its bucket hash covers it.
     StateEntry,
+    /// A gossip message's id (the same on every node, for deduplication).
+    GossipMessage,
 }
 
 impl Domain {
-    const ALL: [Domain; 14] = [
+    const ALL: [Domain; 15] = [
         Domain::TxId,
         Domain::BlockHeader,
         Domain::BatchHeader,
@@ -63,6 +65,7 @@ impl Domain {
         Domain::BatchVerify,
         Domain::DevKey,
         Domain::StateEntry,
+        Domain::GossipMessage,
     ];
 
     /// The blake3 `derive_key` context string. Changing one is a format break.
@@ -82,6 +85,7 @@ impl Domain {
             Domain::BatchVerify => "pyralog 2026-11 batch verification coefficients",
             Domain::DevKey => "pyralog 2026-11 development key",
             Domain::StateEntry => "pyralog 2026-11 state entry",
+            Domain::GossipMessage => "pyralog 2026-11 gossip message id",
         }
     }
 

@@ -1,1 +1,25 @@
-//! stub
+//! # pyralog-p2p
+//!
+//! The wire between clusters: a libp2p swarm over TCP with noise and yamux,
+//! identify, ping, Kademlia seeded from bootnodes, gossipsub v1.1 in validation
+//! mode with peer scoring, and a request-response protocol for fetching batches.
+//! This is the only crate that imports libp2p.
+//!
+//! # Layout
+//!
+//! - [`topics`]: topic names, bound to the chain id and genesis hash.
+//! - [`fetch`]: the batch-fetch protocol and its size-capped codec.
+//! - [`network`]: the swarm, its event loop surface ([`Network::next_event`]),
+//!   and the commands a node gives it.
+//!
+//! Nothing received is trusted here: gossip messages are handed to the node
+//! undecided, and the node reports each one back as accepted, rejected (the
+//! sender's score drops) or ignored; only accepted messages are forwarded.
+
+pub mod fetch;
+pub mod network;
+pub mod topics;
+
+pub use libp2p::{Multiaddr, PeerId};
+pub use network::{Config, NetCommand, NetEvent, Network, Verdict};
+pub use topics::{Topic, Topics};

@@ -1,0 +1,412 @@
+//! The swarm and the surface the node drives it through.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+use futures::StreamExt;
+use libp2p::gossipsub::{self, MessageAcceptance, MessageAuthenticity, MessageId, ValidationMode};
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{
+    Multiaddr, PeerId, StreamProtocol, Swarm, identify, identity, kad, noise, ping, tcp, yamux,
+};
+use pyralog_ledger::{Domain, Hash};
+
+use crate::fetch::{FetchCodec, FetchRequest, FetchResponse, PROTOCOL};
+use crate::topics::{Topic, Topics};
+
+/// How the node's network is set up.
+pub struct Config {
+    /// The node's libp2p identity.
+    pub key: identity::Keypair,
+    /// Addresses to listen on.
+    pub listen: Vec<Multiaddr>,
+    /// Nodes to dial first (with a `/p2p/<peer id>` suffix, they also seed Kademlia).
+    pub bootnodes: Vec<Multiaddr>,
+    /// The network's topics.
+    pub topics: Topics,
+    /// Peers never to talk to.
+    pub banned: Vec<PeerId>,
+}
+
+/// What the node hears from the network.
+#[derive(Debug)]
+pub enum NetEvent {
+    /// A gossip message, not yet forwarded: the node must answer with
+    /// [`NetCommand::Report`].
+    Gossip {
+        /// Its topic.
+        topic: Topic,
+        /// The peer it came through.
+        from: PeerId,
+        /// Its id, to report the verdict.
+        id: MessageId,
+        /// Its bytes.
+        data: Vec<u8>,
+    },
+    /// A peer asks for batches; answer with [`NetCommand::Respond`].
+    FetchRequest {
+        /// The peer.
+        from: PeerId,
+        /// What it wants.
+        request: FetchRequest,
+        /// Where the answer goes.
+        channel: ResponseChannel<FetchResponse>,
+    },
+    /// A peer answered our fetch.
+    FetchResponse {
+        /// The peer.
+        from: PeerId,
+        /// Its answer.
+        response: FetchResponse,
+    },
+    /// A connection to a peer opened.
+    Connected(PeerId),
+    /// The last connection to a peer closed.
+    Disconnected(PeerId),
+    /// The swarm listens on a new address.
+    Listening(Multiaddr),
+}
+
+/// The node's verdict on a gossip message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Valid: forward it.
+    Accept,
+    /// Provably invalid: drop it and lower the sender's score.
+    Reject,
+    /// Duplicate or not judgeable now: drop it, no penalty.
+    Ignore,
+}
+
+/// What the node tells the network to do.
+#[derive(Debug)]
+pub enum NetCommand {
+    /// Publish on a topic.
+    Publish {
+        /// The topic.
+        topic: Topic,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// The verdict on a gossip message.
+    Report {
+        /// The message.
+        id: MessageId,
+        /// Who sent it.
+        from: PeerId,
+        /// The verdict.
+        verdict: Verdict,
+    },
+    /// Ask a peer for batches.
+    Fetch {
+        /// The peer.
+        peer: PeerId,
+        /// What to ask.
+        request: FetchRequest,
+    },
+    /// Answer a fetch.
+    Respond {
+        /// Where.
+        channel: ResponseChannel<FetchResponse>,
+        /// The answer.
+        response: FetchResponse,
+    },
+    /// Cut a peer off and refuse it from now on.
+    Ban(PeerId),
+    /// Let a banned peer back.
+    Unban(PeerId),
+}
+
+/// Why the network could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// A bad setting.
+    #[error("network setup: {0}")]
+    Setup(String),
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    gossipsub: gossipsub::Behaviour,
+    kad: kad::Behaviour<kad::store::MemoryStore>,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    fetch: request_response::Behaviour<FetchCodec>,
+}
+
+/// The running swarm.
+pub struct Network {
+    swarm: Swarm<Behaviour>,
+    topics: Topics,
+    banned: HashSet<PeerId>,
+}
+
+impl std::fmt::Debug for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Network")
+            .field("peer_id", self.swarm.local_peer_id())
+            .finish_non_exhaustive()
+    }
+}
+
+fn setup<E: std::fmt::Display>(e: E) -> NetError {
+    NetError::Setup(e.to_string())
+}
+
+fn gossipsub(key: &identity::Keypair, topics: &Topics) -> Result<gossipsub::Behaviour, NetError> {
+    let max = Topic::ALL
+        .iter()
+        .map(|t| t.max_bytes())
+        .max()
+        .unwrap_or(1 << 20);
+    let config = gossipsub::ConfigBuilder::default()
+        .validation_mode(ValidationMode::Strict)
+        .validate_messages()
+        .max_transmit_size(max)
+        .heartbeat_interval(Duration::from_millis(500))
+        .message_id_fn(|m: &gossipsub::Message| {
+            MessageId::from(Hash::of(Domain::GossipMessage, &m.data).0.to_vec())
+        })
+        .build()
+        .map_err(setup)?;
+    let mut g = gossipsub::Behaviour::new(MessageAuthenticity::Signed(key.clone()), config)
+        .map_err(setup)?;
+    let mut params = gossipsub::PeerScoreParams::default();
+    // Devnets run every node on one host; loopback must not count as Sybils.
+    params
+        .ip_colocation_factor_whitelist
+        .insert(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    params
+        .ip_colocation_factor_whitelist
+        .insert(IpAddr::V6(Ipv6Addr::LOCALHOST));
+    for t in Topic::ALL {
+        let topic_params = gossipsub::TopicScoreParams {
+            topic_weight: 1.0,
+            invalid_message_deliveries_weight: -100.0,
+            invalid_message_deliveries_decay: 0.5,
+            ..Default::default()
+        };
+        params.topics.insert(topics.ident(t).hash(), topic_params);
+    }
+    g.with_peer_score(params, gossipsub::PeerScoreThresholds::default())
+        .map_err(setup)?;
+    for t in Topic::ALL {
+        g.subscribe(&topics.ident(t)).map_err(setup)?;
+    }
+    Ok(g)
+}
+
+impl Network {
+    /// Builds the swarm, listens, and dials the bootnodes.
+    pub fn new(config: Config) -> Result<Network, NetError> {
+        let topics = config.topics.clone();
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(config.key)
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .map_err(setup)?
+            .with_behaviour(|key| {
+                let peer = key.public().to_peer_id();
+                let kad_config = kad::Config::new(StreamProtocol::new("/pyralog/kad/1"));
+                let mut kad = kad::Behaviour::with_config(
+                    peer,
+                    kad::store::MemoryStore::new(peer),
+                    kad_config,
+                );
+                kad.set_mode(Some(kad::Mode::Server));
+                let fetch = request_response::Behaviour::with_codec(
+                    FetchCodec,
+                    [(PROTOCOL, ProtocolSupport::Full)],
+                    request_response::Config::default()
+                        .with_request_timeout(Duration::from_secs(10))
+                        .with_max_concurrent_streams(64),
+                );
+                Ok(Behaviour {
+                    gossipsub: gossipsub(key, &topics)
+                        .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)?,
+                    kad,
+                    identify: identify::Behaviour::new(identify::Config::new(
+                        "/pyralog/1".into(),
+                        key.public(),
+                    )),
+                    ping: ping::Behaviour::default(),
+                    fetch,
+                })
+            })
+            .map_err(setup)?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
+            .build();
+        for addr in config.listen {
+            swarm.listen_on(addr).map_err(setup)?;
+        }
+        for addr in config.bootnodes {
+            if let Some(Protocol::P2p(peer)) = addr.iter().last() {
+                swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+            }
+            swarm.dial(addr).map_err(setup)?;
+        }
+        let mut net = Network {
+            swarm,
+            topics: config.topics,
+            banned: HashSet::new(),
+        };
+        for peer in config.banned {
+            net.command(NetCommand::Ban(peer));
+        }
+        Ok(net)
+    }
+
+    /// This node's peer id.
+    pub fn local_peer_id(&self) -> PeerId {
+        *self.swarm.local_peer_id()
+    }
+
+    /// How many peers are connected.
+    pub fn peers(&self) -> usize {
+        self.swarm.connected_peers().count()
+    }
+
+    /// Addresses the swarm listens on.
+    pub fn listeners(&self) -> Vec<Multiaddr> {
+        self.swarm.listeners().cloned().collect()
+    }
+
+    /// A peer's gossipsub score, if it has one.
+    pub fn peer_score(&self, peer: &PeerId) -> Option<f64> {
+        self.swarm.behaviour().gossipsub.peer_score(peer)
+    }
+
+    /// Carries out a command.
+    pub fn command(&mut self, cmd: NetCommand) {
+        let b = self.swarm.behaviour_mut();
+        match cmd {
+            NetCommand::Publish { topic, data } => {
+                // No peers yet is fine: anti-entropy catches them up later.
+                let _ = b.gossipsub.publish(self.topics.ident(topic), data);
+            }
+            NetCommand::Report { id, from, verdict } => {
+                let acceptance = match verdict {
+                    Verdict::Accept => MessageAcceptance::Accept,
+                    Verdict::Reject => MessageAcceptance::Reject,
+                    Verdict::Ignore => MessageAcceptance::Ignore,
+                };
+                b.gossipsub
+                    .report_message_validation_result(&id, &from, acceptance);
+            }
+            NetCommand::Fetch { peer, request } => {
+                b.fetch.send_request(&peer, request);
+            }
+            NetCommand::Respond { channel, response } => {
+                // The asker may be gone; nothing to do then.
+                let _ = b.fetch.send_response(channel, response);
+            }
+            NetCommand::Ban(peer) => {
+                self.banned.insert(peer);
+                b.gossipsub.blacklist_peer(&peer);
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+            NetCommand::Unban(peer) => {
+                self.banned.remove(&peer);
+                b.gossipsub.remove_blacklisted_peer(&peer);
+            }
+        }
+    }
+
+    /// The next event the node must see. Swarm events that concern only the
+    /// network (identify, ping, Kademlia) are handled here.
+    pub async fn next_event(&mut self) -> NetEvent {
+        loop {
+            let event = self.swarm.select_next_some().await;
+            if let Some(e) = self.handle(event) {
+                return e;
+            }
+        }
+    }
+
+    fn handle(&mut self, event: SwarmEvent<BehaviourEvent>) -> Option<NetEvent> {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => Some(NetEvent::Listening(address)),
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                num_established,
+                ..
+            } => {
+                if self.banned.contains(&peer_id) {
+                    let _ = self.swarm.disconnect_peer_id(peer_id);
+                    return None;
+                }
+                (num_established.get() == 1).then_some(NetEvent::Connected(peer_id))
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                ..
+            } => (num_established == 0 && !self.banned.contains(&peer_id))
+                .then_some(NetEvent::Disconnected(peer_id)),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                for addr in info.listen_addrs {
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                }
+                None
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            })) => {
+                let Some(topic) = self.topics.which(&message.topic) else {
+                    self.command(NetCommand::Report {
+                        id: message_id,
+                        from: propagation_source,
+                        verdict: Verdict::Ignore,
+                    });
+                    return None;
+                };
+                if message.data.len() > topic.max_bytes() {
+                    self.command(NetCommand::Report {
+                        id: message_id,
+                        from: propagation_source,
+                        verdict: Verdict::Reject,
+                    });
+                    return None;
+                }
+                Some(NetEvent::Gossip {
+                    topic,
+                    from: propagation_source,
+                    id: message_id,
+                    data: message.data,
+                })
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Fetch(request_response::Event::Message {
+                peer,
+                message,
+                ..
+            })) => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => Some(NetEvent::FetchRequest {
+                    from: peer,
+                    request,
+                    channel,
+                }),
+                request_response::Message::Response { response, .. } => {
+                    Some(NetEvent::FetchResponse {
+                        from: peer,
+                        response,
+                    })
+                }
+            },
+            _ => None,
+        }
+    }
+}

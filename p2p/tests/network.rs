@@ -1,0 +1,152 @@
+//! Two real swarms on loopback: gossip with validation, scoring, fetch, bans.
+
+use std::time::Duration;
+
+use libp2p::identity::Keypair;
+use libp2p::multiaddr::Protocol;
+use pyralog_ledger::{Address, Hash};
+use pyralog_p2p::fetch::{FetchRequest, FetchResponse};
+use pyralog_p2p::{Config, Multiaddr, NetCommand, NetEvent, Network, Topic, Topics, Verdict};
+
+fn topics() -> Topics {
+    Topics::new(&"pyralog-test".parse().expect("chain"), &Hash([9; 32]))
+}
+
+fn net(bootnodes: Vec<Multiaddr>) -> Network {
+    Network::new(Config {
+        key: Keypair::generate_ed25519(),
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")],
+        bootnodes,
+        topics: topics(),
+        banned: vec![],
+    })
+    .expect("network")
+}
+
+async fn listening(n: &mut Network) -> Multiaddr {
+    loop {
+        if let NetEvent::Listening(a) = n.next_event().await {
+            return a;
+        }
+    }
+}
+
+/// Runs both swarms until `b` yields an event `want` accepts, publishing from
+/// `a` now and then (gossipsub needs the subscriptions exchanged first).
+async fn until<T>(
+    a: &mut Network,
+    b: &mut Network,
+    publish: Option<(Topic, Vec<u8>)>,
+    mut want: impl FnMut(NetEvent, &mut Network) -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut tick = tokio::time::interval(Duration::from_millis(300));
+    loop {
+        tokio::select! {
+            _ = a.next_event() => {}
+            e = b.next_event() => if let Some(t) = want(e, b) { return t; },
+            _ = tick.tick() => {
+                if let Some((topic, data)) = &publish {
+                    a.command(NetCommand::Publish { topic: *topic, data: data.clone() });
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => panic!("timed out"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gossip_is_validated_scored_fetched_and_banned() {
+    let mut a = net(vec![]);
+    let addr = listening(&mut a)
+        .await
+        .with(Protocol::P2p(a.local_peer_id()));
+    let mut b = net(vec![addr]);
+    let a_id = a.local_peer_id();
+
+    // A message reaches b undecided; b accepts it.
+    let data = b"a valid batch".to_vec();
+    let (from, got) = until(
+        &mut a,
+        &mut b,
+        Some((Topic::Batches, data.clone())),
+        |e, b| match e {
+            NetEvent::Gossip {
+                topic: Topic::Batches,
+                from,
+                id,
+                data,
+            } => {
+                b.command(NetCommand::Report {
+                    id,
+                    from,
+                    verdict: Verdict::Accept,
+                });
+                Some((from, data))
+            }
+            _ => None,
+        },
+    )
+    .await;
+    assert_eq!((from, got), (a_id, data));
+
+    // Garbage: b rejects it, and a's score at b drops below zero.
+    let before = b.peer_score(&a_id).unwrap_or(0.0);
+    until(
+        &mut a,
+        &mut b,
+        Some((Topic::Digests, b"garbage".to_vec())),
+        |e, b| match e {
+            NetEvent::Gossip { from, id, .. } => {
+                b.command(NetCommand::Report {
+                    id,
+                    from,
+                    verdict: Verdict::Reject,
+                });
+                Some(())
+            }
+            _ => None,
+        },
+    )
+    .await;
+    let after = b.peer_score(&a_id).expect("a has a score at b");
+    assert!(after < before && after < 0.0, "score {before} -> {after}");
+
+    // Fetch: b asks a, a answers.
+    let request = FetchRequest {
+        origin: Address([1; 32]),
+        from_seq: 1,
+        to_seq: 2,
+    };
+    b.command(NetCommand::Fetch {
+        peer: a_id,
+        request: request.clone(),
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let response = loop {
+        tokio::select! {
+            e = a.next_event() => if let NetEvent::FetchRequest { request: r, channel, .. } = e {
+                assert_eq!(r, request);
+                a.command(NetCommand::Respond { channel, response: FetchResponse { batches: vec![vec![7, 7]] } });
+            },
+            e = b.next_event() => if let NetEvent::FetchResponse { from, response } = e {
+                assert_eq!(from, a_id);
+                break response;
+            },
+            _ = tokio::time::sleep_until(deadline) => panic!("fetch timed out"),
+        }
+    };
+    assert_eq!(response.batches, vec![vec![7, 7]]);
+
+    // Ban: b drops a and stays disconnected.
+    b.command(NetCommand::Ban(a_id));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while b.peers() > 0 {
+        tokio::select! {
+            _ = a.next_event() => {}
+            _ = b.next_event() => {}
+            _ = tokio::time::sleep_until(deadline) => panic!("ban did not disconnect"),
+        }
+    }
+    assert_eq!(b.peers(), 0);
+}
