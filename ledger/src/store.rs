@@ -467,6 +467,33 @@ impl Store {
         Ok(table.get(origin.0.as_slice())?.map_or(0, |v| v.value()))
     }
 
+    /// Per origin, the contiguous prefix of batch seqs this store holds (from
+    /// 1 up to the first gap), read from the stored batches.
+    pub fn batch_heads(&self) -> Result<BTreeMap<Address, u64>, Error> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(BATCHES)?;
+        let mut heads: BTreeMap<Address, u64> = BTreeMap::new();
+        for row in table.iter()? {
+            let (k, _) = row?;
+            let k = k.value();
+            if k.len() != 40 {
+                return Err(Error::Corrupt("batch key is not origin ‖ seq".into()));
+            }
+            let mut origin = [0u8; 32];
+            origin.copy_from_slice(&k[..32]);
+            let mut seq = [0u8; 8];
+            seq.copy_from_slice(&k[32..]);
+            let seq = u64::from_be_bytes(seq);
+            let head = heads.entry(Address(origin)).or_insert(0);
+            // Keys come in (origin, seq) order, so the prefix grows one by one.
+            if seq == *head + 1 {
+                *head = seq;
+            }
+        }
+        heads.retain(|_, h| *h > 0);
+        Ok(heads)
+    }
+
     /// A merged batch.
     pub fn batch(&self, origin: &Address, seq: u64) -> Result<Option<crate::block::Batch>, Error> {
         let txn = self.db.begin_read()?;

@@ -1,1 +1,19 @@
-//! stub
+//! # pyralog-node
+//!
+//! The daemon: a home directory with its keys and `config.toml`, the driver that
+//! connects the engine to the store, the network and the clock, and the HTTP RPC.
+//!
+//! # Layout
+//!
+//! - [`home`]: `init`: the home directory, keys on disk, `config.toml`.
+//! - [`config`]: the configuration file and its command-line overrides.
+//! - [`driver`]: the one task that owns the store, the engine and the swarm.
+//! - [`rpc`]: the HTTP endpoints, which talk to the driver over a bounded channel.
+//!
+//! One cluster is one node until intra-cluster Raft arrives (issue 5): the node
+//! is its cluster's leader and signs with the cluster's validator key.
+
+pub mod config;
+pub mod driver;
+pub mod home;
+pub mod rpc;

@@ -31,6 +31,9 @@ pub struct Config {
     pub banned: Vec<PeerId>,
 }
 
+/// A gossip message's id, as the node reports verdicts on it.
+pub type MessageIdOf = MessageId;
+
 /// What the node hears from the network.
 #[derive(Debug)]
 pub enum NetEvent {

@@ -1,0 +1,111 @@
+//! `config.toml`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// The node's configuration file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// A display name.
+    pub moniker: String,
+    /// The HTTP RPC.
+    pub rpc: RpcConfig,
+    /// The p2p network.
+    pub p2p: P2pConfig,
+    /// The gossip engine's tuning.
+    #[serde(default)]
+    pub gossip: GossipConfig,
+}
+
+/// The HTTP RPC.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RpcConfig {
+    /// Where to listen.
+    pub listen: SocketAddr,
+}
+
+/// The p2p network.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct P2pConfig {
+    /// Multiaddresses to listen on.
+    pub listen: Vec<String>,
+    /// Multiaddresses to dial first (`/p2p/<peer id>` suffix recommended).
+    #[serde(default)]
+    pub bootnodes: Vec<String>,
+    /// Peer ids never to talk to.
+    #[serde(default)]
+    pub banned: Vec<String>,
+}
+
+/// The gossip engine's tuning (see `pyralog_consensus::gossip::Config`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GossipConfig {
+    /// Seal a batch at this many transactions.
+    pub max_batch_txs: usize,
+    /// Seal a batch when the oldest transaction waited this long.
+    pub batch_interval_ms: u64,
+    /// Publish a digest this often.
+    pub digest_interval_ms: u64,
+    /// The most transactions waiting to be sealed (the mempool bound).
+    pub max_pending: usize,
+}
+
+impl Default for GossipConfig {
+    fn default() -> Self {
+        let c = pyralog_consensus::gossip::Config::default();
+        GossipConfig {
+            max_batch_txs: c.max_batch_txs,
+            batch_interval_ms: c.batch_interval_ms,
+            digest_interval_ms: c.digest_interval_ms,
+            max_pending: c.max_pending,
+        }
+    }
+}
+
+impl GossipConfig {
+    /// The engine's configuration.
+    pub fn engine(&self) -> pyralog_consensus::gossip::Config {
+        pyralog_consensus::gossip::Config {
+            max_batch_txs: self.max_batch_txs.max(1),
+            batch_interval_ms: self.batch_interval_ms.max(1),
+            digest_interval_ms: self.digest_interval_ms.max(1),
+            max_pending: self.max_pending.max(1),
+            ..Default::default()
+        }
+    }
+}
+
+impl Config {
+    /// A configuration for a new node.
+    pub fn new(moniker: &str) -> Config {
+        Config {
+            moniker: moniker.to_owned(),
+            rpc: RpcConfig { listen: SocketAddr::from(([127, 0, 0, 1], 7070)) },
+            p2p: P2pConfig {
+                listen: vec!["/ip4/127.0.0.1/tcp/26656".into()],
+                bootnodes: Vec::new(),
+                banned: Vec::new(),
+            },
+            gossip: GossipConfig::default(),
+        }
+    }
+
+    /// Reads and parses a configuration file.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("{} is not a valid configuration", path.display()))
+    }
+
+    /// Writes the configuration file.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let text = toml::to_string_pretty(self).context("cannot serialise the configuration")?;
+        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+    }
+}

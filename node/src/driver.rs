@@ -1,0 +1,441 @@
+//! The driver: the one task that owns the store, the engine and the swarm, and
+//! connects them to the clock and the RPC.
+//!
+//! Every input goes through [`Driver::feed`], which hands it to the engine and
+//! carries out the effects in order: merges go to the store (durably, before
+//! anything is acknowledged or published), network effects to the swarm,
+//! acknowledgements to waiting RPC calls. A gossip message's verdict comes from
+//! what the store made of it: merged is `Accept`, provably invalid is `Reject`
+//! (the sender's score drops), a duplicate is `Ignore`.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use pyralog_consensus::Engine as _;
+use pyralog_consensus::gossip::{Digest, Effect, GossipEngine, Input, Rejection};
+use pyralog_ledger::block::{VerifiedBatch, VerifiedTx};
+use pyralog_ledger::codec::{Decode, Encode};
+use pyralog_ledger::{Address, Batch, Engine, Error, Hash, Keypair, Payload, StateKey, Store};
+use pyralog_p2p::fetch::{FetchRequest, FetchResponse, MAX_BATCHES, MAX_RESPONSE};
+use pyralog_p2p::{NetCommand, NetEvent, Network, PeerId, Topic, Verdict};
+use tokio::sync::{mpsc, oneshot};
+
+/// How many RPC requests may wait for the driver.
+pub const REQUEST_QUEUE: usize = 4096;
+
+/// An RPC error: an HTTP status, a stable code and a message naming the problem.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: u16,
+    /// A stable, machine-readable code.
+    pub code: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl ApiError {
+    /// A 400 with `code`.
+    pub fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status: 400, code, message: message.into() }
+    }
+
+    /// The error a ledger rejection becomes.
+    pub fn from_ledger(e: &Error) -> ApiError {
+        let code = match e.root_cause() {
+            Error::BadSignature | Error::InvalidPublicKey | Error::WeakPublicKey => "bad_signature",
+            Error::WrongChain { .. } => "wrong_chain",
+            Error::StampTooWeak { .. } => "stamp_too_weak",
+            Error::ForeignNamespace { .. } => "foreign_namespace",
+            Error::OverLimit { .. } => "too_large",
+            Error::EpochOutOfWindow { .. } => "expired",
+            Error::NeedsOrderingEngine { .. } | Error::PayloadNotSupported { .. } => "unsupported",
+            Error::NoOperations(_) | Error::DuplicateKey { .. } => "bad_request",
+            Error::Storage(_) | Error::Corrupt(_) => "internal",
+            _ => "decode",
+        };
+        let status = if e.is_fatal() { 500 } else { 400 };
+        ApiError { status, code, message: e.to_string() }
+    }
+
+    fn internal(e: impl std::fmt::Display) -> ApiError {
+        ApiError { status: 500, code: "internal", message: e.to_string() }
+    }
+}
+
+/// What the RPC asks of the driver.
+#[derive(Debug)]
+pub enum Request {
+    /// Admit a transaction; with `wait`, answer once it is committed.
+    Submit {
+        /// The transaction, signature checked.
+        tx: VerifiedTx,
+        /// Wait for the commit.
+        wait: bool,
+        /// The answer: the status reached.
+        reply: oneshot::Sender<Result<&'static str, ApiError>>,
+    },
+    /// `/status`.
+    Status(oneshot::Sender<serde_json::Value>),
+    /// `/account/{address}`.
+    Account(Address, oneshot::Sender<Result<serde_json::Value, ApiError>>),
+    /// `/kv/{address}/{key}`.
+    Record {
+        /// Whose.
+        address: Address,
+        /// Which.
+        key: Vec<u8>,
+        /// With a proof.
+        proof: bool,
+        /// The answer (`None`: not found).
+        reply: oneshot::Sender<Result<Option<serde_json::Value>, ApiError>>,
+    },
+    /// `/tx/{hash}`.
+    Tx(Hash, oneshot::Sender<Result<Option<serde_json::Value>, ApiError>>),
+    /// `/metrics`.
+    Metrics(oneshot::Sender<String>),
+}
+
+#[derive(Default, Debug)]
+struct Metrics {
+    txs_accepted: u64,
+    txs_rejected: u64,
+    txs_committed: u64,
+    batches_merged: u64,
+    batches_refused: u64,
+    gossip_rejected: u64,
+}
+
+/// The node's driver.
+pub struct Driver {
+    store: Store,
+    engine: GossipEngine<PeerId>,
+    net: Network,
+    waiters: HashMap<Hash, Vec<oneshot::Sender<Result<&'static str, ApiError>>>>,
+    metrics: Metrics,
+    next_tick: tokio::time::Instant,
+    node_id: String,
+    cluster_id: Address,
+    moniker: String,
+}
+
+/// The wall clock in Unix milliseconds (the node is where time enters).
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Driver {
+    /// A driver over an open store and a started network.
+    pub fn new(
+        store: Store,
+        net: Network,
+        validator: Keypair,
+        config: pyralog_consensus::gossip::Config,
+        moniker: String,
+    ) -> Result<Driver, Error> {
+        if store.genesis().engine != Engine::Gossip {
+            return Err(Error::WrongEngine { engine: store.genesis().engine.name(), what: "this node (gossip only until issue 4)" });
+        }
+        let heads = store.batch_heads()?;
+        let own = validator.address();
+        let last_hlc = match heads.get(&own) {
+            Some(seq) => store.batch(&own, *seq)?.map(|b| b.hlc).unwrap_or_default(),
+            None => Default::default(),
+        };
+        let engine = GossipEngine::new(config, store.genesis().chain_id.clone(), validator, store.state_root(), heads, last_hlc);
+        Ok(Driver {
+            node_id: net.local_peer_id().to_string(),
+            cluster_id: own,
+            store,
+            engine,
+            net,
+            waiters: HashMap::new(),
+            metrics: Metrics::default(),
+            next_tick: tokio::time::Instant::now(),
+            moniker,
+        })
+    }
+
+    /// Runs until `shutdown` resolves, answering `requests` on the way.
+    pub async fn run(mut self, mut requests: mpsc::Receiver<Request>, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                _ = tokio::time::sleep_until(self.next_tick) => {
+                    self.next_tick = tokio::time::Instant::now() + Duration::from_secs(1);
+                    self.feed(Input::Tick, None);
+                }
+                Some(req) = requests.recv() => self.request(req),
+                event = self.net.next_event() => self.network(event),
+            }
+        }
+        tracing::info!("driver stopped");
+    }
+
+    fn current_epoch(&self) -> u64 {
+        self.store.genesis().gossip_epoch(now_ms())
+    }
+
+    /// Feeds one input and carries out its effects. `gossip` is the message the
+    /// input came from, to report a verdict on.
+    fn feed(&mut self, input: Input<PeerId>, gossip: Option<(pyralog_p2p::network::MessageIdOf, PeerId)>) {
+        let mut verdict = None;
+        let mut queue = vec![input];
+        while let Some(input) = queue.pop() {
+            let now = now_ms();
+            for effect in self.engine.handle(now, input) {
+                match effect {
+                    Effect::Merge(batch) => match self.store.merge_batch(&batch, now) {
+                        Ok(_) => {
+                            self.metrics.batches_merged += 1;
+                            verdict.get_or_insert(Verdict::Accept);
+                            queue.push(Input::Merged { origin: batch.origin(), seq: batch.seq(), state_root: self.store.state_root() });
+                        }
+                        Err(error) => {
+                            if error.is_fatal() {
+                                tracing::error!(%error, "storage failed; stopping");
+                                std::process::exit(2);
+                            }
+                            self.metrics.batches_refused += 1;
+                            tracing::warn!(origin = %batch.origin(), seq = batch.seq(), %error, "batch refused");
+                            verdict = Some(if error.is_peer_fault() { Verdict::Reject } else { Verdict::Ignore });
+                            queue.push(Input::MergeFailed { origin: batch.origin(), seq: batch.seq(), error });
+                        }
+                    },
+                    Effect::Publish(batch) => self.net.command(NetCommand::Publish { topic: Topic::Batches, data: batch.to_bytes() }),
+                    Effect::PublishDigest(d) => self.net.command(NetCommand::Publish { topic: Topic::Digests, data: d.to_bytes() }),
+                    Effect::Fetch { peer, origin, from_seq, to_seq } => {
+                        self.net.command(NetCommand::Fetch { peer, request: FetchRequest { origin, from_seq, to_seq } })
+                    }
+                    Effect::AlreadyHave { .. } => {
+                        verdict.get_or_insert(Verdict::Ignore);
+                    }
+                    Effect::Committed { ids, .. } => {
+                        self.metrics.txs_committed += ids.len() as u64;
+                        for id in ids {
+                            for w in self.waiters.remove(&id).unwrap_or_default() {
+                                let _ = w.send(Ok("committed"));
+                            }
+                        }
+                    }
+                    Effect::Reject { id, reason } => {
+                        let err = match reason {
+                            Rejection::PoolFull { capacity } => ApiError { status: 503, code: "pool_full", message: format!("the mempool is full ({capacity} transactions); retry later") },
+                            Rejection::Duplicate => ApiError::bad("replayed", "replayed transaction: it is already waiting to be committed"),
+                            Rejection::MergeFailed(e) => ApiError::from_ledger(&e),
+                        };
+                        for w in self.waiters.remove(&id).unwrap_or_default() {
+                            let _ = w.send(Err(err.clone()));
+                        }
+                    }
+                    Effect::SetTimer { at_ms } => {
+                        let wait = Duration::from_millis(at_ms.saturating_sub(now_ms()));
+                        self.next_tick = tokio::time::Instant::now() + wait;
+                    }
+                }
+            }
+        }
+        if let Some((id, from)) = gossip {
+            let verdict = verdict.unwrap_or(Verdict::Ignore);
+            if verdict == Verdict::Reject {
+                self.metrics.gossip_rejected += 1;
+            }
+            self.net.command(NetCommand::Report { id, from, verdict });
+        }
+    }
+
+    fn network(&mut self, event: NetEvent) {
+        match event {
+            NetEvent::Gossip { topic: Topic::Batches, from, id, data } => match Batch::from_bytes(&data).and_then(VerifiedBatch::verify) {
+                Ok(batch) => self.feed(Input::Batch { from: Some(from), batch }, Some((id, from))),
+                Err(error) => {
+                    tracing::warn!(%from, %error, "invalid batch from the network");
+                    self.metrics.gossip_rejected += 1;
+                    self.net.command(NetCommand::Report { id, from, verdict: Verdict::Reject });
+                }
+            },
+            NetEvent::Gossip { topic: Topic::Digests, from, id, data } => match Digest::from_bytes(&data) {
+                Ok(digest) => {
+                    self.net.command(NetCommand::Report { id, from, verdict: Verdict::Accept });
+                    self.feed(Input::Digest { from, digest }, None);
+                }
+                Err(error) => {
+                    tracing::warn!(%from, %error, "invalid digest from the network");
+                    self.metrics.gossip_rejected += 1;
+                    self.net.command(NetCommand::Report { id, from, verdict: Verdict::Reject });
+                }
+            },
+            NetEvent::FetchRequest { request, channel, .. } => {
+                let response = self.fetch(&request).unwrap_or_default();
+                self.net.command(NetCommand::Respond { channel, response });
+            }
+            NetEvent::FetchResponse { from, response } => {
+                for bytes in response.batches {
+                    match Batch::from_bytes(&bytes).and_then(VerifiedBatch::verify) {
+                        Ok(batch) => self.feed(Input::Batch { from: Some(from), batch }, None),
+                        Err(error) => tracing::warn!(%from, %error, "invalid batch in a fetch response"),
+                    }
+                }
+            }
+            NetEvent::Connected(peer) => tracing::info!(%peer, "peer connected"),
+            NetEvent::Disconnected(peer) => tracing::info!(%peer, "peer disconnected"),
+            NetEvent::Listening(addr) => tracing::info!(%addr, "p2p listening"),
+        }
+    }
+
+    fn fetch(&self, r: &FetchRequest) -> Result<FetchResponse, Error> {
+        let mut out = FetchResponse::default();
+        let mut bytes = 0;
+        let last = r.to_seq.min(r.from_seq.saturating_add(MAX_BATCHES as u64 - 1));
+        for seq in r.from_seq..=last {
+            let Some(batch) = self.store.batch(&r.origin, seq)? else { break };
+            let encoded = batch.to_bytes();
+            bytes += encoded.len() + 4;
+            if bytes > MAX_RESPONSE - 1024 {
+                break;
+            }
+            out.batches.push(encoded);
+        }
+        Ok(out)
+    }
+
+    fn request(&mut self, req: Request) {
+        match req {
+            Request::Submit { tx, wait, reply } => {
+                let id = tx.id();
+                match self.admit(&tx) {
+                    Err(e) => {
+                        self.metrics.txs_rejected += 1;
+                        let _ = reply.send(Err(e));
+                    }
+                    Ok(()) => {
+                        self.metrics.txs_accepted += 1;
+                        if wait {
+                            self.waiters.entry(id).or_default().push(reply);
+                        } else {
+                            let _ = reply.send(Ok("pending"));
+                        }
+                        self.feed(Input::Submit(tx), None);
+                    }
+                }
+            }
+            Request::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+            Request::Account(a, reply) => {
+                let _ = reply.send(self.store.account(&a).map_err(|e| ApiError::internal(e)).map(|acc| {
+                    serde_json::json!({"address": a.to_human(), "balance": acc.balance, "nonce": acc.nonce, "stake": acc.stake})
+                }));
+            }
+            Request::Record { address, key, proof, reply } => {
+                let _ = reply.send(self.record(address, key, proof));
+            }
+            Request::Tx(id, reply) => {
+                let _ = reply.send(self.tx(id));
+            }
+            Request::Metrics(reply) => {
+                let _ = reply.send(self.metrics_text());
+            }
+        }
+    }
+
+    /// The admission checks, cheapest first: chain, size, stamp, window,
+    /// namespace (stateless), then what gossip can carry, then replay.
+    fn admit(&self, tx: &VerifiedTx) -> Result<(), ApiError> {
+        let rules = self.store.rules();
+        rules.check_stateless(tx, self.current_epoch()).map_err(|e| ApiError::from_ledger(&e))?;
+        match &tx.tx().body.payload {
+            Payload::Put { ops, .. } if ops.iter().any(|o| o.if_version.is_some()) => {
+                return Err(ApiError::from_ledger(&Error::NeedsOrderingEngine { payload: "compare-and-set" }));
+            }
+            Payload::Put { .. } | Payload::Delete { .. } => {}
+            other => return Err(ApiError::from_ledger(&Error::NeedsOrderingEngine { payload: other.name() })),
+        }
+        if self.store.tx_location(&tx.id()).map_err(ApiError::internal)?.is_some() {
+            return Err(ApiError::bad("replayed", "replayed transaction: it was already committed"));
+        }
+        Ok(())
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let g = self.store.genesis();
+        let tip = self.store.tip();
+        let heads = self.engine.digest().heads;
+        serde_json::json!({
+            "chain_id": g.chain_id.to_string(),
+            "engine": g.engine.name(),
+            "node_id": self.node_id,
+            "moniker": self.moniker,
+            "cluster_id": self.cluster_id.to_human(),
+            "raft_role": "leader",
+            "height": tip.height,
+            "batches": heads.values().sum::<u64>(),
+            "state_root": self.store.state_root().to_hex(),
+            "genesis_hash": g.hash().to_hex(),
+            "peers": self.net.peers(),
+            "syncing": false,
+            "epoch": self.current_epoch(),
+            "pending": self.engine.pending(),
+            "pow_difficulty": g.params.pow.min_difficulty,
+            "listen": self.net.listeners().iter().map(|a| format!("{a}/p2p/{}", self.node_id)).collect::<Vec<_>>(),
+        })
+    }
+
+    fn record(&self, address: Address, key: Vec<u8>, proof: bool) -> Result<Option<serde_json::Value>, ApiError> {
+        let entry = self.store.record(&address, &key).map_err(ApiError::internal)?;
+        let Some(entry) = entry.filter(|e| !e.is_tombstone()) else {
+            return Ok(None);
+        };
+        let mut v = serde_json::json!({
+            "address": address.to_human(),
+            "key": String::from_utf8_lossy(&key),
+            "value": entry.value.as_deref().map(|v| String::from_utf8_lossy(v).into_owned()),
+            "value_hex": entry.value.as_deref().map(hex::encode),
+            "version": entry.version,
+            "hlc": {"wall_ms": entry.order.hlc.wall_ms, "logical": entry.order.hlc.logical},
+            "origin": entry.order.origin.to_human(),
+            "tx": entry.order.tx.to_hex(),
+        });
+        if proof {
+            let p = self.store.proof(&StateKey::Record(address, key)).map_err(ApiError::internal)?;
+            v["proof"] = serde_json::Value::String(hex::encode(p.to_bytes()));
+            v["state_root"] = serde_json::Value::String(self.store.state_root().to_hex());
+        }
+        Ok(Some(v))
+    }
+
+    fn tx(&self, id: Hash) -> Result<Option<serde_json::Value>, ApiError> {
+        use pyralog_ledger::store::TxLocation;
+        Ok(match self.store.tx_location(&id).map_err(ApiError::internal)? {
+            Some(TxLocation::Batch { origin, seq, index }) => Some(serde_json::json!({
+                "hash": id.to_hex(), "status": "committed", "batch": {"origin": origin.to_human(), "seq": seq, "index": index}, "block": null,
+            })),
+            Some(TxLocation::Block { height, index }) => Some(serde_json::json!({
+                "hash": id.to_hex(), "status": "final", "block": {"height": height, "index": index},
+            })),
+            None if self.waiters.contains_key(&id) => Some(serde_json::json!({"hash": id.to_hex(), "status": "pending", "block": null})),
+            None => None,
+        })
+    }
+
+    fn metrics_text(&self) -> String {
+        let m = &self.metrics;
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, v: u64| {
+            out.push_str(&format!("# HELP pyralog_{name} {help}\n# TYPE pyralog_{name} {kind}\npyralog_{name} {v}\n"));
+        };
+        metric("txs_accepted_total", "counter", "Transactions admitted by this node.", m.txs_accepted);
+        metric("txs_rejected_total", "counter", "Transactions refused at admission.", m.txs_rejected);
+        metric("txs_committed_total", "counter", "Own transactions committed in batches.", m.txs_committed);
+        metric("batches_merged_total", "counter", "Batches merged into the store.", m.batches_merged);
+        metric("batches_refused_total", "counter", "Batches the store refused.", m.batches_refused);
+        metric("gossip_rejected_total", "counter", "Gossip messages rejected as invalid.", m.gossip_rejected);
+        metric("peers", "gauge", "Connected peers.", self.net.peers() as u64);
+        metric("mempool_pending", "gauge", "Transactions waiting to be sealed.", self.engine.pending() as u64);
+        metric("state_batches", "gauge", "Batches merged, summed over origins.", self.engine.digest().heads.values().sum());
+        out
+    }
+}
+
