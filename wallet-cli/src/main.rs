@@ -1,0 +1,379 @@
+//! `pyralog`: the Pyralog wallet — keys today; transactions and queries
+//! arrive with the node's RPC.
+//!
+//! This file owns the terminal: arguments, passphrase prompts and printing.
+//! Keys are kept by [`pyralog_wallet::keystore`].
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use pyralog_ledger::Keypair;
+use pyralog_wallet::keystore::{self, KeyInfo, Keystore, Protection};
+use serde_json::json;
+use zeroize::Zeroizing;
+
+/// The environment variable a passphrase is read from before prompting.
+const PASSPHRASE_ENV: &str = "PYRALOG_PASSPHRASE";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "pyralog",
+    version,
+    about = "Pyralog wallet: keys, transactions, queries",
+    long_about = "Pyralog wallet: keys, transactions, queries.\n\n\
+        Keys live in HOME/keys/, one file per key, sealed under a passphrase \
+        (argon2id + ChaCha20-Poly1305). The passphrase is read from \
+        PYRALOG_PASSPHRASE if it is set, and otherwise prompted for on the terminal."
+)]
+struct Cli {
+    /// The wallet's home directory; keys live in HOME/keys/ [default: ~/.pyralog].
+    #[arg(long, global = true, env = "PYRALOG_HOME", value_name = "DIR")]
+    home: Option<PathBuf>,
+    /// The node's RPC address, for commands that talk to a node.
+    #[arg(
+        long,
+        global = true,
+        env = "PYRALOG_NODE",
+        value_name = "URL",
+        default_value = "http://127.0.0.1:7070"
+    )]
+    node: String,
+    /// Print one JSON document on stdout instead of text.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Text, global = true)]
+    output: Output,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create, list, show, import and export keys.
+    ///
+    /// Each key is one file, HOME/keys/NAME.json, readable by its owner only,
+    /// with the secret seed sealed under a passphrase. Set PYRALOG_PASSPHRASE
+    /// to give the passphrase without a prompt (scripts, CI).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCommand {
+    /// Generate a new key and store it as NAME.
+    ///
+    /// The key comes from the operating system's randomness. You are asked for
+    /// a passphrase twice (or it is read from PYRALOG_PASSPHRASE); forget it
+    /// and the key is lost, so back it up with `pyralog keys export NAME`.
+    /// An existing key is never overwritten.
+    ///
+    /// Example: pyralog keys new alice
+    New {
+        /// The key's name: 1-64 letters, digits, '_' or '-'.
+        name: String,
+        /// Store the key UNENCRYPTED, with no passphrase. For throwaway devnet
+        /// keys only: anyone who can read the file controls the account.
+        #[arg(long)]
+        insecure_plaintext: bool,
+    },
+    /// List the keys in HOME/keys/ with their addresses.
+    ///
+    /// No passphrase is needed: addresses are stored beside the sealed seed.
+    List,
+    /// Show one key's address, whether it is encrypted, and its file.
+    ///
+    /// No passphrase is needed. The address shown is the one the file records;
+    /// it is authenticated whenever the key is unlocked (export, signing).
+    ///
+    /// Example: pyralog keys show alice
+    Show {
+        /// The key's name.
+        name: String,
+    },
+    /// Store an existing secret key, read from FILE, as NAME.
+    ///
+    /// FILE holds the 32-byte secret seed as 64 hex digits (whitespace around
+    /// them is fine): the format of `pyralog keys export` and of the faucet and
+    /// validator key files `pyralog-testnet` writes. The key is then sealed
+    /// like `keys new` seals a fresh one.
+    ///
+    /// Example: pyralog keys import faucet devnet/keys/faucet.key
+    Import {
+        /// The name to store the key under: 1-64 letters, digits, '_' or '-'.
+        name: String,
+        /// The file holding the secret seed in hex.
+        file: PathBuf,
+        /// Store the key UNENCRYPTED, with no passphrase. For throwaway devnet
+        /// keys only: anyone who can read the file controls the account.
+        #[arg(long)]
+        insecure_plaintext: bool,
+    },
+    /// Print a key's SECRET seed as 64 hex digits.
+    ///
+    /// Anyone who sees the output controls the account: use it to back a key
+    /// up or to move it to another wallet (`pyralog keys import NAME FILE`),
+    /// never paste it anywhere you do not trust. Asks for the passphrase once.
+    ///
+    /// Example: pyralog keys export alice > alice.key
+    Export {
+        /// The key's name.
+        name: String,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    // `node` is for the commands that talk to a node (balance, transfer, ...),
+    // which arrive with the RPC.
+    let Cli {
+        home,
+        node: _,
+        output,
+        command,
+    } = cli;
+    let home = match home {
+        Some(home) => home,
+        None => default_home()?,
+    };
+    let store = Keystore::new(&home);
+    match command {
+        Command::Keys(keys) => run_keys(&store, output, keys),
+    }
+}
+
+fn default_home() -> Result<PathBuf> {
+    std::env::home_dir()
+        .filter(|h| !h.as_os_str().is_empty())
+        .map(|h| h.join(".pyralog"))
+        .ok_or_else(|| {
+            anyhow!("cannot find your home directory; pass --home DIR or set PYRALOG_HOME")
+        })
+}
+
+fn run_keys(store: &Keystore, output: Output, command: KeysCommand) -> Result<()> {
+    match command {
+        KeysCommand::New {
+            name,
+            insecure_plaintext,
+        } => {
+            refuse_existing(store, &name)?;
+            let keypair = Keypair::generate().context("cannot generate a key")?;
+            let info = add(store, &name, &keypair, insecure_plaintext)?;
+            print_added(output, &info, "created");
+        }
+        KeysCommand::Import {
+            name,
+            file,
+            insecure_plaintext,
+        } => {
+            refuse_existing(store, &name)?;
+            let seed = keystore::read_secret_file(&file)?;
+            let keypair = Keypair::from_seed(&seed);
+            let info = add(store, &name, &keypair, insecure_plaintext)?;
+            print_added(output, &info, "imported");
+        }
+        KeysCommand::List => {
+            let listing = store.list()?;
+            for e in &listing.unreadable {
+                eprintln!("warning: skipped {e}");
+            }
+            match output {
+                Output::Json => {
+                    let keys: Vec<_> = listing.keys.iter().map(key_json).collect();
+                    println!("{}", serde_json::Value::Array(keys));
+                }
+                Output::Text if listing.keys.is_empty() => {
+                    println!(
+                        "no keys in {} (create one with `pyralog keys new NAME`)",
+                        store.dir().display()
+                    );
+                }
+                Output::Text => {
+                    let width = listing.keys.iter().map(|k| k.name.len()).max().unwrap_or(4);
+                    println!("{:<width$}  {:<48}  ENCRYPTED", "NAME", "ADDRESS");
+                    for k in &listing.keys {
+                        println!(
+                            "{:<width$}  {:<48}  {}",
+                            k.name,
+                            k.address.to_human(),
+                            if k.encrypted { "yes" } else { "NO (plaintext)" }
+                        );
+                    }
+                }
+            }
+        }
+        KeysCommand::Show { name } => {
+            let key = store.get(&name)?;
+            let info = key.info();
+            match output {
+                Output::Json => println!("{}", key_json(info)),
+                Output::Text => {
+                    println!("name:      {}", info.name);
+                    println!("address:   {}", info.address);
+                    println!(
+                        "encrypted: {}",
+                        if info.encrypted {
+                            "yes (argon2id, chacha20poly1305)"
+                        } else {
+                            "NO (stored in plaintext)"
+                        }
+                    );
+                    println!("file:      {}", info.path.display());
+                }
+            }
+        }
+        KeysCommand::Export { name } => {
+            let key = store.get(&name)?;
+            let passphrase = if key.is_encrypted() {
+                passphrase(&name, Ask::Once)?
+            } else {
+                Zeroizing::new(String::new())
+            };
+            let keypair = key.unlock(&passphrase)?;
+            let seed = Zeroizing::new(hex::encode(keypair.seed()));
+            match output {
+                Output::Json => println!(
+                    "{}",
+                    json!({
+                        "name": name,
+                        "address": keypair.address().to_human(),
+                        "seed": seed.as_str(),
+                    })
+                ),
+                Output::Text => {
+                    eprintln!(
+                        "warning: below is the SECRET key of {name} ({}); anyone who sees it \
+                         controls the account",
+                        keypair.address()
+                    );
+                    println!("{}", seed.as_str());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Fails early, before any prompt, if `name` is bad or taken.
+fn refuse_existing(store: &Keystore, name: &str) -> Result<()> {
+    if store.contains(name)? {
+        return Err(pyralog_wallet::Error::KeyExists {
+            name: name.to_owned(),
+            path: store.path_of(name)?,
+        }
+        .into());
+    }
+    Ok(())
+}
+
+fn add(store: &Keystore, name: &str, keypair: &Keypair, plaintext: bool) -> Result<KeyInfo> {
+    if plaintext {
+        let info = store.add(name, keypair, Protection::Plaintext)?;
+        eprintln!(
+            "warning: key {name} is stored UNENCRYPTED in {} (--insecure-plaintext); anyone \
+             who can read that file controls {}. Use this for devnets only.",
+            info.path.display(),
+            info.address
+        );
+        return Ok(info);
+    }
+    let passphrase = passphrase(name, Ask::Twice)?;
+    if passphrase.is_empty() {
+        bail!(
+            "the passphrase is empty; choose one, or pass --insecure-plaintext to store the \
+             key unencrypted (devnets only)"
+        );
+    }
+    Ok(store.add(name, keypair, Protection::Passphrase(&passphrase))?)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ask {
+    /// To unlock a key.
+    Once,
+    /// To seal a new key: asked twice, and the two must match.
+    Twice,
+}
+
+/// The passphrase from PYRALOG_PASSPHRASE, or else from a terminal prompt.
+fn passphrase(name: &str, ask: Ask) -> Result<Zeroizing<String>> {
+    if let Some(value) = std::env::var_os(PASSPHRASE_ENV) {
+        return value
+            .into_string()
+            .map(Zeroizing::new)
+            .map_err(|_| anyhow!("{PASSPHRASE_ENV} is not valid UTF-8"));
+    }
+    if !std::io::stdin().is_terminal() {
+        let alternative = match ask {
+            Ask::Twice => {
+                ", or pass --insecure-plaintext to store the key unencrypted (devnets only)"
+            }
+            Ask::Once => "",
+        };
+        bail!(
+            "a passphrase is needed for key {name} but stdin is not a terminal, so it cannot be \
+             prompted for; set {PASSPHRASE_ENV}{alternative}"
+        );
+    }
+    let prompt = match ask {
+        Ask::Once => format!("Passphrase for key {name}: "),
+        Ask::Twice => format!("New passphrase for key {name}: "),
+    };
+    let first =
+        Zeroizing::new(rpassword::prompt_password(prompt).context("cannot read the passphrase")?);
+    if ask == Ask::Twice {
+        let second = Zeroizing::new(
+            rpassword::prompt_password("Repeat the passphrase: ")
+                .context("cannot read the passphrase")?,
+        );
+        if *first != *second {
+            bail!("the two passphrases differ; nothing was stored");
+        }
+    }
+    Ok(first)
+}
+
+fn key_json(info: &KeyInfo) -> serde_json::Value {
+    json!({
+        "name": info.name,
+        "address": info.address.to_human(),
+        "encrypted": info.encrypted,
+        "file": path_string(&info.path),
+    })
+}
+
+fn path_string(path: &Path) -> String {
+    path.display().to_string()
+}
+
+fn print_added(output: Output, info: &KeyInfo, verb: &str) {
+    match output {
+        Output::Json => println!("{}", key_json(info)),
+        Output::Text => {
+            println!(
+                "{verb} key {} ({}) in {}",
+                info.name,
+                if info.encrypted {
+                    "encrypted"
+                } else {
+                    "UNENCRYPTED"
+                },
+                info.path.display()
+            );
+            println!("address: {}", info.address);
+        }
+    }
+}
