@@ -68,6 +68,10 @@ impl Default for Config {
 /// which it holds every batch.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Digest {
+    /// When the replica sent it (its clock, Unix milliseconds): it makes every
+    /// digest a distinct gossip message, so an unchanged state is still
+    /// re-announced for peers that joined since.
+    pub at_ms: u64,
     /// The replica's state root.
     pub state_root: Hash,
     /// Per origin, the contiguous prefix of merged batch seqs.
@@ -288,6 +292,7 @@ impl<P: Clone> GossipEngine<P> {
     /// The digest this replica would publish now.
     pub fn digest(&self) -> Digest {
         Digest {
+            at_ms: self.hlc.wall_ms,
             state_root: self.state_root,
             heads: self.heads.iter().map(|(o, h)| (*o, h.contiguous)).collect(),
         }
@@ -450,7 +455,10 @@ impl<P: Clone> GossipEngine<P> {
         }
         if now_ms >= self.next_digest_ms {
             self.next_digest_ms = now_ms + self.config.digest_interval_ms;
-            out.push(Effect::PublishDigest(self.digest()));
+            out.push(Effect::PublishDigest(Digest {
+                at_ms: now_ms,
+                ..self.digest()
+            }));
         }
         let mut next = self.next_digest_ms;
         if let Some(t) = self.oldest_pending_ms {
@@ -483,6 +491,7 @@ impl<P: Clone> Engine for GossipEngine<P> {
 
 impl Encode for Digest {
     fn encode(&self, out: &mut Vec<u8>) {
+        put_u64(out, self.at_ms);
         self.state_root.encode(out);
         put_len(out, self.heads.len());
         for (origin, seq) in &self.heads {
@@ -493,8 +502,9 @@ impl Encode for Digest {
 }
 
 impl Decode for Digest {
-    const MIN_SIZE: usize = 36;
+    const MIN_SIZE: usize = 44;
     fn decode(r: &mut Reader<'_>) -> Result<Self, Error> {
+        let at_ms = r.u64("digest time")?;
         let state_root = Hash::decode(r)?;
         let n = r.len(MAX_DIGEST_ORIGINS, 40, "digest heads")?;
         let mut heads = BTreeMap::new();
@@ -510,6 +520,10 @@ impl Decode for Digest {
             last = Some(origin);
             heads.insert(origin, r.u64("digest head")?);
         }
-        Ok(Digest { state_root, heads })
+        Ok(Digest {
+            at_ms,
+            state_root,
+            heads,
+        })
     }
 }

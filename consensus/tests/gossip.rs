@@ -400,6 +400,7 @@ fn a_peer_ahead_is_asked_for_what_is_missing_within_bounds() {
         Input::Digest {
             from: 3,
             digest: Digest {
+                at_ms: 0,
                 state_root: Hash::ZERO,
                 heads,
             },
@@ -408,6 +409,7 @@ fn a_peer_ahead_is_asked_for_what_is_missing_within_bounds() {
     assert_eq!(fetches, want);
     // A peer behind or level gets nothing.
     let behind = Digest {
+        at_ms: 0,
         state_root: Hash::ZERO,
         heads: [(b, 1)].into_iter().collect(),
     };
@@ -459,6 +461,7 @@ fn an_engine_resumes_its_seq_from_the_store() {
 #[test]
 fn digests_have_one_strict_wire_form() {
     let d = Digest {
+        at_ms: 77,
         state_root: Hash([3; 32]),
         heads: (1..5u8)
             .map(|i| (Address([i; 32]), u64::from(i) * 7))
@@ -471,7 +474,7 @@ fn digests_have_one_strict_wire_form() {
     assert!(Digest::from_bytes(&longer).is_err());
     // Swap the first two origins: same content, non-canonical order.
     let mut swapped = bytes.clone();
-    let (a, b) = (36, 36 + 40);
+    let (a, b) = (44, 44 + 40);
     let first: Vec<u8> = swapped[a..a + 40].to_vec();
     let second: Vec<u8> = swapped[b..b + 40].to_vec();
     swapped[a..a + 40].copy_from_slice(&second);

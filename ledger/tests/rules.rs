@@ -1061,11 +1061,22 @@ fn batch_heads_stop_at_the_first_gap() {
     let mut n = net(Engine::Gossip);
     for (origin, seq) in [(50, 1), (50, 2), (50, 4), (51, 2), (52, 1)] {
         let at = NOW + seq;
-        let t = gossip_tx(&n, &n.alice, at, devkit::put(&n.alice, &[seq as u8, origin as u8], b"v"));
-        n.store.merge_batch(&batch(&n, origin, seq, at, vec![t]), NOW).expect("merge");
+        let t = gossip_tx(
+            &n,
+            &n.alice,
+            at,
+            devkit::put(&n.alice, &[seq as u8, origin as u8], b"v"),
+        );
+        n.store
+            .merge_batch(&batch(&n, origin, seq, at, vec![t]), NOW)
+            .expect("merge");
     }
     let heads = n.store.batch_heads().expect("heads");
     assert_eq!(heads.get(&devkit::key(50).address()), Some(&2));
-    assert_eq!(heads.get(&devkit::key(51).address()), None, "51 has no seq 1");
+    assert_eq!(
+        heads.get(&devkit::key(51).address()),
+        None,
+        "51 has no seq 1"
+    );
     assert_eq!(heads.get(&devkit::key(52).address()), Some(&1));
 }

@@ -87,7 +87,9 @@ impl Config {
     pub fn new(moniker: &str) -> Config {
         Config {
             moniker: moniker.to_owned(),
-            rpc: RpcConfig { listen: SocketAddr::from(([127, 0, 0, 1], 7070)) },
+            rpc: RpcConfig {
+                listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            },
             p2p: P2pConfig {
                 listen: vec!["/ip4/127.0.0.1/tcp/26656".into()],
                 bootnodes: Vec::new(),
@@ -99,8 +101,10 @@ impl Config {
 
     /// Reads and parses a configuration file.
     pub fn load(path: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("{} is not a valid configuration", path.display()))
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        toml::from_str(&text)
+            .with_context(|| format!("{} is not a valid configuration", path.display()))
     }
 
     /// Writes the configuration file.

@@ -37,7 +37,11 @@ pub struct ApiError {
 impl ApiError {
     /// A 400 with `code`.
     pub fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status: 400, code, message: message.into() }
+        ApiError {
+            status: 400,
+            code,
+            message: message.into(),
+        }
     }
 
     /// The error a ledger rejection becomes.
@@ -55,11 +59,19 @@ impl ApiError {
             _ => "decode",
         };
         let status = if e.is_fatal() { 500 } else { 400 };
-        ApiError { status, code, message: e.to_string() }
+        ApiError {
+            status,
+            code,
+            message: e.to_string(),
+        }
     }
 
     fn internal(e: impl std::fmt::Display) -> ApiError {
-        ApiError { status: 500, code: "internal", message: e.to_string() }
+        ApiError {
+            status: 500,
+            code: "internal",
+            message: e.to_string(),
+        }
     }
 }
 
@@ -78,7 +90,10 @@ pub enum Request {
     /// `/status`.
     Status(oneshot::Sender<serde_json::Value>),
     /// `/account/{address}`.
-    Account(Address, oneshot::Sender<Result<serde_json::Value, ApiError>>),
+    Account(
+        Address,
+        oneshot::Sender<Result<serde_json::Value, ApiError>>,
+    ),
     /// `/kv/{address}/{key}`.
     Record {
         /// Whose.
@@ -91,7 +106,10 @@ pub enum Request {
         reply: oneshot::Sender<Result<Option<serde_json::Value>, ApiError>>,
     },
     /// `/tx/{hash}`.
-    Tx(Hash, oneshot::Sender<Result<Option<serde_json::Value>, ApiError>>),
+    Tx(
+        Hash,
+        oneshot::Sender<Result<Option<serde_json::Value>, ApiError>>,
+    ),
     /// `/metrics`.
     Metrics(oneshot::Sender<String>),
 }
@@ -121,7 +139,9 @@ pub struct Driver {
 
 /// The wall clock in Unix milliseconds (the node is where time enters).
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Driver {
@@ -134,7 +154,10 @@ impl Driver {
         moniker: String,
     ) -> Result<Driver, Error> {
         if store.genesis().engine != Engine::Gossip {
-            return Err(Error::WrongEngine { engine: store.genesis().engine.name(), what: "this node (gossip only until issue 4)" });
+            return Err(Error::WrongEngine {
+                engine: store.genesis().engine.name(),
+                what: "this node (gossip only until issue 4)",
+            });
         }
         let heads = store.batch_heads()?;
         let own = validator.address();
@@ -142,7 +165,14 @@ impl Driver {
             Some(seq) => store.batch(&own, *seq)?.map(|b| b.hlc).unwrap_or_default(),
             None => Default::default(),
         };
-        let engine = GossipEngine::new(config, store.genesis().chain_id.clone(), validator, store.state_root(), heads, last_hlc);
+        let engine = GossipEngine::new(
+            config,
+            store.genesis().chain_id.clone(),
+            validator,
+            store.state_root(),
+            heads,
+            last_hlc,
+        );
         Ok(Driver {
             node_id: net.local_peer_id().to_string(),
             cluster_id: own,
@@ -157,7 +187,11 @@ impl Driver {
     }
 
     /// Runs until `shutdown` resolves, answering `requests` on the way.
-    pub async fn run(mut self, mut requests: mpsc::Receiver<Request>, shutdown: impl std::future::Future<Output = ()>) {
+    pub async fn run(
+        mut self,
+        mut requests: mpsc::Receiver<Request>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -180,7 +214,11 @@ impl Driver {
 
     /// Feeds one input and carries out its effects. `gossip` is the message the
     /// input came from, to report a verdict on.
-    fn feed(&mut self, input: Input<PeerId>, gossip: Option<(pyralog_p2p::network::MessageIdOf, PeerId)>) {
+    fn feed(
+        &mut self,
+        input: Input<PeerId>,
+        gossip: Option<(pyralog_p2p::network::MessageIdOf, PeerId)>,
+    ) {
         let mut verdict = None;
         let mut queue = vec![input];
         while let Some(input) = queue.pop() {
@@ -191,7 +229,11 @@ impl Driver {
                         Ok(_) => {
                             self.metrics.batches_merged += 1;
                             verdict.get_or_insert(Verdict::Accept);
-                            queue.push(Input::Merged { origin: batch.origin(), seq: batch.seq(), state_root: self.store.state_root() });
+                            queue.push(Input::Merged {
+                                origin: batch.origin(),
+                                seq: batch.seq(),
+                                state_root: self.store.state_root(),
+                            });
                         }
                         Err(error) => {
                             if error.is_fatal() {
@@ -200,15 +242,39 @@ impl Driver {
                             }
                             self.metrics.batches_refused += 1;
                             tracing::warn!(origin = %batch.origin(), seq = batch.seq(), %error, "batch refused");
-                            verdict = Some(if error.is_peer_fault() { Verdict::Reject } else { Verdict::Ignore });
-                            queue.push(Input::MergeFailed { origin: batch.origin(), seq: batch.seq(), error });
+                            verdict = Some(if error.is_peer_fault() {
+                                Verdict::Reject
+                            } else {
+                                Verdict::Ignore
+                            });
+                            queue.push(Input::MergeFailed {
+                                origin: batch.origin(),
+                                seq: batch.seq(),
+                                error,
+                            });
                         }
                     },
-                    Effect::Publish(batch) => self.net.command(NetCommand::Publish { topic: Topic::Batches, data: batch.to_bytes() }),
-                    Effect::PublishDigest(d) => self.net.command(NetCommand::Publish { topic: Topic::Digests, data: d.to_bytes() }),
-                    Effect::Fetch { peer, origin, from_seq, to_seq } => {
-                        self.net.command(NetCommand::Fetch { peer, request: FetchRequest { origin, from_seq, to_seq } })
-                    }
+                    Effect::Publish(batch) => self.net.command(NetCommand::Publish {
+                        topic: Topic::Batches,
+                        data: batch.to_bytes(),
+                    }),
+                    Effect::PublishDigest(d) => self.net.command(NetCommand::Publish {
+                        topic: Topic::Digests,
+                        data: d.to_bytes(),
+                    }),
+                    Effect::Fetch {
+                        peer,
+                        origin,
+                        from_seq,
+                        to_seq,
+                    } => self.net.command(NetCommand::Fetch {
+                        peer,
+                        request: FetchRequest {
+                            origin,
+                            from_seq,
+                            to_seq,
+                        },
+                    }),
                     Effect::AlreadyHave { .. } => {
                         verdict.get_or_insert(Verdict::Ignore);
                     }
@@ -222,8 +288,17 @@ impl Driver {
                     }
                     Effect::Reject { id, reason } => {
                         let err = match reason {
-                            Rejection::PoolFull { capacity } => ApiError { status: 503, code: "pool_full", message: format!("the mempool is full ({capacity} transactions); retry later") },
-                            Rejection::Duplicate => ApiError::bad("replayed", "replayed transaction: it is already waiting to be committed"),
+                            Rejection::PoolFull { capacity } => ApiError {
+                                status: 503,
+                                code: "pool_full",
+                                message: format!(
+                                    "the mempool is full ({capacity} transactions); retry later"
+                                ),
+                            },
+                            Rejection::Duplicate => ApiError::bad(
+                                "replayed",
+                                "replayed transaction: it is already waiting to be committed",
+                            ),
                             Rejection::MergeFailed(e) => ApiError::from_ledger(&e),
                         };
                         for w in self.waiters.remove(&id).unwrap_or_default() {
@@ -248,34 +323,72 @@ impl Driver {
 
     fn network(&mut self, event: NetEvent) {
         match event {
-            NetEvent::Gossip { topic: Topic::Batches, from, id, data } => match Batch::from_bytes(&data).and_then(VerifiedBatch::verify) {
-                Ok(batch) => self.feed(Input::Batch { from: Some(from), batch }, Some((id, from))),
+            NetEvent::Gossip {
+                topic: Topic::Batches,
+                from,
+                id,
+                data,
+            } => match Batch::from_bytes(&data).and_then(VerifiedBatch::verify) {
+                Ok(batch) => self.feed(
+                    Input::Batch {
+                        from: Some(from),
+                        batch,
+                    },
+                    Some((id, from)),
+                ),
                 Err(error) => {
                     tracing::warn!(%from, %error, "invalid batch from the network");
                     self.metrics.gossip_rejected += 1;
-                    self.net.command(NetCommand::Report { id, from, verdict: Verdict::Reject });
+                    self.net.command(NetCommand::Report {
+                        id,
+                        from,
+                        verdict: Verdict::Reject,
+                    });
                 }
             },
-            NetEvent::Gossip { topic: Topic::Digests, from, id, data } => match Digest::from_bytes(&data) {
+            NetEvent::Gossip {
+                topic: Topic::Digests,
+                from,
+                id,
+                data,
+            } => match Digest::from_bytes(&data) {
                 Ok(digest) => {
-                    self.net.command(NetCommand::Report { id, from, verdict: Verdict::Accept });
+                    self.net.command(NetCommand::Report {
+                        id,
+                        from,
+                        verdict: Verdict::Accept,
+                    });
                     self.feed(Input::Digest { from, digest }, None);
                 }
                 Err(error) => {
                     tracing::warn!(%from, %error, "invalid digest from the network");
                     self.metrics.gossip_rejected += 1;
-                    self.net.command(NetCommand::Report { id, from, verdict: Verdict::Reject });
+                    self.net.command(NetCommand::Report {
+                        id,
+                        from,
+                        verdict: Verdict::Reject,
+                    });
                 }
             },
-            NetEvent::FetchRequest { request, channel, .. } => {
+            NetEvent::FetchRequest {
+                request, channel, ..
+            } => {
                 let response = self.fetch(&request).unwrap_or_default();
                 self.net.command(NetCommand::Respond { channel, response });
             }
             NetEvent::FetchResponse { from, response } => {
                 for bytes in response.batches {
                     match Batch::from_bytes(&bytes).and_then(VerifiedBatch::verify) {
-                        Ok(batch) => self.feed(Input::Batch { from: Some(from), batch }, None),
-                        Err(error) => tracing::warn!(%from, %error, "invalid batch in a fetch response"),
+                        Ok(batch) => self.feed(
+                            Input::Batch {
+                                from: Some(from),
+                                batch,
+                            },
+                            None,
+                        ),
+                        Err(error) => {
+                            tracing::warn!(%from, %error, "invalid batch in a fetch response")
+                        }
                     }
                 }
             }
@@ -288,9 +401,13 @@ impl Driver {
     fn fetch(&self, r: &FetchRequest) -> Result<FetchResponse, Error> {
         let mut out = FetchResponse::default();
         let mut bytes = 0;
-        let last = r.to_seq.min(r.from_seq.saturating_add(MAX_BATCHES as u64 - 1));
+        let last = r
+            .to_seq
+            .min(r.from_seq.saturating_add(MAX_BATCHES as u64 - 1));
         for seq in r.from_seq..=last {
-            let Some(batch) = self.store.batch(&r.origin, seq)? else { break };
+            let Some(batch) = self.store.batch(&r.origin, seq)? else {
+                break;
+            };
             let encoded = batch.to_bytes();
             bytes += encoded.len() + 4;
             if bytes > MAX_RESPONSE - 1024 {
@@ -329,7 +446,12 @@ impl Driver {
                     serde_json::json!({"address": a.to_human(), "balance": acc.balance, "nonce": acc.nonce, "stake": acc.stake})
                 }));
             }
-            Request::Record { address, key, proof, reply } => {
+            Request::Record {
+                address,
+                key,
+                proof,
+                reply,
+            } => {
                 let _ = reply.send(self.record(address, key, proof));
             }
             Request::Tx(id, reply) => {
@@ -345,16 +467,32 @@ impl Driver {
     /// namespace (stateless), then what gossip can carry, then replay.
     fn admit(&self, tx: &VerifiedTx) -> Result<(), ApiError> {
         let rules = self.store.rules();
-        rules.check_stateless(tx, self.current_epoch()).map_err(|e| ApiError::from_ledger(&e))?;
+        rules
+            .check_stateless(tx, self.current_epoch())
+            .map_err(|e| ApiError::from_ledger(&e))?;
         match &tx.tx().body.payload {
             Payload::Put { ops, .. } if ops.iter().any(|o| o.if_version.is_some()) => {
-                return Err(ApiError::from_ledger(&Error::NeedsOrderingEngine { payload: "compare-and-set" }));
+                return Err(ApiError::from_ledger(&Error::NeedsOrderingEngine {
+                    payload: "compare-and-set",
+                }));
             }
             Payload::Put { .. } | Payload::Delete { .. } => {}
-            other => return Err(ApiError::from_ledger(&Error::NeedsOrderingEngine { payload: other.name() })),
+            other => {
+                return Err(ApiError::from_ledger(&Error::NeedsOrderingEngine {
+                    payload: other.name(),
+                }));
+            }
         }
-        if self.store.tx_location(&tx.id()).map_err(ApiError::internal)?.is_some() {
-            return Err(ApiError::bad("replayed", "replayed transaction: it was already committed"));
+        if self
+            .store
+            .tx_location(&tx.id())
+            .map_err(ApiError::internal)?
+            .is_some()
+        {
+            return Err(ApiError::bad(
+                "replayed",
+                "replayed transaction: it was already committed",
+            ));
         }
         Ok(())
     }
@@ -383,8 +521,16 @@ impl Driver {
         })
     }
 
-    fn record(&self, address: Address, key: Vec<u8>, proof: bool) -> Result<Option<serde_json::Value>, ApiError> {
-        let entry = self.store.record(&address, &key).map_err(ApiError::internal)?;
+    fn record(
+        &self,
+        address: Address,
+        key: Vec<u8>,
+        proof: bool,
+    ) -> Result<Option<serde_json::Value>, ApiError> {
+        let entry = self
+            .store
+            .record(&address, &key)
+            .map_err(ApiError::internal)?;
         let Some(entry) = entry.filter(|e| !e.is_tombstone()) else {
             return Ok(None);
         };
@@ -399,7 +545,10 @@ impl Driver {
             "tx": entry.order.tx.to_hex(),
         });
         if proof {
-            let p = self.store.proof(&StateKey::Record(address, key)).map_err(ApiError::internal)?;
+            let p = self
+                .store
+                .proof(&StateKey::Record(address, key))
+                .map_err(ApiError::internal)?;
             v["proof"] = serde_json::Value::String(hex::encode(p.to_bytes()));
             v["state_root"] = serde_json::Value::String(self.store.state_root().to_hex());
         }
@@ -408,34 +557,84 @@ impl Driver {
 
     fn tx(&self, id: Hash) -> Result<Option<serde_json::Value>, ApiError> {
         use pyralog_ledger::store::TxLocation;
-        Ok(match self.store.tx_location(&id).map_err(ApiError::internal)? {
-            Some(TxLocation::Batch { origin, seq, index }) => Some(serde_json::json!({
-                "hash": id.to_hex(), "status": "committed", "batch": {"origin": origin.to_human(), "seq": seq, "index": index}, "block": null,
-            })),
-            Some(TxLocation::Block { height, index }) => Some(serde_json::json!({
-                "hash": id.to_hex(), "status": "final", "block": {"height": height, "index": index},
-            })),
-            None if self.waiters.contains_key(&id) => Some(serde_json::json!({"hash": id.to_hex(), "status": "pending", "block": null})),
-            None => None,
-        })
+        Ok(
+            match self.store.tx_location(&id).map_err(ApiError::internal)? {
+                Some(TxLocation::Batch { origin, seq, index }) => Some(serde_json::json!({
+                    "hash": id.to_hex(), "status": "committed", "batch": {"origin": origin.to_human(), "seq": seq, "index": index}, "block": null,
+                })),
+                Some(TxLocation::Block { height, index }) => Some(serde_json::json!({
+                    "hash": id.to_hex(), "status": "final", "block": {"height": height, "index": index},
+                })),
+                None if self.waiters.contains_key(&id) => Some(
+                    serde_json::json!({"hash": id.to_hex(), "status": "pending", "block": null}),
+                ),
+                None => None,
+            },
+        )
     }
 
     fn metrics_text(&self) -> String {
         let m = &self.metrics;
         let mut out = String::new();
         let mut metric = |name: &str, kind: &str, help: &str, v: u64| {
-            out.push_str(&format!("# HELP pyralog_{name} {help}\n# TYPE pyralog_{name} {kind}\npyralog_{name} {v}\n"));
+            out.push_str(&format!(
+                "# HELP pyralog_{name} {help}\n# TYPE pyralog_{name} {kind}\npyralog_{name} {v}\n"
+            ));
         };
-        metric("txs_accepted_total", "counter", "Transactions admitted by this node.", m.txs_accepted);
-        metric("txs_rejected_total", "counter", "Transactions refused at admission.", m.txs_rejected);
-        metric("txs_committed_total", "counter", "Own transactions committed in batches.", m.txs_committed);
-        metric("batches_merged_total", "counter", "Batches merged into the store.", m.batches_merged);
-        metric("batches_refused_total", "counter", "Batches the store refused.", m.batches_refused);
-        metric("gossip_rejected_total", "counter", "Gossip messages rejected as invalid.", m.gossip_rejected);
-        metric("peers", "gauge", "Connected peers.", self.net.peers() as u64);
-        metric("mempool_pending", "gauge", "Transactions waiting to be sealed.", self.engine.pending() as u64);
-        metric("state_batches", "gauge", "Batches merged, summed over origins.", self.engine.digest().heads.values().sum());
+        metric(
+            "txs_accepted_total",
+            "counter",
+            "Transactions admitted by this node.",
+            m.txs_accepted,
+        );
+        metric(
+            "txs_rejected_total",
+            "counter",
+            "Transactions refused at admission.",
+            m.txs_rejected,
+        );
+        metric(
+            "txs_committed_total",
+            "counter",
+            "Own transactions committed in batches.",
+            m.txs_committed,
+        );
+        metric(
+            "batches_merged_total",
+            "counter",
+            "Batches merged into the store.",
+            m.batches_merged,
+        );
+        metric(
+            "batches_refused_total",
+            "counter",
+            "Batches the store refused.",
+            m.batches_refused,
+        );
+        metric(
+            "gossip_rejected_total",
+            "counter",
+            "Gossip messages rejected as invalid.",
+            m.gossip_rejected,
+        );
+        metric(
+            "peers",
+            "gauge",
+            "Connected peers.",
+            self.net.peers() as u64,
+        );
+        metric(
+            "mempool_pending",
+            "gauge",
+            "Transactions waiting to be sealed.",
+            self.engine.pending() as u64,
+        );
+        metric(
+            "state_batches",
+            "gauge",
+            "Batches merged, summed over origins.",
+            self.engine.digest().heads.values().sum(),
+        );
         out
     }
 }
-

@@ -55,9 +55,17 @@ impl Home {
     /// Creates the home: directories, keys, config, and a copy of the genesis.
     /// Refuses to overwrite existing keys. `validator_seed` lets every node of a
     /// cluster share one validator key.
-    pub fn init(&self, genesis: &Path, moniker: &str, validator_seed: Option<[u8; 32]>) -> Result<()> {
+    pub fn init(
+        &self,
+        genesis: &Path,
+        moniker: &str,
+        validator_seed: Option<[u8; 32]>,
+    ) -> Result<()> {
         if self.node_key().exists() || self.validator_key().exists() {
-            bail!("{} already holds keys; refusing to overwrite them", self.root.display());
+            bail!(
+                "{} already holds keys; refusing to overwrite them",
+                self.root.display()
+            );
         }
         // Check the genesis before writing anything.
         Genesis::load(genesis).with_context(|| format!("genesis {}", genesis.display()))?;
@@ -70,14 +78,17 @@ impl Home {
             None => Keypair::generate()?.seed(),
         };
         write_secret(&self.validator_key(), &validator)?;
-        std::fs::copy(genesis, self.genesis()).with_context(|| format!("cannot copy {}", genesis.display()))?;
+        std::fs::copy(genesis, self.genesis())
+            .with_context(|| format!("cannot copy {}", genesis.display()))?;
         Config::new(moniker).save(&self.config())
     }
 
     /// Reads a key file's seed.
     pub fn read_seed(path: &Path) -> Result<[u8; 32]> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let hash = Hash::from_hex(text.trim()).with_context(|| format!("{} is not a key file", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let hash = Hash::from_hex(text.trim())
+            .with_context(|| format!("{} is not a key file", path.display()))?;
         Ok(hash.0)
     }
 }
@@ -88,9 +99,12 @@ pub fn write_secret(path: &Path, seed: &[u8; 32]) -> Result<()> {
     opts.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts
-        .open(path)
-        .with_context(|| format!("cannot create {} (keys are never overwritten)", path.display()))?;
+    let mut f = opts.open(path).with_context(|| {
+        format!(
+            "cannot create {} (keys are never overwritten)",
+            path.display()
+        )
+    })?;
     writeln!(f, "{}", Hash(*seed).to_hex())?;
     Ok(())
 }

@@ -5,6 +5,7 @@
 //!
 //! # Layout
 //!
+//! - [`cli`]: the `pyralog-node` command line (init, start, join, peer-id).
 //! - [`home`]: `init`: the home directory, keys on disk, `config.toml`.
 //! - [`config`]: the configuration file and its command-line overrides.
 //! - [`driver`]: the one task that owns the store, the engine and the swarm.
@@ -13,6 +14,7 @@
 //! One cluster is one node until intra-cluster Raft arrives (issue 5): the node
 //! is its cluster's leader and signs with the cluster's validator key.
 
+pub mod cli;
 pub mod config;
 pub mod driver;
 pub mod home;

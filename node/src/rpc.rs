@@ -50,17 +50,36 @@ pub fn router(state: RpcState) -> Router {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, Json(serde_json::json!({"error": self.message, "code": self.code}))).into_response()
+        (
+            status,
+            Json(serde_json::json!({"error": self.message, "code": self.code})),
+        )
+            .into_response()
     }
 }
 
-async fn ask<T>(s: &RpcState, make: impl FnOnce(oneshot::Sender<T>) -> Request) -> Result<T, ApiError> {
+async fn ask<T>(
+    s: &RpcState,
+    make: impl FnOnce(oneshot::Sender<T>) -> Request,
+) -> Result<T, ApiError> {
     let (tx, rx) = oneshot::channel();
     s.driver.try_send(make(tx)).map_err(|e| match e {
-        mpsc::error::TrySendError::Full(_) => ApiError { status: 503, code: "busy", message: "the node is busy; retry".into() },
-        mpsc::error::TrySendError::Closed(_) => ApiError { status: 503, code: "stopping", message: "the node is shutting down".into() },
+        mpsc::error::TrySendError::Full(_) => ApiError {
+            status: 503,
+            code: "busy",
+            message: "the node is busy; retry".into(),
+        },
+        mpsc::error::TrySendError::Closed(_) => ApiError {
+            status: 503,
+            code: "stopping",
+            message: "the node is shutting down".into(),
+        },
     })?;
-    rx.await.map_err(|_| ApiError { status: 503, code: "stopping", message: "the node is shutting down".into() })
+    rx.await.map_err(|_| ApiError {
+        status: 503,
+        code: "stopping",
+        message: "the node is shutting down".into(),
+    })
 }
 
 async fn status(State(s): State<RpcState>) -> Result<Json<serde_json::Value>, ApiError> {
@@ -77,16 +96,33 @@ struct SubmitBody {
     tx: String,
 }
 
-async fn submit(State(s): State<RpcState>, Query(q): Query<SubmitQuery>, body: Bytes) -> Result<Json<serde_json::Value>, ApiError> {
+async fn submit(
+    State(s): State<RpcState>,
+    Query(q): Query<SubmitQuery>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let wait = match q.wait.as_deref() {
         None | Some("none") => false,
         Some("commit") | Some("final") => true,
-        Some(other) => return Err(ApiError::bad("bad_request", format!("wait={other:?}: use commit or final"))),
+        Some(other) => {
+            return Err(ApiError::bad(
+                "bad_request",
+                format!("wait={other:?}: use commit or final"),
+            ));
+        }
     };
-    let body: SubmitBody = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad("bad_request", format!("the body must be JSON {{\"tx\": \"<hex>\"}}: {e}")))?;
-    let bytes = hex::decode(body.tx.trim())
-        .map_err(|_| ApiError::bad("decode", "tx is not hex: send the canonical bytes of a signed, stamped transaction as hex"))?;
+    let body: SubmitBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad(
+            "bad_request",
+            format!("the body must be JSON {{\"tx\": \"<hex>\"}}: {e}"),
+        )
+    })?;
+    let bytes = hex::decode(body.tx.trim()).map_err(|_| {
+        ApiError::bad(
+            "decode",
+            "tx is not hex: send the canonical bytes of a signed, stamped transaction as hex",
+        )
+    })?;
     let tx = Transaction::from_bytes(&bytes)
         .map_err(|e| ApiError::bad("decode", format!("the bytes are not a transaction: {e}")))?;
     let id = tx.id();
@@ -94,23 +130,43 @@ async fn submit(State(s): State<RpcState>, Query(q): Query<SubmitQuery>, body: B
     let answer = ask(&s, |reply| Request::Submit { tx, wait, reply });
     let status = tokio::time::timeout(WAIT, answer)
         .await
-        .map_err(|_| ApiError { status: 504, code: "timeout", message: format!("not committed within {}s; check GET /tx/{id}", WAIT.as_secs()) })???;
-    Ok(Json(serde_json::json!({"hash": id.to_hex(), "status": status})))
+        .map_err(|_| ApiError {
+            status: 504,
+            code: "timeout",
+            message: format!(
+                "not committed within {}s; check GET /tx/{id}",
+                WAIT.as_secs()
+            ),
+        })???;
+    Ok(Json(
+        serde_json::json!({"hash": id.to_hex(), "status": status}),
+    ))
 }
 
 fn parse_address(s: &str) -> Result<Address, ApiError> {
-    s.parse().map_err(|e: pyralog_ledger::Error| ApiError::bad("bad_address", e.to_string()))
+    s.parse()
+        .map_err(|e: pyralog_ledger::Error| ApiError::bad("bad_address", e.to_string()))
 }
 
-async fn tx(State(s): State<RpcState>, Path(hash): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn tx(
+    State(s): State<RpcState>,
+    Path(hash): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let id = Hash::from_hex(&hash).map_err(|e| ApiError::bad("bad_hash", e.to_string()))?;
     match ask(&s, |r| Request::Tx(id, r)).await?? {
         Some(v) => Ok(Json(v)),
-        None => Err(ApiError { status: 404, code: "not_found", message: format!("no transaction {id}") }),
+        None => Err(ApiError {
+            status: 404,
+            code: "not_found",
+            message: format!("no transaction {id}"),
+        }),
     }
 }
 
-async fn account(State(s): State<RpcState>, Path(address): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn account(
+    State(s): State<RpcState>,
+    Path(address): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let a = parse_address(&address)?;
     ask(&s, |r| Request::Account(a, r)).await?.map(Json)
 }
@@ -120,19 +176,36 @@ struct KvQuery {
     proof: Option<bool>,
 }
 
-async fn kv(State(s): State<RpcState>, Path((address, key)): Path<(String, String)>, Query(q): Query<KvQuery>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn kv(
+    State(s): State<RpcState>,
+    Path((address, key)): Path<(String, String)>,
+    Query(q): Query<KvQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let a = parse_address(&address)?;
     let key = key.into_bytes();
     let proof = q.proof.unwrap_or(false);
-    match ask(&s, |reply| Request::Record { address: a, key, proof, reply }).await?? {
+    match ask(&s, |reply| Request::Record {
+        address: a,
+        key,
+        proof,
+        reply,
+    })
+    .await??
+    {
         Some(v) => Ok(Json(v)),
-        None => Err(ApiError { status: 404, code: "not_found", message: "no such record".into() }),
+        None => Err(ApiError {
+            status: 404,
+            code: "not_found",
+            message: "no such record".into(),
+        }),
     }
 }
 
 async fn difficulty(State(s): State<RpcState>) -> Json<serde_json::Value> {
     // Adaptive difficulty arrives with issue 7; until then the floor applies.
-    Json(serde_json::json!({"difficulty": s.min_difficulty, "min": s.min_difficulty, "max": s.max_difficulty}))
+    Json(
+        serde_json::json!({"difficulty": s.min_difficulty, "min": s.min_difficulty, "max": s.max_difficulty}),
+    )
 }
 
 async fn metrics(State(s): State<RpcState>) -> Result<Response, ApiError> {

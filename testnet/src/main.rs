@@ -1,10 +1,8 @@
 //! `pyralog-testnet`: local devnets, genesis files, load and benchmarks.
-//!
-//! Today it writes genesis files; `up` and `bench` arrive with the running
-//! network (issue 3).
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use pyralog_testnet::{devnet, write_secret};
+
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -33,6 +31,36 @@ enum Output {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Start a local devnet: every node its own process on loopback.
+    ///
+    /// Generates a genesis and keys, starts the nodes, waits until a write
+    /// through the first node is readable on every node, writes DIR/devnet.json,
+    /// prints where things are, and runs until Ctrl-C, then stops every process
+    /// it started.
+    Up {
+        /// How many clusters (validators).
+        #[arg(long, default_value_t = 4)]
+        clusters: usize,
+        /// Nodes per cluster (more than one arrives with clusters, issue 5).
+        #[arg(long, default_value_t = 1)]
+        nodes_per_cluster: usize,
+        /// How the network agrees.
+        #[arg(long, value_enum, default_value_t = EngineArg::Gossip)]
+        engine: EngineArg,
+        /// Where the devnet's files go.
+        #[arg(long, default_value = "devnet")]
+        dir: PathBuf,
+        /// RPC ports are BASE, BASE+1, ...; p2p ports BASE+1000, ...
+        #[arg(long, default_value_t = 7070)]
+        base_port: u16,
+    },
+    /// Run a node (what `up` starts for each node; the same as `pyralog-node`).
+    #[command(hide = true, disable_help_flag = true)]
+    Node {
+        /// The `pyralog-node` arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Write a genesis file with fresh validator keys and a funded faucet.
     ///
     /// The validators' and the faucet's secret keys go to --keys-dir (files
@@ -84,6 +112,13 @@ impl From<EngineArg> for Engine {
 }
 
 fn main() {
+    // `node ...` runs the node itself, with the node's own command line.
+    let mut args = std::env::args_os();
+    if std::env::args_os().nth(1).is_some_and(|a| a == "node") {
+        let program = args.next().unwrap_or_default();
+        pyralog_node::cli::main_from(std::iter::once(program).chain(args.skip(1)));
+        return;
+    }
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");
@@ -93,6 +128,90 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Node { .. } => unreachable!("handled in main"),
+        Command::Up {
+            clusters,
+            nodes_per_cluster,
+            engine,
+            dir,
+            base_port,
+        } => {
+            if nodes_per_cluster != 1 {
+                bail!(
+                    "--nodes-per-cluster {nodes_per_cluster}: clusters of more than one node arrive with intra-cluster Raft (issue 5)"
+                );
+            }
+            let plan = devnet::Plan {
+                clusters,
+                engine: engine.into(),
+                dir,
+                base_port,
+                min_difficulty: 8,
+            };
+            let quiet = cli.output == Output::Json;
+            let mut net = devnet::Devnet::up(&plan, &|m| {
+                if !quiet {
+                    eprintln!("{m}")
+                }
+            })?;
+            match cli.output {
+                Output::Json => println!("{}", net.json()),
+                Output::Text => {
+                    println!("devnet {} is up: {} nodes", net.chain_id, net.nodes.len());
+                    for n in &net.nodes {
+                        println!(
+                            "  {}  rpc {}  p2p {}  home {}",
+                            n.name,
+                            n.rpc,
+                            n.p2p,
+                            n.home.display()
+                        );
+                    }
+                    println!("devnet.json: {}", net.dir.join("devnet.json").display());
+                    println!(
+                        "faucet: {} (key file {})",
+                        net.faucet.address(),
+                        net.dir.join("keys/faucet.key").display()
+                    );
+                    println!();
+                    println!("try:");
+                    println!(
+                        "  pyralog keys import faucet {} --insecure-plaintext",
+                        net.dir.join("keys/faucet.key").display()
+                    );
+                    println!(
+                        "  pyralog --node {} put --from faucet hello world --wait commit",
+                        net.nodes[0].rpc
+                    );
+                    println!(
+                        "  pyralog --node {} get faucet hello --proof",
+                        net.nodes[net.nodes.len() - 1].rpc
+                    );
+                    println!();
+                    println!("Ctrl-C stops the devnet.");
+                }
+            }
+            let stop = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            stop.block_on(async {
+                // Ctrl-C or SIGTERM: either way every node is stopped below.
+                #[cfg(unix)]
+                if let Ok(mut term) =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
+                    return;
+                }
+                let _ = tokio::signal::ctrl_c().await;
+            });
+            eprintln!("stopping {} nodes", net.nodes.len());
+            net.stop();
+            Ok(())
+        }
         Command::Genesis {
             validators,
             engine,
@@ -176,20 +295,4 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
-}
-
-/// Writes a secret seed as hex, readable by its owner only; refuses to overwrite.
-fn write_secret(path: &Path, key: &Keypair) -> Result<()> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(path).with_context(|| {
-        format!(
-            "cannot create {} (keys are never overwritten)",
-            path.display()
-        )
-    })?;
-    writeln!(f, "{}", pyralog_ledger::Hash(key.seed()).to_hex())?;
-    Ok(())
 }

@@ -24,3 +24,7 @@ pub mod keystore;
 
 pub use error::Error;
 pub use keystore::{KdfParams, KeyInfo, Keystore, Listing, Protection, StoredKey};
+
+pub mod client;
+pub mod proof;
+pub mod stamp;

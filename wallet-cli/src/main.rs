@@ -1,5 +1,4 @@
-//! `pyralog`: the Pyralog wallet — keys today; transactions and queries
-//! arrive with the node's RPC.
+//! `pyralog`: the Pyralog wallet: keys, writes, reads with proofs, status.
 //!
 //! This file owns the terminal: arguments, passphrase prompts and printing.
 //! Keys are kept by [`pyralog_wallet::keystore`].
@@ -62,6 +61,74 @@ enum Command {
     /// to give the passphrase without a prompt (scripts, CI).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Show the node's status (GET /status).
+    Status,
+    /// Show an account's balance, nonce and stake.
+    ///
+    /// Example: pyralog balance alice   (a key name or an address)
+    Balance {
+        /// An address, or the name of a key in this wallet.
+        who: String,
+    },
+    /// Write a record into your own namespace, stamped and signed.
+    ///
+    /// The stamp's difficulty is the node's required difficulty unless
+    /// --pow-bits asks for more (more work, served first). Prints the stamp's
+    /// bits and the time it took.
+    ///
+    /// Example: pyralog put --from alice greeting "hello" --wait commit
+    Put {
+        /// The key that signs (and whose namespace is written).
+        #[arg(long)]
+        from: String,
+        /// The record's key.
+        key: String,
+        /// The record's value.
+        value: String,
+        /// Stamp with at least this many bits of work.
+        #[arg(long)]
+        pow_bits: Option<u32>,
+        /// Wait until the write is committed (or finalized, where the engine finalizes).
+        #[arg(long, value_enum)]
+        wait: Option<Wait>,
+    },
+    /// Read a record; with --proof, verify its Merkle proof locally.
+    ///
+    /// Example: pyralog get pyr2Qd... greeting --proof
+    Get {
+        /// Whose record: an address or a key name.
+        address: String,
+        /// The record's key.
+        key: String,
+        /// Fetch a Merkle proof and check it against the state root here.
+        #[arg(long)]
+        proof: bool,
+    },
+    /// Delete a record from your own namespace.
+    ///
+    /// Example: pyralog delete --from alice greeting
+    Delete {
+        /// The key that signs.
+        #[arg(long)]
+        from: String,
+        /// The record's key.
+        key: String,
+        /// Stamp with at least this many bits of work.
+        #[arg(long)]
+        pow_bits: Option<u32>,
+        /// Wait until the delete is committed.
+        #[arg(long, value_enum)]
+        wait: Option<Wait>,
+    },
+}
+
+/// How long a write waits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Wait {
+    /// Until the node's cluster committed it.
+    Commit,
+    /// Until the network finalized it.
+    Final,
 }
 
 #[derive(Subcommand, Debug)]
@@ -140,7 +207,7 @@ fn run(cli: Cli) -> Result<()> {
     // which arrive with the RPC.
     let Cli {
         home,
-        node: _,
+        node,
         output,
         command,
     } = cli;
@@ -149,9 +216,194 @@ fn run(cli: Cli) -> Result<()> {
         None => default_home()?,
     };
     let store = Keystore::new(&home);
+    let client = pyralog_wallet::client::Client::new(&node);
     match command {
         Command::Keys(keys) => run_keys(&store, output, keys),
+        Command::Status => {
+            let status = client
+                .get("/status")?
+                .ok_or_else(|| anyhow!("the node at {node} has no /status"))?;
+            match output {
+                Output::Json => println!("{status}"),
+                Output::Text => println!("{}", serde_json::to_string_pretty(&status)?),
+            }
+            Ok(())
+        }
+        Command::Balance { who } => {
+            let address = resolve(&store, &who)?;
+            let account = client
+                .get(&format!("/account/{address}"))?
+                .ok_or_else(|| anyhow!("the node at {node} has no /account"))?;
+            match output {
+                Output::Json => println!("{account}"),
+                Output::Text => println!(
+                    "{address}: balance {} nonce {} stake {}",
+                    account["balance"], account["nonce"], account["stake"]
+                ),
+            }
+            Ok(())
+        }
+        Command::Put {
+            from,
+            key,
+            value,
+            pow_bits,
+            wait,
+        } => {
+            let signer = unlock(&store, &from)?;
+            let payload = pyralog_ledger::devkit::put(&signer, key.as_bytes(), value.as_bytes());
+            submit(&client, output, &signer, payload, pow_bits, wait)
+        }
+        Command::Delete {
+            from,
+            key,
+            pow_bits,
+            wait,
+        } => {
+            let signer = unlock(&store, &from)?;
+            let payload = pyralog_ledger::Payload::Delete {
+                namespace: signer.address(),
+                keys: vec![key.into_bytes()],
+            };
+            submit(&client, output, &signer, payload, pow_bits, wait)
+        }
+        Command::Get {
+            address,
+            key,
+            proof,
+        } => get(&client, output, &resolve(&store, &address)?, &key, proof),
     }
+}
+
+/// An address given as such, or the address of a key in this wallet.
+fn resolve(store: &Keystore, who: &str) -> Result<pyralog_ledger::Address> {
+    if who.starts_with(pyralog_ledger::keys::ADDRESS_PREFIX) && who.len() > 40 {
+        return Ok(who.parse()?);
+    }
+    match store.get(who) {
+        Ok(key) => Ok(key.info().address),
+        Err(e) => Err(anyhow!(
+            "{who:?} is neither an address nor a key in this wallet ({e})"
+        )),
+    }
+}
+
+/// A key of this wallet, unlocked.
+fn unlock(store: &Keystore, name: &str) -> Result<Keypair> {
+    let key = store.get(name)?;
+    let passphrase = if key.is_encrypted() {
+        passphrase(name, Ask::Once)?
+    } else {
+        Zeroizing::new(String::new())
+    };
+    Ok(key.unlock(&passphrase)?)
+}
+
+/// Builds, stamps, signs and submits a transaction.
+fn submit(
+    client: &pyralog_wallet::client::Client,
+    output: Output,
+    signer: &Keypair,
+    payload: pyralog_ledger::Payload,
+    pow_bits: Option<u32>,
+    wait: Option<Wait>,
+) -> Result<()> {
+    let status = client
+        .get("/status")?
+        .ok_or_else(|| anyhow!("the node has no /status"))?;
+    let chain: pyralog_ledger::ChainId = status["chain_id"]
+        .as_str()
+        .ok_or_else(|| anyhow!("the node's status has no chain_id"))?
+        .parse()?;
+    let epoch = status["epoch"]
+        .as_u64()
+        .ok_or_else(|| anyhow!("the node's status has no epoch"))?;
+    let required = client
+        .get("/pow/difficulty")?
+        .and_then(|d| d["difficulty"].as_u64())
+        .ok_or_else(|| anyhow!("the node does not say its required difficulty"))?
+        as u32;
+    let account = client
+        .get(&format!("/account/{}", signer.address()))?
+        .unwrap_or_default();
+    let nonce = account["nonce"].as_u64().unwrap_or(0);
+    let bits = pow_bits.unwrap_or(required).max(required);
+    let body = pyralog_ledger::TxBody {
+        chain_id: chain,
+        sender: signer.address(),
+        nonce,
+        epoch,
+        payload,
+    };
+    let started = std::time::Instant::now();
+    let stamp = pyralog_wallet::stamp::solve(&body, bits)?;
+    let took = started.elapsed();
+    let tx = body.sign(signer, stamp);
+    let path = match wait {
+        None => "/tx".to_owned(),
+        Some(Wait::Commit) => "/tx?wait=commit".to_owned(),
+        Some(Wait::Final) => "/tx?wait=final".to_owned(),
+    };
+    let answer = client.post(
+        &path,
+        &json!({ "tx": hex::encode(pyralog_ledger::Encode::to_bytes(&tx)) }),
+    )?;
+    match output {
+        Output::Json => println!(
+            "{}",
+            json!({"hash": answer["hash"], "status": answer["status"], "pow_bits": bits, "pow_ms": took.as_millis() as u64})
+        ),
+        Output::Text => {
+            println!("stamped with {bits} bits in {:.3}s", took.as_secs_f64());
+            println!(
+                "{} {}",
+                answer["status"].as_str().unwrap_or("?"),
+                answer["hash"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Reads a record and, with `proof`, checks it against the state root locally.
+fn get(
+    client: &pyralog_wallet::client::Client,
+    output: Output,
+    address: &pyralog_ledger::Address,
+    key: &str,
+    proof: bool,
+) -> Result<()> {
+    let path = format!(
+        "/kv/{address}/{key}{}",
+        if proof { "?proof=true" } else { "" }
+    );
+    let Some(mut record) = client.get(&path)? else {
+        bail!("no record {key:?} in the namespace of {address}");
+    };
+    if proof {
+        let verified = pyralog_wallet::proof::check(&record, address, key)?;
+        record["proof_verified"] = json!(true);
+        record["proof_root"] = json!(verified.to_hex());
+    }
+    match output {
+        Output::Json => println!("{record}"),
+        Output::Text => {
+            println!("{}", record["value"].as_str().unwrap_or(""));
+            eprintln!(
+                "version {} origin {} hlc {}",
+                record["version"],
+                record["origin"].as_str().unwrap_or("?"),
+                record["hlc"]["wall_ms"]
+            );
+            if proof {
+                eprintln!(
+                    "proof verified against state root {}",
+                    record["proof_root"].as_str().unwrap_or("?")
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 fn default_home() -> Result<PathBuf> {

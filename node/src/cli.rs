@@ -1,0 +1,295 @@
+//! The `pyralog-node` command line, as a library so that `pyralog-testnet` can
+//! run nodes as child processes of its own binary.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::config::Config;
+use crate::driver::{Driver, REQUEST_QUEUE};
+use crate::home::Home;
+use crate::rpc::{RpcState, router};
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use pyralog_ledger::{GenesisFile, Keypair, Store};
+use pyralog_p2p::{Multiaddr, PeerId, Topics};
+
+/// The public testnet's genesis, used when `--genesis` is not given.
+const PUBLIC_GENESIS: &str = include_str!("../../genesis.json");
+
+/// The command line of `pyralog-node`.
+#[derive(Parser, Debug)]
+#[command(
+    name = "pyralog-node",
+    version,
+    about = "The Pyralog daemon: one node of a Pyralog network"
+)]
+pub struct Cli {
+    /// Log level when RUST_LOG is not set (error, warn, info, debug, trace).
+    #[arg(long, global = true, default_value = "info")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create a home directory: config.toml, node_key, validator_key, data/.
+    ///
+    /// Refuses to overwrite existing keys.
+    Init(InitArgs),
+    /// Run the node until SIGINT or SIGTERM, then shut down cleanly.
+    Start(StartArgs),
+    /// Init (if needed) and start a node that joins a network through a bootnode.
+    Join {
+        #[command(flatten)]
+        start: StartArgs,
+        /// The network's genesis file.
+        #[arg(long)]
+        genesis: PathBuf,
+    },
+    /// Print this node's p2p peer id.
+    PeerId {
+        /// The home directory.
+        #[arg(long, default_value_os_t = default_home())]
+        home: PathBuf,
+    },
+}
+
+#[derive(Args, Debug)]
+struct InitArgs {
+    /// The home directory.
+    #[arg(long, default_value_os_t = default_home())]
+    home: PathBuf,
+    /// The network's genesis file (default: the public testnet's).
+    #[arg(long)]
+    genesis: Option<PathBuf>,
+    /// A display name.
+    #[arg(long, default_value = "pyralog-node")]
+    moniker: String,
+    /// Use this validator key file (hex seed) instead of a fresh key: every node
+    /// of one cluster shares one validator key.
+    #[arg(long)]
+    validator_key: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct StartArgs {
+    /// The home directory.
+    #[arg(long, default_value_os_t = default_home())]
+    home: PathBuf,
+    /// Serve the RPC here (overrides config.toml).
+    #[arg(long)]
+    rpc: Option<SocketAddr>,
+    /// Listen for peers here (overrides config.toml).
+    #[arg(long)]
+    p2p: Option<Multiaddr>,
+    /// Dial this node first (repeatable; adds to config.toml).
+    #[arg(long = "bootnode")]
+    bootnodes: Vec<Multiaddr>,
+    /// Never talk to this peer (repeatable; adds to config.toml).
+    #[arg(long = "ban")]
+    banned: Vec<PeerId>,
+}
+
+fn default_home() -> PathBuf {
+    std::env::var_os("HOME").map_or_else(
+        || PathBuf::from(".pyralog"),
+        |h| PathBuf::from(h).join(".pyralog"),
+    )
+}
+
+/// Parses `args` (the first is the program name) and runs the node command,
+/// exiting the process with a message and code 1 on error.
+pub fn main_from<I, T>(args: I)
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = Cli::parse_from(args);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Init(args) => init(args),
+        Command::Start(args) => start(args),
+        Command::Join {
+            start: args,
+            genesis,
+        } => {
+            let home = Home::new(&args.home);
+            if !home.is_initialized() {
+                init(InitArgs {
+                    home: args.home.clone(),
+                    genesis: Some(genesis),
+                    moniker: "pyralog-node".into(),
+                    validator_key: None,
+                })?;
+            }
+            if args.bootnodes.is_empty() {
+                bail!("join needs --bootnode MULTIADDR");
+            }
+            start(args)
+        }
+        Command::PeerId { home } => {
+            let key =
+                pyralog_p2p::node_key_from_seed(Home::read_seed(&Home::new(home).node_key())?)?;
+            println!("{}", key.public().to_peer_id());
+            Ok(())
+        }
+    }
+}
+
+fn init(args: InitArgs) -> Result<()> {
+    let home = Home::new(&args.home);
+    let genesis = match args.genesis {
+        Some(p) => p,
+        None => {
+            std::fs::create_dir_all(&args.home)?;
+            let p = args.home.join("genesis.public.json");
+            std::fs::write(&p, PUBLIC_GENESIS)?;
+            p
+        }
+    };
+    let seed = args
+        .validator_key
+        .as_deref()
+        .map(Home::read_seed)
+        .transpose()?;
+    home.init(&genesis, &args.moniker, seed)?;
+    let validator = Keypair::from_seed(&Home::read_seed(&home.validator_key())?);
+    let peer = pyralog_p2p::node_key_from_seed(Home::read_seed(&home.node_key())?)?
+        .public()
+        .to_peer_id();
+    println!("initialized {}", home.root().display());
+    println!("node id       {peer}");
+    println!("validator key {}", validator.address());
+    Ok(())
+}
+
+fn start(args: StartArgs) -> Result<()> {
+    let home = Home::new(&args.home);
+    if !home.is_initialized() {
+        bail!(
+            "{} is not initialized: run `pyralog-node init --home {}` first",
+            home.root().display(),
+            home.root().display()
+        );
+    }
+    let mut config = Config::load(&home.config())?;
+    if let Some(rpc) = args.rpc {
+        config.rpc.listen = rpc;
+    }
+    if let Some(p2p) = args.p2p {
+        config.p2p.listen = vec![p2p.to_string()];
+    }
+    config
+        .p2p
+        .bootnodes
+        .extend(args.bootnodes.iter().map(ToString::to_string));
+    config
+        .p2p
+        .banned
+        .extend(args.banned.iter().map(ToString::to_string));
+
+    let text = std::fs::read_to_string(home.genesis())
+        .with_context(|| format!("cannot read {}", home.genesis().display()))?;
+    let file = GenesisFile::parse(&text)?;
+    let store = Store::open(&home.ledger(), &file).context("cannot open the ledger")?;
+    let genesis = store.genesis().clone();
+    let validator = Keypair::from_seed(&Home::read_seed(&home.validator_key())?);
+    let node_key = pyralog_p2p::node_key_from_seed(Home::read_seed(&home.node_key())?)?;
+
+    let parse_all = |v: &[String], what: &str| -> Result<Vec<Multiaddr>> {
+        v.iter()
+            .map(|s| {
+                s.parse()
+                    .with_context(|| format!("bad {what} multiaddress {s:?}"))
+            })
+            .collect()
+    };
+    let net_config = pyralog_p2p::Config {
+        key: node_key,
+        listen: parse_all(&config.p2p.listen, "p2p listen")?,
+        bootnodes: parse_all(&config.p2p.bootnodes, "bootnode")?,
+        topics: Topics::new(&genesis.chain_id, &genesis.hash()),
+        banned: config
+            .p2p
+            .banned
+            .iter()
+            .map(|s| {
+                s.parse()
+                    .with_context(|| format!("bad peer id {s:?} in the ban list"))
+            })
+            .collect::<Result<_>>()?,
+    };
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let net = pyralog_p2p::Network::new(net_config)?;
+        let driver = Driver::new(
+            store,
+            net,
+            validator,
+            config.gossip.engine(),
+            config.moniker.clone(),
+        )?;
+        let (tx, rx) = tokio::sync::mpsc::channel(REQUEST_QUEUE);
+        let state = RpcState {
+            driver: tx,
+            min_difficulty: genesis.params.pow.min_difficulty,
+            max_difficulty: genesis.params.pow.max_difficulty,
+        };
+        let listener = tokio::net::TcpListener::bind(config.rpc.listen)
+            .await
+            .with_context(|| format!("cannot serve the RPC on {}", config.rpc.listen))?;
+        tracing::info!(rpc = %config.rpc.listen, chain = %genesis.chain_id, "node started");
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut stop_driver = stop_rx.clone();
+        let driver_task = tokio::spawn(driver.run(rx, async move {
+            let _ = stop_driver.changed().await;
+        }));
+        let mut stop_rpc = stop_rx;
+        let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
+            let _ = stop_rpc.changed().await;
+        });
+        let server_task = tokio::spawn(async move { server.await });
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+        let _ = server_task.await;
+        let _ = driver_task.await;
+        anyhow::Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
