@@ -80,8 +80,8 @@ impl ApiError {
 pub enum Request {
     /// Admit a transaction; with `wait`, answer once it is committed.
     Submit {
-        /// The transaction, signature checked.
-        tx: VerifiedTx,
+        /// The transaction, signature checked (boxed: the queue holds many).
+        tx: Box<VerifiedTx>,
         /// Wait for the commit.
         wait: bool,
         /// The answer: the status reached.
@@ -421,6 +421,7 @@ impl Driver {
     fn request(&mut self, req: Request) {
         match req {
             Request::Submit { tx, wait, reply } => {
+                let tx = *tx;
                 let id = tx.id();
                 match self.admit(&tx) {
                     Err(e) => {
@@ -442,7 +443,7 @@ impl Driver {
                 let _ = reply.send(self.status());
             }
             Request::Account(a, reply) => {
-                let _ = reply.send(self.store.account(&a).map_err(|e| ApiError::internal(e)).map(|acc| {
+                let _ = reply.send(self.store.account(&a).map_err(ApiError::internal).map(|acc| {
                     serde_json::json!({"address": a.to_human(), "balance": acc.balance, "nonce": acc.nonce, "stake": acc.stake})
                 }));
             }

@@ -127,7 +127,11 @@ async fn submit(
         .map_err(|e| ApiError::bad("decode", format!("the bytes are not a transaction: {e}")))?;
     let id = tx.id();
     let tx = verify_tx(tx).map_err(|e| ApiError::from_ledger(&e))?;
-    let answer = ask(&s, |reply| Request::Submit { tx, wait, reply });
+    let answer = ask(&s, |reply| Request::Submit {
+        tx: Box::new(tx),
+        wait,
+        reply,
+    });
     let status = tokio::time::timeout(WAIT, answer)
         .await
         .map_err(|_| ApiError {

@@ -36,6 +36,10 @@ pub struct Devnet {
     pub faucet: Keypair,
     /// The chain id.
     pub chain_id: String,
+    /// The binary that runs the nodes.
+    pub exe: PathBuf,
+    /// Per node, the peers it refuses (set by [`Devnet::restart_with_bans`]).
+    pub banned: Vec<Vec<String>>,
 }
 
 /// How to lay a devnet out.
@@ -51,6 +55,8 @@ pub struct Plan {
     pub base_port: u16,
     /// Stamp difficulty floor.
     pub min_difficulty: u32,
+    /// The `pyralog-testnet` binary that runs the nodes (`pyralog-testnet node ...`).
+    pub exe: PathBuf,
 }
 
 fn node_command(exe: &Path) -> Command {
@@ -94,7 +100,7 @@ impl Devnet {
                 plan.dir.display()
             );
         }
-        let exe = std::env::current_exe().context("cannot find this program's path")?;
+        let exe = plan.exe.clone();
         std::fs::create_dir_all(plan.dir.join("keys"))
             .with_context(|| format!("cannot create {}", plan.dir.display()))?;
         let dir = plan.dir.canonicalize()?;
@@ -162,6 +168,8 @@ impl Devnet {
             dir: dir.clone(),
             faucet,
             chain_id: chain_id.into(),
+            exe,
+            banned: Vec::new(),
         };
         for i in 0..net.nodes.len() {
             let child = net.spawn(i)?;
@@ -178,7 +186,7 @@ impl Devnet {
 
     /// Starts node `i` (again).
     pub fn spawn(&self, i: usize) -> Result<Child> {
-        let exe = std::env::current_exe()?;
+        let exe = self.exe.clone();
         let n = &self.nodes[i];
         let rpc = n.rpc.trim_start_matches("http://").to_owned();
         let p2p = n.p2p.split("/p2p/").next().unwrap_or_default().to_owned();
@@ -199,7 +207,13 @@ impl Devnet {
                 cmd.args(["--bootnode", &other.p2p]);
             }
         }
-        let log = std::fs::File::create(self.dir.join(format!("{}.log", n.name)))?;
+        for peer in self.banned.get(i).into_iter().flatten() {
+            cmd.args(["--ban", peer]);
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{}.log", n.name)))?;
         cmd.stdout(Stdio::null()).stderr(log);
         cmd.spawn()
             .with_context(|| format!("cannot start {}", n.name))
@@ -263,6 +277,63 @@ impl Devnet {
         Ok(())
     }
 
+    /// Starts node `i` again after a kill or stop.
+    pub fn restart(&mut self, i: usize) -> Result<()> {
+        self.kill(i)?;
+        let child = self.spawn(i)?;
+        self.children[i] = Some(child);
+        wait_up(&self.nodes[i].rpc, Duration::from_secs(30))
+    }
+
+    /// Restarts every node so that nodes in different `groups` refuse each
+    /// other (a partition); one group holding every node heals it.
+    pub fn restart_with_bans(&mut self, groups: &[Vec<usize>]) -> Result<()> {
+        let peer_of = |i: usize| {
+            self.nodes[i]
+                .p2p
+                .rsplit("/p2p/")
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let group_of = |i: usize| groups.iter().position(|g| g.contains(&i));
+        self.banned = (0..self.nodes.len())
+            .map(|i| {
+                (0..self.nodes.len())
+                    .filter(|j| *j != i && group_of(*j) != group_of(i))
+                    .map(peer_of)
+                    .collect()
+            })
+            .collect();
+        for i in 0..self.nodes.len() {
+            self.stop_one(i);
+        }
+        for i in 0..self.nodes.len() {
+            let child = self.spawn(i)?;
+            self.children[i] = Some(child);
+        }
+        for n in &self.nodes {
+            wait_up(&n.rpc, Duration::from_secs(30))?;
+        }
+        Ok(())
+    }
+
+    /// Stops node `i` cleanly (SIGTERM, then SIGKILL after a grace period).
+    pub fn stop_one(&mut self, i: usize) {
+        if let Some(mut child) = self.children[i].take() {
+            terminate(&child);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Stops node `i` with SIGKILL.
     pub fn kill(&mut self, i: usize) -> Result<()> {
         if let Some(mut c) = self.children[i].take() {
@@ -320,6 +391,18 @@ fn agent() -> ureq::Agent {
         .http_status_as_error(false)
         .build()
         .into()
+}
+
+/// Waits until the node at `rpc` answers `/status`.
+pub fn wait_up(rpc: &str, limit: Duration) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    while get(rpc, "/status").is_err() {
+        if Instant::now() > deadline {
+            bail!("{rpc} did not come up");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
 }
 
 /// `GET rpc+path`; errors on anything but 200.

@@ -141,12 +141,14 @@ fn run(cli: Cli) -> Result<()> {
                     "--nodes-per-cluster {nodes_per_cluster}: clusters of more than one node arrive with intra-cluster Raft (issue 5)"
                 );
             }
+            let exe = std::env::current_exe().context("cannot find this program's path")?;
             let plan = devnet::Plan {
                 clusters,
                 engine: engine.into(),
                 dir,
                 base_port,
                 min_difficulty: 8,
+                exe,
             };
             let quiet = cli.output == Output::Json;
             let mut net = devnet::Devnet::up(&plan, &|m| {

@@ -1,0 +1,421 @@
+//! End-to-end: real node processes on loopback, driven like a user would.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use pyralog_ledger::{ChainId, Encode, Keypair, Payload, PutOp, Stamp, TxBody, devkit};
+use pyralog_testnet::devnet::{Devnet, Plan, get, post_tx};
+
+/// A devnet and its directory; the devnet (its processes) goes first on drop.
+struct Running {
+    net: Devnet,
+    _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Running {
+    type Target = Devnet;
+    fn deref(&self) -> &Devnet {
+        &self.net
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Devnet {
+        &mut self.net
+    }
+}
+
+fn devnet(clusters: usize, slot: u16) -> Running {
+    let tmp = tempfile::tempdir().expect("dir");
+    let dir = tmp.path().to_path_buf();
+    // Separate port ranges per test and per run, so parallel tests never collide.
+    let base = 20_000 + (std::process::id() % 400) as u16 * 100 + slot * 10;
+    Devnet::up(
+        &Plan {
+            clusters,
+            engine: pyralog_ledger::Engine::Gossip,
+            dir,
+            base_port: base,
+            min_difficulty: 8,
+            exe: env!("CARGO_BIN_EXE_pyralog-testnet").into(),
+        },
+        &|_| {},
+    )
+    .map(|net| Running { net, _dir: tmp })
+    .expect("devnet up")
+}
+
+struct Ctx {
+    chain: ChainId,
+    epoch: u64,
+}
+
+fn ctx(net: &Devnet) -> Ctx {
+    let s = get(&net.nodes[0].rpc, "/status").expect("status");
+    Ctx {
+        chain: s["chain_id"]
+            .as_str()
+            .expect("chain")
+            .parse()
+            .expect("chain"),
+        epoch: s["epoch"].as_u64().expect("epoch"),
+    }
+}
+
+fn put_tx(c: &Ctx, key: &Keypair, k: &str, v: &str) -> String {
+    hex::encode(
+        devkit::tx(
+            &c.chain,
+            key,
+            0,
+            c.epoch,
+            devkit::put(key, k.as_bytes(), v.as_bytes()),
+            8,
+        )
+        .to_bytes(),
+    )
+}
+
+fn roots(net: &Devnet) -> Vec<String> {
+    net.nodes
+        .iter()
+        .map(|n| {
+            get(&n.rpc, "/status")
+                .map(|s| s["state_root"].as_str().unwrap_or("").to_owned())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+fn converge(net: &Devnet, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        let r = roots(net);
+        if !r[0].is_empty() && r.iter().all(|x| *x == r[0]) {
+            // Stable for a moment: nothing more in flight.
+            std::thread::sleep(Duration::from_millis(1500));
+            if roots(net) == r {
+                return r[0].clone();
+            }
+        }
+        assert!(Instant::now() < deadline, "no convergence: {r:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn value(net: &Devnet, node: usize, who: &Keypair, k: &str) -> Option<String> {
+    get(&net.nodes[node].rpc, &format!("/kv/{}/{k}", who.address()))
+        .ok()
+        .and_then(|v| v["value"].as_str().map(str::to_owned))
+}
+
+#[test]
+fn a_thousand_writes_over_four_nodes_converge() {
+    let net = devnet(4, 0);
+    let c = ctx(&net);
+    for i in 0..1000 {
+        let node = &net.nodes[i % 4];
+        let (code, v) = post_tx(
+            &node.rpc,
+            &put_tx(&c, &net.faucet, &format!("k{i}"), &format!("v{i}")),
+            false,
+        )
+        .expect("post");
+        assert_eq!(code, 200, "{v}");
+    }
+    let root = converge(&net, Duration::from_secs(90));
+    assert_eq!(root.len(), 64);
+    for i in (0..1000).step_by(37) {
+        assert_eq!(
+            value(&net, 3, &net.faucet, &format!("k{i}")),
+            Some(format!("v{i}")),
+            "k{i} on node 3"
+        );
+    }
+}
+
+#[test]
+fn a_killed_node_comes_back_with_every_acknowledged_write() {
+    let mut net = devnet(3, 1);
+    let c = ctx(&net);
+    let mut acked: BTreeMap<String, String> = BTreeMap::new();
+    for round in 0..3 {
+        for i in 0..40 {
+            let node = i % 3;
+            let k = format!("r{round}-{i}");
+            if let Ok((200, _)) = post_tx(
+                &net.nodes[node].rpc,
+                &put_tx(&c, &net.faucet, &k, "v"),
+                true,
+            ) {
+                acked.insert(k, "v".into());
+            }
+            if round == 1 && i == 10 {
+                net.kill(1).expect("SIGKILL node 1");
+            }
+        }
+        if round == 1 {
+            net.restart(1).expect("restart node 1");
+        }
+    }
+    assert!(
+        acked.len() >= 100,
+        "only {} writes acknowledged",
+        acked.len()
+    );
+    converge(&net, Duration::from_secs(90));
+    for (k, v) in &acked {
+        for n in 0..3 {
+            assert_eq!(
+                value(&net, n, &net.faucet, k).as_ref(),
+                Some(v),
+                "{k} missing on node {n}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_partition_heals_to_the_last_writer() {
+    let mut net = devnet(4, 2);
+    let c = ctx(&net);
+    net.restart_with_bans(&[vec![0, 1], vec![2, 3]])
+        .expect("partition");
+    let write = |node: usize, k: &str, v: &str| {
+        let (code, body) =
+            post_tx(&net.nodes[node].rpc, &put_tx(&c, &net.faucet, k, v), true).expect("post");
+        assert_eq!(code, 200, "{body}");
+    };
+    write(0, "x", "left");
+    std::thread::sleep(Duration::from_millis(20));
+    write(2, "x", "right"); // later: wins
+    write(3, "y", "right");
+    std::thread::sleep(Duration::from_millis(20));
+    write(1, "y", "left"); // later: wins
+    write(0, "only-left", "1");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        value(&net, 3, &net.faucet, "only-left"),
+        None,
+        "the partition leaked"
+    );
+    assert_eq!(value(&net, 0, &net.faucet, "x").as_deref(), Some("left"));
+    net.restart_with_bans(&[vec![0, 1, 2, 3]]).expect("heal");
+    converge(&net, Duration::from_secs(90));
+    for n in 0..4 {
+        assert_eq!(
+            value(&net, n, &net.faucet, "x").as_deref(),
+            Some("right"),
+            "x on node {n}"
+        );
+        assert_eq!(
+            value(&net, n, &net.faucet, "y").as_deref(),
+            Some("left"),
+            "y on node {n}"
+        );
+        assert_eq!(
+            value(&net, n, &net.faucet, "only-left").as_deref(),
+            Some("1")
+        );
+    }
+}
+
+fn refused(net: &Devnet, tx_hex: &str, code: &str, words: &str) {
+    let (status, v) = post_tx(&net.nodes[0].rpc, tx_hex, false).expect("post");
+    assert!((400..500).contains(&status), "{status} {v}");
+    assert_eq!(v["code"], code, "{v}");
+    let msg = v["error"].as_str().unwrap_or("");
+    assert!(
+        msg.contains(words),
+        "{msg:?} should name the problem ({words:?})"
+    );
+}
+
+#[test]
+fn bad_inputs_get_a_4xx_naming_the_problem_and_the_node_keeps_serving() {
+    let net = devnet(1, 3);
+    let c = ctx(&net);
+    let f = &net.faucet;
+    let stranger = devkit::key(77);
+    // Not a transaction.
+    refused(&net, "00ff", "decode", "not a transaction");
+    // A bad signature.
+    let mut tx = devkit::tx(&c.chain, f, 0, c.epoch, devkit::put(f, b"k", b"v"), 8);
+    tx.signature.0[3] ^= 1;
+    refused(
+        &net,
+        &hex::encode(tx.to_bytes()),
+        "bad_signature",
+        "bad signature",
+    );
+    // Another chain's transaction.
+    let other: ChainId = "pyralog-other".parse().expect("chain");
+    let tx = devkit::tx(&other, f, 0, c.epoch, devkit::put(f, b"k", b"v"), 8);
+    refused(
+        &net,
+        &hex::encode(tx.to_bytes()),
+        "wrong_chain",
+        "pyralog-other",
+    );
+    // A stamp below difficulty.
+    let body = TxBody {
+        chain_id: c.chain.clone(),
+        sender: f.address(),
+        nonce: 0,
+        epoch: c.epoch,
+        payload: devkit::put(f, b"weak", b"v"),
+    };
+    let key = pyralog_ledger::PowKey::for_chain(&c.chain);
+    let weak = (0..)
+        .map(|n| Stamp { nonce: n })
+        .find(|s| key.bits(&body.id(), *s) < 8)
+        .expect("weak");
+    refused(
+        &net,
+        &hex::encode(body.sign(f, weak).to_bytes()),
+        "stamp_too_weak",
+        "below required difficulty 8",
+    );
+    // A write into another account's namespace.
+    let payload = Payload::Put {
+        namespace: stranger.address(),
+        ops: vec![PutOp {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            if_version: None,
+        }],
+    };
+    let tx = devkit::tx(&c.chain, f, 0, c.epoch, payload, 8);
+    refused(
+        &net,
+        &hex::encode(tx.to_bytes()),
+        "foreign_namespace",
+        "may not write into the namespace",
+    );
+    // An oversize value.
+    let tx = devkit::tx(
+        &c.chain,
+        f,
+        0,
+        c.epoch,
+        devkit::put(f, b"big", &vec![1u8; 16 * 1024 + 1]),
+        8,
+    );
+    refused(
+        &net,
+        &hex::encode(tx.to_bytes()),
+        "too_large",
+        "record value",
+    );
+    // A replayed transaction.
+    let tx = put_tx(&c, f, "once", "v");
+    let (status, _) = post_tx(&net.nodes[0].rpc, &tx, true).expect("post");
+    assert_eq!(status, 200);
+    refused(&net, &tx, "replayed", "replayed transaction");
+    // A value transfer, which gossip cannot order.
+    let tx = devkit::tx(
+        &c.chain,
+        f,
+        0,
+        c.epoch,
+        Payload::Transfer {
+            to: stranger.address(),
+            amount: 1,
+        },
+        8,
+    );
+    refused(
+        &net,
+        &hex::encode(tx.to_bytes()),
+        "unsupported",
+        "needs an ordering engine",
+    );
+    // Still serving, and the good write is there.
+    assert!(get(&net.nodes[0].rpc, "/status").is_ok());
+    assert_eq!(value(&net, 0, f, "once").as_deref(), Some("v"));
+    let metrics = get_text(&net.nodes[0].rpc, "/metrics");
+    assert!(metrics.contains("pyralog_txs_rejected_total"), "{metrics}");
+}
+
+fn get_text(rpc: &str, path: &str) -> String {
+    ureq::get(&format!("{rpc}{path}"))
+        .call()
+        .expect("get")
+        .body_mut()
+        .read_to_string()
+        .expect("text")
+}
+
+#[test]
+fn garbage_and_future_batches_from_a_peer_are_rejected() {
+    use pyralog_ledger::{Batch, Hash, Hlc};
+    use pyralog_p2p::{Config, NetCommand, Network, Topic, Topics};
+    let net = devnet(1, 4);
+    let s = get(&net.nodes[0].rpc, "/status").expect("status");
+    let chain: ChainId = s["chain_id"]
+        .as_str()
+        .expect("chain")
+        .parse()
+        .expect("chain");
+    let genesis = Hash::from_hex(s["genesis_hash"].as_str().expect("genesis")).expect("hash");
+    let epoch = s["epoch"].as_u64().expect("epoch");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let rejected_before = rejected(&net);
+    rt.block_on(async {
+        let mut rogue = Network::new(Config {
+            key: pyralog_p2p::NodeKey::generate_ed25519(),
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")],
+            bootnodes: vec![net.nodes[0].p2p.parse().expect("addr")],
+            topics: Topics::new(&chain, &genesis),
+            banned: vec![],
+        })
+        .expect("rogue");
+        let me = devkit::key(99);
+        let future = Hlc { wall_ms: pyralog_node_now() + 3_600_000, logical: 0 };
+        let tx = devkit::tx(&chain, &me, 0, epoch, devkit::put(&me, b"k", b"v"), 8);
+        let batch = Batch::seal(chain.clone(), &me, 1, future, vec![tx]).to_bytes();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut n = 0u32;
+        loop {
+            tokio::select! {
+                _ = rogue.next_event() => {}
+                _ = tick.tick() => {
+                    n += 1;
+                    let mut garbage = b"garbage ".to_vec();
+                    garbage.extend_from_slice(&n.to_le_bytes());
+                    rogue.command(NetCommand::Publish { topic: Topic::Batches, data: garbage });
+                    rogue.command(NetCommand::Publish { topic: Topic::Batches, data: batch.clone() });
+                    if rejected(&net) >= rejected_before + 2 { break; }
+                }
+                _ = tokio::time::sleep_until(deadline) => panic!("the node never rejected the rogue's messages"),
+            }
+        }
+    });
+    assert!(
+        get(&net.nodes[0].rpc, "/status").is_ok(),
+        "the node keeps serving"
+    );
+    assert_eq!(
+        value(&net, 0, &devkit::key(99), "k"),
+        None,
+        "the future batch was not merged"
+    );
+}
+
+fn pyralog_node_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn rejected(net: &Devnet) -> u64 {
+    get_text(&net.nodes[0].rpc, "/metrics")
+        .lines()
+        .find_map(|l| l.strip_prefix("pyralog_gossip_rejected_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
