@@ -292,7 +292,15 @@ pub struct VerifiedBatch {
 
 impl VerifiedBatch {
     /// Checks the origin's signature and every transaction's.
-    pub fn verify(mut batch: Batch) -> Result<VerifiedBatch, Error> {
+    pub fn verify(batch: Batch) -> Result<VerifiedBatch, Error> {
+        VerifiedBatch::verify_with(batch, None)
+    }
+
+    /// [`VerifiedBatch::verify`], with a cache of senders' decompressed keys.
+    pub fn verify_with(
+        mut batch: Batch,
+        cache: Option<&mut keys::KeyCache>,
+    ) -> Result<VerifiedBatch, Error> {
         let header_hash = batch.header_hash();
         keys::verify(
             SigDomain::Batch,
@@ -301,7 +309,7 @@ impl VerifiedBatch {
             &batch.signature,
         )
         .map_err(|_| Error::BadBatchSignature)?;
-        let txs = verify_txs(std::mem::take(&mut batch.txs))?;
+        let txs = verify_txs_with(std::mem::take(&mut batch.txs), cache)?;
         Ok(VerifiedBatch {
             meta: batch,
             txs,

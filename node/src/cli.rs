@@ -250,6 +250,9 @@ fn start(args: StartArgs) -> Result<()> {
             driver: tx,
             min_difficulty: genesis.params.pow.min_difficulty,
             max_difficulty: genesis.params.pow.max_difficulty,
+            keys: std::sync::Arc::new(std::sync::Mutex::new(pyralog_ledger::keys::KeyCache::new(
+                crate::driver::KEY_CACHE,
+            ))),
         };
         let listener = tokio::net::TcpListener::bind(config.rpc.listen)
             .await

@@ -22,6 +22,8 @@ use tokio::sync::{mpsc, oneshot};
 
 /// How many RPC requests may wait for the driver.
 pub const REQUEST_QUEUE: usize = 4096;
+/// How many senders' decompressed keys the driver keeps.
+pub const KEY_CACHE: usize = 65_536;
 
 /// An RPC error: an HTTP status, a stable code and a message naming the problem.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,7 +68,8 @@ impl ApiError {
         }
     }
 
-    fn internal(e: impl std::fmt::Display) -> ApiError {
+    /// A 500 for a failure that is the node's, not the caller's.
+    pub fn internal(e: impl std::fmt::Display) -> ApiError {
         ApiError {
             status: 500,
             code: "internal",
@@ -135,6 +138,7 @@ pub struct Driver {
     node_id: String,
     cluster_id: Address,
     moniker: String,
+    keys: pyralog_ledger::keys::KeyCache,
 }
 
 /// The wall clock in Unix milliseconds (the node is where time enters).
@@ -183,6 +187,7 @@ impl Driver {
             metrics: Metrics::default(),
             next_tick: tokio::time::Instant::now(),
             moniker,
+            keys: pyralog_ledger::keys::KeyCache::new(KEY_CACHE),
         })
     }
 
@@ -328,7 +333,9 @@ impl Driver {
                 from,
                 id,
                 data,
-            } => match Batch::from_bytes(&data).and_then(VerifiedBatch::verify) {
+            } => match Batch::from_bytes(&data)
+                .and_then(|b| VerifiedBatch::verify_with(b, Some(&mut self.keys)))
+            {
                 Ok(batch) => self.feed(
                     Input::Batch {
                         from: Some(from),
@@ -378,7 +385,9 @@ impl Driver {
             }
             NetEvent::FetchResponse { from, response } => {
                 for bytes in response.batches {
-                    match Batch::from_bytes(&bytes).and_then(VerifiedBatch::verify) {
+                    match Batch::from_bytes(&bytes)
+                        .and_then(|b| VerifiedBatch::verify_with(b, Some(&mut self.keys)))
+                    {
                         Ok(batch) => self.feed(
                             Input::Batch {
                                 from: Some(from),

@@ -9,7 +9,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use pyralog_ledger::block::verify_tx;
+use pyralog_ledger::block::verify_txs_with;
 use pyralog_ledger::codec::Decode;
 use pyralog_ledger::{Address, Hash, Transaction};
 use serde::Deserialize;
@@ -31,6 +31,8 @@ pub struct RpcState {
     pub min_difficulty: u32,
     /// The most a node may require.
     pub max_difficulty: u32,
+    /// Decompressed keys of recent senders, shared by the handlers.
+    pub keys: std::sync::Arc<std::sync::Mutex<pyralog_ledger::keys::KeyCache>>,
 }
 
 /// The RPC's routes.
@@ -126,7 +128,13 @@ async fn submit(
     let tx = Transaction::from_bytes(&bytes)
         .map_err(|e| ApiError::bad("decode", format!("the bytes are not a transaction: {e}")))?;
     let id = tx.id();
-    let tx = verify_tx(tx).map_err(|e| ApiError::from_ledger(&e))?;
+    let tx = {
+        let mut cache = s.keys.lock().unwrap_or_else(|p| p.into_inner());
+        verify_txs_with(vec![tx], Some(&mut cache))
+            .map_err(|e| ApiError::from_ledger(&e))?
+            .pop()
+            .ok_or_else(|| ApiError::internal("verification returned nothing"))?
+    };
     let answer = ask(&s, |reply| Request::Submit {
         tx: Box::new(tx),
         wait,

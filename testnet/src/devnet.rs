@@ -385,7 +385,8 @@ fn terminate(child: &Child) {
     let _ = child;
 }
 
-fn agent() -> ureq::Agent {
+/// An HTTP agent for talking to nodes (it keeps connections open).
+pub fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(30)))
         .http_status_as_error(false)
@@ -418,8 +419,18 @@ pub fn get(rpc: &str, path: &str) -> Result<Value> {
 
 /// Posts a transaction's hex; returns the status code and the answer.
 pub fn post_tx(rpc: &str, tx_hex: &str, wait: bool) -> Result<(u16, Value)> {
+    post_tx_with(&agent(), rpc, tx_hex, wait)
+}
+
+/// [`post_tx`] through `agent`, reusing its connections.
+pub fn post_tx_with(
+    agent: &ureq::Agent,
+    rpc: &str,
+    tx_hex: &str,
+    wait: bool,
+) -> Result<(u16, Value)> {
     let path = if wait { "/tx?wait=commit" } else { "/tx" };
-    let mut r = agent()
+    let mut r = agent
         .post(&format!("{rpc}{path}"))
         .send_json(json!({ "tx": tx_hex }))?;
     let status = r.status().as_u16();

@@ -5,6 +5,7 @@
 //!
 //! # Layout
 //!
+//! - [`bench`]: a load against a devnet and its figures.
 //! - [`devnet`]: lays out and runs a devnet of node processes on loopback; also
 //!   the small RPC helpers tests and load generators use.
 
@@ -31,3 +32,4 @@ pub fn write_secret(path: &Path, key: &Keypair) -> Result<()> {
     writeln!(f, "{}", pyralog_ledger::Hash(key.seed()).to_hex())?;
     Ok(())
 }
+pub mod bench;

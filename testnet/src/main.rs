@@ -54,6 +54,32 @@ enum Command {
         #[arg(long, default_value_t = 7070)]
         base_port: u16,
     },
+    /// Run a devnet and a load against it, and print the figures.
+    ///
+    /// Prints accepted writes/s, the time until every node holds a write (p50,
+    /// p99), the stamping cost (client side, excluded from the rate), and this
+    /// machine's signature and hashing rates measured in the same run. Build
+    /// with --release for meaningful figures.
+    Bench {
+        /// How the network agrees.
+        #[arg(long, value_enum, default_value_t = EngineArg::Gossip)]
+        engine: EngineArg,
+        /// How many clusters.
+        #[arg(long, default_value_t = 4)]
+        clusters: usize,
+        /// Writes to send.
+        #[arg(long, default_value_t = 40_000)]
+        txs: usize,
+        /// Stop sending after this many seconds.
+        #[arg(long)]
+        duration: Option<u64>,
+        /// Client threads.
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// RPC ports are BASE, BASE+1, ...; p2p ports BASE+1000, ...
+        #[arg(long, default_value_t = 27070)]
+        base_port: u16,
+    },
     /// Run a node (what `up` starts for each node; the same as `pyralog-node`).
     #[command(hide = true, disable_help_flag = true)]
     Node {
@@ -129,6 +155,47 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Node { .. } => unreachable!("handled in main"),
+        Command::Bench {
+            engine,
+            clusters,
+            txs,
+            duration,
+            clients,
+            base_port,
+        } => {
+            let tmp = std::env::temp_dir().join(format!("pyralog-bench-{}", std::process::id()));
+            let exe = std::env::current_exe().context("cannot find this program's path")?;
+            let plan = devnet::Plan {
+                clusters,
+                engine: engine.into(),
+                dir: tmp.clone(),
+                base_port,
+                min_difficulty: 8,
+                exe,
+            };
+            let quiet = cli.output == Output::Json;
+            let log = |m: &str| {
+                if !quiet {
+                    eprintln!("{m}");
+                }
+            };
+            let net = devnet::Devnet::up(&plan, &log)?;
+            let load = pyralog_testnet::bench::Load {
+                txs,
+                clients: clients.max(1),
+                sample_every: (txs / 200).max(1),
+                duration: duration.map(std::time::Duration::from_secs),
+            };
+            let report = pyralog_testnet::bench::run(&net, &load, &log);
+            drop(net);
+            let _ = std::fs::remove_dir_all(&tmp);
+            let report = report?;
+            match cli.output {
+                Output::Json => println!("{}", report.json()),
+                Output::Text => println!("{}", report.text(clusters)),
+            }
+            Ok(())
+        }
         Command::Up {
             clusters,
             nodes_per_cluster,

@@ -1,0 +1,268 @@
+//! `pyralog-testnet bench`: a devnet, a load against it, and the figures.
+//!
+//! Transactions are built, stamped at the devnet's floor difficulty and signed
+//! before the clock starts (stamping is the client's CPU by design; its cost is
+//! reported separately). Client threads post them round-robin to every node.
+//! Convergence is sampled: for every `sample_every`-th write, a watcher polls
+//! each node until the record is there and keeps the time from submission to
+//! the last node holding it.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, anyhow};
+use pyralog_ledger::{ChainId, Encode, devkit};
+use serde_json::{Value, json};
+
+use crate::devnet::{Devnet, get};
+
+/// How to load the devnet.
+#[derive(Debug, Clone)]
+pub struct Load {
+    /// Writes to send.
+    pub txs: usize,
+    /// Client threads posting.
+    pub clients: usize,
+    /// Sample convergence every this many writes.
+    pub sample_every: usize,
+    /// Stop posting after this long, if set.
+    pub duration: Option<Duration>,
+}
+
+/// The figures of one run.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Writes sent.
+    pub sent: usize,
+    /// Writes the nodes accepted.
+    pub accepted: usize,
+    /// Seconds from the first post to the last answer.
+    pub seconds: f64,
+    /// Convergence latencies sampled, in milliseconds, sorted.
+    pub convergence_ms: Vec<f64>,
+    /// Mean stamping time per write at the floor difficulty, in microseconds.
+    pub stamp_us: f64,
+    /// Stamp difficulty used.
+    pub bits: u32,
+    /// This machine's limits measured in the same run.
+    pub verify_per_sec: f64,
+    /// blake3 40-byte hashes per second, one core.
+    pub hashes_per_sec: f64,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+impl Report {
+    /// Accepted writes per second.
+    pub fn rate(&self) -> f64 {
+        self.accepted as f64 / self.seconds
+    }
+
+    /// The report as JSON.
+    pub fn json(&self) -> Value {
+        json!({
+            "sent": self.sent,
+            "accepted": self.accepted,
+            "seconds": self.seconds,
+            "accepted_per_sec": self.rate(),
+            "convergence_ms": {"samples": self.convergence_ms.len(), "p50": percentile(&self.convergence_ms, 0.5), "p99": percentile(&self.convergence_ms, 0.99), "max": self.convergence_ms.last()},
+            "stamp": {"bits": self.bits, "mean_us": self.stamp_us},
+            "limits": {"ed25519_verify_per_sec": self.verify_per_sec, "blake3_40B_hashes_per_sec": self.hashes_per_sec},
+        })
+    }
+
+    /// The report as text.
+    pub fn text(&self, nodes: usize) -> String {
+        format!(
+            "gossip devnet of {nodes} nodes\n\
+             accepted   {} of {} writes in {:.2}s: {:.0} writes/s\n\
+             converged  p50 {:.1} ms, p99 {:.1} ms ({} samples: submission to the last node holding the write)\n\
+             stamping   {} bits, {:.1} us per write (client side, before the clock started)\n\
+             limits     ed25519 verify {:.0}/s, blake3 {:.2} M hashes/s (one core, measured now)",
+            self.accepted,
+            self.sent,
+            self.seconds,
+            self.rate(),
+            percentile(&self.convergence_ms, 0.5),
+            percentile(&self.convergence_ms, 0.99),
+            self.convergence_ms.len(),
+            self.bits,
+            self.stamp_us,
+            self.verify_per_sec,
+            self.hashes_per_sec / 1e6,
+        )
+    }
+}
+
+/// Measures single-core signature verification and hashing rates now.
+fn limits() -> (f64, f64) {
+    let k = devkit::key(1);
+    let d = pyralog_ledger::Hash::of(pyralog_ledger::Domain::TxId, b"bench");
+    let sig = k.sign(pyralog_ledger::keys::SigDomain::Transaction, &d);
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < Duration::from_millis(300) {
+        let _ = pyralog_ledger::keys::verify(
+            pyralog_ledger::keys::SigDomain::Transaction,
+            &d,
+            &k.address(),
+            &sig,
+        );
+        n += 1;
+    }
+    let verify = n as f64 / start.elapsed().as_secs_f64();
+    let key = [7u8; 32];
+    let mut input = [0u8; 40];
+    let start = Instant::now();
+    let mut h = 0u64;
+    while start.elapsed() < Duration::from_millis(300) {
+        for _ in 0..1000 {
+            input[..8].copy_from_slice(&h.to_le_bytes());
+            std::hint::black_box(blake3::keyed_hash(&key, &input));
+            h += 1;
+        }
+    }
+    (verify, h as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Runs `load` against `net`.
+pub fn run(net: &Devnet, load: &Load, log: &dyn Fn(&str)) -> Result<Report> {
+    let status = get(&net.nodes[0].rpc, "/status")?;
+    let chain: ChainId = status["chain_id"]
+        .as_str()
+        .ok_or_else(|| anyhow!("no chain id"))?
+        .parse()?;
+    let epoch = status["epoch"]
+        .as_u64()
+        .ok_or_else(|| anyhow!("no epoch"))?;
+    let bits = status["pow_difficulty"].as_u64().unwrap_or(0) as u32;
+    log(&format!(
+        "building {} signed writes stamped at {bits} bits",
+        load.txs
+    ));
+    let run_id = std::process::id();
+    let started = Instant::now();
+    let txs: Vec<(String, String)> = (0..load.txs)
+        .map(|i| {
+            let key = format!("bench-{run_id}-{i}");
+            let tx = devkit::tx(
+                &chain,
+                &net.faucet,
+                0,
+                epoch,
+                devkit::put(&net.faucet, key.as_bytes(), b"v"),
+                bits,
+            );
+            (key, hex::encode(tx.to_bytes()))
+        })
+        .collect();
+    let stamp_us = started.elapsed().as_secs_f64() * 1e6 / load.txs.max(1) as f64;
+    let txs = Arc::new(txs);
+    let next = Arc::new(AtomicUsize::new(0));
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let samples: Arc<Mutex<Vec<(String, Instant)>>> = Arc::new(Mutex::new(Vec::new()));
+    let rpcs: Vec<String> = net.nodes.iter().map(|n| n.rpc.clone()).collect();
+    log(&format!(
+        "posting with {} clients to {} nodes",
+        load.clients,
+        rpcs.len()
+    ));
+    let t0 = Instant::now();
+    let stop_at = load.duration.map(|d| t0 + d);
+    let workers: Vec<_> = (0..load.clients)
+        .map(|_| {
+            let (txs, next, accepted, samples, rpcs) = (
+                txs.clone(),
+                next.clone(),
+                accepted.clone(),
+                samples.clone(),
+                rpcs.clone(),
+            );
+            let sample_every = load.sample_every.max(1);
+            std::thread::spawn(move || {
+                let agent = crate::devnet::agent();
+                loop {
+                    if stop_at.is_some_and(|t| Instant::now() >= t) {
+                        return;
+                    }
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((key, hex)) = txs.get(i) else { return };
+                    let sent = Instant::now();
+                    if let Ok((200, _)) =
+                        crate::devnet::post_tx_with(&agent, &rpcs[i % rpcs.len()], hex, false)
+                    {
+                        accepted.fetch_add(1, Ordering::Relaxed);
+                        if i % sample_every == 0 {
+                            samples
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .push((key.clone(), sent));
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    // Watch samples as they appear, while the load runs.
+    let faucet = net.faucet.address();
+    let finished = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (samples, rpcs, finished) = (samples.clone(), rpcs.clone(), finished.clone());
+        std::thread::spawn(move || {
+            let mut done: Vec<f64> = Vec::new();
+            let mut seen = 0;
+            let deadline = Instant::now() + Duration::from_secs(300);
+            while Instant::now() < deadline {
+                let fresh: Vec<(String, Instant)> = {
+                    let s = samples.lock().unwrap_or_else(|p| p.into_inner());
+                    s[seen..].to_vec()
+                };
+                if fresh.is_empty() {
+                    if finished.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                    continue;
+                }
+                seen += fresh.len();
+                for (key, sent) in fresh {
+                    let path = format!("/kv/{faucet}/{key}");
+                    let mut pending: Vec<&String> = rpcs.iter().collect();
+                    while !pending.is_empty() && Instant::now() < deadline {
+                        pending.retain(|rpc| get(rpc, &path).is_err());
+                        if !pending.is_empty() {
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                    }
+                    done.push(sent.elapsed().as_secs_f64() * 1e3);
+                }
+            }
+            done
+        })
+    };
+    for w in workers {
+        let _ = w.join();
+    }
+    let seconds = t0.elapsed().as_secs_f64();
+    finished.store(true, Ordering::Relaxed);
+    let mut convergence = watcher.join().map_err(|_| anyhow!("the watcher failed"))?;
+    convergence.sort_by(f64::total_cmp);
+    let (verify_per_sec, hashes_per_sec) = limits();
+    Ok(Report {
+        sent: next.load(Ordering::Relaxed).min(load.txs),
+        accepted: accepted.load(Ordering::Relaxed),
+        seconds,
+        convergence_ms: convergence,
+        stamp_us,
+        bits,
+        verify_per_sec,
+        hashes_per_sec,
+    })
+}
