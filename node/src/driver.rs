@@ -90,6 +90,13 @@ pub enum Request {
         /// The answer: the status reached.
         reply: oneshot::Sender<Result<&'static str, ApiError>>,
     },
+    /// Admit many transactions, answering each (no waiting).
+    SubmitMany {
+        /// The transactions, signatures checked.
+        txs: Vec<VerifiedTx>,
+        /// One answer per transaction, in order.
+        reply: oneshot::Sender<Vec<Result<&'static str, ApiError>>>,
+    },
     /// `/status`.
     Status(oneshot::Sender<serde_json::Value>),
     /// `/account/{address}`.
@@ -219,11 +226,24 @@ impl Driver {
 
     /// Feeds one input and carries out its effects. `gossip` is the message the
     /// input came from, to report a verdict on.
+    /// Feeds an input from the network or the clock.
     fn feed(
         &mut self,
         input: Input<PeerId>,
         gossip: Option<(pyralog_p2p::network::MessageIdOf, PeerId)>,
     ) {
+        // Rejections concern clients' submissions, which never come this way.
+        let _ = self.feed_and_collect(input, gossip);
+    }
+
+    /// [`Driver::feed`], returning the rejections no RPC call was waiting for
+    /// (a submit that did not ask to wait learns its fate here).
+    fn feed_and_collect(
+        &mut self,
+        input: Input<PeerId>,
+        gossip: Option<(pyralog_p2p::network::MessageIdOf, PeerId)>,
+    ) -> Vec<(Hash, ApiError)> {
+        let mut unclaimed = Vec::new();
         let mut verdict = None;
         let mut queue = vec![input];
         while let Some(input) = queue.pop() {
@@ -306,8 +326,13 @@ impl Driver {
                             ),
                             Rejection::MergeFailed(e) => ApiError::from_ledger(&e),
                         };
-                        for w in self.waiters.remove(&id).unwrap_or_default() {
-                            let _ = w.send(Err(err.clone()));
+                        match self.waiters.remove(&id) {
+                            Some(ws) => {
+                                for w in ws {
+                                    let _ = w.send(Err(err.clone()));
+                                }
+                            }
+                            None => unclaimed.push((id, err)),
                         }
                     }
                     Effect::SetTimer { at_ms } => {
@@ -324,6 +349,7 @@ impl Driver {
             }
             self.net.command(NetCommand::Report { id, from, verdict });
         }
+        unclaimed
     }
 
     fn network(&mut self, event: NetEvent) {
@@ -430,23 +456,30 @@ impl Driver {
     fn request(&mut self, req: Request) {
         match req {
             Request::Submit { tx, wait, reply } => {
-                let tx = *tx;
                 let id = tx.id();
-                match self.admit(&tx) {
-                    Err(e) => {
-                        self.metrics.txs_rejected += 1;
-                        let _ = reply.send(Err(e));
-                    }
-                    Ok(()) => {
-                        self.metrics.txs_accepted += 1;
-                        if wait {
-                            self.waiters.entry(id).or_default().push(reply);
-                        } else {
-                            let _ = reply.send(Ok("pending"));
+                if wait {
+                    // Registered first: the batch may commit within this very
+                    // call, and the engine's answer goes to the waiter.
+                    self.waiters.entry(id).or_default().push(reply);
+                    if let Err(e) = self.submit(*tx) {
+                        // Refused at admission: the engine never saw it.
+                        if let Some(w) = self.waiters.get_mut(&id).and_then(Vec::pop) {
+                            let _ = w.send(Err(e));
                         }
-                        self.feed(Input::Submit(tx), None);
+                        if self.waiters.get(&id).is_some_and(Vec::is_empty) {
+                            self.waiters.remove(&id);
+                        }
                     }
+                } else {
+                    let _ = reply.send(self.submit(*tx).map(|()| "pending"));
                 }
+            }
+            Request::SubmitMany { txs, reply } => {
+                let answers = txs
+                    .into_iter()
+                    .map(|tx| self.submit(tx).map(|()| "pending"))
+                    .collect();
+                let _ = reply.send(answers);
             }
             Request::Status(reply) => {
                 let _ = reply.send(self.status());
@@ -469,6 +502,27 @@ impl Driver {
             }
             Request::Metrics(reply) => {
                 let _ = reply.send(self.metrics_text());
+            }
+        }
+    }
+
+    /// Admits a transaction and hands it to the engine; an error is the reason
+    /// it was not taken (by admission or by the engine).
+    fn submit(&mut self, tx: VerifiedTx) -> Result<(), ApiError> {
+        let id = tx.id();
+        if let Err(e) = self.admit(&tx) {
+            self.metrics.txs_rejected += 1;
+            return Err(e);
+        }
+        let refused = self.feed_and_collect(Input::Submit(tx), None);
+        match refused.into_iter().find(|(r, _)| *r == id) {
+            Some((_, e)) => {
+                self.metrics.txs_rejected += 1;
+                Err(e)
+            }
+            None => {
+                self.metrics.txs_accepted += 1;
+                Ok(())
             }
         }
     }

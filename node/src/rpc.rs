@@ -95,7 +95,80 @@ struct SubmitQuery {
 
 #[derive(Deserialize)]
 struct SubmitBody {
-    tx: String,
+    tx: Option<String>,
+    txs: Option<Vec<String>>,
+}
+
+/// The most transactions one bulk `POST /tx` may carry.
+pub const MAX_BULK: usize = 1000;
+
+fn decode_tx(hex_tx: &str) -> Result<Transaction, ApiError> {
+    let bytes = hex::decode(hex_tx.trim()).map_err(|_| {
+        ApiError::bad(
+            "decode",
+            "tx is not hex: send the canonical bytes of a signed, stamped transaction as hex",
+        )
+    })?;
+    Transaction::from_bytes(&bytes)
+        .map_err(|e| ApiError::bad("decode", format!("the bytes are not a transaction: {e}")))
+}
+
+/// `{"txs": [...]}`: many transactions in one request, each checked and
+/// answered on its own; signatures are checked in one batch.
+async fn submit_many(
+    s: &RpcState,
+    hexes: Vec<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if hexes.len() > MAX_BULK {
+        return Err(ApiError::bad(
+            "too_large",
+            format!(
+                "{} transactions in one request; at most {MAX_BULK}",
+                hexes.len()
+            ),
+        ));
+    }
+    let mut results: Vec<serde_json::Value> = vec![serde_json::Value::Null; hexes.len()];
+    let mut decoded = Vec::with_capacity(hexes.len());
+    for (i, h) in hexes.iter().enumerate() {
+        match decode_tx(h) {
+            Ok(tx) => decoded.push((i, tx)),
+            Err(e) => results[i] = serde_json::json!({"error": e.message, "code": e.code}),
+        }
+    }
+    let mut verified = Vec::with_capacity(decoded.len());
+    {
+        let mut cache = s.keys.lock().unwrap_or_else(|p| p.into_inner());
+        let txs: Vec<Transaction> = decoded.iter().map(|(_, t)| t.clone()).collect();
+        match verify_txs_with(txs, Some(&mut cache)) {
+            Ok(v) => verified.extend(decoded.iter().map(|(i, _)| *i).zip(v)),
+            // Someone's signature is bad: find out whose, one at a time.
+            Err(_) => {
+                for (i, tx) in decoded {
+                    match verify_txs_with(vec![tx], Some(&mut cache)) {
+                        Ok(mut v) => verified.extend(v.pop().map(|t| (i, t))),
+                        Err(e) => {
+                            let e = ApiError::from_ledger(&e);
+                            results[i] = serde_json::json!({"error": e.message, "code": e.code});
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let (slots, txs): (Vec<usize>, Vec<_>) = verified.into_iter().unzip();
+    let ids: Vec<String> = txs
+        .iter()
+        .map(|t: &pyralog_ledger::VerifiedTx| t.id().to_hex())
+        .collect();
+    let answers = ask(s, |reply| Request::SubmitMany { txs, reply }).await?;
+    for ((slot, id), answer) in slots.into_iter().zip(ids).zip(answers) {
+        results[slot] = match answer {
+            Ok(status) => serde_json::json!({"hash": id, "status": status}),
+            Err(e) => serde_json::json!({"hash": id, "error": e.message, "code": e.code}),
+        };
+    }
+    Ok(Json(serde_json::json!({ "results": results })))
 }
 
 async fn submit(
@@ -116,17 +189,25 @@ async fn submit(
     let body: SubmitBody = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad(
             "bad_request",
-            format!("the body must be JSON {{\"tx\": \"<hex>\"}}: {e}"),
+            format!("the body must be JSON {{\"tx\": \"<hex>\"}} or {{\"txs\": [...]}}: {e}"),
         )
     })?;
-    let bytes = hex::decode(body.tx.trim()).map_err(|_| {
-        ApiError::bad(
-            "decode",
-            "tx is not hex: send the canonical bytes of a signed, stamped transaction as hex",
-        )
-    })?;
-    let tx = Transaction::from_bytes(&bytes)
-        .map_err(|e| ApiError::bad("decode", format!("the bytes are not a transaction: {e}")))?;
+    let tx = match (body.tx, body.txs) {
+        (Some(tx), None) => decode_tx(&tx)?,
+        (None, Some(txs)) if !wait => return submit_many(&s, txs).await,
+        (None, Some(_)) => {
+            return Err(ApiError::bad(
+                "bad_request",
+                "wait is for one transaction at a time; post {\"tx\": ...}",
+            ));
+        }
+        _ => {
+            return Err(ApiError::bad(
+                "bad_request",
+                "give either \"tx\" or \"txs\"",
+            ));
+        }
+    };
     let id = tx.id();
     let tx = {
         let mut cache = s.keys.lock().unwrap_or_else(|p| p.into_inner());

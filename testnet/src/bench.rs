@@ -28,6 +28,8 @@ pub struct Load {
     pub sample_every: usize,
     /// Stop posting after this long, if set.
     pub duration: Option<Duration>,
+    /// Transactions per request (1: one `POST /tx` each; more: the bulk form).
+    pub bulk: usize,
 }
 
 /// The figures of one run.
@@ -39,6 +41,8 @@ pub struct Report {
     pub accepted: usize,
     /// Seconds from the first post to the last answer.
     pub seconds: f64,
+    /// Seconds from the first post until the last sampled write was on every node.
+    pub converged_seconds: f64,
     /// Convergence latencies sampled, in milliseconds, sorted.
     pub convergence_ms: Vec<f64>,
     /// Mean stamping time per write at the floor difficulty, in microseconds.
@@ -72,6 +76,7 @@ impl Report {
             "accepted": self.accepted,
             "seconds": self.seconds,
             "accepted_per_sec": self.rate(),
+            "end_to_end_per_sec": self.accepted as f64 / self.converged_seconds,
             "convergence_ms": {"samples": self.convergence_ms.len(), "p50": percentile(&self.convergence_ms, 0.5), "p99": percentile(&self.convergence_ms, 0.99), "max": self.convergence_ms.last()},
             "stamp": {"bits": self.bits, "mean_us": self.stamp_us},
             "limits": {"ed25519_verify_per_sec": self.verify_per_sec, "blake3_40B_hashes_per_sec": self.hashes_per_sec},
@@ -83,6 +88,7 @@ impl Report {
         format!(
             "gossip devnet of {nodes} nodes\n\
              accepted   {} of {} writes in {:.2}s: {:.0} writes/s\n\
+             end to end {:.0} writes/s (until the last sampled write was on every node, {:.2}s)\n\
              converged  p50 {:.1} ms, p99 {:.1} ms ({} samples: submission to the last node holding the write)\n\
              stamping   {} bits, {:.1} us per write (client side, before the clock started)\n\
              limits     ed25519 verify {:.0}/s, blake3 {:.2} M hashes/s (one core, measured now)",
@@ -90,6 +96,8 @@ impl Report {
             self.sent,
             self.seconds,
             self.rate(),
+            self.accepted as f64 / self.converged_seconds,
+            self.converged_seconds,
             percentile(&self.convergence_ms, 0.5),
             percentile(&self.convergence_ms, 0.99),
             self.convergence_ms.len(),
@@ -186,25 +194,49 @@ pub fn run(net: &Devnet, load: &Load, log: &dyn Fn(&str)) -> Result<Report> {
                 rpcs.clone(),
             );
             let sample_every = load.sample_every.max(1);
+            let bulk = load.bulk;
             std::thread::spawn(move || {
                 let agent = crate::devnet::agent();
+                let bulk = bulk.max(1);
                 loop {
                     if stop_at.is_some_and(|t| Instant::now() >= t) {
                         return;
                     }
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((key, hex)) = txs.get(i) else { return };
+                    let first = next.fetch_add(bulk, Ordering::Relaxed);
+                    if first >= txs.len() {
+                        return;
+                    }
+                    let last = (first + bulk).min(txs.len());
+                    let rpc = &rpcs[(first / bulk) % rpcs.len()];
                     let sent = Instant::now();
-                    if let Ok((200, _)) =
-                        crate::devnet::post_tx_with(&agent, &rpcs[i % rpcs.len()], hex, false)
-                    {
-                        accepted.fetch_add(1, Ordering::Relaxed);
-                        if i % sample_every == 0 {
-                            samples
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .push((key.clone(), sent));
+                    let ok: Vec<usize> = if bulk == 1 {
+                        match crate::devnet::post_tx_with(&agent, rpc, &txs[first].1, false) {
+                            Ok((200, _)) => vec![first],
+                            _ => vec![],
                         }
+                    } else {
+                        let body = json!({ "txs": txs[first..last].iter().map(|(_, h)| h).collect::<Vec<_>>() });
+                        match agent.post(&format!("{rpc}/tx")).send_json(body) {
+                            Ok(mut r) => r
+                                .body_mut()
+                                .read_json::<Value>()
+                                .ok()
+                                .and_then(|v| v["results"].as_array().cloned())
+                                .map(|rs| {
+                                    rs.iter()
+                                        .enumerate()
+                                        .filter(|(_, r)| r["status"] == "pending")
+                                        .map(|(k, _)| first + k)
+                                        .collect()
+                                })
+                                .unwrap_or_default(),
+                            Err(_) => vec![],
+                        }
+                    };
+                    accepted.fetch_add(ok.len(), Ordering::Relaxed);
+                    let mut s = samples.lock().unwrap_or_else(|p| p.into_inner());
+                    for i in ok.into_iter().filter(|i| i % sample_every == 0) {
+                        s.push((txs[i].0.clone(), sent));
                     }
                 }
             })
@@ -253,12 +285,14 @@ pub fn run(net: &Devnet, load: &Load, log: &dyn Fn(&str)) -> Result<Report> {
     let seconds = t0.elapsed().as_secs_f64();
     finished.store(true, Ordering::Relaxed);
     let mut convergence = watcher.join().map_err(|_| anyhow!("the watcher failed"))?;
+    let converged_seconds = t0.elapsed().as_secs_f64();
     convergence.sort_by(f64::total_cmp);
     let (verify_per_sec, hashes_per_sec) = limits();
     Ok(Report {
         sent: next.load(Ordering::Relaxed).min(load.txs),
         accepted: accepted.load(Ordering::Relaxed),
         seconds,
+        converged_seconds,
         convergence_ms: convergence,
         stamp_us,
         bits,

@@ -76,6 +76,10 @@ enum Command {
         /// Client threads.
         #[arg(long, default_value_t = 8)]
         clients: usize,
+        /// Transactions per request: 1 posts each alone, more uses the bulk
+        /// form of POST /tx ({"txs": [...]}).
+        #[arg(long, default_value_t = 1)]
+        bulk: usize,
         /// RPC ports are BASE, BASE+1, ...; p2p ports BASE+1000, ...
         #[arg(long, default_value_t = 27070)]
         base_port: u16,
@@ -161,6 +165,7 @@ fn run(cli: Cli) -> Result<()> {
             txs,
             duration,
             clients,
+            bulk,
             base_port,
         } => {
             let tmp = std::env::temp_dir().join(format!("pyralog-bench-{}", std::process::id()));
@@ -185,6 +190,7 @@ fn run(cli: Cli) -> Result<()> {
                 clients: clients.max(1),
                 sample_every: (txs / 200).max(1),
                 duration: duration.map(std::time::Duration::from_secs),
+                bulk,
             };
             let report = pyralog_testnet::bench::run(&net, &load, &log);
             drop(net);

@@ -419,3 +419,46 @@ fn rejected(net: &Devnet) -> u64 {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0)
 }
+
+#[test]
+fn a_bulk_post_answers_each_transaction_on_its_own() {
+    let net = devnet(1, 5);
+    let c = ctx(&net);
+    let good = put_tx(&c, &net.faucet, "bulk-1", "v");
+    let mut bad = devkit::tx(
+        &c.chain,
+        &net.faucet,
+        0,
+        c.epoch,
+        devkit::put(&net.faucet, b"bulk-2", b"v"),
+        8,
+    );
+    bad.signature.0[9] ^= 1;
+    let body = serde_json::json!({"txs": [good, hex::encode(bad.to_bytes()), "zz", good]});
+    let mut r = ureq::post(&format!("{}/tx", net.nodes[0].rpc))
+        .send_json(&body)
+        .expect("post");
+    let v: serde_json::Value = r.body_mut().read_json().expect("json");
+    let results = v["results"].as_array().expect("results");
+    assert_eq!(results.len(), 4);
+    assert_eq!(results[0]["status"], "pending", "{v}");
+    assert_eq!(results[1]["code"], "bad_signature", "{v}");
+    assert_eq!(results[2]["code"], "decode", "{v}");
+    assert_eq!(results[3]["code"], "replayed", "{v}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while value(&net, 0, &net.faucet, "bulk-1").is_none() {
+        assert!(Instant::now() < deadline, "the good one never committed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Too many in one request is refused as a whole.
+    let many: Vec<String> = (0..1001).map(|_| "00".to_owned()).collect();
+    let mut r = ureq::post(&format!("{}/tx", net.nodes[0].rpc))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .send_json(serde_json::json!({ "txs": many }))
+        .expect("post");
+    assert_eq!(r.status().as_u16(), 400);
+    let v: serde_json::Value = r.body_mut().read_json().expect("json");
+    assert_eq!(v["code"], "too_large");
+}
