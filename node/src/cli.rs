@@ -231,6 +231,7 @@ fn start(args: StartArgs) -> Result<()> {
                     .with_context(|| format!("bad peer id {s:?} in the ban list"))
             })
             .collect::<Result<_>>()?,
+        limits: pyralog_p2p::Limits::default(),
     };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -30,5 +30,5 @@ pub fn node_key_from_seed(seed: [u8; 32]) -> Result<NodeKey, network::NetError> 
     libp2p::identity::Keypair::ed25519_from_bytes(seed)
         .map_err(|e| network::NetError::Setup(e.to_string()))
 }
-pub use network::{Config, NetCommand, NetEvent, Network, Verdict};
+pub use network::{Config, Limits, NetCommand, NetEvent, Network, Verdict};
 pub use topics::{Topic, Topics};

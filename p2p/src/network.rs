@@ -10,7 +10,8 @@ use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    Multiaddr, PeerId, StreamProtocol, Swarm, identify, identity, kad, noise, ping, tcp, yamux,
+    Multiaddr, PeerId, StreamProtocol, Swarm, connection_limits, identify, identity, kad, noise,
+    ping, tcp, yamux,
 };
 use pyralog_ledger::{Domain, Hash};
 
@@ -29,6 +30,8 @@ pub struct Config {
     pub topics: Topics,
     /// Peers never to talk to.
     pub banned: Vec<PeerId>,
+    /// Connection caps.
+    pub limits: Limits,
 }
 
 /// A gossip message's id, as the node reports verdicts on it.
@@ -131,8 +134,33 @@ pub enum NetError {
     Setup(String),
 }
 
+/// Connection caps: a node is never a sink for unbounded connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Established connections in all.
+    pub established: u32,
+    /// Established inbound connections.
+    pub inbound: u32,
+    /// Inbound connections still in their handshake.
+    pub pending_inbound: u32,
+    /// Established connections to one peer.
+    pub per_peer: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            established: 256,
+            inbound: 192,
+            pending_inbound: 64,
+            per_peer: 2,
+        }
+    }
+}
+
 #[derive(NetworkBehaviour)]
 struct Behaviour {
+    limits: connection_limits::Behaviour,
     gossipsub: gossipsub::Behaviour,
     kad: kad::Behaviour<kad::store::MemoryStore>,
     identify: identify::Behaviour,
@@ -206,6 +234,7 @@ impl Network {
     /// Builds the swarm, listens, and dials the bootnodes.
     pub fn new(config: Config) -> Result<Network, NetError> {
         let topics = config.topics.clone();
+        let limits = config.limits;
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(config.key)
             .with_tokio()
             .with_tcp(
@@ -230,7 +259,13 @@ impl Network {
                         .with_request_timeout(Duration::from_secs(10))
                         .with_max_concurrent_streams(64),
                 );
+                let caps = connection_limits::ConnectionLimits::default()
+                    .with_max_established(Some(limits.established))
+                    .with_max_established_incoming(Some(limits.inbound))
+                    .with_max_pending_incoming(Some(limits.pending_inbound))
+                    .with_max_established_per_peer(Some(limits.per_peer));
                 Ok(Behaviour {
+                    limits: connection_limits::Behaviour::new(caps),
                     gossipsub: gossipsub(key, &topics)
                         .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)?,
                     kad,

@@ -19,6 +19,7 @@ fn net(bootnodes: Vec<Multiaddr>) -> Network {
         bootnodes,
         topics: topics(),
         banned: vec![],
+        limits: Default::default(),
     })
     .expect("network")
 }
@@ -149,4 +150,36 @@ async fn gossip_is_validated_scored_fetched_and_banned() {
         }
     }
     assert_eq!(b.peers(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_connections_are_capped() {
+    let mut a = Network::new(Config {
+        key: Keypair::generate_ed25519(),
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")],
+        bootnodes: vec![],
+        topics: topics(),
+        banned: vec![],
+        limits: pyralog_p2p::Limits {
+            inbound: 1,
+            ..Default::default()
+        },
+    })
+    .expect("network");
+    let addr = listening(&mut a)
+        .await
+        .with(Protocol::P2p(a.local_peer_id()));
+    let mut b = net(vec![addr.clone()]);
+    let mut c = net(vec![addr]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        tokio::select! {
+            _ = a.next_event() => {}
+            _ = b.next_event() => {}
+            _ = c.next_event() => {}
+            _ = tokio::time::sleep_until(deadline) => break,
+        }
+    }
+    assert_eq!(a.peers(), 1, "the second inbound peer is refused");
+    assert_eq!(b.peers() + c.peers(), 1);
 }

@@ -371,6 +371,7 @@ fn garbage_and_future_batches_from_a_peer_are_rejected() {
             bootnodes: vec![net.nodes[0].p2p.parse().expect("addr")],
             topics: Topics::new(&chain, &genesis),
             banned: vec![],
+            limits: Default::default(),
         })
         .expect("rogue");
         let me = devkit::key(99);
@@ -461,4 +462,37 @@ fn a_bulk_post_answers_each_transaction_on_its_own() {
     assert_eq!(r.status().as_u16(), 400);
     let v: serde_json::Value = r.body_mut().read_json().expect("json");
     assert_eq!(v["code"], "too_large");
+}
+
+#[test]
+fn a_put_through_the_first_node_is_proven_by_the_last() {
+    let net = devnet(4, 6);
+    let c = ctx(&net);
+    let (code, v) = post_tx(
+        &net.nodes[0].rpc,
+        &put_tx(&c, &net.faucet, "hello", "world"),
+        true,
+    )
+    .expect("post");
+    assert_eq!(code, 200, "{v}");
+    let last = &net.nodes[3].rpc;
+    let path = format!("/kv/{}/hello?proof=true", net.faucet.address());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let record = loop {
+        if let Ok(r) = get(last, &path) {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "node 3 never got the write");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let root = pyralog_wallet::proof::check(&record, &net.faucet.address(), "hello")
+        .expect("the proof verifies");
+    assert_eq!(record["value"], "world");
+    assert_eq!(Some(root.to_hex().as_str()), record["state_root"].as_str());
+    // A tampered value is caught by the same check.
+    let mut forged = record.clone();
+    forged["value_hex"] = serde_json::json!(hex::encode(b"w0rld"));
+    assert!(pyralog_wallet::proof::check(&forged, &net.faucet.address(), "hello").is_err());
+    // And a proof for one key does not serve another.
+    assert!(pyralog_wallet::proof::check(&record, &net.faucet.address(), "other").is_err());
 }
