@@ -4,6 +4,17 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+/// `println!` that ends the program quietly when stdout is closed (a pipe into
+/// `head`, say) instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout().lock(), $($arg)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
 use crate::config::Config;
 use crate::driver::{Driver, REQUEST_QUEUE};
 use crate::home::Home;
@@ -143,7 +154,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::PeerId { home } => {
             let key =
                 pyralog_p2p::node_key_from_seed(Home::read_seed(&Home::new(home).node_key())?)?;
-            println!("{}", key.public().to_peer_id());
+            outln!("{}", key.public().to_peer_id());
             Ok(())
         }
     }
@@ -170,9 +181,9 @@ fn init(args: InitArgs) -> Result<()> {
     let peer = pyralog_p2p::node_key_from_seed(Home::read_seed(&home.node_key())?)?
         .public()
         .to_peer_id();
-    println!("initialized {}", home.root().display());
-    println!("node id       {peer}");
-    println!("validator key {}", validator.address());
+    outln!("initialized {}", home.root().display());
+    outln!("node id       {peer}");
+    outln!("validator key {}", validator.address());
     Ok(())
 }
 

@@ -289,6 +289,8 @@ impl Network {
             }
             swarm.dial(addr).map_err(setup)?;
         }
+        // Walk the DHT from the bootnodes; with none yet, peers arrive by dialling us.
+        let _ = swarm.behaviour_mut().kad.bootstrap();
         let mut net = Network {
             swarm,
             topics: config.topics,

@@ -2,6 +2,17 @@
 
 use pyralog_testnet::{devnet, write_secret};
 
+/// `println!` that ends the program quietly when stdout is closed (a pipe into
+/// `head`, say) instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout().lock(), $($arg)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
@@ -197,8 +208,8 @@ fn run(cli: Cli) -> Result<()> {
             let _ = std::fs::remove_dir_all(&tmp);
             let report = report?;
             match cli.output {
-                Output::Json => println!("{}", report.json()),
-                Output::Text => println!("{}", report.text(clusters)),
+                Output::Json => outln!("{}", report.json()),
+                Output::Text => outln!("{}", report.text(clusters)),
             }
             Ok(())
         }
@@ -230,11 +241,11 @@ fn run(cli: Cli) -> Result<()> {
                 }
             })?;
             match cli.output {
-                Output::Json => println!("{}", net.json()),
+                Output::Json => outln!("{}", net.json()),
                 Output::Text => {
-                    println!("devnet {} is up: {} nodes", net.chain_id, net.nodes.len());
+                    outln!("devnet {} is up: {} nodes", net.chain_id, net.nodes.len());
                     for n in &net.nodes {
-                        println!(
+                        outln!(
                             "  {}  rpc {}  p2p {}  home {}",
                             n.name,
                             n.rpc,
@@ -242,28 +253,28 @@ fn run(cli: Cli) -> Result<()> {
                             n.home.display()
                         );
                     }
-                    println!("devnet.json: {}", net.dir.join("devnet.json").display());
-                    println!(
+                    outln!("devnet.json: {}", net.dir.join("devnet.json").display());
+                    outln!(
                         "faucet: {} (key file {})",
                         net.faucet.address(),
                         net.dir.join("keys/faucet.key").display()
                     );
-                    println!();
-                    println!("try:");
-                    println!(
+                    outln!();
+                    outln!("try:");
+                    outln!(
                         "  pyralog keys import faucet {} --insecure-plaintext",
                         net.dir.join("keys/faucet.key").display()
                     );
-                    println!(
+                    outln!(
                         "  pyralog --node {} put --from faucet hello world --wait commit",
                         net.nodes[0].rpc
                     );
-                    println!(
+                    outln!(
                         "  pyralog --node {} get faucet hello --proof",
                         net.nodes[net.nodes.len() - 1].rpc
                     );
-                    println!();
-                    println!("Ctrl-C stops the devnet.");
+                    outln!();
+                    outln!("Ctrl-C stops the devnet.");
                 }
             }
             let stop = tokio::runtime::Builder::new_current_thread()
@@ -350,20 +361,20 @@ fn run(cli: Cli) -> Result<()> {
                 "keys_dir": keys_dir,
             });
             match cli.output {
-                Output::Json => println!("{summary}"),
+                Output::Json => outln!("{summary}"),
                 Output::Text => {
-                    println!(
+                    outln!(
                         "wrote {} ({} {}, {} validators)",
                         out.display(),
                         genesis.chain_id,
                         genesis.engine.name(),
                         validators
                     );
-                    println!("genesis hash {}", genesis.hash());
-                    println!("faucet {}", faucet.address());
+                    outln!("genesis hash {}", genesis.hash());
+                    outln!("faucet {}", faucet.address());
                     match &keys_dir {
-                        Some(d) => println!("secret keys in {}", d.display()),
-                        None => println!("secret keys were not kept (no --keys-dir)"),
+                        Some(d) => outln!("secret keys in {}", d.display()),
+                        None => outln!("secret keys were not kept (no --keys-dir)"),
                     }
                 }
             }

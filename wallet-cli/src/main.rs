@@ -6,6 +6,17 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
+/// `println!` that ends the program quietly when stdout is closed (a pipe into
+/// `head`, say) instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout().lock(), $($arg)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use pyralog_ledger::Keypair;
@@ -224,8 +235,8 @@ fn run(cli: Cli) -> Result<()> {
                 .get("/status")?
                 .ok_or_else(|| anyhow!("the node at {node} has no /status"))?;
             match output {
-                Output::Json => println!("{status}"),
-                Output::Text => println!("{}", serde_json::to_string_pretty(&status)?),
+                Output::Json => outln!("{status}"),
+                Output::Text => outln!("{}", serde_json::to_string_pretty(&status)?),
             }
             Ok(())
         }
@@ -235,10 +246,12 @@ fn run(cli: Cli) -> Result<()> {
                 .get(&format!("/account/{address}"))?
                 .ok_or_else(|| anyhow!("the node at {node} has no /account"))?;
             match output {
-                Output::Json => println!("{account}"),
-                Output::Text => println!(
+                Output::Json => outln!("{account}"),
+                Output::Text => outln!(
                     "{address}: balance {} nonce {} stake {}",
-                    account["balance"], account["nonce"], account["stake"]
+                    account["balance"],
+                    account["nonce"],
+                    account["stake"]
                 ),
             }
             Ok(())
@@ -349,13 +362,13 @@ fn submit(
         &json!({ "tx": hex::encode(pyralog_ledger::Encode::to_bytes(&tx)) }),
     )?;
     match output {
-        Output::Json => println!(
+        Output::Json => outln!(
             "{}",
             json!({"hash": answer["hash"], "status": answer["status"], "pow_bits": bits, "pow_ms": took.as_millis() as u64})
         ),
         Output::Text => {
-            println!("stamped with {bits} bits in {:.3}s", took.as_secs_f64());
-            println!(
+            outln!("stamped with {bits} bits in {:.3}s", took.as_secs_f64());
+            outln!(
                 "{} {}",
                 answer["status"].as_str().unwrap_or("?"),
                 answer["hash"].as_str().unwrap_or("?")
@@ -386,9 +399,9 @@ fn get(
         record["proof_root"] = json!(verified.to_hex());
     }
     match output {
-        Output::Json => println!("{record}"),
+        Output::Json => outln!("{record}"),
         Output::Text => {
-            println!("{}", record["value"].as_str().unwrap_or(""));
+            outln!("{}", record["value"].as_str().unwrap_or(""));
             eprintln!(
                 "version {} origin {} hlc {}",
                 record["version"],
@@ -445,19 +458,19 @@ fn run_keys(store: &Keystore, output: Output, command: KeysCommand) -> Result<()
             match output {
                 Output::Json => {
                     let keys: Vec<_> = listing.keys.iter().map(key_json).collect();
-                    println!("{}", serde_json::Value::Array(keys));
+                    outln!("{}", serde_json::Value::Array(keys));
                 }
                 Output::Text if listing.keys.is_empty() => {
-                    println!(
+                    outln!(
                         "no keys in {} (create one with `pyralog keys new NAME`)",
                         store.dir().display()
                     );
                 }
                 Output::Text => {
                     let width = listing.keys.iter().map(|k| k.name.len()).max().unwrap_or(4);
-                    println!("{:<width$}  {:<48}  ENCRYPTED", "NAME", "ADDRESS");
+                    outln!("{:<width$}  {:<48}  ENCRYPTED", "NAME", "ADDRESS");
                     for k in &listing.keys {
-                        println!(
+                        outln!(
                             "{:<width$}  {:<48}  {}",
                             k.name,
                             k.address.to_human(),
@@ -471,11 +484,11 @@ fn run_keys(store: &Keystore, output: Output, command: KeysCommand) -> Result<()
             let key = store.get(&name)?;
             let info = key.info();
             match output {
-                Output::Json => println!("{}", key_json(info)),
+                Output::Json => outln!("{}", key_json(info)),
                 Output::Text => {
-                    println!("name:      {}", info.name);
-                    println!("address:   {}", info.address);
-                    println!(
+                    outln!("name:      {}", info.name);
+                    outln!("address:   {}", info.address);
+                    outln!(
                         "encrypted: {}",
                         if info.encrypted {
                             "yes (argon2id, chacha20poly1305)"
@@ -483,7 +496,7 @@ fn run_keys(store: &Keystore, output: Output, command: KeysCommand) -> Result<()
                             "NO (stored in plaintext)"
                         }
                     );
-                    println!("file:      {}", info.path.display());
+                    outln!("file:      {}", info.path.display());
                 }
             }
         }
@@ -497,7 +510,7 @@ fn run_keys(store: &Keystore, output: Output, command: KeysCommand) -> Result<()
             let keypair = key.unlock(&passphrase)?;
             let seed = Zeroizing::new(hex::encode(keypair.seed()));
             match output {
-                Output::Json => println!(
+                Output::Json => outln!(
                     "{}",
                     json!({
                         "name": name,
@@ -511,7 +524,7 @@ fn run_keys(store: &Keystore, output: Output, command: KeysCommand) -> Result<()
                          controls the account",
                         keypair.address()
                     );
-                    println!("{}", seed.as_str());
+                    outln!("{}", seed.as_str());
                 }
             }
         }
@@ -613,9 +626,9 @@ fn path_string(path: &Path) -> String {
 
 fn print_added(output: Output, info: &KeyInfo, verb: &str) {
     match output {
-        Output::Json => println!("{}", key_json(info)),
+        Output::Json => outln!("{}", key_json(info)),
         Output::Text => {
-            println!(
+            outln!(
                 "{verb} key {} ({}) in {}",
                 info.name,
                 if info.encrypted {
@@ -625,7 +638,7 @@ fn print_added(output: Output, info: &KeyInfo, verb: &str) {
                 },
                 info.path.display()
             );
-            println!("address: {}", info.address);
+            outln!("address: {}", info.address);
         }
     }
 }
