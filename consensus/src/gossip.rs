@@ -375,18 +375,17 @@ impl<P: Clone> GossipEngine<P> {
         vec![Effect::Merge(batch)]
     }
 
+    /// Our sealed batch, if `(origin, seq)` is it.
+    fn take_sealing(&mut self, origin: Address, seq: u64) -> Option<VerifiedBatch> {
+        self.sealing
+            .take_if(|b| b.origin() == origin && b.seq() == seq)
+    }
+
     fn merged(&mut self, origin: Address, seq: u64, state_root: Hash) -> Vec<Effect<P>> {
         self.in_flight.remove(&(origin, seq));
         self.heads.entry(origin).or_default().record(seq);
         self.state_root = state_root;
-        let ours = self
-            .sealing
-            .as_ref()
-            .is_some_and(|b| b.origin() == origin && b.seq() == seq);
-        if !ours {
-            return Vec::new();
-        }
-        let Some(batch) = self.sealing.take() else {
+        let Some(batch) = self.take_sealing(origin, seq) else {
             return Vec::new();
         };
         self.next_seq += 1;
@@ -402,14 +401,7 @@ impl<P: Clone> GossipEngine<P> {
 
     fn merge_failed(&mut self, origin: Address, seq: u64, error: Error) -> Vec<Effect<P>> {
         self.in_flight.remove(&(origin, seq));
-        let ours = self
-            .sealing
-            .as_ref()
-            .is_some_and(|b| b.origin() == origin && b.seq() == seq);
-        if !ours {
-            return Vec::new();
-        }
-        let Some(batch) = self.sealing.take() else {
+        let Some(batch) = self.take_sealing(origin, seq) else {
             return Vec::new();
         };
         // Never published, so the seq is free to reuse.

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow};
-use pyralog_ledger::{ChainId, Encode, devkit};
+use pyralog_ledger::{Encode, devkit};
 use serde_json::{Value, json};
 
 use crate::devnet::{Devnet, get};
@@ -142,15 +142,7 @@ fn limits() -> (f64, f64) {
 
 /// Runs `load` against `net`.
 pub fn run(net: &Devnet, load: &Load, log: &dyn Fn(&str)) -> Result<Report> {
-    let status = get(&net.nodes[0].rpc, "/status")?;
-    let chain: ChainId = status["chain_id"]
-        .as_str()
-        .ok_or_else(|| anyhow!("no chain id"))?
-        .parse()?;
-    let epoch = status["epoch"]
-        .as_u64()
-        .ok_or_else(|| anyhow!("no epoch"))?;
-    let bits = status["pow_difficulty"].as_u64().unwrap_or(0) as u32;
+    let (chain, epoch, bits) = crate::devnet::chain_now(&net.nodes[0].rpc)?;
     log(&format!(
         "building {} signed writes stamped at {bits} bits",
         load.txs

@@ -437,17 +437,24 @@ pub fn post_tx_with(
     Ok((status, r.body_mut().read_json()?))
 }
 
-/// Builds, stamps and submits a put of `key` = `value` by `signer` through `rpc`.
-pub fn put(rpc: &str, signer: &Keypair, key: &str, value: &str, wait: bool) -> Result<Value> {
+/// What a client needs from a node to build a transaction: the chain id, the
+/// current epoch and the stamp difficulty it requires.
+pub fn chain_now(rpc: &str) -> Result<(pyralog_ledger::ChainId, u64, u32)> {
     let status = get(rpc, "/status")?;
-    let chain: pyralog_ledger::ChainId = status["chain_id"]
+    let chain = status["chain_id"]
         .as_str()
-        .ok_or_else(|| anyhow!("no chain id"))?
+        .ok_or_else(|| anyhow!("{rpc}/status has no chain_id"))?
         .parse()?;
     let epoch = status["epoch"]
         .as_u64()
-        .ok_or_else(|| anyhow!("no epoch"))?;
+        .ok_or_else(|| anyhow!("{rpc}/status has no epoch"))?;
     let bits = status["pow_difficulty"].as_u64().unwrap_or(0) as u32;
+    Ok((chain, epoch, bits))
+}
+
+/// Builds, stamps and submits a put of `key` = `value` by `signer` through `rpc`.
+pub fn put(rpc: &str, signer: &Keypair, key: &str, value: &str, wait: bool) -> Result<Value> {
+    let (chain, epoch, bits) = chain_now(rpc)?;
     let tx = devkit::tx(
         &chain,
         signer,
