@@ -28,8 +28,10 @@ impl std::ops::DerefMut for Running {
 fn devnet(clusters: usize, slot: u16) -> Running {
     let tmp = tempfile::tempdir().expect("dir");
     let dir = tmp.path().to_path_buf();
-    // Separate port ranges per test and per run, so parallel tests never collide.
-    let base = 20_000 + (std::process::id() % 400) as u16 * 100 + slot * 10;
+    // Separate port ranges per test and per run, so parallel tests never
+    // collide, all below Linux's ephemeral range (32768 and up), where outgoing
+    // connections could take a port first: RPC at base.., p2p at base + 1000..
+    let base = 10_000 + (std::process::id() % 200) as u16 * 100 + slot * 10;
     Devnet::up(
         &Plan {
             clusters,
