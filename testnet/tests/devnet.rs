@@ -498,3 +498,67 @@ fn a_put_through_the_first_node_is_proven_by_the_last() {
     // And a proof for one key does not serve another.
     assert!(pyralog_wallet::proof::check(&record, &net.faucet.address(), "other").is_err());
 }
+
+#[test]
+fn a_node_that_joins_late_catches_up_by_fetching() {
+    let net = devnet(2, 7);
+    let c = ctx(&net);
+    for i in 0..20 {
+        let (code, v) = post_tx(
+            &net.nodes[i % 2].rpc,
+            &put_tx(&c, &net.faucet, &format!("early-{i}"), "v"),
+            true,
+        )
+        .expect("post");
+        assert_eq!(code, 200, "{v}");
+    }
+    let home = net.dir.join("joiner");
+    let port = net.nodes[1]
+        .rpc
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse::<u16>().ok())
+        .expect("port")
+        + 5;
+    let rpc = format!("http://127.0.0.1:{port}");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pyralog-testnet"))
+        .args([
+            "node",
+            "join",
+            "--home",
+            &home.to_string_lossy(),
+            "--genesis",
+            &net.dir.join("genesis.json").to_string_lossy(),
+        ])
+        .args([
+            "--bootnode",
+            &net.nodes[0].p2p,
+            "--rpc",
+            &format!("127.0.0.1:{port}"),
+            "--p2p",
+            &format!("/ip4/127.0.0.1/tcp/{}", port + 1000),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("join");
+    let target = get(&net.nodes[0].rpc, "/status").expect("status")["state_root"].clone();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let caught_up = loop {
+        if let Ok(s) = get(&rpc, "/status")
+            && s["state_root"] == target
+        {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        caught_up,
+        "the joiner never reached the network's state root"
+    );
+}
