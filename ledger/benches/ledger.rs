@@ -249,26 +249,23 @@ fn state_root(c: &mut Criterion) {
     let mut g = c.benchmark_group("state_root");
     g.sample_size(10);
     let mut round = 0;
+    // A fresh set of 10k existing keys with new values, per iteration.
+    let mut next_writes = || {
+        round += 1;
+        (0..TOUCH)
+            .map(|j| entry((j * 7919 + round * 104_729) % STATE, round))
+            .collect::<Vec<_>>()
+    };
     g.bench_function("root_after_10k_keys_of_1M", |b| {
         b.iter_batched(
-            || {
-                round += 1;
-                (0..TOUCH)
-                    .map(|j| entry((j * 7919 + round * 104_729) % STATE, round))
-                    .collect::<Vec<_>>()
-            },
+            &mut next_writes,
             |writes| store.root_after(writes).expect("root"),
             BatchSize::PerIteration,
         )
     });
     g.bench_function("update_10k_keys_of_1M", |b| {
         b.iter_batched(
-            || {
-                round += 1;
-                (0..TOUCH)
-                    .map(|j| entry((j * 7919 + round * 104_729) % STATE, round))
-                    .collect::<Vec<_>>()
-            },
+            &mut next_writes,
             |writes| store.import_entries(writes).expect("update"),
             BatchSize::PerIteration,
         )

@@ -43,6 +43,14 @@ pub struct Tip {
     pub state_root: Hash,
 }
 
+impl Tip {
+    /// The same tip with a new state root (a batch or an import changes the
+    /// state without adding a block).
+    pub fn with_root(self, state_root: Hash) -> Tip {
+        Tip { state_root, ..self }
+    }
+}
+
 /// Writes pending over a [`StateView`].
 pub struct Overlay<'v> {
     view: &'v dyn StateView,

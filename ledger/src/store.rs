@@ -335,13 +335,7 @@ impl Store {
             txn.open_table(ORIGINS)?;
             txn.open_table(META)?
                 .insert(META_GENESIS, json.as_bytes())?;
-            write_tip(
-                txn,
-                Tip {
-                    state_root: root,
-                    ..tip
-                },
-            )
+            write_tip(txn, tip.with_root(root))
         })?;
         Ok(store)
     }
@@ -660,13 +654,7 @@ impl Store {
             let mut origins = txn.open_table(ORIGINS)?;
             let highest = origins.get(origin.0.as_slice())?.map_or(0, |v| v.value());
             origins.insert(origin.0.as_slice(), highest.max(seq))?;
-            write_tip(
-                txn,
-                Tip {
-                    state_root: root,
-                    ..tip
-                },
-            )
+            write_tip(txn, tip.with_root(root))
         })?;
         Ok(MergeOutcome::Merged {
             state_root: tip.state_root,
@@ -680,13 +668,7 @@ impl Store {
     pub fn import_entries(&mut self, entries: Vec<(StateKey, Vec<u8>)>) -> Result<Hash, Error> {
         let tip = self.tip;
         let tip = self.commit(entries, None, |txn, root| {
-            write_tip(
-                txn,
-                Tip {
-                    state_root: root,
-                    ..tip
-                },
-            )
+            write_tip(txn, tip.with_root(root))
         })?;
         Ok(tip.state_root)
     }
