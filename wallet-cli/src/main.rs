@@ -115,6 +115,9 @@ enum Command {
         #[arg(long)]
         proof: bool,
     },
+    /// Proof of work: this machine's stamping rate.
+    #[command(subcommand)]
+    Pow(PowCommand),
     /// Delete a record from your own namespace.
     ///
     /// Example: pyralog delete --from alice greeting
@@ -130,6 +133,20 @@ enum Command {
         /// Wait until the delete is committed.
         #[arg(long, value_enum)]
         wait: Option<Wait>,
+    },
+}
+
+/// Proof-of-work commands.
+#[derive(Subcommand, Debug)]
+enum PowCommand {
+    /// Measure this machine's stamping rate on every core and show the
+    /// expected time to stamp at each difficulty.
+    ///
+    /// Example: pyralog pow bench --seconds 2
+    Bench {
+        /// How long to measure.
+        #[arg(long, default_value_t = 1.0)]
+        seconds: f64,
     },
 }
 
@@ -280,6 +297,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             submit(&client, output, &signer, payload, pow_bits, wait)
         }
+        Command::Pow(PowCommand::Bench { seconds }) => pow_bench(output, seconds),
         Command::Get {
             address,
             key,
@@ -376,6 +394,61 @@ fn submit(
         }
     }
     Ok(())
+}
+
+/// Measures stamping on every core: the real solver, searching for a stamp it
+/// will not find, for about `seconds`.
+fn pow_bench(output: Output, seconds: f64) -> Result<()> {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    if !(0.01..=600.0).contains(&seconds) {
+        bail!("--seconds must be between 0.01 and 600");
+    }
+    let chain: pyralog_ledger::ChainId = "pyralog-pow-bench".parse()?;
+    let key = pyralog_ledger::pow::PowKey::for_chain(&chain);
+    let id = pyralog_ledger::Hash::of(pyralog_ledger::Domain::TxId, b"pow bench");
+    let cancel = AtomicBool::new(false);
+    let done = AtomicU64::new(0);
+    let started = std::time::Instant::now();
+    let params = pyralog_ledger::pow::SolveParams::new(pyralog_ledger::pow::MAX_BITS);
+    let _ = pyralog_ledger::pow::solve(&key, &id, params, &cancel, &|n| {
+        done.fetch_max(n, Ordering::Relaxed);
+        if started.elapsed().as_secs_f64() >= seconds {
+            cancel.store(true, Ordering::Relaxed);
+        }
+    });
+    let rate = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let table: Vec<(u32, f64)> = (8..=28)
+        .step_by(2)
+        .map(|bits| (bits, pyralog_ledger::pow::expected_attempts(bits) / rate))
+        .collect();
+    match output {
+        Output::Json => outln!(
+            "{}",
+            json!({
+                "hashes_per_sec": rate,
+                "cores": cores,
+                "expected_seconds": table.iter().map(|(b, t)| json!({"bits": b, "seconds": t})).collect::<Vec<_>>(),
+            })
+        ),
+        Output::Text => {
+            outln!("{:.2} M hashes/s on {cores} cores", rate / 1e6);
+            for (bits, t) in table {
+                outln!("  {bits:>2} bits  ~{}", human_seconds(t));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn human_seconds(t: f64) -> String {
+    if t < 1e-3 {
+        format!("{:.0} us", t * 1e6)
+    } else if t < 1.0 {
+        format!("{:.1} ms", t * 1e3)
+    } else {
+        format!("{t:.1} s")
+    }
 }
 
 /// Reads a record and, with `proof`, checks it against the state root locally.

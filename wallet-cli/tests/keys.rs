@@ -448,3 +448,40 @@ fn every_subcommand_has_help() {
         assert!(top.stdout.contains(flag), "{flag}: {}", top.stdout);
     }
 }
+
+#[test]
+fn pow_bench_reports_a_rate_and_times_that_double_per_bit() {
+    let home = tempfile::tempdir().expect("home");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pyralog"))
+        .args(["--home"])
+        .arg(home.path())
+        .args(["-o", "json", "pow", "bench", "--seconds", "0.3"])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    let rate = v["hashes_per_sec"].as_f64().expect("rate");
+    assert!(rate > 0.0);
+    let times: Vec<f64> = v["expected_seconds"]
+        .as_array()
+        .expect("table")
+        .iter()
+        .map(|e| e["seconds"].as_f64().expect("s"))
+        .collect();
+    for w in times.windows(2) {
+        assert!(
+            (w[1] / w[0] - 4.0).abs() < 1e-6,
+            "two more bits, four times the work: {w:?}"
+        );
+    }
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_pyralog"))
+        .args(["pow", "bench", "--seconds", "0"])
+        .output()
+        .expect("run");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--seconds must be between"));
+}
