@@ -359,9 +359,7 @@ impl Driver {
                 from,
                 id,
                 data,
-            } => match Batch::from_bytes(&data)
-                .and_then(|b| VerifiedBatch::verify_with(b, Some(&mut self.keys)))
-            {
+            } => match self.decode_batch(&data) {
                 Ok(batch) => self.feed(
                     Input::Batch {
                         from: Some(from),
@@ -411,9 +409,7 @@ impl Driver {
             }
             NetEvent::FetchResponse { from, response } => {
                 for bytes in response.batches {
-                    match Batch::from_bytes(&bytes)
-                        .and_then(|b| VerifiedBatch::verify_with(b, Some(&mut self.keys)))
-                    {
+                    match self.decode_batch(&bytes) {
                         Ok(batch) => self.feed(
                             Input::Batch {
                                 from: Some(from),
@@ -431,6 +427,11 @@ impl Driver {
             NetEvent::Disconnected(peer) => tracing::info!(%peer, "peer disconnected"),
             NetEvent::Listening(addr) => tracing::info!(%addr, "p2p listening"),
         }
+    }
+
+    /// A batch from the wire: decoded strictly and every signature checked.
+    fn decode_batch(&mut self, bytes: &[u8]) -> Result<VerifiedBatch, Error> {
+        VerifiedBatch::verify_with(Batch::from_bytes(bytes)?, Some(&mut self.keys))
     }
 
     fn fetch(&self, r: &FetchRequest) -> Result<FetchResponse, Error> {

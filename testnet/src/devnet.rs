@@ -222,20 +222,14 @@ impl Devnet {
     fn wait_ready(&self, limit: Duration) -> Result<()> {
         let deadline = Instant::now() + limit;
         for n in &self.nodes {
-            loop {
-                if get(&n.rpc, "/status").is_ok() {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    bail!(
+            wait_up(&n.rpc, deadline.saturating_duration_since(Instant::now())).with_context(
+                || {
+                    format!(
                         "{} did not answer on {} (see {}.log)",
-                        n.name,
-                        n.rpc,
-                        n.name
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
+                        n.name, n.rpc, n.name
+                    )
+                },
+            )?;
         }
         // Progress: a write through the first node reaches every node.
         let key = format!("devnet-ready-{}", std::process::id());
@@ -322,15 +316,7 @@ impl Devnet {
     pub fn stop_one(&mut self, i: usize) {
         if let Some(mut child) = self.children[i].take() {
             terminate(&child);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+            reap(&mut child, Instant::now() + STOP_GRACE);
         }
     }
 
@@ -343,26 +329,34 @@ impl Devnet {
         Ok(())
     }
 
-    /// Stops every node: SIGTERM, then SIGKILL after a grace period.
+    /// Stops every node: SIGTERM to all, then SIGKILL to any still running
+    /// after the grace period.
     pub fn stop(&mut self) {
-        for c in self.children.iter_mut().flatten() {
+        for c in self.children.iter().flatten() {
             terminate(c);
         }
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + STOP_GRACE;
         for c in self.children.iter_mut() {
-            if let Some(child) = c.as_mut() {
-                while Instant::now() < deadline {
-                    if let Ok(Some(_)) = child.try_wait() {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                let _ = child.kill();
-                let _ = child.wait();
+            if let Some(mut child) = c.take() {
+                reap(&mut child, deadline);
             }
-            *c = None;
         }
     }
+}
+
+/// How long a node gets to shut down cleanly before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Waits for `child` to exit until `deadline`, then kills it if it has not.
+fn reap(child: &mut Child, deadline: Instant) {
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 impl Drop for Devnet {
