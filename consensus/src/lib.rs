@@ -10,10 +10,16 @@
 //!
 //! - [`engine`]: the [`Engine`] trait every engine implements.
 //! - [`gossip`]: the `gossip` engine: signed batches, CRDT merge, anti-entropy.
+//! - [`bft`]: what every voting engine shares: validator sets with power,
+//!   signed statements, quorums, vote bookkeeping and equivocation evidence.
+//! - [`pbft`]: the `pbft` engine (Castro and Liskov): three phases, checkpoints,
+//!   view changes, state transfer.
 //!
-//! PBFT (issue 4) and proof of stake (issue 6) come next to it.
+//! Proof of stake (issue 6) comes next to them, on the same [`bft`] core.
 
+pub mod bft;
 pub mod engine;
 pub mod gossip;
+pub mod pbft;
 
 pub use engine::Engine;

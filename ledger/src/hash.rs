@@ -47,10 +47,12 @@ pub enum Domain {
     StateEntry,
     /// A gossip message's id (the same on every node, for deduplication).
     GossipMessage,
+    /// A statement a consensus engine signs, and the digests it commits to.
+    Consensus,
 }
 
 impl Domain {
-    const ALL: [Domain; 15] = [
+    const ALL: [Domain; 16] = [
         Domain::TxId,
         Domain::BlockHeader,
         Domain::BatchHeader,
@@ -66,6 +68,7 @@ impl Domain {
         Domain::DevKey,
         Domain::StateEntry,
         Domain::GossipMessage,
+        Domain::Consensus,
     ];
 
     /// The blake3 `derive_key` context string. Changing one is a format break.
@@ -86,6 +89,7 @@ impl Domain {
             Domain::DevKey => "pyralog 2026-11 development key",
             Domain::StateEntry => "pyralog 2026-11 state entry",
             Domain::GossipMessage => "pyralog 2026-11 gossip message id",
+            Domain::Consensus => "pyralog 2026-11 consensus statement",
         }
     }
 
