@@ -131,8 +131,7 @@ impl ValidatorSet {
 
     /// The voting power of `address` (0 for a non-validator).
     pub fn power_of(&self, address: &Address) -> u64 {
-        self.index_of(address)
-            .map_or(0, |i| self.members[i].power)
+        self.index_of(address).map_or(0, |i| self.members[i].power)
     }
 
     /// The sum of all voting power.
@@ -333,8 +332,7 @@ impl Evidence {
     /// conflicting statements.
     pub fn verify(&self, chain: &ChainId) -> Result<(), Error> {
         let (a, b) = (&self.first, &self.second);
-        if a.kind != b.kind || a.round != b.round || a.height != b.height || a.digest == b.digest
-        {
+        if a.kind != b.kind || a.round != b.round || a.height != b.height || a.digest == b.digest {
             return Err(Error::BadProof(
                 "the two statements do not conflict".to_owned(),
             ));
@@ -563,7 +561,14 @@ mod tests {
 
     #[test]
     fn quorum_is_more_than_two_thirds_and_weak_quorum_more_than_a_third() {
-        for (n, q, w) in [(1, 1, 1), (3, 3, 2), (4, 3, 2), (5, 4, 2), (7, 5, 3), (10, 7, 4)] {
+        for (n, q, w) in [
+            (1, 1, 1),
+            (3, 3, 2),
+            (4, 3, 2),
+            (5, 4, 2),
+            (7, 5, 3),
+            (10, 7, 4),
+        ] {
             let (_, s) = set(n);
             assert_eq!((s.quorum(), s.weak_quorum()), (q, w), "n = {n}");
             // Two quorums always overlap in more than a third.
@@ -587,12 +592,12 @@ mod tests {
     fn sets_refuse_empty_duplicate_and_powerless_members() {
         assert_eq!(ValidatorSet::new(vec![]), Err(SetError::Empty));
         let a = devkit::key(0).address();
+        assert_eq!(ValidatorSet::equal([a, a]), Err(SetError::Duplicate(a)));
         assert_eq!(
-            ValidatorSet::equal([a, a]),
-            Err(SetError::Duplicate(a))
-        );
-        assert_eq!(
-            ValidatorSet::new(vec![Member { address: a, power: 0 }]),
+            ValidatorSet::new(vec![Member {
+                address: a,
+                power: 0
+            }]),
             Err(SetError::ZeroPower(a))
         );
     }
@@ -614,7 +619,10 @@ mod tests {
         let mut votes = Votes::new();
         let sig1 = s1.sign(&chain, &key);
         assert_eq!(votes.record(&s1, key.address(), sig1, 1), Recorded::New);
-        assert_eq!(votes.record(&s1, key.address(), sig1, 1), Recorded::Duplicate);
+        assert_eq!(
+            votes.record(&s1, key.address(), sig1, 1),
+            Recorded::Duplicate
+        );
         let Recorded::Equivocation(ev) = votes.record(&s2, key.address(), s2.sign(&chain, &key), 1)
         else {
             panic!("expected equivocation");
@@ -652,7 +660,10 @@ mod tests {
         assert_eq!(check_certificate(&chain, &set, &st, &three), Ok(()));
         assert_eq!(
             check_certificate(&chain, &set, &st, &three[..2]),
-            Err(CertError::NoQuorum { power: 2, needed: 3 })
+            Err(CertError::NoQuorum {
+                power: 2,
+                needed: 3
+            })
         );
         let dup = vec![three[0], three[1], three[0]];
         assert_eq!(

@@ -34,8 +34,7 @@ pub use messages::{
 };
 
 use crate::bft::{
-    CertError, Evidence, Kind, Recorded, Statement, ValidatorSet, Votes,
-    check_certificate,
+    CertError, Evidence, Kind, Recorded, Statement, ValidatorSet, Votes, check_certificate,
 };
 use crate::engine::Engine;
 
@@ -51,6 +50,9 @@ pub struct Config {
     pub max_in_flight: u64,
     /// The most transactions in one proposal.
     pub max_block_txs: usize,
+    /// The primary proposes once the oldest waiting transaction has waited
+    /// this long (or a full block waits), so blocks batch under load.
+    pub batch_delay_ms: u64,
     /// The most transactions waiting in the pool.
     pub max_pool: usize,
     /// How long a replica waits for progress before it asks for a new view;
@@ -76,6 +78,7 @@ impl Default for Config {
             window: 64,
             max_in_flight: 4,
             max_block_txs: 2000,
+            batch_delay_ms: 2,
             max_pool: 50_000,
             view_timeout_ms: 2000,
             max_view_timeout_ms: 32_000,
@@ -121,6 +124,13 @@ pub enum Effect {
     Persist(Record),
     /// Send to every validator.
     Broadcast(Signed),
+    /// Send to one validator.
+    Send {
+        /// The validator.
+        to: Address,
+        /// The message.
+        message: Signed,
+    },
     /// Execute and store this block; it is the next in sequence.
     Commit(CommittedBlock),
     /// Ask `from` for the committed blocks after `after`.
@@ -244,7 +254,8 @@ struct Slot {
 /// that have not committed.
 #[derive(Clone, Debug, Default)]
 struct Pool {
-    queue: BTreeMap<u64, VerifiedTx>,
+    /// Arrival order → (transaction, arrival time).
+    queue: BTreeMap<u64, (VerifiedTx, u64)>,
     ids: BTreeMap<Hash, u64>,
     in_flight: BTreeMap<Hash, VerifiedTx>,
     counter: u64,
@@ -255,21 +266,26 @@ impl Pool {
         self.queue.len() + self.in_flight.len()
     }
 
-    fn add(&mut self, tx: VerifiedTx) -> bool {
+    fn add(&mut self, tx: VerifiedTx, now: u64) -> bool {
         let id = tx.id();
         if self.ids.contains_key(&id) || self.in_flight.contains_key(&id) {
             return false;
         }
         self.counter += 1;
         self.ids.insert(id, self.counter);
-        self.queue.insert(self.counter, tx);
+        self.queue.insert(self.counter, (tx, now));
         true
+    }
+
+    /// When the oldest waiting transaction arrived.
+    fn oldest(&self) -> Option<u64> {
+        self.queue.first_key_value().map(|(_, (_, t))| *t)
     }
 
     fn take(&mut self, n: usize) -> Vec<VerifiedTx> {
         let mut out = Vec::new();
         while out.len() < n {
-            let Some((_, tx)) = self.queue.pop_first() else {
+            let Some((_, (tx, _))) = self.queue.pop_first() else {
                 break;
             };
             self.ids.remove(&tx.id());
@@ -287,9 +303,9 @@ impl Pool {
     }
 
     /// Puts transactions of proposals that will not commit back in the queue.
-    fn requeue_in_flight(&mut self) {
+    fn requeue_in_flight(&mut self, now: u64) {
         for (_, tx) in std::mem::take(&mut self.in_flight) {
-            self.add(tx);
+            self.add(tx, now);
         }
     }
 }
@@ -315,6 +331,9 @@ pub struct Pbft {
     signed: BTreeMap<(Kind, u64, u64), Hash>,
     view_changes: BTreeMap<u64, BTreeMap<Address, SignedViewChange>>,
     outbox: BTreeMap<(Kind, u64, u64), Signed>,
+    /// The new-view this replica sent as primary of the current view, for
+    /// replicas that missed it.
+    new_view: Option<Signed>,
     pool: Pool,
     deadline: Option<u64>,
     timeout: u64,
@@ -328,7 +347,12 @@ pub struct Pbft {
 impl Pbft {
     /// A replica at genesis. `key` is this replica's validator key, or `None`
     /// for a node that only follows.
-    pub fn new(chain: ChainId, validators: ValidatorSet, key: Option<Keypair>, cfg: Config) -> Pbft {
+    pub fn new(
+        chain: ChainId,
+        validators: ValidatorSet,
+        key: Option<Keypair>,
+        cfg: Config,
+    ) -> Pbft {
         let timeout = cfg.view_timeout_ms;
         Pbft {
             chain,
@@ -349,6 +373,7 @@ impl Pbft {
             signed: BTreeMap::new(),
             view_changes: BTreeMap::new(),
             outbox: BTreeMap::new(),
+            new_view: None,
             pool: Pool::default(),
             deadline: None,
             timeout,
@@ -486,15 +511,16 @@ impl Pbft {
 
     fn send(&mut self, signed: Signed, out: &mut Vec<Effect>) {
         let st = signed.message.statement();
-        self.outbox.insert((st.kind, st.round, st.height), signed.clone());
+        self.outbox
+            .insert((st.kind, st.round, st.height), signed.clone());
         out.push(Effect::Broadcast(signed));
     }
 
     // ---- inputs ----
 
-    fn on_submit(&mut self, tx: VerifiedTx) {
+    fn on_submit(&mut self, now: u64, tx: VerifiedTx) {
         if self.pool.len() < self.cfg.max_pool {
-            self.pool.add(tx);
+            self.pool.add(tx, now);
         }
     }
 
@@ -803,13 +829,20 @@ impl Pbft {
     /// state root.
     fn on_executed(&mut self, seq: u64, state_root: Hash, out: &mut Vec<Effect>) {
         self.executed = self.executed.max(seq);
-        if seq % self.cfg.checkpoint_interval != 0 || seq <= self.low {
+        if !seq.is_multiple_of(self.cfg.checkpoint_interval) || seq <= self.low {
             return;
         }
         if let Some(m) = self.sign(Message::Checkpoint { seq, state_root }, out) {
             let power = self.validators.power_of(&m.signer);
             let st = m.message.statement();
-            let _ = Pbft::record(&mut self.checkpoints, &st, m.signer, m.signature, power, out);
+            let _ = Pbft::record(
+                &mut self.checkpoints,
+                &st,
+                m.signer,
+                m.signature,
+                power,
+                out,
+            );
             self.send(m, out);
         }
         self.check_stable(seq, state_root, out);
@@ -826,7 +859,7 @@ impl Pbft {
         if seq <= self.low {
             return Ok(());
         }
-        if seq % self.cfg.checkpoint_interval != 0 {
+        if !seq.is_multiple_of(self.cfg.checkpoint_interval) {
             return Err(Reject::OutOfWindow {
                 seq,
                 low: self.low,
@@ -854,8 +887,7 @@ impl Pbft {
     /// §4.3: a checkpoint with a quorum of signatures is stable; the log below
     /// it is discarded and the watermarks move up.
     fn check_stable(&mut self, seq: u64, state_root: Hash, out: &mut Vec<Effect>) {
-        if seq <= self.low
-            || self.checkpoints.power(0, seq, &state_root) < self.validators.quorum()
+        if seq <= self.low || self.checkpoints.power(0, seq, &state_root) < self.validators.quorum()
         {
             return;
         }
@@ -882,19 +914,16 @@ impl Pbft {
         self.next_seq = self.next_seq.max(seq);
     }
 
-    fn on_synced(
-        &mut self,
-        now: u64,
-        from: Address,
-        block: CommittedBlock,
-        out: &mut Vec<Effect>,
-    ) {
+    fn on_synced(&mut self, now: u64, from: Address, block: CommittedBlock, out: &mut Vec<Effect>) {
         if block.proposal.seq() != self.committed + 1 {
             return;
         }
-        if let Err(e) =
-            check_certificate(&self.chain, &self.validators, &block.statement(), &block.commits)
-        {
+        if let Err(e) = check_certificate(
+            &self.chain,
+            &self.validators,
+            &block.statement(),
+            &block.commits,
+        ) {
             out.push(Effect::Rejected {
                 from,
                 reason: Reject::BadCertificate(e),
@@ -914,7 +943,9 @@ impl Pbft {
     fn start_view_change(&mut self, now: u64, target: u64, out: &mut Vec<Effect>) {
         self.view = target;
         self.status = Status::Changing;
-        self.deadline = Some(now.saturating_add(self.timeout));
+        // §4.5.2: the timer for the next view starts only once a quorum has
+        // asked for this one, so a lone replica cannot race ahead.
+        self.deadline = None;
         self.timeout = (self.timeout.saturating_mul(2)).min(self.cfg.max_view_timeout_ms);
         out.push(Effect::Persist(Record::View {
             view: target,
@@ -931,18 +962,30 @@ impl Pbft {
                 .collect(),
         };
         if let Some(m) = self.sign(Message::ViewChange(vc.clone()), out) {
-            self.view_changes
-                .entry(target)
-                .or_default()
-                .insert(m.signer, SignedViewChange {
+            self.view_changes.entry(target).or_default().insert(
+                m.signer,
+                SignedViewChange {
                     signer: m.signer,
                     view_change: vc,
                     signature: m.signature,
-                });
+                },
+            );
             self.send(m, out);
         }
         self.view_changes.retain(|v, _| *v >= target);
+        self.arm_view_change_timer(now);
         self.try_new_view(now, out);
+    }
+
+    fn arm_view_change_timer(&mut self, now: u64) {
+        if self.status == Status::Changing
+            && self.deadline.is_none()
+            && self.view_changes.get(&self.view).is_some_and(|by| {
+                self.validators.power_of_all(by.keys()) >= self.validators.quorum()
+            })
+        {
+            self.deadline = Some(now.saturating_add(self.timeout));
+        }
     }
 
     /// Checks a view-change's certificates: its checkpoint, and each prepared
@@ -952,7 +995,9 @@ impl Pbft {
         let cp = &vc.checkpoint;
         if cp.seq == 0 {
             if cp.state_root != Hash::ZERO || !cp.votes.is_empty() {
-                return Err(Reject::BadViewChange("the genesis checkpoint carries no votes".into()));
+                return Err(Reject::BadViewChange(
+                    "the genesis checkpoint carries no votes".into(),
+                ));
             }
         } else {
             check_certificate(&self.chain, &self.validators, &cp.statement(), &cp.votes)
@@ -987,9 +1032,9 @@ impl Pbft {
         p.pre_prepare_statement()
             .verify(&self.chain, &primary, &p.pre_prepare)
             .map_err(|_| "the pre-prepare is not the primary's".to_owned())?;
-        if p.proposal.proposer() != primary {
-            return Err("the proposer is not the view's primary".to_owned());
-        }
+        // The proposer may be an earlier view's primary: a new-view carries
+        // prepared proposals over, and the new primary's pre-prepare is what
+        // assigns them in its view.
         if p.prepares.iter().any(|s| s.validator == primary) {
             return Err("a prepare from the primary".to_owned());
         }
@@ -998,7 +1043,10 @@ impl Pbft {
         let mut power = self.validators.power_of(&primary);
         for s in &p.prepares {
             if !self.validators.contains(&s.validator) || !seen.insert(s.validator) {
-                return Err(format!("prepare by {} is not a distinct validator", s.validator));
+                return Err(format!(
+                    "prepare by {} is not a distinct validator",
+                    s.validator
+                ));
             }
             st.verify(&self.chain, &s.validator, &s.signature)
                 .map_err(|_| format!("the prepare of {} does not verify", s.validator))?;
@@ -1027,6 +1075,16 @@ impl Pbft {
             Status::Changing => vc.new_view < current,
         };
         if stale {
+            // A replica still asking for the view this primary started has
+            // missed its new-view: send it again, to that replica only.
+            if vc.new_view == current
+                && let Some(nv) = &self.new_view
+            {
+                out.push(Effect::Send {
+                    to: from,
+                    message: nv.clone(),
+                });
+            }
             return Ok(());
         }
         if vc.new_view > current.saturating_add(self.cfg.max_view_jump) {
@@ -1037,11 +1095,14 @@ impl Pbft {
         }
         self.check_view_change(&vc)?;
         let new_view = vc.new_view;
-        self.view_changes.entry(new_view).or_default().insert(from, SignedViewChange {
-            signer: from,
-            view_change: vc,
-            signature: sig,
-        });
+        self.view_changes.entry(new_view).or_default().insert(
+            from,
+            SignedViewChange {
+                signer: from,
+                view_change: vc,
+                signature: sig,
+            },
+        );
         // Liveness (§4.5.2): when more than a third of the power asks for views
         // above ours, join the smallest of them.
         let mut highest: BTreeMap<Address, u64> = BTreeMap::new();
@@ -1057,6 +1118,7 @@ impl Pbft {
             self.start_view_change(now, smallest, out);
             return Ok(());
         }
+        self.arm_view_change_timer(now);
         self.try_new_view(now, out);
         Ok(())
     }
@@ -1064,7 +1126,11 @@ impl Pbft {
     /// The new-view computation (§4.4): the highest stable checkpoint among the
     /// view-changes, and for every seq above it up to the highest prepared one,
     /// the proposal prepared in the latest view, or a null proposal.
-    fn reproposals(&self, view: u64, vcs: &[SignedViewChange]) -> (CheckpointCert, Vec<Arc<Proposal>>) {
+    fn reproposals(
+        &self,
+        view: u64,
+        vcs: &[SignedViewChange],
+    ) -> (CheckpointCert, Vec<Arc<Proposal>>) {
         let cp = vcs
             .iter()
             .map(|s| &s.view_change.checkpoint)
@@ -1136,7 +1202,8 @@ impl Pbft {
         };
         let m = Signed::sign(&self.chain, &key, Message::NewView(nv));
         self.enter_view(now, view, cp, accepted, out);
-        self.send(m, out);
+        self.new_view = Some(m.clone());
+        out.push(Effect::Broadcast(m));
     }
 
     fn on_new_view(
@@ -1184,7 +1251,9 @@ impl Pbft {
             Message::ViewChange(s.view_change.clone())
                 .statement()
                 .verify(&self.chain, &s.signer, &s.signature)
-                .map_err(|_| Reject::BadViewChange(format!("the signature of {} does not verify", s.signer)))?;
+                .map_err(|_| {
+                    Reject::BadViewChange(format!("the signature of {} does not verify", s.signer))
+                })?;
             self.check_view_change(&s.view_change)?;
         }
         let power = self.validators.power_of_all(signers.iter());
@@ -1232,11 +1301,12 @@ impl Pbft {
         }));
         out.push(Effect::ViewChanged { view });
         self.outbox.clear();
+        self.new_view = None;
         if cp.seq > self.low {
             out.push(Effect::Persist(Record::Stable(cp.clone())));
             self.set_stable(cp);
         }
-        self.pool.requeue_in_flight();
+        self.pool.requeue_in_flight(now);
         let mut top = self.low.max(self.committed);
         for (p, sig) in accepted {
             for tx in p.txs() {
@@ -1346,7 +1416,11 @@ impl Pbft {
         let view = self.view;
         while self.next_seq < self.committed + self.cfg.max_in_flight
             && self.next_seq < self.high()
-            && !self.pool.queue.is_empty()
+            && (self.pool.queue.len() >= self.cfg.max_block_txs
+                || self
+                    .pool
+                    .oldest()
+                    .is_some_and(|t| now.saturating_sub(t) >= self.cfg.batch_delay_ms))
         {
             let seq = self.next_seq + 1;
             let txs = self.pool.take(self.cfg.max_block_txs);
@@ -1360,7 +1434,7 @@ impl Pbft {
             ) else {
                 // Signed another proposal for this slot before a restart.
                 self.next_seq = seq;
-                self.pool.requeue_in_flight();
+                self.pool.requeue_in_flight(now);
                 continue;
             };
             self.next_seq = seq;
@@ -1382,7 +1456,7 @@ impl Engine for Pbft {
             self.last_progress = now_ms;
         }
         match input {
-            Input::Submit(tx) => self.on_submit(tx),
+            Input::Submit(tx) => self.on_submit(now_ms, tx),
             Input::Message(m) => self.on_message(now_ms, m, &mut out),
             Input::Executed { seq, state_root } => self.on_executed(seq, state_root, &mut out),
             Input::Synced { from, block } => self.on_synced(now_ms, from, block, &mut out),

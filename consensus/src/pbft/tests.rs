@@ -2,8 +2,8 @@
 
 use super::*;
 use crate::bft::VoteSig;
-use pyralog_ledger::codec::Encode;
 use pyralog_ledger::block::verify_tx;
+use pyralog_ledger::codec::Encode;
 use pyralog_ledger::devkit;
 
 const NOW: u64 = 1_000_000;
@@ -28,6 +28,7 @@ fn cfg() -> Config {
         view_timeout_ms: 100,
         retransmit_ms: 50,
         sync_ms: 50,
+        batch_delay_ms: 0,
         ..Config::default()
     }
 }
@@ -38,7 +39,14 @@ fn replica(i: usize) -> Pbft {
 
 fn tx(n: u64) -> VerifiedTx {
     let k = devkit::key(100);
-    let t = devkit::tx(&chain(), &k, n, 0, devkit::put(&k, b"k", &n.to_le_bytes()), 0);
+    let t = devkit::tx(
+        &chain(),
+        &k,
+        n,
+        0,
+        devkit::put(&k, b"k", &n.to_le_bytes()),
+        0,
+    );
     verify_tx(t).expect("valid tx")
 }
 
@@ -216,12 +224,54 @@ fn a_checkpoint_is_signed_after_execution_and_becomes_stable_with_a_quorum() {
     let mut r = replica(1);
     let root = Hash::of(pyralog_ledger::Domain::Consensus, b"root");
     // Seq 1 is not a checkpoint (interval 2).
-    assert_eq!(r.handle(NOW, Input::Executed { seq: 1, state_root: root }), vec![]);
-    let effects = r.handle(NOW, Input::Executed { seq: 2, state_root: root });
-    let mine = signed(1, Message::Checkpoint { seq: 2, state_root: root });
+    assert_eq!(
+        r.handle(
+            NOW,
+            Input::Executed {
+                seq: 1,
+                state_root: root
+            }
+        ),
+        vec![]
+    );
+    let effects = r.handle(
+        NOW,
+        Input::Executed {
+            seq: 2,
+            state_root: root,
+        },
+    );
+    let mine = signed(
+        1,
+        Message::Checkpoint {
+            seq: 2,
+            state_root: root,
+        },
+    );
     assert_eq!(effects, vec![Effect::Broadcast(mine)]);
-    assert_eq!(feed(&mut r, signed(2, Message::Checkpoint { seq: 2, state_root: root })), vec![]);
-    let effects = feed(&mut r, signed(3, Message::Checkpoint { seq: 2, state_root: root }));
+    assert_eq!(
+        feed(
+            &mut r,
+            signed(
+                2,
+                Message::Checkpoint {
+                    seq: 2,
+                    state_root: root
+                }
+            )
+        ),
+        vec![]
+    );
+    let effects = feed(
+        &mut r,
+        signed(
+            3,
+            Message::Checkpoint {
+                seq: 2,
+                state_root: root,
+            },
+        ),
+    );
     let [Effect::Persist(Record::Stable(cert))] = effects.as_slice() else {
         panic!("expected a stable checkpoint, got {effects:?}");
     };
@@ -261,8 +311,14 @@ fn a_stalled_backup_asks_for_a_new_view_and_the_new_primary_starts_it() {
     assert!(r1.is_changing_view());
     // Replica 1 is the primary of view 1: with view-changes from 2 and 3 it
     // has a quorum and announces the view.
-    let _ = r1.handle(NOW + 100, Input::Message(signed(2, Message::ViewChange(vc.clone()))));
-    let effects = r1.handle(NOW + 100, Input::Message(signed(3, Message::ViewChange(vc))));
+    let _ = r1.handle(
+        NOW + 100,
+        Input::Message(signed(2, Message::ViewChange(vc.clone()))),
+    );
+    let effects = r1.handle(
+        NOW + 100,
+        Input::Message(signed(3, Message::ViewChange(vc))),
+    );
     assert!(!r1.is_changing_view());
     assert_eq!(r1.view(), 1);
     let nv = effects.iter().find_map(|e| match e {
@@ -278,10 +334,7 @@ fn a_stalled_backup_asks_for_a_new_view_and_the_new_primary_starts_it() {
     assert!(effects.contains(&Effect::ViewChanged { view: 1 }));
     // A backup accepts it and enters view 1.
     let mut r2 = replica(2);
-    let e = r2.handle(
-        NOW + 100,
-        Input::Message(signed(1, Message::NewView(nv))),
-    );
+    let e = r2.handle(NOW + 100, Input::Message(signed(1, Message::NewView(nv))));
     assert!(rejected(&e).is_empty(), "{e:?}");
     assert_eq!((r2.view(), r2.is_changing_view()), (1, false));
 }
@@ -297,10 +350,12 @@ fn a_prepared_proposal_survives_the_view_change() {
     let vc2 = e
         .iter()
         .find_map(|e| match e {
-            Effect::Broadcast(s @ Signed {
-                message: Message::ViewChange(_),
-                ..
-            }) => Some(s.clone()),
+            Effect::Broadcast(
+                s @ Signed {
+                    message: Message::ViewChange(_),
+                    ..
+                },
+            ) => Some(s.clone()),
             _ => None,
         })
         .expect("view-change");
@@ -317,7 +372,10 @@ fn a_prepared_proposal_survives_the_view_change() {
         checkpoint: CheckpointCert::default(),
         prepared: vec![],
     };
-    let e = r1.handle(NOW + 10_000, Input::Message(signed(3, Message::ViewChange(empty))));
+    let e = r1.handle(
+        NOW + 10_000,
+        Input::Message(signed(3, Message::ViewChange(empty))),
+    );
     let nv = e
         .iter()
         .find_map(|e| match e {
@@ -403,7 +461,13 @@ fn a_vote_for_another_view_or_height_is_rejected() {
 fn a_pre_prepare_from_a_non_primary_is_rejected() {
     let mut r = replica(1);
     let p = Arc::new(Proposal::new(1, NOW, addr(2), vec![tx(1)]));
-    let m = signed(2, Message::PrePrepare { view: 0, proposal: p });
+    let m = signed(
+        2,
+        Message::PrePrepare {
+            view: 0,
+            proposal: p,
+        },
+    );
     assert_eq!(
         feed(&mut r, m),
         vec![Effect::Rejected {
@@ -507,7 +571,10 @@ fn a_new_view_with_too_few_view_changes_is_rejected() {
     let mut r = replica(2);
     assert_eq!(
         rejected(&feed(&mut r, signed(1, Message::NewView(nv)))),
-        vec![Reject::TooFewViewChanges { power: 2, needed: 3 }]
+        vec![Reject::TooFewViewChanges {
+            power: 2,
+            needed: 3
+        }]
     );
     // The same view-change twice does not count twice.
     let nv = NewView {
@@ -588,7 +655,13 @@ fn synced_blocks_need_a_valid_commit_certificate() {
         proposal: p.clone(),
         commits: sigs(&[0, 1]),
     };
-    let e = r.handle(NOW, Input::Synced { from: addr(0), block: weak });
+    let e = r.handle(
+        NOW,
+        Input::Synced {
+            from: addr(0),
+            block: weak,
+        },
+    );
     assert!(matches!(
         rejected(&e)[..],
         [Reject::BadCertificate(CertError::NoQuorum { .. })]
@@ -599,7 +672,13 @@ fn synced_blocks_need_a_valid_commit_certificate() {
         proposal: p,
         commits: sigs(&[0, 1, 2]),
     };
-    let e = r.handle(NOW, Input::Synced { from: addr(0), block: good.clone() });
+    let e = r.handle(
+        NOW,
+        Input::Synced {
+            from: addr(0),
+            block: good.clone(),
+        },
+    );
     assert_eq!(e, vec![Effect::Commit(good)]);
     assert_eq!(r.committed(), 1);
 }
@@ -610,7 +689,13 @@ fn messages_round_trip_through_their_bytes_and_garbage_never_panics() {
     for msg in [
         m,
         vote(2, Kind::Commit, 4, 5, p.digest()),
-        signed(1, Message::Checkpoint { seq: 16, state_root: p.digest() }),
+        signed(
+            1,
+            Message::Checkpoint {
+                seq: 16,
+                state_root: p.digest(),
+            },
+        ),
     ] {
         let bytes = msg.to_bytes();
         assert_eq!(Signed::decode_wire(&bytes), Ok(msg.clone()));
