@@ -47,10 +47,14 @@ pub enum Domain {
     StateEntry,
     /// A gossip message's id (the same on every node, for deduplication).
     GossipMessage,
+    /// A commitment to a time-lock puzzle's answer (`timelock`).
+    TimelockCommitment,
+    /// The key a time-lock puzzle's answer opens (`timelock`).
+    TimelockKey,
 }
 
 impl Domain {
-    const ALL: [Domain; 15] = [
+    const ALL: [Domain; 17] = [
         Domain::TxId,
         Domain::BlockHeader,
         Domain::BatchHeader,
@@ -66,6 +70,8 @@ impl Domain {
         Domain::DevKey,
         Domain::StateEntry,
         Domain::GossipMessage,
+        Domain::TimelockCommitment,
+        Domain::TimelockKey,
     ];
 
     /// The blake3 `derive_key` context string. Changing one is a format break.
@@ -86,6 +92,8 @@ impl Domain {
             Domain::DevKey => "pyralog 2026-11 development key",
             Domain::StateEntry => "pyralog 2026-11 state entry",
             Domain::GossipMessage => "pyralog 2026-11 gossip message id",
+            Domain::TimelockCommitment => "pyralog 2026-11 time-lock answer commitment",
+            Domain::TimelockKey => "pyralog 2026-11 time-lock key",
         }
     }
 
