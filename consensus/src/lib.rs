@@ -10,10 +10,13 @@
 //!
 //! - [`engine`]: the [`Engine`] trait every engine implements.
 //! - [`gossip`]: the `gossip` engine: signed batches, CRDT merge, anti-entropy.
+//! - [`timelock`]: Rivest–Shamir–Wagner time-lock puzzles: seal with the
+//!   factors' shortcut, solve by sequential squaring with checkpoints.
 //!
 //! PBFT (issue 4) and proof of stake (issue 6) come next to it.
 
 pub mod engine;
 pub mod gossip;
+pub mod timelock;
 
 pub use engine::Engine;
