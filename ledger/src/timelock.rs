@@ -227,7 +227,7 @@ impl Decode for SealedValue {
     const MIN_SIZE: usize = 4 + 1 + Puzzle::MIN_SIZE + 32 + NONCE_BYTES + 4 + TAG_BYTES;
     fn decode(r: &mut Reader<'_>) -> Result<Self, Error> {
         let what = "sealed value";
-        if r.array::<4>(what)? != MAGIC {
+        if r.remaining() < MAGIC.len() || r.array::<4>(what)? != MAGIC {
             return Err(Error::NotSealedFormat { what });
         }
         let version = r.u8("sealed format version")?;
@@ -338,6 +338,10 @@ mod tests {
         for cut in 0..bytes.len() {
             assert!(SealedValue::from_bytes(&bytes[..cut]).is_err());
         }
+        assert!(matches!(
+            SealedValue::from_bytes(b"hi"),
+            Err(Error::NotSealedFormat { .. })
+        ));
         let mut longer = bytes.clone();
         longer.push(0);
         assert!(SealedValue::from_bytes(&longer).is_err());
