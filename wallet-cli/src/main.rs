@@ -94,9 +94,9 @@ enum Command {
     /// TimelockReveal (`pyralog timelock reveal`) then makes the plain value
     /// the record's, on networks with an ordering engine.
     ///
-    /// Examples:
-    ///   pyralog put --from alice greeting "hello" --wait commit
-    ///   pyralog put --from alice bid --sealed-for 1h "42"
+    /// Example: pyralog put --from alice greeting "hello" --wait commit
+    ///
+    /// Example: pyralog put --from alice bid --sealed-for 1h "42"
     Put {
         /// The key that signs (and whose namespace is written).
         #[arg(long)]
@@ -801,15 +801,15 @@ fn timelock_bench(output: Output, seconds: f64, bits: u32) -> Result<()> {
         ),
         Output::Text => {
             outln!("{bits}-bit modulus, one core, {seconds} s per measurement");
-            outln!("  num-bigint x*x mod N   {:>8.3} M squarings/s", raw / 1e6);
+            outln!("  num-bigint x*x mod N  {:>7.3} M squarings/s", raw / 1e6);
             outln!(
-                "  puzzle solver          {:>8.3} M squarings/s ({:.2}x raw)",
+                "  puzzle solver         {:>7.3} M squarings/s ({:.2}x raw)",
                 solver / 1e6,
                 solver / raw
             );
-            outln!("  seal (primes + φ(N))   {median:.0} ms median of 5 ({min:.0}..{max:.0})");
+            outln!("  seal (primes, phi)    {median:>7.0} ms, median of 5 ({min:.0}..{max:.0})");
             outln!(
-                "  t for 1 min / 1 h      {} / {} (here); {} / {} (a solver 20x faster)",
+                "  t for 1 min / 1 h     {} / {} (here); {} / {} (a solver 20x faster)",
                 t(60.0, 1.0),
                 t(3600.0, 1.0),
                 t(60.0, 20.0),
@@ -840,8 +840,30 @@ fn get(
         record["proof_verified"] = json!(true);
         record["proof_root"] = json!(verified.to_hex());
     }
+    // A sealed record's value is a sealed value's bytes until someone reveals it.
+    let sealed = record["value_hex"]
+        .as_str()
+        .and_then(|h| hex::decode(h).ok())
+        .and_then(|b| {
+            <pyralog_ledger::timelock::SealedValue as pyralog_ledger::Decode>::from_bytes(&b).ok()
+        });
+    if let Some(s) = &sealed {
+        record["sealed"] = json!({
+            "squarings": s.puzzle.squarings,
+            "modulus_bits": s.puzzle.modulus.len() * 8,
+            "commitment": s.commitment.to_hex(),
+        });
+    }
     match output {
         Output::Json => outln!("{record}"),
+        Output::Text if sealed.is_some() => {
+            let s = sealed.as_ref().map_or(0, |s| s.puzzle.squarings);
+            outln!("(sealed: a time-lock puzzle of {s} squarings)");
+            eprintln!(
+                "open it with `pyralog timelock reveal --from NAME {address} {key}` (posts the \
+                 answer), or save value_hex (-o json) to a file and `pyralog timelock open` it"
+            );
+        }
         Output::Text => {
             outln!("{}", record["value"].as_str().unwrap_or(""));
             eprintln!(
