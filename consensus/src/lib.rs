@@ -14,6 +14,8 @@
 //!   signed statements, quorums, vote bookkeeping and equivocation evidence.
 //! - [`pbft`]: the `pbft` engine (Castro and Liskov): three phases, checkpoints,
 //!   view changes, state transfer.
+//! - [`timelock`]: Rivest–Shamir–Wagner time-lock puzzles: seal with the
+//!   factors' shortcut, solve by sequential squaring with checkpoints.
 //!
 //! Proof of stake (issue 6) comes next to them, on the same [`bft`] core.
 
@@ -21,5 +23,6 @@ pub mod bft;
 pub mod engine;
 pub mod gossip;
 pub mod pbft;
+pub mod timelock;
 
 pub use engine::Engine;

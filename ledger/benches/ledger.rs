@@ -225,6 +225,7 @@ fn state_root(c: &mut Criterion) {
     let entry = |i: u64, round: u64| {
         let e = RecordEntry {
             value: Some(format!("value-{i}-{round}").into_bytes()),
+            sealed: false,
             version: round,
             order: pyralog_ledger::state::WriteOrder {
                 hlc: pyralog_ledger::Hlc {

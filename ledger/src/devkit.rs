@@ -114,6 +114,20 @@ pub fn put(key: &Keypair, k: &[u8], v: &[u8]) -> Payload {
             key: k.to_vec(),
             value: v.to_vec(),
             if_version: None,
+            sealed: false,
+        }],
+    }
+}
+
+/// A `Put` of one sealed value into the sender's own namespace.
+pub fn put_sealed(key: &Keypair, k: &[u8], sealed: &crate::timelock::SealedValue) -> Payload {
+    Payload::Put {
+        namespace: key.address(),
+        ops: vec![PutOp {
+            key: k.to_vec(),
+            value: crate::codec::Encode::to_bytes(sealed),
+            if_version: None,
+            sealed: true,
         }],
     }
 }

@@ -200,6 +200,54 @@ pub enum Error {
         source: Box<Error>,
     },
 
+    // --- time-lock puzzles (sealed values) -----------------------------------
+    /// Bytes that do not start with the sealed format's magic.
+    #[error(
+        "not a sealed value: {what} does not start with the sealed format's magic bytes \"PYTL\""
+    )]
+    NotSealedFormat {
+        /// What was read (a file, a record value).
+        what: &'static str,
+    },
+    /// A sealed value in a format version this build does not read.
+    #[error("{what} is in format version {version}; this build reads version {supported}")]
+    UnsupportedVersion {
+        /// What was read.
+        what: &'static str,
+        /// The version found.
+        version: u8,
+        /// The version this build reads.
+        supported: u8,
+    },
+    /// A reveal for a record that holds a plain value, or none.
+    #[error("record {key} is not sealed: there is nothing to reveal")]
+    NotSealed {
+        /// The key, hex.
+        key: String,
+    },
+    /// An answer of the wrong width for its puzzle.
+    #[error(
+        "the time-lock answer has {got} bytes; this puzzle's answers have {expected} (the modulus's width)"
+    )]
+    AnswerLength {
+        /// The modulus's width in bytes.
+        expected: usize,
+        /// The answer's.
+        got: usize,
+    },
+    /// An answer whose blake3 commitment is not the one the sealed value records.
+    #[error(
+        "commitment mismatch: the answer does not match the sealed value's commitment \
+         (a wrong answer, or a sealed value whose modulus, base, squarings or commitment were altered)"
+    )]
+    CommitmentMismatch,
+    /// The AEAD refused the ciphertext under the key the committed answer gives.
+    #[error(
+        "decryption failed (ChaCha20-Poly1305 tag mismatch): the sealed value's ciphertext, nonce \
+         or header was altered, or it was sealed wrongly"
+    )]
+    SealedDecrypt,
+
     // --- blocks and batches --------------------------------------------------
     /// A block at the wrong height.
     #[error("block height {got} does not follow the tip; expected {expected}")]
@@ -326,7 +374,9 @@ impl Error {
             | Error::TxRootMismatch { .. }
             | Error::StateRootMismatch { .. }
             | Error::BatchFromFuture { .. }
-            | Error::BadProof(_) => true,
+            | Error::BadProof(_)
+            | Error::NotSealedFormat { .. }
+            | Error::UnsupportedVersion { .. } => true,
             _ => false,
         }
     }

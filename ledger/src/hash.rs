@@ -49,10 +49,14 @@ pub enum Domain {
     GossipMessage,
     /// A statement a consensus engine signs, and the digests it commits to.
     Consensus,
+    /// A commitment to a time-lock puzzle's answer (`timelock`).
+    TimelockCommitment,
+    /// The key a time-lock puzzle's answer opens (`timelock`).
+    TimelockKey,
 }
 
 impl Domain {
-    const ALL: [Domain; 16] = [
+    const ALL: [Domain; 18] = [
         Domain::TxId,
         Domain::BlockHeader,
         Domain::BatchHeader,
@@ -69,6 +73,8 @@ impl Domain {
         Domain::StateEntry,
         Domain::GossipMessage,
         Domain::Consensus,
+        Domain::TimelockCommitment,
+        Domain::TimelockKey,
     ];
 
     /// The blake3 `derive_key` context string. Changing one is a format break.
@@ -90,6 +96,8 @@ impl Domain {
             Domain::StateEntry => "pyralog 2026-11 state entry",
             Domain::GossipMessage => "pyralog 2026-11 gossip message id",
             Domain::Consensus => "pyralog 2026-11 consensus statement",
+            Domain::TimelockCommitment => "pyralog 2026-11 time-lock answer commitment",
+            Domain::TimelockKey => "pyralog 2026-11 time-lock key",
         }
     }
 

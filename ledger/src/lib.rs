@@ -17,6 +17,7 @@
 //! - [`machine`]: the rules, as pure functions over a read-only state view.
 //! - [`merkle`]: the bucketed state tree, proofs, bucket diffs.
 //! - [`store`]: redb: one write transaction per block or batch.
+//! - [`timelock`]: sealed values: the format, the answer's commitment, opening.
 //! - [`genesis`]: `genesis.json`, its validation and the chain parameters.
 //! - [`devkit`]: deterministic keys, devnet genesis, stamped transactions.
 //!
@@ -44,6 +45,7 @@ pub mod merkle;
 pub mod pow;
 pub mod state;
 pub mod store;
+pub mod timelock;
 pub mod tx;
 
 pub use block::{

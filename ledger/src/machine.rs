@@ -22,6 +22,7 @@ use crate::hash::Hash;
 use crate::keys::Address;
 use crate::pow::PowKey;
 use crate::state::{Account, RecordEntry, StateKey, WriteOrder};
+use crate::timelock::{MAX_MODULUS_BYTES, SealedValue};
 use crate::tx::{Payload, PutOp};
 
 /// Read access to committed state.
@@ -200,12 +201,25 @@ impl Rules {
                 self.check_namespace(&body.sender, namespace)?;
                 self.check_keys("put", ops.iter().map(|o| o.key.as_slice()))?;
                 for op in ops {
+                    // A sealed value counts at its sealed size: that is what
+                    // the state holds until it is revealed.
                     over_limit(
                         "record value",
                         op.value.len() as u64,
                         p.limits.max_value_bytes,
                     )?;
+                    if op.sealed {
+                        SealedValue::from_bytes(&op.value)?;
+                    }
                 }
+            }
+            Payload::TimelockReveal { key, answer, .. } => {
+                over_limit("record key", key.len() as u64, p.limits.max_key_bytes)?;
+                over_limit(
+                    "time-lock answer",
+                    answer.len() as u64,
+                    MAX_MODULUS_BYTES as u64,
+                )?;
             }
             Payload::Delete { namespace, keys } => {
                 self.check_namespace(&body.sender, namespace)?;
@@ -312,6 +326,7 @@ impl Rules {
                     key,
                     value,
                     if_version,
+                    sealed,
                 } in ops
                 {
                     let current = overlay.record(namespace, key)?.map_or(0, |e| e.version);
@@ -327,7 +342,12 @@ impl Rules {
                     let version = current
                         .checked_add(1)
                         .ok_or(Error::Overflow("record version"))?;
-                    writes.push((key.clone(), Some(value.clone()), version));
+                    writes.push(RecordWrite {
+                        key: key.clone(),
+                        value: Some(value.clone()),
+                        sealed: *sealed,
+                        version,
+                    });
                 }
                 self.write_records(overlay, *namespace, order, writes);
                 overlay.set_account(sender, account);
@@ -345,9 +365,51 @@ impl Rules {
                         .version
                         .checked_add(1)
                         .ok_or(Error::Overflow("record version"))?;
-                    writes.push((key.clone(), None, version));
+                    writes.push(RecordWrite {
+                        key: key.clone(),
+                        value: None,
+                        sealed: false,
+                        version,
+                    });
                 }
                 self.write_records(overlay, *namespace, order, writes);
+                overlay.set_account(sender, account);
+            }
+            Payload::TimelockReveal {
+                namespace,
+                key,
+                answer,
+            } => {
+                // Anyone may reveal: the answer is public work, and the only
+                // value it can write is the one the owner sealed (ADR 0006).
+                let current = overlay
+                    .record(namespace, key)?
+                    .filter(|e| !e.is_tombstone())
+                    .ok_or_else(|| Error::RecordNotFound {
+                        key: hex::encode(key),
+                    })?;
+                let sealed = match (&current.value, current.sealed) {
+                    (Some(bytes), true) => SealedValue::from_bytes(bytes)
+                        .map_err(|e| corrupt("sealed record value", e))?,
+                    _ => {
+                        return Err(Error::NotSealed {
+                            key: hex::encode(key),
+                        });
+                    }
+                };
+                // The commitment first (one blake3 hash), then the AEAD.
+                let data = sealed.open(answer)?;
+                let version = current
+                    .version
+                    .checked_add(1)
+                    .ok_or(Error::Overflow("record version"))?;
+                let write = RecordWrite {
+                    key: key.clone(),
+                    value: Some(data),
+                    sealed: false,
+                    version,
+                };
+                self.write_records(overlay, *namespace, order, vec![write]);
                 overlay.set_account(sender, account);
             }
             other => return Err(not_yet(other)),
@@ -360,15 +422,16 @@ impl Rules {
         overlay: &mut Overlay<'_>,
         namespace: Address,
         order: WriteOrder,
-        writes: Vec<(Vec<u8>, Option<Vec<u8>>, u64)>,
+        writes: Vec<RecordWrite>,
     ) {
-        for (key, value, version) in writes {
+        for w in writes {
             overlay.set_record(
                 namespace,
-                key,
+                w.key,
                 RecordEntry {
-                    value,
-                    version,
+                    value: w.value,
+                    sealed: w.sealed,
+                    version: w.version,
                     order,
                 },
             );
@@ -531,13 +594,13 @@ impl Rules {
                     (
                         namespace,
                         ops.iter()
-                            .map(|o| (o.key.as_slice(), Some(o.value.as_slice())))
+                            .map(|o| (o.key.as_slice(), Some(o.value.as_slice()), o.sealed))
                             .collect(),
                     )
                 }
                 Payload::Delete { namespace, keys } => (
                     namespace,
-                    keys.iter().map(|k| (k.as_slice(), None)).collect(),
+                    keys.iter().map(|k| (k.as_slice(), None, false)).collect(),
                 ),
                 other => {
                     return Err(wrap(Error::NeedsOrderingEngine {
@@ -545,9 +608,10 @@ impl Rules {
                     }));
                 }
             };
-            for (key, value) in writes {
+            for (key, value, sealed) in writes {
                 let candidate = RecordEntry {
                     value: value.map(<[u8]>::to_vec),
+                    sealed,
                     version: 0,
                     order,
                 };
@@ -564,8 +628,19 @@ impl Rules {
     }
 }
 
-/// The register writes of one gossip transaction: key, and value or tombstone.
-type RegisterWrites<'a> = Vec<(&'a [u8], Option<&'a [u8]>)>;
+/// One record write of an ordered transaction, checked and ready.
+struct RecordWrite {
+    key: Vec<u8>,
+    /// The value, or `None` for a tombstone.
+    value: Option<Vec<u8>>,
+    /// Whether the value is sealed.
+    sealed: bool,
+    version: u64,
+}
+
+/// The register writes of one gossip transaction: key, value or tombstone, and
+/// whether the value is sealed.
+type RegisterWrites<'a> = Vec<(&'a [u8], Option<&'a [u8]>, bool)>;
 
 fn over_limit(what: &'static str, len: u64, max: u64) -> Result<(), Error> {
     if len > max {
@@ -575,12 +650,8 @@ fn over_limit(what: &'static str, len: u64, max: u64) -> Result<(), Error> {
 }
 
 fn not_yet(payload: &Payload) -> Error {
-    let arrives_with = match payload {
-        Payload::TimelockReveal { .. } => "time-lock puzzles (issue 7)",
-        _ => "proof of stake (issue 6)",
-    };
     Error::PayloadNotSupported {
         payload: payload.name(),
-        arrives_with,
+        arrives_with: "proof of stake (issue 6)",
     }
 }

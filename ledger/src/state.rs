@@ -8,7 +8,7 @@
 use std::cmp::Ordering;
 
 use crate::chain::Hlc;
-use crate::codec::{Decode, Encode, Reader, put_bytes, put_option, put_u64};
+use crate::codec::{Decode, Encode, Reader, put_bytes, put_u64};
 use crate::error::Error;
 use crate::hash::Hash;
 use crate::keys::Address;
@@ -88,6 +88,10 @@ pub struct WriteOrder {
 pub struct RecordEntry {
     /// The value, or `None` for a tombstone left by a delete.
     pub value: Option<Vec<u8>>,
+    /// Whether `value` holds a sealed value's bytes
+    /// ([`crate::timelock::SealedValue`]) that no `TimelockReveal` has opened
+    /// yet. Meaningful only with a value: a tombstone is never sealed.
+    pub sealed: bool,
     /// How many times the record has been written under an ordering engine; `0`
     /// under `gossip`, where writes have no total order (see [`WriteOrder`]).
     pub version: u64,
@@ -164,9 +168,23 @@ impl Decode for WriteOrder {
     }
 }
 
+/// `RecordEntry`'s value tags: a tombstone, a plain value, a sealed value. The
+/// first two are the tags of the `Option` the value began as, so an entry
+/// without a sealed value encodes as it did before sealed values existed
+/// (ADR 0006).
+const TOMBSTONE: u8 = 0;
+const PLAIN: u8 = 1;
+const SEALED: u8 = 2;
+
 impl Encode for RecordEntry {
     fn encode(&self, out: &mut Vec<u8>) {
-        put_option(out, self.value.as_ref(), |o, v| put_bytes(o, v));
+        match &self.value {
+            None => out.push(TOMBSTONE),
+            Some(v) => {
+                out.push(if self.sealed { SEALED } else { PLAIN });
+                put_bytes(out, v);
+            }
+        }
         put_u64(out, self.version);
         self.order.encode(out);
     }
@@ -175,10 +193,21 @@ impl Encode for RecordEntry {
 impl Decode for RecordEntry {
     const MIN_SIZE: usize = 1 + 8 + WriteOrder::MIN_SIZE;
     fn decode(r: &mut Reader<'_>) -> Result<Self, Error> {
+        let (value, sealed) = match r.u8("record value")? {
+            TOMBSTONE => (None, false),
+            tag @ (PLAIN | SEALED) => (
+                Some(r.bytes(caps::VALUE, "record value")?.to_vec()),
+                tag == SEALED,
+            ),
+            _ => {
+                return Err(Error::NonCanonical {
+                    what: "record value",
+                });
+            }
+        };
         Ok(RecordEntry {
-            value: r.option("record value", |r| {
-                r.bytes(caps::VALUE, "record value").map(<[u8]>::to_vec)
-            })?,
+            value,
+            sealed,
             version: r.u64("version")?,
             order: WriteOrder::decode(r)?,
         })

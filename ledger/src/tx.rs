@@ -6,7 +6,7 @@
 //! so the id cannot be changed by anyone but the sender.
 
 use crate::chain::ChainId;
-use crate::codec::{Decode, Encode, Reader, put_bytes, put_list, put_option, put_u64};
+use crate::codec::{Decode, Encode, Reader, put_bytes, put_list, put_u64};
 use crate::error::Error;
 use crate::hash::{Domain, Hash};
 use crate::keys::{Address, Keypair, SigDomain, Signature};
@@ -100,14 +100,16 @@ pub enum Payload {
         /// The engine's encoding of the evidence.
         data: Vec<u8>,
     },
-    /// The answer to a time-lock puzzle sealing a record (rules arrive with the
-    /// time-lock issue).
+    /// The answer to the time-lock puzzle of a sealed record: if it matches the
+    /// record's commitment, the record's value becomes the data it sealed.
+    /// Anyone may post it (the answer is public work); it needs an ordering
+    /// engine.
     TimelockReveal {
         /// Whose record.
         namespace: Address,
         /// Which record.
         key: Vec<u8>,
-        /// The puzzle's answer.
+        /// The puzzle's answer, as wide as its modulus.
         answer: Vec<u8>,
     },
 }
@@ -123,6 +125,10 @@ pub struct PutOp {
     /// this. `0` means the record was never written; a deleted record keeps its
     /// version, so versions only grow. Only ordering engines evaluate it.
     pub if_version: Option<u64>,
+    /// Whether `value` is a sealed value ([`crate::timelock::SealedValue`]'s
+    /// bytes): the record then stays sealed until a `TimelockReveal` posts its
+    /// puzzle's answer.
+    pub sealed: bool,
 }
 
 /// A complete transaction: body, stamp and signature.
@@ -314,21 +320,52 @@ impl Decode for Payload {
     }
 }
 
+/// `PutOp`'s flags byte: a compare-and-set version follows.
+const PUT_HAS_VERSION: u8 = 1;
+/// `PutOp`'s flags byte: the value is sealed.
+const PUT_SEALED: u8 = 2;
+
+// The byte after the value began as the tag of the `if_version` option (0 or 1).
+// It is a flags byte: bit 0 says a version follows, bit 1 that the value is
+// sealed. A plain write encodes exactly as it did before sealed values existed,
+// so no frozen hash changed (ADR 0006); any other bit is non-canonical.
 impl Encode for PutOp {
     fn encode(&self, out: &mut Vec<u8>) {
         put_bytes(out, &self.key);
         put_bytes(out, &self.value);
-        put_option(out, self.if_version.as_ref(), |o, v| put_u64(o, *v));
+        let mut flags = 0;
+        if self.if_version.is_some() {
+            flags |= PUT_HAS_VERSION;
+        }
+        if self.sealed {
+            flags |= PUT_SEALED;
+        }
+        out.push(flags);
+        if let Some(v) = self.if_version {
+            put_u64(out, v);
+        }
     }
 }
 
 impl Decode for PutOp {
     const MIN_SIZE: usize = 4 + 4 + 1;
     fn decode(r: &mut Reader<'_>) -> Result<Self, Error> {
+        let key = r.bytes(caps::KEY, "record key")?.to_vec();
+        let value = r.bytes(caps::VALUE, "record value")?.to_vec();
+        let flags = r.u8("put flags")?;
+        if flags & !(PUT_HAS_VERSION | PUT_SEALED) != 0 {
+            return Err(Error::NonCanonical { what: "put flags" });
+        }
+        let if_version = if flags & PUT_HAS_VERSION != 0 {
+            Some(r.u64("version")?)
+        } else {
+            None
+        };
         Ok(PutOp {
-            key: r.bytes(caps::KEY, "record key")?.to_vec(),
-            value: r.bytes(caps::VALUE, "record value")?.to_vec(),
-            if_version: r.option("compare-and-set", |r| r.u64("version"))?,
+            key,
+            value,
+            if_version,
+            sealed: flags & PUT_SEALED != 0,
         })
     }
 }

@@ -40,11 +40,14 @@ fn hlc() -> impl Strategy<Value = Hlc> {
     (any::<u64>(), any::<u32>()).prop_map(|(wall_ms, logical)| Hlc { wall_ms, logical })
 }
 fn put_op() -> impl Strategy<Value = PutOp> {
-    (bytes(40), bytes(100), any::<Option<u64>>()).prop_map(|(key, value, if_version)| PutOp {
-        key,
-        value,
-        if_version,
-    })
+    (bytes(40), bytes(100), any::<Option<u64>>(), any::<bool>()).prop_map(
+        |(key, value, if_version, sealed)| PutOp {
+            key,
+            value,
+            if_version,
+            sealed,
+        },
+    )
 }
 fn payload() -> impl Strategy<Value = Payload> {
     prop_oneof![
@@ -175,12 +178,15 @@ fn batch() -> impl Strategy<Value = Batch> {
 fn record_entry() -> impl Strategy<Value = RecordEntry> {
     (
         prop::option::of(bytes(100)),
+        any::<bool>(),
         any::<u64>(),
         hlc(),
         address(),
         hash(),
     )
-        .prop_map(|(value, version, hlc, origin, tx)| RecordEntry {
+        .prop_map(|(value, sealed, version, hlc, origin, tx)| RecordEntry {
+            // A tombstone is never sealed.
+            sealed: sealed && value.is_some(),
             value,
             version,
             order: WriteOrder { hlc, origin, tx },
@@ -288,6 +294,7 @@ fn sample_tx() -> Transaction {
                 key: b"k".to_vec(),
                 value: b"v".to_vec(),
                 if_version: Some(2),
+                sealed: false,
             }],
         },
     }
@@ -312,19 +319,30 @@ fn unknown_tags_are_refused() {
 }
 
 #[test]
-fn non_canonical_option_tags_are_refused() {
+fn non_canonical_put_flags_are_refused() {
     let bytes = sample_tx().to_bytes();
-    // The compare-and-set option tag sits right before its u64, 8 + 64 + 8 bytes from the end.
+    // The put's flags byte (once the compare-and-set option tag) sits right
+    // before its u64, 8 + 64 + 8 bytes from the end. Bit 0: a version follows;
+    // bit 1: the value is sealed (ADR 0006); any other bit is refused.
     let at = bytes.len() - 8 - 64 - 8 - 1;
     assert_eq!(bytes[at], 1, "layout assumption");
+    for flags in [4u8, 5, 0x80, 0xff] {
+        let mut b = bytes.clone();
+        b[at] = flags;
+        assert_eq!(
+            Transaction::from_bytes(&b),
+            Err(Error::NonCanonical { what: "put flags" }),
+            "flags {flags:#x}"
+        );
+    }
     let mut b = bytes.clone();
-    b[at] = 2;
-    assert_eq!(
-        Transaction::from_bytes(&b),
-        Err(Error::NonCanonical {
-            what: "compare-and-set"
-        })
-    );
+    b[at] = 3;
+    let tx = Transaction::from_bytes(&b).expect("a sealed compare-and-set put decodes");
+    match &tx.body.payload {
+        Payload::Put { ops, .. } => assert!(ops[0].sealed && ops[0].if_version.is_some()),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(tx.to_bytes(), b, "and encodes back to the same bytes");
 }
 
 #[test]
@@ -416,6 +434,7 @@ fn seeded_tx(r: &mut SplitMix, chain: &ChainId) -> Transaction {
                     key: r.bytes(1 + i as usize),
                     value: r.bytes(10),
                     if_version: (i % 2 == 0).then_some(i),
+                    sealed: false,
                 })
                 .collect(),
         },
@@ -506,6 +525,7 @@ fn frozen_conformance_hashes() {
     );
     let entry = RecordEntry {
         value: Some(b"v".to_vec()),
+        sealed: false,
         version: 4,
         order: WriteOrder {
             hlc: batch.hlc,

@@ -121,6 +121,7 @@ fn payload(keys: &[Keypair], op: &Op) -> Option<(usize, Payload)> {
                     key: vec![key],
                     value: vec![value],
                     if_version: cas,
+                    sealed: false,
                 }],
             },
         ),

@@ -224,6 +224,7 @@ fn writing_into_another_accounts_namespace_is_refused() {
             key: b"k".to_vec(),
             value: b"v".to_vec(),
             if_version: None,
+            sealed: false,
         }],
     };
     let tx = n.tx(&n.alice, 0, payload);
@@ -384,6 +385,7 @@ fn compare_and_set_checks_the_version() {
             key: b"k".to_vec(),
             value: value.to_vec(),
             if_version: v,
+            sealed: false,
         }],
     };
     n.apply(vec![n.tx(&n.alice, 0, cas(Some(0), b"one"))]);
@@ -431,11 +433,13 @@ fn multi_op_put_is_atomic() {
                 key: b"a".to_vec(),
                 value: b"new".to_vec(),
                 if_version: None,
+                sealed: false,
             },
             PutOp {
                 key: b"b".to_vec(),
                 value: b"new".to_vec(),
                 if_version: Some(9),
+                sealed: false,
             },
         ],
     };
@@ -472,11 +476,6 @@ fn payloads_without_rules_yet_are_refused_with_the_reason() {
             validator_key: v,
             p2p: "/ip4/127.0.0.1/tcp/1".into(),
             moniker: "m".into(),
-        },
-        Payload::TimelockReveal {
-            namespace: n.alice.address(),
-            key: b"k".to_vec(),
-            answer: vec![],
         },
     ] {
         let name = payload.name();
@@ -762,6 +761,7 @@ fn gossip_refuses_value_transfers_and_compare_and_set() {
             key: b"k".to_vec(),
             value: b"v".to_vec(),
             if_version: Some(0),
+            sealed: false,
         }],
     };
     let t = gossip_tx(&n, &n.alice, NOW, cas);

@@ -285,6 +285,7 @@ fn bad_inputs_get_a_4xx_naming_the_problem_and_the_node_keeps_serving() {
             key: b"k".to_vec(),
             value: b"v".to_vec(),
             if_version: None,
+            sealed: false,
         }],
     };
     let tx = devkit::tx(&c.chain, f, 0, c.epoch, payload, 8);

@@ -9,6 +9,8 @@
 //!   file per key (argon2id + ChaCha20-Poly1305), and the plain key-file format
 //!   `pyralog-testnet` writes.
 //! - [`error`]: this crate's one error type.
+//! - [`timelock`]: time-lock puzzles: rate measurement, sealing, solving with a
+//!   progress bar and a resumable checkpoint file.
 //! - `src/main.rs`: the `pyralog` binary (clap), prompting and printing only.
 //!
 //! # Invariants
@@ -28,3 +30,4 @@ pub use keystore::{KdfParams, KeyInfo, Keystore, Listing, Protection, StoredKey}
 pub mod client;
 pub mod proof;
 pub mod stamp;
+pub mod timelock;

@@ -21,6 +21,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use pyralog_ledger::Keypair;
 use pyralog_wallet::keystore::{self, KeyInfo, Keystore, Protection};
+use pyralog_wallet::timelock as tl;
 use serde_json::json;
 use zeroize::Zeroizing;
 
@@ -87,7 +88,15 @@ enum Command {
     /// --pow-bits asks for more (more work, served first). Prints the stamp's
     /// bits and the time it took.
     ///
+    /// With --sealed-for, the value is sealed in a time-lock puzzle first (see
+    /// `pyralog timelock seal --help`): the record holds the sealed bytes, which
+    /// anyone can fetch and open after about that long of sequential work; a
+    /// TimelockReveal (`pyralog timelock reveal`) then makes the plain value
+    /// the record's, on networks with an ordering engine.
+    ///
     /// Example: pyralog put --from alice greeting "hello" --wait commit
+    ///
+    /// Example: pyralog put --from alice bid --sealed-for 1h "42"
     Put {
         /// The key that signs (and whose namespace is written).
         #[arg(long)]
@@ -96,6 +105,17 @@ enum Command {
         key: String,
         /// The record's value.
         value: String,
+        /// Seal the value for about this long (30s, 10m, 2h, 1day) of
+        /// sequential squarings.
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        sealed_for: Option<std::time::Duration>,
+        /// With --sealed-for: the squarings per second the delay is computed
+        /// for [default: measured on this machine].
+        #[arg(long, value_name = "SQUARINGS_PER_SEC", requires = "sealed_for")]
+        rate: Option<u64>,
+        /// With --sealed-for: bits of the puzzle's modulus.
+        #[arg(long, default_value_t = pyralog_consensus::timelock::DEFAULT_BITS, requires = "sealed_for")]
+        bits: u32,
         /// Stamp with at least this many bits of work.
         #[arg(long)]
         pow_bits: Option<u32>,
@@ -118,6 +138,15 @@ enum Command {
     /// Proof of work: this machine's stamping rate.
     #[command(subcommand)]
     Pow(PowCommand),
+    /// Time-lock puzzles: seal data that anyone can open, but only after a
+    /// set amount of sequential work.
+    ///
+    /// A puzzle (Rivest, Shamir and Wagner, 1996) is a modulus N = pq and a
+    /// number t: its answer 2^(2^t) mod N takes t squarings one after another,
+    /// which more cores do not speed up, unless you know p and q. Sealing knows
+    /// them and takes milliseconds; opening takes the t squarings.
+    #[command(subcommand)]
+    Timelock(TimelockCommand),
     /// Delete a record from your own namespace.
     ///
     /// Example: pyralog delete --from alice greeting
@@ -147,6 +176,98 @@ enum PowCommand {
         /// How long to measure.
         #[arg(long, default_value_t = 1.0)]
         seconds: f64,
+    },
+}
+
+/// Time-lock commands.
+#[derive(Subcommand, Debug)]
+enum TimelockCommand {
+    /// Seal a file so that opening it takes about DELAY of sequential work.
+    ///
+    /// The number of squarings is DELAY times the rate: this machine's, as
+    /// measured for half a second, unless --rate states one. The delay holds
+    /// for a solver as fast as that rate; faster hardware opens sooner (GMP is
+    /// about 1.7x num-bigint, dedicated hardware 20x or more), so for a
+    /// deadline against a determined opener, state a higher --rate.
+    ///
+    /// The output file holds the puzzle (N, the base, t), a blake3 commitment
+    /// to its answer, and the data encrypted with ChaCha20-Poly1305 under a key
+    /// derived from the answer. p and q are not kept.
+    ///
+    /// Example: pyralog timelock seal --delay 30s --in bid.txt --out bid.sealed
+    Seal {
+        /// How long opening should take: 30s, 10m, 2h, 1day...
+        #[arg(long, value_parser = humantime::parse_duration)]
+        delay: std::time::Duration,
+        /// The file to seal (at most 1 MiB).
+        #[arg(long = "in", value_name = "FILE")]
+        input: PathBuf,
+        /// Where to write the sealed file.
+        #[arg(long = "out", value_name = "FILE")]
+        out: PathBuf,
+        /// Squarings per second the delay is computed for [default: measured
+        /// on this machine].
+        #[arg(long, value_name = "SQUARINGS_PER_SEC")]
+        rate: Option<u64>,
+        /// Bits of the modulus: even, 1024 to 4096.
+        #[arg(long, default_value_t = pyralog_consensus::timelock::DEFAULT_BITS)]
+        bits: u32,
+    },
+    /// Open a sealed file by doing its squarings, with a progress bar.
+    ///
+    /// Progress is saved every 5 s to FILE.progress; run the same command
+    /// again after an interruption and it resumes from there. The side file is
+    /// removed once the data is out. The answer is checked against the file's
+    /// commitment, then the data is decrypted: a tampered file fails with
+    /// "commitment mismatch" or "decryption failed".
+    ///
+    /// Example: pyralog timelock open --in bid.sealed --out bid.txt
+    Open {
+        /// The sealed file.
+        #[arg(long = "in", value_name = "FILE")]
+        input: PathBuf,
+        /// Where to write the data [default: stdout].
+        #[arg(long = "out", value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Start from scratch even if a progress file exists (and overwrite it).
+        #[arg(long)]
+        restart: bool,
+    },
+    /// Solve a sealed record's puzzle and post the answer (TimelockReveal), so
+    /// the node serves its plain value.
+    ///
+    /// Anyone may reveal any sealed record: the answer is public work and the
+    /// only value it can write is the one the owner sealed. Needs an ordering
+    /// engine (pbft, pos); a gossip network refuses reveals.
+    ///
+    /// Example: pyralog timelock reveal --from bob pyr2Qd... bid
+    Reveal {
+        /// The key that signs and stamps the reveal.
+        #[arg(long)]
+        from: String,
+        /// Whose record: an address or a key name.
+        address: String,
+        /// The record's key.
+        key: String,
+        /// Stamp with at least this many bits of work.
+        #[arg(long)]
+        pow_bits: Option<u32>,
+        /// Wait until the reveal is committed.
+        #[arg(long, value_enum)]
+        wait: Option<Wait>,
+    },
+    /// Measure squaring rates here: num-bigint's plain multiply-and-reduce and
+    /// the puzzle solver's, in one run, with the sealing time and the
+    /// squarings a delay takes.
+    ///
+    /// Example: pyralog timelock bench --seconds 4
+    Bench {
+        /// How long to measure each rate.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+        /// Bits of the modulus.
+        #[arg(long, default_value_t = pyralog_consensus::timelock::DEFAULT_BITS)]
+        bits: u32,
     },
 }
 
@@ -277,13 +398,24 @@ fn run(cli: Cli) -> Result<()> {
             from,
             key,
             value,
+            sealed_for,
+            rate,
+            bits,
             pow_bits,
             wait,
         } => {
             let signer = unlock(&store, &from)?;
-            let payload = pyralog_ledger::devkit::put(&signer, key.as_bytes(), value.as_bytes());
+            let payload = match sealed_for {
+                None => pyralog_ledger::devkit::put(&signer, key.as_bytes(), value.as_bytes()),
+                Some(delay) => {
+                    let sealed = tl::seal(value.as_bytes(), delay, rate, bits)?;
+                    eprintln!("{}", seal_summary(&sealed, delay));
+                    pyralog_ledger::devkit::put_sealed(&signer, key.as_bytes(), &sealed.value)
+                }
+            };
             submit(&client, output, &signer, payload, pow_bits, wait)
         }
+        Command::Timelock(command) => run_timelock(&store, &client, output, command),
         Command::Delete {
             from,
             key,
@@ -451,6 +583,243 @@ fn human_seconds(t: f64) -> String {
     }
 }
 
+fn run_timelock(
+    store: &Keystore,
+    client: &pyralog_wallet::client::Client,
+    output: Output,
+    command: TimelockCommand,
+) -> Result<()> {
+    match command {
+        TimelockCommand::Seal {
+            delay,
+            input,
+            out,
+            rate,
+            bits,
+        } => {
+            let data = std::fs::read(&input)
+                .with_context(|| format!("cannot read {}", input.display()))?;
+            let max = pyralog_ledger::tx::caps::VALUE;
+            if data.len() > max {
+                bail!(
+                    "{} has {} bytes; at most {max} can be sealed",
+                    input.display(),
+                    data.len()
+                );
+            }
+            let sealed = tl::seal(&data, delay, rate, bits)?;
+            let bytes = pyralog_ledger::Encode::to_bytes(&sealed.value);
+            tl::write_atomically(&out, &bytes)?;
+            match output {
+                Output::Json => outln!(
+                    "{}",
+                    json!({
+                        "out": path_string(&out),
+                        "bytes": bytes.len(),
+                        "data_bytes": data.len(),
+                        "bits": bits,
+                        "squarings": sealed.value.puzzle.squarings,
+                        "rate": sealed.rate.per_sec,
+                        "rate_measured": sealed.rate.measured,
+                        "delay_seconds": delay.as_secs_f64(),
+                        "seal_ms": sealed.took.as_secs_f64() * 1e3,
+                        "commitment": sealed.value.commitment.to_hex(),
+                    })
+                ),
+                Output::Text => {
+                    outln!("{}", seal_summary(&sealed, delay));
+                    outln!("wrote {} ({} bytes)", out.display(), bytes.len());
+                }
+            }
+            Ok(())
+        }
+        TimelockCommand::Open {
+            input,
+            out,
+            restart,
+        } => {
+            let sealed = tl::read_sealed(&input)?;
+            let progress = tl::checkpoint_path(&input);
+            if restart && progress.exists() {
+                std::fs::remove_file(&progress)
+                    .with_context(|| format!("cannot remove {}", progress.display()))?;
+            }
+            let solved = tl::solve(&sealed.puzzle, Some(&progress))?;
+            let data = tl::open_with(&sealed, &solved, Some(&progress))?;
+            if progress.exists() {
+                std::fs::remove_file(&progress)
+                    .with_context(|| format!("cannot remove {}", progress.display()))?;
+            }
+            if let Some(path) = &out {
+                tl::write_atomically(path, &data)?;
+            }
+            let summary = format!(
+                "opened {}: {} squarings{}, {} in {:.2} s ({:.0}/s)",
+                input.display(),
+                sealed.puzzle.squarings,
+                if solved.resumed_at > 0 {
+                    format!(" (resumed at {})", solved.resumed_at)
+                } else {
+                    String::new()
+                },
+                solved.squarings,
+                solved.took.as_secs_f64(),
+                solved.rate(),
+            );
+            match (output, &out) {
+                (Output::Json, _) => outln!(
+                    "{}",
+                    json!({
+                        "in": path_string(&input),
+                        "out": out.as_deref().map(path_string),
+                        "data_hex": if out.is_none() { Some(hex::encode(&data)) } else { None },
+                        "data_bytes": data.len(),
+                        "squarings": sealed.puzzle.squarings,
+                        "resumed_at": solved.resumed_at,
+                        "seconds": solved.took.as_secs_f64(),
+                        "rate": solved.rate(),
+                    })
+                ),
+                (Output::Text, Some(path)) => {
+                    outln!("{summary}");
+                    outln!("wrote {} ({} bytes)", path.display(), data.len());
+                }
+                (Output::Text, None) => {
+                    eprintln!("{summary}");
+                    use std::io::Write as _;
+                    let mut stdout = std::io::stdout().lock();
+                    if stdout
+                        .write_all(&data)
+                        .and_then(|()| stdout.flush())
+                        .is_err()
+                    {
+                        std::process::exit(0);
+                    }
+                }
+            }
+            Ok(())
+        }
+        TimelockCommand::Reveal {
+            from,
+            address,
+            key,
+            pow_bits,
+            wait,
+        } => {
+            let owner = resolve(store, &address)?;
+            let Some(record) = client.get(&format!("/kv/{owner}/{key}"))? else {
+                bail!("no record {key:?} in the namespace of {owner}");
+            };
+            let bytes = record["value_hex"]
+                .as_str()
+                .map(hex::decode)
+                .transpose()
+                .map_err(|_| anyhow!("the node's value_hex is not hex"))?
+                .ok_or_else(|| anyhow!("record {key:?} has no value"))?;
+            let sealed =
+                <pyralog_ledger::timelock::SealedValue as pyralog_ledger::Decode>::from_bytes(
+                    &bytes,
+                )
+                .with_context(|| {
+                    format!("record {key:?} of {owner} does not hold a sealed value")
+                })?;
+            let signer = unlock(store, &from)?;
+            let solved = tl::solve(&sealed.puzzle, None)?;
+            sealed.check_answer(&solved.answer)?;
+            eprintln!(
+                "solved {} squarings in {:.2} s; posting the answer",
+                sealed.puzzle.squarings,
+                solved.took.as_secs_f64()
+            );
+            let payload = pyralog_ledger::Payload::TimelockReveal {
+                namespace: owner,
+                key: key.into_bytes(),
+                answer: solved.answer,
+            };
+            submit(client, output, &signer, payload, pow_bits, wait)
+        }
+        TimelockCommand::Bench { seconds, bits } => timelock_bench(output, seconds, bits),
+    }
+}
+
+/// One line on what sealing made.
+fn seal_summary(sealed: &tl::Sealed, delay: std::time::Duration) -> String {
+    format!(
+        "sealed {} bytes for ~{} = {} squarings of a {}-bit modulus at {} squarings/s ({}), in {:.0} ms",
+        sealed.value.data_len(),
+        humantime::format_duration(delay),
+        sealed.value.puzzle.squarings,
+        sealed.value.puzzle.modulus.len() * 8,
+        sealed.rate.per_sec,
+        if sealed.rate.measured {
+            "measured here"
+        } else {
+            "stated"
+        },
+        sealed.took.as_secs_f64() * 1e3,
+    )
+}
+
+/// Raw num-bigint squaring against the solver, sealing cost, and what a
+/// minute and an hour come to.
+fn timelock_bench(output: Output, seconds: f64, bits: u32) -> Result<()> {
+    if !(0.1..=600.0).contains(&seconds) {
+        bail!("--seconds must be between 0.1 and 600");
+    }
+    let how_long = std::time::Duration::from_secs_f64(seconds);
+    let raw = tl::measure_raw_rate(bits, how_long)?;
+    let solver = tl::measure_rate(bits, how_long)?;
+    // Sealing: fresh primes each time, so take the median of a few.
+    let mut seal_ms: Vec<f64> = (0..5)
+        .map(|_| {
+            tl::seal(
+                &[0u8; 1024],
+                std::time::Duration::from_secs(60),
+                Some(solver as u64),
+                bits,
+            )
+            .map(|s| s.took.as_secs_f64() * 1e3)
+        })
+        .collect::<Result<_>>()?;
+    seal_ms.sort_by(f64::total_cmp);
+    let (min, median, max) = (seal_ms[0], seal_ms[2], seal_ms[4]);
+    let t = |secs: f64, factor: f64| (secs * solver * factor).ceil() as u64;
+    match output {
+        Output::Json => outln!(
+            "{}",
+            json!({
+                "bits": bits,
+                "raw_squarings_per_sec": raw,
+                "solver_squarings_per_sec": solver,
+                "solver_over_raw": solver / raw,
+                "seal_ms": {"min": min, "median": median, "max": max},
+                "squarings_1min": t(60.0, 1.0),
+                "squarings_1h": t(3600.0, 1.0),
+                "squarings_1min_20x": t(60.0, 20.0),
+                "squarings_1h_20x": t(3600.0, 20.0),
+            })
+        ),
+        Output::Text => {
+            outln!("{bits}-bit modulus, one core, {seconds} s per measurement");
+            outln!("  num-bigint x*x mod N  {:>7.3} M squarings/s", raw / 1e6);
+            outln!(
+                "  puzzle solver         {:>7.3} M squarings/s ({:.2}x raw)",
+                solver / 1e6,
+                solver / raw
+            );
+            outln!("  seal (primes, phi)    {median:>7.0} ms, median of 5 ({min:.0}..{max:.0})");
+            outln!(
+                "  t for 1 min / 1 h     {} / {} (here); {} / {} (a solver 20x faster)",
+                t(60.0, 1.0),
+                t(3600.0, 1.0),
+                t(60.0, 20.0),
+                t(3600.0, 20.0)
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Reads a record and, with `proof`, checks it against the state root locally.
 fn get(
     client: &pyralog_wallet::client::Client,
@@ -471,8 +840,30 @@ fn get(
         record["proof_verified"] = json!(true);
         record["proof_root"] = json!(verified.to_hex());
     }
+    // A sealed record's value is a sealed value's bytes until someone reveals it.
+    let sealed = record["value_hex"]
+        .as_str()
+        .and_then(|h| hex::decode(h).ok())
+        .and_then(|b| {
+            <pyralog_ledger::timelock::SealedValue as pyralog_ledger::Decode>::from_bytes(&b).ok()
+        });
+    if let Some(s) = &sealed {
+        record["sealed"] = json!({
+            "squarings": s.puzzle.squarings,
+            "modulus_bits": s.puzzle.modulus.len() * 8,
+            "commitment": s.commitment.to_hex(),
+        });
+    }
     match output {
         Output::Json => outln!("{record}"),
+        Output::Text if sealed.is_some() => {
+            let s = sealed.as_ref().map_or(0, |s| s.puzzle.squarings);
+            outln!("(sealed: a time-lock puzzle of {s} squarings)");
+            eprintln!(
+                "open it with `pyralog timelock reveal --from NAME {address} {key}` (posts the \
+                 answer), or save value_hex (-o json) to a file and `pyralog timelock open` it"
+            );
+        }
         Output::Text => {
             outln!("{}", record["value"].as_str().unwrap_or(""));
             eprintln!(
