@@ -536,6 +536,36 @@ impl Rules {
         (overlay, included, rejected)
     }
 
+    /// Executes ordered transactions all of which stay in the block: each one
+    /// that fails its rules is skipped (no effect) and returned with its error.
+    /// Only a storage failure is an error.
+    #[allow(clippy::type_complexity)]
+    pub fn execute_ordered_all<'v>(
+        &self,
+        view: &'v dyn StateView,
+        ctx: &BlockContext,
+        txs: &[VerifiedTx],
+    ) -> Result<(Overlay<'v>, usize, Vec<(Hash, Error)>), Error> {
+        over_limit(
+            "block transactions",
+            txs.len() as u64,
+            self.genesis.params.limits.max_txs_per_block,
+        )?;
+        let mut overlay = Overlay::new(view);
+        let mut failed = Vec::new();
+        let mut applied = 0;
+        for (index, tx) in txs.iter().enumerate() {
+            // A failing transaction writes nothing: its handler checks all
+            // before it writes (see the module docs).
+            match self.execute_ordered(&mut overlay, ctx, index, tx) {
+                Ok(()) => applied += 1,
+                Err(e) if e.is_fatal() => return Err(e),
+                Err(e) => failed.push((tx.id(), e)),
+            }
+        }
+        Ok((overlay, applied, failed))
+    }
+
     /// Merges a gossip batch: every record write is a last-writer-wins register
     /// ordered by `(batch hlc, origin, tx id)`; any invalid transaction refuses
     /// the whole batch. Merging is commutative, associative and idempotent.

@@ -45,6 +45,9 @@ const BATCHES: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("batches
 /// Key: origin; value: the highest seq merged from it.
 const ORIGINS: TableDefinition<'_, &[u8], u64> = TableDefinition::new("origins");
 
+/// The consensus engine's durable records (what it signed, prepared, …), in
+/// the order it persisted them.
+const ENGINE_LOG: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("engine_log");
 const META_GENESIS: &str = "genesis_json";
 const META_TIP: &str = "tip";
 
@@ -544,6 +547,116 @@ impl Store {
             };
             write_tip(txn, new_tip)
         })
+    }
+
+    /// Commits an ordered block whose transactions consensus fixed before
+    /// execution (PBFT orders, then executes): every transaction is kept in the
+    /// block, in order; one that fails its rules has no effect and is returned
+    /// with its error. The header's parent, state root and transaction root
+    /// are computed here; its timestamp is `timestamp_ms` but never before the
+    /// parent's.
+    pub fn commit_ordered(
+        &mut self,
+        proposer: Address,
+        timestamp_ms: u64,
+        txs: Vec<VerifiedTx>,
+        engine_data: Vec<u8>,
+        certificate: Certificate,
+    ) -> Result<(Tip, Vec<(Hash, Error)>), Error> {
+        let tip = self.tip;
+        let ctx = BlockContext {
+            height: tip.height + 1,
+            timestamp_ms: timestamp_ms.max(tip.timestamp_ms),
+            proposer,
+        };
+        let header = Header {
+            chain_id: self.genesis().chain_id.clone(),
+            height: ctx.height,
+            parent: tip.hash,
+            state_root: Hash::ZERO,
+            tx_root: tx_root_of_ids(txs.iter().map(VerifiedTx::id)),
+            proposer,
+            timestamp_ms: ctx.timestamp_ms,
+            engine_data,
+        };
+        self.rules.check_header(&tip, &header)?;
+        let (writes, failed) = {
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(STATE)?;
+            let view = TableView {
+                table: &table,
+                bits: self.tree.bits(),
+            };
+            let (overlay, _, failed) = self.rules.execute_ordered_all(&view, &ctx, &txs)?;
+            (overlay.into_writes(), failed)
+        };
+        let mut ids: Vec<(Hash, u32)> = txs
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.id(), i as u32))
+            .collect();
+        ids.sort_unstable();
+        let block = VerifiedBlock::from_parts(header, txs, certificate);
+        let tip = self.commit(writes, None, |txn, root| {
+            let mut header = block.header().clone();
+            header.state_root = root;
+            let stored = VerifiedBlock::from_parts(
+                header.clone(),
+                block.txs().to_vec(),
+                block.to_block().certificate,
+            );
+            txn.open_table(BLOCKS)?
+                .insert(header.height, stored.to_bytes().as_slice())?;
+            let mut index = txn.open_table(TX_INDEX)?;
+            for (id, i) in &ids {
+                let loc = TxLocation::Block {
+                    height: header.height,
+                    index: *i,
+                };
+                index.insert(id.0.as_slice(), loc.to_bytes().as_slice())?;
+            }
+            let new_tip = Tip {
+                height: header.height,
+                hash: header.hash(),
+                timestamp_ms: header.timestamp_ms,
+                state_root: root,
+            };
+            write_tip(txn, new_tip)
+        })?;
+        Ok((tip, failed))
+    }
+
+    /// Appends the consensus engine's records, durably, in one transaction.
+    pub fn append_engine_records(&mut self, records: &[Vec<u8>]) -> Result<(), Error> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let txn = self.db.begin_write()?;
+        {
+            let mut log = txn.open_table(ENGINE_LOG)?;
+            let mut next = log.last()?.map_or(0, |(k, _)| k.value() + 1);
+            for r in records {
+                log.insert(next, r.as_slice())?;
+                next += 1;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The consensus engine's records, in the order they were appended.
+    pub fn engine_records(&self) -> Result<Vec<Vec<u8>>, Error> {
+        let txn = self.db.begin_read()?;
+        let log = match txn.open_table(ENGINE_LOG) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for row in log.iter()? {
+            out.push(row?.1.value().to_vec());
+        }
+        Ok(out)
     }
 
     /// Builds the next block from candidate transactions: executes them against
