@@ -617,3 +617,34 @@ impl Decode for CommittedBlock {
         })
     }
 }
+
+/// What the ledger keeps in a PBFT block header's `engine_data`: the view of the
+/// commit certificate and the proposal's own timestamp (the header's may be
+/// raised to the parent's), so the block can be served as a [`CommittedBlock`].
+pub fn engine_data(view: u64, proposal_timestamp_ms: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16);
+    put_u64(&mut out, view);
+    put_u64(&mut out, proposal_timestamp_ms);
+    out
+}
+
+/// The bytes of the [`CommittedBlock`] a stored PBFT block stands for, without
+/// checking its signatures again (the receiver checks them).
+pub fn committed_bytes(block: &pyralog_ledger::Block) -> Result<Vec<u8>, Error> {
+    let mut r = Reader::new(&block.header.engine_data);
+    let view = r.u64("view")?;
+    let timestamp_ms = r.u64("proposal timestamp")?;
+    r.finish()?;
+    let mut out = Vec::new();
+    put_u64(&mut out, view);
+    put_u64(&mut out, block.header.height);
+    put_u64(&mut out, timestamp_ms);
+    block.header.proposer.encode(&mut out);
+    put_list(&mut out, &block.txs);
+    put_len(&mut out, block.certificate.votes.len());
+    for v in &block.certificate.votes {
+        v.validator.encode(&mut out);
+        v.signature.encode(&mut out);
+    }
+    Ok(out)
+}

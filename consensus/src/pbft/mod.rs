@@ -30,8 +30,10 @@ use pyralog_ledger::{Address, ChainId, Hash, Keypair, Signature};
 
 pub use messages::{
     CheckpointCert, CommittedBlock, Message, NewView, PreparedCert, Proposal, Reproposal, Signed,
-    SignedViewChange, ViewChange, caps,
+    SignedViewChange, ViewChange, caps, committed_bytes, engine_data,
 };
+use pyralog_ledger::Error;
+use pyralog_ledger::codec::{Decode, Encode, Reader, put_u64};
 
 use crate::bft::{
     CertError, Evidence, Kind, Recorded, Statement, ValidatorSet, Votes, check_certificate,
@@ -173,6 +175,51 @@ pub enum Record {
     Prepared(PreparedCert),
     /// A stable checkpoint.
     Stable(CheckpointCert),
+}
+
+impl Encode for Record {
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Record::View { view, changing } => {
+                out.push(0);
+                put_u64(out, *view);
+                out.push(u8::from(*changing));
+            }
+            Record::Signed(st) => {
+                out.push(1);
+                st.encode(out);
+            }
+            Record::Prepared(cert) => {
+                out.push(2);
+                cert.encode(out);
+            }
+            Record::Stable(cert) => {
+                out.push(3);
+                cert.encode(out);
+            }
+        }
+    }
+}
+
+impl Decode for Record {
+    const MIN_SIZE: usize = 2;
+    fn decode(r: &mut Reader<'_>) -> Result<Self, Error> {
+        Ok(match r.u8("pbft record")? {
+            0 => Record::View {
+                view: r.u64("view")?,
+                changing: r.bool("changing")?,
+            },
+            1 => Record::Signed(Statement::decode(r)?),
+            2 => Record::Prepared(PreparedCert::decode(r)?),
+            3 => Record::Stable(CheckpointCert::decode(r)?),
+            tag => {
+                return Err(Error::UnknownTag {
+                    what: "pbft record",
+                    tag,
+                });
+            }
+        })
+    }
 }
 
 /// Why a message was refused.

@@ -3,7 +3,7 @@
 use super::*;
 use crate::bft::VoteSig;
 use pyralog_ledger::block::verify_tx;
-use pyralog_ledger::codec::Encode;
+use pyralog_ledger::codec::{Decode, Encode};
 use pyralog_ledger::devkit;
 
 const NOW: u64 = 1_000_000;
@@ -712,4 +712,54 @@ fn messages_round_trip_through_their_bytes_and_garbage_never_panics() {
     let n = bytes.len();
     bytes[n - 64 - 10] ^= 1; // inside the last transaction's signature
     assert!(Signed::decode_wire(&bytes).is_err());
+}
+
+#[test]
+fn records_round_trip_and_a_stored_block_serves_as_its_committed_block() {
+    use pyralog_ledger::block::{Certificate, Header, Vote};
+    let (p, m) = pre_prepare(1, vec![tx(1)]);
+    for r in [
+        Record::View {
+            view: 3,
+            changing: true,
+        },
+        Record::Signed(m.message.statement()),
+        Record::Stable(CheckpointCert {
+            seq: 2,
+            state_root: p.digest(),
+            votes: vec![],
+        }),
+    ] {
+        assert_eq!(Record::from_bytes(&r.to_bytes()), Ok(r));
+    }
+    let committed = CommittedBlock {
+        view: 2,
+        proposal: p.clone(),
+        commits: vec![VoteSig {
+            validator: addr(1),
+            signature: m.signature,
+        }],
+    };
+    let block = pyralog_ledger::Block {
+        header: Header {
+            chain_id: chain(),
+            height: 1,
+            parent: Hash::ZERO,
+            state_root: Hash::ZERO,
+            tx_root: Hash::ZERO,
+            proposer: addr(0),
+            timestamp_ms: NOW + 5,
+            engine_data: engine_data(2, NOW),
+        },
+        txs: p.txs().iter().map(|t| t.tx().clone()).collect(),
+        certificate: Certificate {
+            round: 2,
+            votes: vec![Vote {
+                validator: addr(1),
+                signature: m.signature,
+            }],
+        },
+    };
+    let bytes = committed_bytes(&block).expect("pbft engine data");
+    assert_eq!(CommittedBlock::from_bytes(&bytes), Ok(committed));
 }
