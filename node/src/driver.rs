@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pyralog_consensus::Engine as _;
 use pyralog_consensus::gossip::{Digest, Effect, GossipEngine, Input, Rejection};
+use pyralog_consensus::pbft::Pbft;
 use pyralog_ledger::block::{VerifiedBatch, VerifiedTx};
 use pyralog_ledger::codec::{Decode, Encode};
 use pyralog_ledger::{Address, Batch, Engine, Error, Hash, Keypair, Payload, StateKey, Store};
@@ -122,30 +123,48 @@ pub enum Request {
     ),
     /// `/metrics`.
     Metrics(oneshot::Sender<String>),
+    /// `/block/{height}` (`None`: the latest).
+    Block(
+        Option<u64>,
+        oneshot::Sender<Result<Option<serde_json::Value>, ApiError>>,
+    ),
+    /// `/validators`.
+    Validators(oneshot::Sender<Result<serde_json::Value, ApiError>>),
 }
 
 #[derive(Default, Debug)]
-struct Metrics {
+pub(crate) struct Metrics {
+    pub(crate) blocks_committed: u64,
+    pub(crate) view_changes: u64,
     txs_accepted: u64,
     txs_rejected: u64,
-    txs_committed: u64,
+    pub(crate) txs_committed: u64,
     batches_merged: u64,
     batches_refused: u64,
-    gossip_rejected: u64,
+    pub(crate) gossip_rejected: u64,
+}
+
+/// The engine a node runs, as its genesis says.
+pub(crate) enum Consensus {
+    /// No order: batches and CRDT merge.
+    Gossip(GossipEngine<PeerId>),
+    /// PBFT: ordered, final blocks.
+    Pbft(Box<Pbft>),
 }
 
 /// The node's driver.
 pub struct Driver {
-    store: Store,
-    engine: GossipEngine<PeerId>,
-    net: Network,
-    waiters: HashMap<Hash, Vec<oneshot::Sender<Result<&'static str, ApiError>>>>,
-    metrics: Metrics,
+    pub(crate) store: Store,
+    pub(crate) engine: Consensus,
+    pub(crate) net: Network,
+    pub(crate) waiters: HashMap<Hash, Vec<oneshot::Sender<Result<&'static str, ApiError>>>>,
+    pub(crate) metrics: Metrics,
+    pub(crate) fetches: u64,
     next_tick: tokio::time::Instant,
     node_id: String,
     cluster_id: Address,
     moniker: String,
-    keys: pyralog_ledger::keys::KeyCache,
+    pub(crate) keys: pyralog_ledger::keys::KeyCache,
 }
 
 /// The wall clock in Unix milliseconds (the node is where time enters).
@@ -164,26 +183,31 @@ impl Driver {
         config: pyralog_consensus::gossip::Config,
         moniker: String,
     ) -> Result<Driver, Error> {
-        if store.genesis().engine != Engine::Gossip {
-            return Err(Error::WrongEngine {
-                engine: store.genesis().engine.name(),
-                what: "this node (gossip only until issue 4)",
-            });
-        }
-        let heads = store.batch_heads()?;
         let own = validator.address();
-        let last_hlc = match heads.get(&own) {
-            Some(seq) => store.batch(&own, *seq)?.map(|b| b.hlc).unwrap_or_default(),
-            None => Default::default(),
+        let engine = match store.genesis().engine {
+            Engine::Gossip => {
+                let heads = store.batch_heads()?;
+                let last_hlc = match heads.get(&own) {
+                    Some(seq) => store.batch(&own, *seq)?.map(|b| b.hlc).unwrap_or_default(),
+                    None => Default::default(),
+                };
+                Consensus::Gossip(GossipEngine::new(
+                    config,
+                    store.genesis().chain_id.clone(),
+                    validator,
+                    store.state_root(),
+                    heads,
+                    last_hlc,
+                ))
+            }
+            Engine::Pbft => Consensus::Pbft(Box::new(crate::pbft_host::engine(&store, validator)?)),
+            Engine::Pos => {
+                return Err(Error::WrongEngine {
+                    engine: store.genesis().engine.name(),
+                    what: "this node (proof of stake arrives with issue 6)",
+                });
+            }
         };
-        let engine = GossipEngine::new(
-            config,
-            store.genesis().chain_id.clone(),
-            validator,
-            store.state_root(),
-            heads,
-            last_hlc,
-        );
         Ok(Driver {
             node_id: net.local_peer_id().to_string(),
             cluster_id: own,
@@ -192,6 +216,7 @@ impl Driver {
             net,
             waiters: HashMap::new(),
             metrics: Metrics::default(),
+            fetches: 0,
             next_tick: tokio::time::Instant::now(),
             moniker,
             keys: pyralog_ledger::keys::KeyCache::new(KEY_CACHE),
@@ -210,8 +235,13 @@ impl Driver {
                 biased;
                 _ = &mut shutdown => break,
                 _ = tokio::time::sleep_until(self.next_tick) => {
-                    self.next_tick = tokio::time::Instant::now() + Duration::from_secs(1);
-                    self.feed(Input::Tick, None);
+                    if matches!(self.engine, Consensus::Pbft(_)) {
+                        self.next_tick = tokio::time::Instant::now() + crate::pbft_host::TICK;
+                        self.feed_pbft(pyralog_consensus::pbft::Input::Tick, None);
+                    } else {
+                        self.next_tick = tokio::time::Instant::now() + Duration::from_secs(1);
+                        self.feed(Input::Tick, None);
+                    }
                 }
                 Some(req) = requests.recv() => self.request(req),
                 event = self.net.next_event() => self.network(event),
@@ -220,8 +250,11 @@ impl Driver {
         tracing::info!("driver stopped");
     }
 
-    fn current_epoch(&self) -> u64 {
-        self.store.genesis().gossip_epoch(now_ms())
+    pub(crate) fn current_epoch(&self) -> u64 {
+        match self.engine {
+            Consensus::Gossip(_) => self.store.genesis().gossip_epoch(now_ms()),
+            Consensus::Pbft(_) => self.store.rules().block_epoch(self.store.tip().height + 1),
+        }
     }
 
     /// Feeds one input and carries out its effects. `gossip` is the message the
@@ -248,7 +281,10 @@ impl Driver {
         let mut queue = vec![input];
         while let Some(input) = queue.pop() {
             let now = now_ms();
-            for effect in self.engine.handle(now, input) {
+            let Consensus::Gossip(engine) = &mut self.engine else {
+                break;
+            };
+            for effect in engine.handle(now, input) {
                 match effect {
                     Effect::Merge(batch) => match self.store.merge_batch(&batch, now) {
                         Ok(_) => {
@@ -353,6 +389,9 @@ impl Driver {
     }
 
     fn network(&mut self, event: NetEvent) {
+        if matches!(self.engine, Consensus::Pbft(_)) {
+            return self.pbft_network(event);
+        }
         match event {
             NetEvent::Gossip {
                 topic: Topic::Batches,
@@ -422,6 +461,14 @@ impl Driver {
                         }
                     }
                 }
+            }
+            NetEvent::Gossip { from, id, .. } => {
+                // Consensus and relayed transactions belong to ordering engines.
+                self.net.command(NetCommand::Report {
+                    id,
+                    from,
+                    verdict: Verdict::Ignore,
+                });
             }
             NetEvent::Connected(peer) => tracing::info!(%peer, "peer connected"),
             NetEvent::Disconnected(peer) => tracing::info!(%peer, "peer disconnected"),
@@ -504,6 +551,12 @@ impl Driver {
             Request::Metrics(reply) => {
                 let _ = reply.send(self.metrics_text());
             }
+            Request::Block(height, reply) => {
+                let _ = reply.send(self.block_json(height));
+            }
+            Request::Validators(reply) => {
+                let _ = reply.send(self.validators_json());
+            }
         }
     }
 
@@ -511,6 +564,9 @@ impl Driver {
     /// it was not taken (by admission or by the engine).
     fn submit(&mut self, tx: VerifiedTx) -> Result<(), ApiError> {
         let id = tx.id();
+        if matches!(self.engine, Consensus::Pbft(_)) {
+            return self.submit_pbft(tx, true);
+        }
         if let Err(e) = self.admit(&tx) {
             self.metrics.txs_rejected += 1;
             return Err(e);
@@ -565,7 +621,10 @@ impl Driver {
     fn status(&self) -> serde_json::Value {
         let g = self.store.genesis();
         let tip = self.store.tip();
-        let heads = self.engine.digest().heads;
+        let (heads, pending) = match &self.engine {
+            Consensus::Gossip(e) => (e.digest().heads, e.pending()),
+            Consensus::Pbft(p) => (Default::default(), p.pool_len()),
+        };
         serde_json::json!({
             "chain_id": g.chain_id.to_string(),
             "engine": g.engine.name(),
@@ -580,7 +639,15 @@ impl Driver {
             "peers": self.net.peers(),
             "syncing": false,
             "epoch": self.current_epoch(),
-            "pending": self.engine.pending(),
+            "pending": pending,
+            "view": match &self.engine {
+                Consensus::Pbft(p) => serde_json::json!(p.view()),
+                Consensus::Gossip(_) => serde_json::Value::Null,
+            },
+            "primary": match &self.engine {
+                Consensus::Pbft(p) => serde_json::json!(p.primary(p.view()).to_human()),
+                Consensus::Gossip(_) => serde_json::Value::Null,
+            },
             "pow_difficulty": g.params.pow.min_difficulty,
             "listen": self.net.listeners().iter().map(|a| format!("{a}/p2p/{}", self.node_id)).collect::<Vec<_>>(),
         })
@@ -638,6 +705,59 @@ impl Driver {
         )
     }
 
+    fn block_json(&self, height: Option<u64>) -> Result<Option<serde_json::Value>, ApiError> {
+        let height = height.unwrap_or(self.store.tip().height);
+        if height == 0 {
+            return Ok(None);
+        }
+        let Some(b) = self.store.block(height).map_err(ApiError::internal)? else {
+            return Ok(None);
+        };
+        let h = &b.header;
+        Ok(Some(serde_json::json!({
+            "height": h.height,
+            "hash": h.hash().to_hex(),
+            "parent": h.parent.to_hex(),
+            "state_root": h.state_root.to_hex(),
+            "tx_root": h.tx_root.to_hex(),
+            "proposer": h.proposer.to_human(),
+            "timestamp_ms": h.timestamp_ms,
+            "txs": b.txs.iter().map(|t| t.id().to_hex()).collect::<Vec<_>>(),
+            "certificate": {
+                "round": b.certificate.round,
+                "votes": b.certificate.votes.iter().map(|v| serde_json::json!({
+                    "validator": v.validator.to_human(),
+                    "signature": hex::encode(v.signature.0),
+                })).collect::<Vec<_>>(),
+            },
+        })))
+    }
+
+    fn validators_json(&self) -> Result<serde_json::Value, ApiError> {
+        let primary = match &self.engine {
+            Consensus::Pbft(p) => Some(p.primary(p.view())),
+            Consensus::Gossip(_) => None,
+        };
+        let list: Vec<serde_json::Value> = self
+            .store
+            .genesis()
+            .validators
+            .iter()
+            .map(|v| {
+                serde_json::json!({
+                    "id": v.id,
+                    "address": v.public_key.to_human(),
+                    "stake": v.stake,
+                    "power": 1,
+                    "status": if primary == Some(v.public_key) { "primary" } else { "active" },
+                    "jailed": false,
+                    "slashed": false,
+                })
+            })
+            .collect();
+        Ok(serde_json::Value::Array(list))
+    }
+
     fn metrics_text(&self) -> String {
         let m = &self.metrics;
         let mut out = String::new();
@@ -683,6 +803,18 @@ impl Driver {
             m.gossip_rejected,
         );
         metric(
+            "blocks_committed_total",
+            "counter",
+            "Finalized blocks this node committed.",
+            m.blocks_committed,
+        );
+        metric(
+            "view_changes_total",
+            "counter",
+            "Views this node entered after the first.",
+            m.view_changes,
+        );
+        metric(
             "peers",
             "gauge",
             "Connected peers.",
@@ -692,13 +824,19 @@ impl Driver {
             "mempool_pending",
             "gauge",
             "Transactions waiting to be sealed.",
-            self.engine.pending() as u64,
+            match &self.engine {
+                Consensus::Gossip(e) => e.pending() as u64,
+                Consensus::Pbft(p) => p.pool_len() as u64,
+            },
         );
         metric(
             "state_batches",
             "gauge",
             "Batches merged, summed over origins.",
-            self.engine.digest().heads.values().sum(),
+            match &self.engine {
+                Consensus::Gossip(e) => e.digest().heads.values().sum(),
+                Consensus::Pbft(_) => 0,
+            },
         );
         out
     }

@@ -18,4 +18,5 @@ pub mod cli;
 pub mod config;
 pub mod driver;
 pub mod home;
+mod pbft_host;
 pub mod rpc;

@@ -42,6 +42,8 @@ pub fn router(state: RpcState) -> Router {
         .route("/tx", post(submit))
         .route("/tx/{hash}", get(tx))
         .route("/account/{address}", get(account))
+        .route("/block/{height}", get(block))
+        .route("/validators", get(validators))
         .route("/kv/{address}/{key}", get(kv))
         .route("/pow/difficulty", get(difficulty))
         .route("/metrics", get(metrics))
@@ -234,6 +236,36 @@ async fn submit(
     Ok(Json(
         serde_json::json!({"hash": id.to_hex(), "status": status}),
     ))
+}
+
+async fn block(
+    State(s): State<RpcState>,
+    Path(height): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let height = match height.as_str() {
+        "latest" => None,
+        h => Some(h.parse::<u64>().map_err(|_| {
+            ApiError::bad(
+                "bad_request",
+                format!("{h:?} is neither a height nor \"latest\""),
+            )
+        })?),
+    };
+    match ask(&s, |r| Request::Block(height, r)).await?? {
+        Some(v) => Ok(Json(v)),
+        None => Err(ApiError {
+            status: 404,
+            code: "not_found",
+            message: match height {
+                Some(h) => format!("no block at height {h}"),
+                None => "no block yet".into(),
+            },
+        }),
+    }
+}
+
+async fn validators(State(s): State<RpcState>) -> Result<Json<serde_json::Value>, ApiError> {
+    ask(&s, Request::Validators).await?.map(Json)
 }
 
 fn parse_address(s: &str) -> Result<Address, ApiError> {

@@ -21,6 +21,10 @@ pub const MAX_RESPONSE: usize = 16 << 20;
 /// The most batches one response may carry.
 pub const MAX_BATCHES: usize = 256;
 
+/// The `origin` of a request for finalized blocks (heights `from_seq..=to_seq`)
+/// rather than an origin's batches: no key is all zeros.
+pub const BLOCKS: Address = Address([0; 32]);
+
 /// "Send me `origin`'s batches `from_seq..=to_seq`."
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FetchRequest {

@@ -312,6 +312,13 @@ impl Network {
         self.swarm.connected_peers().count()
     }
 
+    /// The connected peers, in a stable order.
+    pub fn connected(&self) -> Vec<PeerId> {
+        let mut v: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        v.sort();
+        v
+    }
+
     /// Addresses the swarm listens on.
     pub fn listeners(&self) -> Vec<Multiaddr> {
         self.swarm.listeners().cloned().collect()

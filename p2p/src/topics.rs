@@ -11,16 +11,27 @@ pub enum Topic {
     Batches,
     /// Anti-entropy digests.
     Digests,
+    /// Consensus messages of ordering engines (`pbft`).
+    Consensus,
+    /// Admitted transactions, relayed so every validator's pool has them.
+    Transactions,
 }
 
 impl Topic {
     /// Every topic.
-    pub const ALL: [Topic; 2] = [Topic::Batches, Topic::Digests];
+    pub const ALL: [Topic; 4] = [
+        Topic::Batches,
+        Topic::Digests,
+        Topic::Consensus,
+        Topic::Transactions,
+    ];
 
     fn suffix(self) -> &'static str {
         match self {
             Topic::Batches => "batches",
             Topic::Digests => "digests",
+            Topic::Consensus => "consensus",
+            Topic::Transactions => "txs",
         }
     }
 
@@ -29,6 +40,8 @@ impl Topic {
         match self {
             Topic::Batches => 4 << 20,
             Topic::Digests => 256 << 10,
+            Topic::Consensus => 8 << 20,
+            Topic::Transactions => 64 << 10,
         }
     }
 }

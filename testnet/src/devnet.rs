@@ -38,6 +38,8 @@ pub struct Devnet {
     pub chain_id: String,
     /// The binary that runs the nodes.
     pub exe: PathBuf,
+    /// The engine.
+    pub engine: Engine,
     /// Per node, the peers it refuses (set by [`Devnet::restart_with_bans`]).
     pub banned: Vec<Vec<String>>,
 }
@@ -85,10 +87,13 @@ impl Devnet {
     /// Lays out and starts the devnet; returns once every node answers and a
     /// write through the first node is readable on every node.
     pub fn up(plan: &Plan, log: &dyn Fn(&str)) -> Result<Devnet> {
-        if plan.engine != Engine::Gossip {
+        if plan.engine == Engine::Pos {
+            bail!("engine pos arrives with issue 6; use --engine gossip or --engine pbft");
+        }
+        if plan.engine == Engine::Pbft && plan.clusters < 4 {
             bail!(
-                "engine {} arrives with a later issue (pbft: issue 4, pos: issue 6); use --engine gossip",
-                plan.engine.name()
+                "pbft needs at least 4 validators (n = 3f+1 with f = 1); got --clusters {}",
+                plan.clusters
             );
         }
         if plan.clusters == 0 {
@@ -169,6 +174,7 @@ impl Devnet {
             faucet,
             chain_id: chain_id.into(),
             exe,
+            engine: plan.engine,
             banned: Vec::new(),
         };
         for i in 0..net.nodes.len() {
@@ -256,7 +262,7 @@ impl Devnet {
     pub fn json(&self) -> Value {
         json!({
             "chain_id": self.chain_id,
-            "engine": "gossip",
+            "engine": self.engine.name(),
             "genesis": self.dir.join("genesis.json"),
             "nodes": self.nodes.iter().map(|n| json!({"name": n.name, "cluster": n.cluster, "rpc": n.rpc, "p2p": n.p2p, "home": n.home})).collect::<Vec<_>>(),
             "faucet": {"key_file": self.dir.join("keys").join("faucet.key"), "address": self.faucet.address().to_human()},
@@ -446,13 +452,39 @@ pub fn chain_now(rpc: &str) -> Result<(pyralog_ledger::ChainId, u64, u32)> {
     Ok((chain, epoch, bits))
 }
 
+/// The next nonce of `signer`'s account, as `rpc` sees it.
+pub fn nonce_of(rpc: &str, signer: &Keypair) -> Result<u64> {
+    let account = get(rpc, &format!("/account/{}", signer.address()))?;
+    Ok(account["nonce"].as_u64().unwrap_or(0))
+}
+
+/// Builds, stamps and submits a transfer of `amount` from `signer` to `to`
+/// through `rpc`, waiting until it is final.
+pub fn transfer(
+    rpc: &str,
+    signer: &Keypair,
+    to: pyralog_ledger::Address,
+    amount: u64,
+) -> Result<(u16, Value)> {
+    let (chain, epoch, bits) = chain_now(rpc)?;
+    let tx = devkit::tx(
+        &chain,
+        signer,
+        nonce_of(rpc, signer)?,
+        epoch,
+        pyralog_ledger::Payload::Transfer { to, amount },
+        bits,
+    );
+    post_tx(rpc, &hex::encode(tx.to_bytes()), true)
+}
+
 /// Builds, stamps and submits a put of `key` = `value` by `signer` through `rpc`.
 pub fn put(rpc: &str, signer: &Keypair, key: &str, value: &str, wait: bool) -> Result<Value> {
     let (chain, epoch, bits) = chain_now(rpc)?;
     let tx = devkit::tx(
         &chain,
         signer,
-        0,
+        nonce_of(rpc, signer)?,
         epoch,
         devkit::put(signer, key.as_bytes(), value.as_bytes()),
         bits,

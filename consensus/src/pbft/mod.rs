@@ -388,6 +388,8 @@ pub struct Pbft {
     last_progress: u64,
     last_fetch: u64,
     ahead: BTreeMap<Address, u64>,
+    /// Per validator, the highest view its prepares and commits were in.
+    views_seen: BTreeMap<Address, u64>,
     fetches: u64,
 }
 
@@ -428,6 +430,7 @@ impl Pbft {
             last_progress: 0,
             last_fetch: 0,
             ahead: BTreeMap::new(),
+            views_seen: BTreeMap::new(),
             fetches: 0,
         }
     }
@@ -586,6 +589,10 @@ impl Pbft {
         if matches!(st.kind, Kind::Commit | Kind::Checkpoint) {
             let seen = self.ahead.entry(from).or_default();
             *seen = (*seen).max(st.height);
+        }
+        if matches!(st.kind, Kind::Prepare | Kind::Commit) {
+            let seen = self.views_seen.entry(from).or_default();
+            *seen = (*seen).max(st.round);
         }
         let result = match m.message {
             Message::PrePrepare { view, proposal } => {
@@ -1406,6 +1413,9 @@ impl Pbft {
                 .iter()
                 .filter(|((k, _, h), _)| {
                     matches!(k, Kind::ViewChange | Kind::NewView | Kind::Checkpoint)
+                        // The latest commit doubles as a heartbeat: a replica
+                        // that restarted learns from it that it is behind.
+                        || (*k == Kind::Commit && *h == committed)
                         || *h > committed
                         || self.slots.get(h).is_some_and(|s| s.committed.is_none())
                 })
@@ -1421,6 +1431,32 @@ impl Pbft {
             self.start_view_change(now, target, out);
         }
         self.maybe_fetch(now, out);
+        self.maybe_follow_view(now, out);
+    }
+
+    /// A replica left behind in an old view (it was down while the others
+    /// changed view) joins the view that more than a third of the power is
+    /// voting in, by asking for it; that view's primary answers with its
+    /// new-view.
+    fn maybe_follow_view(&mut self, now: u64, out: &mut Vec<Effect>) {
+        if self.status != Status::Normal || self.me().is_none() {
+            return;
+        }
+        let mut views: Vec<(u64, u64)> = self
+            .views_seen
+            .iter()
+            .filter(|(a, v)| **v > self.view && Some(**a) != self.me())
+            .map(|(a, v)| (*v, self.validators.power_of(a)))
+            .collect();
+        views.sort_unstable_by(|a, b| b.cmp(a));
+        let mut power = 0;
+        for (view, p) in views {
+            power += p;
+            if power >= self.validators.weak_quorum() {
+                self.start_view_change(now, view, out);
+                return;
+            }
+        }
     }
 
     /// State transfer: a replica that has made no progress for a while, while

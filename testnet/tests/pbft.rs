@@ -1,0 +1,201 @@
+//! End-to-end PBFT: four validator processes on loopback finalize transfers;
+//! with one killed they go on; with the primary killed they change view and go
+//! on; with two killed they stop without forking, and resume when one returns,
+//! which catches up.
+
+use std::time::{Duration, Instant};
+
+use pyralog_ledger::{Encode, Keypair, Payload, devkit};
+use pyralog_testnet::devnet::{Devnet, Plan, chain_now, get, nonce_of, post_tx, transfer};
+
+struct Running {
+    net: Devnet,
+    _dir: tempfile::TempDir,
+}
+
+fn pbft_devnet(slot: u16) -> Running {
+    let tmp = tempfile::tempdir().expect("dir");
+    let base = 10_000 + (std::process::id() % 200) as u16 * 100 + slot * 10;
+    Devnet::up(
+        &Plan {
+            clusters: 4,
+            engine: pyralog_ledger::Engine::Pbft,
+            dir: tmp.path().to_path_buf(),
+            base_port: base,
+            min_difficulty: 4,
+            exe: env!("CARGO_BIN_EXE_pyralog-testnet").into(),
+        },
+        &|_| {},
+    )
+    .map(|net| Running { net, _dir: tmp })
+    .expect("pbft devnet up")
+}
+
+fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn balance(rpc: &str, who: &Keypair) -> u64 {
+    get(rpc, &format!("/account/{}", who.address()))
+        .ok()
+        .and_then(|a| a["balance"].as_u64())
+        .unwrap_or(0)
+}
+
+fn height(rpc: &str) -> Option<u64> {
+    get(rpc, "/status").ok().and_then(|s| s["height"].as_u64())
+}
+
+fn block_hash(rpc: &str, h: u64) -> Option<String> {
+    get(rpc, &format!("/block/{h}"))
+        .ok()
+        .and_then(|b| b["hash"].as_str().map(str::to_owned))
+}
+
+/// Every block up to the lowest height among `nodes` is the same everywhere.
+fn assert_no_fork(net: &Devnet, nodes: &[usize]) {
+    let top = nodes
+        .iter()
+        .filter_map(|i| height(&net.nodes[*i].rpc))
+        .min()
+        .expect("heights");
+    for h in 1..=top {
+        let hashes: std::collections::BTreeSet<Option<String>> = nodes
+            .iter()
+            .map(|i| block_hash(&net.nodes[*i].rpc, h))
+            .collect();
+        assert_eq!(hashes.len(), 1, "fork at height {h}: {hashes:?}");
+    }
+}
+
+/// A final transfer of `amount` to `to` through node `via`; then every node in
+/// `nodes` shows the new balance.
+fn pay(net: &Devnet, via: usize, to: &Keypair, amount: u64, nodes: &[usize]) {
+    let before = balance(&net.nodes[via].rpc, to);
+    let (code, answer) = transfer(&net.nodes[via].rpc, &net.faucet, to.address(), amount)
+        .expect("transfer submitted");
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(answer["status"], "final", "{answer}");
+    for i in nodes {
+        wait_until(Duration::from_secs(30), "the balance on every node", || {
+            balance(&net.nodes[*i].rpc, to) == before + amount
+        });
+    }
+}
+
+fn primary_index(net: &Devnet, alive: &[usize]) -> usize {
+    let primary = get(&net.nodes[alive[0]].rpc, "/status").expect("status")["primary"]
+        .as_str()
+        .expect("a primary")
+        .to_owned();
+    (0..net.nodes.len())
+        .find(|i| {
+            get(&net.nodes[*i].rpc, "/status")
+                .map(|s| s["cluster_id"] == primary.as_str())
+                .unwrap_or(false)
+        })
+        .expect("the primary is one of the nodes")
+}
+
+#[test]
+fn four_validators_finalize_through_crashes_and_view_changes() {
+    let mut r = pbft_devnet(8);
+    let net = &mut r.net;
+    let alice = devkit::key(4242);
+    let all = [0, 1, 2, 3];
+
+    // Finalized transfers, the same blocks everywhere, with certificates.
+    pay(net, 1, &alice, 1000, &all);
+    let latest = get(&net.nodes[2].rpc, "/block/latest").expect("latest block");
+    assert!(
+        latest["certificate"]["votes"]
+            .as_array()
+            .expect("votes")
+            .len()
+            >= 3
+    );
+    assert_eq!(
+        get(&net.nodes[0].rpc, "/validators")
+            .expect("validators")
+            .as_array()
+            .map(Vec::len),
+        Some(4)
+    );
+    assert_no_fork(net, &all);
+
+    // One validator down (not the primary): still final.
+    let p = primary_index(net, &all);
+    let down = (p + 1) % 4;
+    net.kill(down).expect("kill");
+    let alive: Vec<usize> = all.iter().copied().filter(|i| *i != down).collect();
+    pay(net, alive[0], &alice, 10, &alive);
+    net.restart(down).expect("restart");
+    wait_until(
+        Duration::from_secs(60),
+        "the restarted node to catch up",
+        || balance(&net.nodes[down].rpc, &alice) == 1010,
+    );
+
+    // The primary down: the others change view and go on.
+    let p = primary_index(net, &all);
+    net.kill(p).expect("kill the primary");
+    let alive: Vec<usize> = all.iter().copied().filter(|i| *i != p).collect();
+    pay(net, alive[0], &alice, 20, &alive);
+    let view = get(&net.nodes[alive[0]].rpc, "/status").expect("status")["view"]
+        .as_u64()
+        .expect("view");
+    assert!(view > 0, "finalized without a view change");
+    net.restart(p).expect("restart");
+    wait_until(
+        Duration::from_secs(60),
+        "the old primary to catch up",
+        || balance(&net.nodes[p].rpc, &alice) == 1030,
+    );
+    assert_no_fork(net, &all);
+
+    // Two down: no quorum, nothing is finalized, nothing forks.
+    let (a, b) = (1, 2);
+    net.kill(a).expect("kill");
+    net.kill(b).expect("kill");
+    let (chain, epoch, bits) = chain_now(&net.nodes[0].rpc).expect("chain");
+    let tx = devkit::tx(
+        &chain,
+        &net.faucet,
+        nonce_of(&net.nodes[0].rpc, &net.faucet).expect("nonce"),
+        epoch,
+        Payload::Transfer {
+            to: alice.address(),
+            amount: 5,
+        },
+        bits,
+    );
+    let (code, answer) =
+        post_tx(&net.nodes[0].rpc, &hex::encode(tx.to_bytes()), false).expect("post");
+    assert_eq!(code, 200, "{answer}");
+    let stuck = height(&net.nodes[0].rpc).expect("height");
+    std::thread::sleep(Duration::from_secs(4));
+    for i in [0, 3] {
+        assert_eq!(
+            height(&net.nodes[i].rpc),
+            Some(stuck),
+            "a block without a quorum"
+        );
+        assert_eq!(balance(&net.nodes[i].rpc, &alice), 1030);
+    }
+    assert_no_fork(net, &[0, 3]);
+
+    // One returns: the transfer is finalized and the returned node catches up.
+    net.restart(a).expect("restart");
+    for i in [0, 3, a] {
+        wait_until(
+            Duration::from_secs(90),
+            "progress after a quorum returns",
+            || balance(&net.nodes[i].rpc, &alice) == 1035,
+        );
+    }
+    assert_no_fork(net, &[0, 3, a]);
+}
