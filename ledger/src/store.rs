@@ -634,10 +634,9 @@ impl Store {
         let txn = self.db.begin_write()?;
         {
             let mut log = txn.open_table(ENGINE_LOG)?;
-            let mut next = log.last()?.map_or(0, |(k, _)| k.value() + 1);
-            for r in records {
-                log.insert(next, r.as_slice())?;
-                next += 1;
+            let first = log.last()?.map_or(0, |(k, _)| k.value() + 1);
+            for (key, r) in (first..).zip(records) {
+                log.insert(key, r.as_slice())?;
             }
         }
         txn.commit()?;

@@ -147,7 +147,7 @@ pub(crate) struct Metrics {
 /// The engine a node runs, as its genesis says.
 pub(crate) enum Consensus {
     /// No order: batches and CRDT merge.
-    Gossip(GossipEngine<PeerId>),
+    Gossip(Box<GossipEngine<PeerId>>),
     /// PBFT: ordered, final blocks.
     Pbft(Box<Pbft>),
 }
@@ -191,14 +191,14 @@ impl Driver {
                     Some(seq) => store.batch(&own, *seq)?.map(|b| b.hlc).unwrap_or_default(),
                     None => Default::default(),
                 };
-                Consensus::Gossip(GossipEngine::new(
+                Consensus::Gossip(Box::new(GossipEngine::new(
                     config,
                     store.genesis().chain_id.clone(),
                     validator,
                     store.state_root(),
                     heads,
                     last_hlc,
-                ))
+                )))
             }
             Engine::Pbft => Consensus::Pbft(Box::new(crate::pbft_host::engine(&store, validator)?)),
             Engine::Pos => {

@@ -233,9 +233,7 @@ impl Driver {
                 Ok(None) => Ok(()),
                 Err(e) => Err(ApiError::internal(e)),
             });
-        if let Err(e) = checked {
-            return Err(e);
-        }
+        checked?;
         if relay {
             self.net.command(NetCommand::Publish {
                 topic: Topic::Transactions,
