@@ -58,6 +58,9 @@ impl ApiError {
             Error::EpochOutOfWindow { .. } => "expired",
             Error::NeedsOrderingEngine { .. } | Error::PayloadNotSupported { .. } => "unsupported",
             Error::NoOperations(_) | Error::DuplicateKey { .. } => "bad_request",
+            Error::InsufficientBalance { .. } => "insufficient_balance",
+            Error::BadNonce { .. } => "bad_nonce",
+            Error::CasMismatch { .. } => "cas_mismatch",
             Error::Storage(_) | Error::Corrupt(_) => "internal",
             _ => "decode",
         };

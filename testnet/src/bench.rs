@@ -149,18 +149,24 @@ pub fn run(net: &Devnet, load: &Load, log: &dyn Fn(&str)) -> Result<Report> {
     ));
     let run_id = std::process::id();
     let started = Instant::now();
+    // Each write from its own key at nonce 0, so an ordering engine (whose
+    // nonces are sequential per sender) takes them in any order too.
     let txs: Vec<(String, String)> = (0..load.txs)
         .map(|i| {
-            let key = format!("bench-{run_id}-{i}");
+            let signer = devkit::key((u64::from(run_id) << 32) | i as u64);
+            let key = format!("bench-{i}");
             let tx = devkit::tx(
                 &chain,
-                &net.faucet,
+                &signer,
                 0,
                 epoch,
-                devkit::put(&net.faucet, key.as_bytes(), b"v"),
+                devkit::put(&signer, key.as_bytes(), b"v"),
                 bits,
             );
-            (key, hex::encode(tx.to_bytes()))
+            (
+                format!("/kv/{}/{key}", signer.address()),
+                hex::encode(tx.to_bytes()),
+            )
         })
         .collect();
     let stamp_us = started.elapsed().as_secs_f64() * 1e6 / load.txs.max(1) as f64;
@@ -235,7 +241,6 @@ pub fn run(net: &Devnet, load: &Load, log: &dyn Fn(&str)) -> Result<Report> {
         })
         .collect();
     // Watch samples as they appear, while the load runs.
-    let faucet = net.faucet.address();
     let finished = Arc::new(AtomicBool::new(false));
     let watcher = {
         let (samples, rpcs, finished) = (samples.clone(), rpcs.clone(), finished.clone());
@@ -257,7 +262,7 @@ pub fn run(net: &Devnet, load: &Load, log: &dyn Fn(&str)) -> Result<Report> {
                 }
                 seen += fresh.len();
                 for (key, sent) in fresh {
-                    let path = format!("/kv/{faucet}/{key}");
+                    let path = key;
                     let mut pending: Vec<&String> = rpcs.iter().collect();
                     while !pending.is_empty() && Instant::now() < deadline {
                         pending.retain(|rpc| get(rpc, &path).is_err());

@@ -82,6 +82,33 @@ enum Command {
         /// An address, or the name of a key in this wallet.
         who: String,
     },
+    /// Move funds to another address (needs an ordering engine, e.g. pbft).
+    ///
+    /// The transaction takes the sender's next nonce from the node, is stamped
+    /// at the node's required difficulty and signed. With --wait final the
+    /// command returns once the block holding it is final (or says why the
+    /// transfer failed, e.g. an insufficient balance).
+    ///
+    /// Example: pyralog transfer --from alice --to pyr2Qd... --amount 100 --wait final
+    Transfer {
+        /// The key that pays.
+        #[arg(long)]
+        from: String,
+        /// Who receives: an address, or the name of a key in this wallet.
+        #[arg(long)]
+        to: String,
+        /// How much.
+        #[arg(long)]
+        amount: u64,
+        /// Stamp with at least this many bits of work.
+        #[arg(long)]
+        pow_bits: Option<u32>,
+        /// Wait until the transfer is final.
+        #[arg(long, value_enum)]
+        wait: Option<Wait>,
+    },
+    /// The validator set: addresses, stakes, and which one leads.
+    Validators,
     /// Write a record into your own namespace, stamped and signed.
     ///
     /// The stamp's difficulty is the node's required difficulty unless
@@ -414,6 +441,42 @@ fn run(cli: Cli) -> Result<()> {
                 }
             };
             submit(&client, output, &signer, payload, pow_bits, wait)
+        }
+        Command::Transfer {
+            from,
+            to,
+            amount,
+            pow_bits,
+            wait,
+        } => {
+            if amount == 0 {
+                bail!("--amount must be at least 1");
+            }
+            let to = resolve(&store, &to)?;
+            let signer = unlock(&store, &from)?;
+            let payload = pyralog_ledger::Payload::Transfer { to, amount };
+            submit(&client, output, &signer, payload, pow_bits, wait)
+        }
+        Command::Validators => {
+            let list = client
+                .get("/validators")?
+                .ok_or_else(|| anyhow!("the node at {node} has no /validators"))?;
+            match output {
+                Output::Json => outln!("{list}"),
+                Output::Text => {
+                    for v in list.as_array().into_iter().flatten() {
+                        outln!(
+                            "{} {} stake {} power {} {}",
+                            v["id"].as_str().unwrap_or("?"),
+                            v["address"].as_str().unwrap_or("?"),
+                            v["stake"],
+                            v["power"],
+                            v["status"].as_str().unwrap_or("?"),
+                        );
+                    }
+                }
+            }
+            Ok(())
         }
         Command::Timelock(command) => run_timelock(&store, &client, output, command),
         Command::Delete {
