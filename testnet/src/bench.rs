@@ -84,12 +84,17 @@ impl Report {
     }
 
     /// The report as text.
-    pub fn text(&self, nodes: usize) -> String {
+    pub fn text(&self, engine: &str, nodes: usize) -> String {
+        let held = if engine == "gossip" {
+            "holding"
+        } else {
+            "finalized"
+        };
         format!(
-            "gossip devnet of {nodes} nodes\n\
+            "{engine} devnet of {nodes} nodes\n\
              accepted   {} of {} writes in {:.2}s: {:.0} writes/s\n\
              end to end {:.0} writes/s (until the last sampled write was on every node, {:.2}s)\n\
-             converged  p50 {:.1} ms, p99 {:.1} ms ({} samples: submission to the last node holding the write)\n\
+             converged  p50 {:.1} ms, p99 {:.1} ms ({} samples: submission to the last node {held} the write)\n\
              stamping   {} bits, {:.1} us per write (client side, before the clock started)\n\
              limits     ed25519 verify {:.0}/s, blake3 {:.2} M hashes/s (one core, measured now)",
             self.accepted,

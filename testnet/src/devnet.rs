@@ -122,10 +122,15 @@ impl Devnet {
             .map(|(i, k)| (k, format!("/ip4/127.0.0.1/tcp/{}", p2p_port(i))))
             .collect();
         let chain_id = "pyralog-devnet";
+        let mut params = devkit::devnet_params(plan.min_difficulty);
+        // Epochs of ordered chains count blocks; PBFT's blocks come fast and
+        // small when the load is light, so a devnet's epochs are long enough
+        // that transactions signed a few minutes ago are still valid.
+        params.epoch_length = 10_000;
         let mut file = devkit::genesis_file(
             chain_id,
             plan.engine,
-            devkit::devnet_params(plan.min_difficulty),
+            params,
             &[(&faucet, 1_000_000_000_000)],
             &vals,
         );

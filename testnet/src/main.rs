@@ -209,7 +209,7 @@ fn run(cli: Cli) -> Result<()> {
             let report = report?;
             match cli.output {
                 Output::Json => outln!("{}", report.json()),
-                Output::Text => outln!("{}", report.text(clusters)),
+                Output::Text => outln!("{}", report.text(Engine::from(engine).name(), clusters)),
             }
             Ok(())
         }
