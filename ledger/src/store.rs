@@ -529,23 +529,7 @@ impl Store {
             .collect();
         ids.sort_unstable();
         self.commit(writes, Some(header.state_root), |txn, root| {
-            txn.open_table(BLOCKS)?
-                .insert(header.height, encoded.as_slice())?;
-            let mut index = txn.open_table(TX_INDEX)?;
-            for (id, i) in &ids {
-                let loc = TxLocation::Block {
-                    height: header.height,
-                    index: *i,
-                };
-                index.insert(id.0.as_slice(), loc.to_bytes().as_slice())?;
-            }
-            let new_tip = Tip {
-                height: header.height,
-                hash: header.hash(),
-                timestamp_ms: header.timestamp_ms,
-                state_root: root,
-            };
-            write_tip(txn, new_tip)
+            write_block_rows(txn, &header, &encoded, &ids, root)
         })
     }
 
@@ -605,23 +589,7 @@ impl Store {
                 block.txs().to_vec(),
                 block.to_block().certificate,
             );
-            txn.open_table(BLOCKS)?
-                .insert(header.height, stored.to_bytes().as_slice())?;
-            let mut index = txn.open_table(TX_INDEX)?;
-            for (id, i) in &ids {
-                let loc = TxLocation::Block {
-                    height: header.height,
-                    index: *i,
-                };
-                index.insert(id.0.as_slice(), loc.to_bytes().as_slice())?;
-            }
-            let new_tip = Tip {
-                height: header.height,
-                hash: header.hash(),
-                timestamp_ms: header.timestamp_ms,
-                state_root: root,
-            };
-            write_tip(txn, new_tip)
+            write_block_rows(txn, &header, &stored.to_bytes(), &ids, root)
         })?;
         Ok((tip, failed))
     }
@@ -850,6 +818,35 @@ impl Store {
         self.tip = tip;
         Ok(tip)
     }
+}
+
+/// Stores a block, indexes its transactions (`ids`: id and position, in id
+/// order) and moves the tip to it; `root` is the state root after it.
+fn write_block_rows(
+    txn: &redb::WriteTransaction,
+    header: &Header,
+    encoded: &[u8],
+    ids: &[(Hash, u32)],
+    root: Hash,
+) -> Result<Tip, Error> {
+    txn.open_table(BLOCKS)?.insert(header.height, encoded)?;
+    let mut index = txn.open_table(TX_INDEX)?;
+    for (id, i) in ids {
+        let loc = TxLocation::Block {
+            height: header.height,
+            index: *i,
+        };
+        index.insert(id.0.as_slice(), loc.to_bytes().as_slice())?;
+    }
+    write_tip(
+        txn,
+        Tip {
+            height: header.height,
+            hash: header.hash(),
+            timestamp_ms: header.timestamp_ms,
+            state_root: root,
+        },
+    )
 }
 
 /// The key range of a bucket: from the bucket's 4 bytes up to the next

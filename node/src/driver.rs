@@ -411,12 +411,7 @@ impl Driver {
                 ),
                 Err(error) => {
                     tracing::warn!(%from, %error, "invalid batch from the network");
-                    self.metrics.gossip_rejected += 1;
-                    self.net.command(NetCommand::Report {
-                        id,
-                        from,
-                        verdict: Verdict::Reject,
-                    });
+                    self.reject_gossip(id, from);
                 }
             },
             NetEvent::Gossip {
@@ -435,12 +430,7 @@ impl Driver {
                 }
                 Err(error) => {
                     tracing::warn!(%from, %error, "invalid digest from the network");
-                    self.metrics.gossip_rejected += 1;
-                    self.net.command(NetCommand::Report {
-                        id,
-                        from,
-                        verdict: Verdict::Reject,
-                    });
+                    self.reject_gossip(id, from);
                 }
             },
             NetEvent::FetchRequest {
@@ -477,6 +467,16 @@ impl Driver {
             NetEvent::Disconnected(peer) => tracing::info!(%peer, "peer disconnected"),
             NetEvent::Listening(addr) => tracing::info!(%addr, "p2p listening"),
         }
+    }
+
+    /// Reports a gossip message as provably invalid (its sender's score drops).
+    pub(crate) fn reject_gossip(&mut self, id: pyralog_p2p::network::MessageIdOf, from: PeerId) {
+        self.metrics.gossip_rejected += 1;
+        self.net.command(NetCommand::Report {
+            id,
+            from,
+            verdict: Verdict::Reject,
+        });
     }
 
     /// A batch from the wire: decoded strictly and every signature checked.

@@ -260,12 +260,7 @@ impl Driver {
                     Ok(m) => self.feed_pbft(Input::Message(m), Some((id, from))),
                     Err(error) => {
                         tracing::warn!(%from, %error, "invalid consensus message");
-                        self.metrics.gossip_rejected += 1;
-                        self.net.command(NetCommand::Report {
-                            id,
-                            from,
-                            verdict: Verdict::Reject,
-                        });
+                        self.reject_gossip(id, from);
                     }
                 }
             }

@@ -391,6 +391,8 @@ pub struct Pbft {
     /// Per validator, the highest view its prepares and commits were in.
     views_seen: BTreeMap<Address, u64>,
     fetches: u64,
+    /// Restarted while changing view: ask for that view again.
+    resume_view_change: bool,
 }
 
 impl Pbft {
@@ -432,6 +434,7 @@ impl Pbft {
             ahead: BTreeMap::new(),
             views_seen: BTreeMap::new(),
             fetches: 0,
+            resume_view_change: false,
         }
     }
 
@@ -475,6 +478,7 @@ impl Pbft {
                 }
             }
         }
+        p.resume_view_change = p.status == Status::Changing;
         let low = p.low;
         p.slots.retain(|s, _| *s > low);
         p.signed.retain(|(_, _, h), _| *h > low || *h == 0);
@@ -1422,6 +1426,10 @@ impl Pbft {
                 .map(|(_, m)| m.clone())
                 .collect();
             out.extend(resend.into_iter().map(Effect::Broadcast));
+        }
+        if std::mem::take(&mut self.resume_view_change) {
+            let view = self.view;
+            self.start_view_change(now, view, out);
         }
         if let Some(d) = self.deadline
             && now >= d

@@ -763,3 +763,25 @@ fn records_round_trip_and_a_stored_block_serves_as_its_committed_block() {
     let bytes = committed_bytes(&block).expect("pbft engine data");
     assert_eq!(CommittedBlock::from_bytes(&bytes), Ok(committed));
 }
+
+#[test]
+fn a_replica_restarted_while_changing_view_asks_for_that_view_again() {
+    let records = vec![Record::View {
+        view: 3,
+        changing: true,
+    }];
+    let mut r = Pbft::recover(chain(), set(), Some(keys()[1].clone()), cfg(), 0, records);
+    assert!(r.is_changing_view());
+    let effects = r.handle(NOW, Input::Tick);
+    let asked: Vec<u64> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Broadcast(Signed {
+                message: Message::ViewChange(vc),
+                ..
+            }) => Some(vc.new_view),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(asked, vec![3]);
+}
