@@ -493,6 +493,24 @@ pub fn check_certificate(
     statement: &Statement,
     sigs: &[VoteSig],
 ) -> Result<(), CertError> {
+    let power = signed_power(chain, validators, statement, sigs)?;
+    if power < validators.quorum() {
+        return Err(CertError::NoQuorum {
+            power,
+            needed: validators.quorum(),
+        });
+    }
+    Ok(())
+}
+
+/// The power behind signatures on one statement: distinct validators, each
+/// signature valid. Whether that is enough is the caller's rule.
+pub fn signed_power(
+    chain: &ChainId,
+    validators: &ValidatorSet,
+    statement: &Statement,
+    sigs: &[VoteSig],
+) -> Result<u64, CertError> {
     let mut seen = std::collections::BTreeSet::new();
     let mut power = 0u64;
     let mut items = Vec::with_capacity(sigs.len());
@@ -508,13 +526,7 @@ pub fn check_certificate(
     }
     keys::verify_many(SigDomain::Consensus, &items)
         .map_err(|i| CertError::BadSignature(items[i].1))?;
-    if power < validators.quorum() {
-        return Err(CertError::NoQuorum {
-            power,
-            needed: validators.quorum(),
-        });
-    }
-    Ok(())
+    Ok(power)
 }
 
 /// Why a certificate was refused.

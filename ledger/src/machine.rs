@@ -95,6 +95,15 @@ impl<'v> Overlay<'v> {
         }
     }
 
+    /// A record that exists and is not deleted, or `RecordNotFound`.
+    pub fn live_record(&self, ns: &Address, key: &[u8]) -> Result<RecordEntry, Error> {
+        self.record(ns, key)?
+            .filter(|e| !e.is_tombstone())
+            .ok_or_else(|| Error::RecordNotFound {
+                key: hex::encode(key),
+            })
+    }
+
     /// Sets an account.
     pub fn set_account(&mut self, a: Address, acc: Account) {
         self.accounts.insert(a, acc);
@@ -355,12 +364,7 @@ impl Rules {
             Payload::Delete { namespace, keys } => {
                 let mut writes = Vec::with_capacity(keys.len());
                 for key in keys {
-                    let current = overlay
-                        .record(namespace, key)?
-                        .filter(|e| !e.is_tombstone())
-                        .ok_or_else(|| Error::RecordNotFound {
-                            key: hex::encode(key),
-                        })?;
+                    let current = overlay.live_record(namespace, key)?;
                     let version = current
                         .version
                         .checked_add(1)
@@ -382,12 +386,7 @@ impl Rules {
             } => {
                 // Anyone may reveal: the answer is public work, and the only
                 // value it can write is the one the owner sealed (ADR 0006).
-                let current = overlay
-                    .record(namespace, key)?
-                    .filter(|e| !e.is_tombstone())
-                    .ok_or_else(|| Error::RecordNotFound {
-                        key: hex::encode(key),
-                    })?;
+                let current = overlay.live_record(namespace, key)?;
                 let sealed = match (&current.value, current.sealed) {
                     (Some(bytes), true) => SealedValue::from_bytes(bytes)
                         .map_err(|e| corrupt("sealed record value", e))?,
@@ -539,13 +538,12 @@ impl Rules {
     /// Executes ordered transactions all of which stay in the block: each one
     /// that fails its rules is skipped (no effect) and returned with its error.
     /// Only a storage failure is an error.
-    #[allow(clippy::type_complexity)]
     pub fn execute_ordered_all<'v>(
         &self,
         view: &'v dyn StateView,
         ctx: &BlockContext,
         txs: &[VerifiedTx],
-    ) -> Result<(Overlay<'v>, usize, Vec<(Hash, Error)>), Error> {
+    ) -> Result<(Overlay<'v>, Vec<(Hash, Error)>), Error> {
         over_limit(
             "block transactions",
             txs.len() as u64,
@@ -553,17 +551,16 @@ impl Rules {
         )?;
         let mut overlay = Overlay::new(view);
         let mut failed = Vec::new();
-        let mut applied = 0;
         for (index, tx) in txs.iter().enumerate() {
             // A failing transaction writes nothing: its handler checks all
             // before it writes (see the module docs).
             match self.execute_ordered(&mut overlay, ctx, index, tx) {
-                Ok(()) => applied += 1,
+                Ok(()) => {}
                 Err(e) if e.is_fatal() => return Err(e),
                 Err(e) => failed.push((tx.id(), e)),
             }
         }
-        Ok((overlay, applied, failed))
+        Ok((overlay, failed))
     }
 
     /// Merges a gossip batch: every record write is a last-writer-wins register

@@ -520,16 +520,8 @@ impl Store {
             self.rules.execute_block(&view, &tip, block)?.into_writes()
         };
         let encoded = block.to_bytes();
-        // In id order, so the index's B-tree is written front to back.
-        let mut ids: Vec<(Hash, u32)> = block
-            .txs()
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.id(), i as u32))
-            .collect();
-        ids.sort_unstable();
         self.commit(writes, Some(header.state_root), |txn, root| {
-            write_block_rows(txn, &header, &encoded, &ids, root)
+            write_block_rows(txn, &header, &encoded, block.txs(), root)
         })
     }
 
@@ -571,25 +563,19 @@ impl Store {
                 table: &table,
                 bits: self.tree.bits(),
             };
-            let (overlay, _, failed) = self.rules.execute_ordered_all(&view, &ctx, &txs)?;
+            let (overlay, failed) = self.rules.execute_ordered_all(&view, &ctx, &txs)?;
             (overlay.into_writes(), failed)
         };
-        let mut ids: Vec<(Hash, u32)> = txs
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.id(), i as u32))
-            .collect();
-        ids.sort_unstable();
-        let block = VerifiedBlock::from_parts(header, txs, certificate);
         let tip = self.commit(writes, None, |txn, root| {
-            let mut header = block.header().clone();
-            header.state_root = root;
-            let stored = VerifiedBlock::from_parts(
-                header.clone(),
-                block.txs().to_vec(),
-                block.to_block().certificate,
+            let block = VerifiedBlock::from_parts(
+                Header {
+                    state_root: root,
+                    ..header
+                },
+                txs,
+                certificate,
             );
-            write_block_rows(txn, &header, &stored.to_bytes(), &ids, root)
+            write_block_rows(txn, block.header(), &block.to_bytes(), block.txs(), root)
         })?;
         Ok((tip, failed))
     }
@@ -820,18 +806,25 @@ impl Store {
     }
 }
 
-/// Stores a block, indexes its transactions (`ids`: id and position, in id
-/// order) and moves the tip to it; `root` is the state root after it.
+/// Stores a block, indexes its transactions and moves the tip to it; `root`
+/// is the state root after it.
 fn write_block_rows(
     txn: &redb::WriteTransaction,
     header: &Header,
     encoded: &[u8],
-    ids: &[(Hash, u32)],
+    txs: &[VerifiedTx],
     root: Hash,
 ) -> Result<Tip, Error> {
     txn.open_table(BLOCKS)?.insert(header.height, encoded)?;
+    // In id order, so the index's B-tree is written front to back.
+    let mut ids: Vec<(Hash, u32)> = txs
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.id(), i as u32))
+        .collect();
+    ids.sort_unstable();
     let mut index = txn.open_table(TX_INDEX)?;
-    for (id, i) in ids {
+    for (id, i) in &ids {
         let loc = TxLocation::Block {
             height: header.height,
             index: *i,

@@ -98,13 +98,31 @@ impl Proposal {
 
 impl Encode for Proposal {
     fn encode(&self, out: &mut Vec<u8>) {
-        put_u64(out, self.seq);
-        put_u64(out, self.timestamp_ms);
-        self.proposer.encode(out);
-        put_len(out, self.txs.len());
-        for t in &self.txs {
-            t.tx().encode(out);
-        }
+        encode_proposal(
+            out,
+            self.seq,
+            self.timestamp_ms,
+            &self.proposer,
+            self.txs.iter().map(VerifiedTx::tx),
+        );
+    }
+}
+
+/// A proposal's bytes from its parts, for [`Proposal`] and for a stored block
+/// served without checking its signatures again ([`committed_bytes`]).
+fn encode_proposal<'a>(
+    out: &mut Vec<u8>,
+    seq: u64,
+    timestamp_ms: u64,
+    proposer: &Address,
+    txs: impl ExactSizeIterator<Item = &'a Transaction>,
+) {
+    put_u64(out, seq);
+    put_u64(out, timestamp_ms);
+    proposer.encode(out);
+    put_len(out, txs.len());
+    for t in txs {
+        t.encode(out);
     }
 }
 
@@ -637,10 +655,13 @@ pub fn committed_bytes(block: &pyralog_ledger::Block) -> Result<Vec<u8>, Error> 
     r.finish()?;
     let mut out = Vec::new();
     put_u64(&mut out, view);
-    put_u64(&mut out, block.header.height);
-    put_u64(&mut out, timestamp_ms);
-    block.header.proposer.encode(&mut out);
-    put_list(&mut out, &block.txs);
+    encode_proposal(
+        &mut out,
+        block.header.height,
+        timestamp_ms,
+        &block.header.proposer,
+        block.txs.iter(),
+    );
     put_len(&mut out, block.certificate.votes.len());
     for v in &block.certificate.votes {
         v.validator.encode(&mut out);

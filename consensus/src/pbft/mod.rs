@@ -37,6 +37,7 @@ use pyralog_ledger::codec::{Decode, Encode, Reader, put_u64};
 
 use crate::bft::{
     CertError, Evidence, Kind, Recorded, Statement, ValidatorSet, Votes, check_certificate,
+    signed_power,
 };
 use crate::engine::Engine;
 
@@ -1096,20 +1097,14 @@ impl Pbft {
         if p.prepares.iter().any(|s| s.validator == primary) {
             return Err("a prepare from the primary".to_owned());
         }
-        let st = p.prepare_statement();
-        let mut seen = BTreeSet::new();
-        let mut power = self.validators.power_of(&primary);
-        for s in &p.prepares {
-            if !self.validators.contains(&s.validator) || !seen.insert(s.validator) {
-                return Err(format!(
-                    "prepare by {} is not a distinct validator",
-                    s.validator
-                ));
-            }
-            st.verify(&self.chain, &s.validator, &s.signature)
-                .map_err(|_| format!("the prepare of {} does not verify", s.validator))?;
-            power += self.validators.power_of(&s.validator);
-        }
+        let power = self.validators.power_of(&primary)
+            + signed_power(
+                &self.chain,
+                &self.validators,
+                &p.prepare_statement(),
+                &p.prepares,
+            )
+            .map_err(|e| format!("prepares: {e}"))?;
         if power < self.validators.quorum() {
             return Err(format!(
                 "prepares hold power {power}; a quorum needs {}",
