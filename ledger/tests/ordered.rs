@@ -2,6 +2,7 @@
 //! the failing ones have no effect and are reported; engine records persist.
 
 use pyralog_ledger::block::{Certificate, Vote, verify_tx};
+use pyralog_ledger::store::TxLocation;
 use pyralog_ledger::{Engine, Keypair, Payload, Signature, Store, devkit};
 
 #[test]
@@ -86,4 +87,28 @@ fn an_ordered_block_keeps_every_transaction_and_skips_the_failing_ones() {
         store.engine_records().expect("records"),
         vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]
     );
+    // Every transaction of the block is found where it is, the failing one
+    // too, after the reopen; an id that was never committed is not.
+    for (i, tx) in txs.iter().enumerate() {
+        assert_eq!(
+            store.tx_location(&tx.id()).expect("lookup"),
+            Some(TxLocation::Block {
+                height: 1,
+                index: i as u32
+            })
+        );
+    }
+    let unknown = verify_tx(devkit::tx(
+        &chain,
+        &bob,
+        0,
+        0,
+        Payload::Transfer {
+            to: alice.address(),
+            amount: 1,
+        },
+        0,
+    ))
+    .expect("signed");
+    assert_eq!(store.tx_location(&unknown.id()).expect("lookup"), None);
 }
