@@ -199,6 +199,31 @@ pub fn verify_txs_with(
     txs: Vec<Transaction>,
     cache: Option<&mut keys::KeyCache>,
 ) -> Result<Vec<VerifiedTx>, Error> {
+    verify_txs_inner(txs, cache, None)
+}
+
+/// [`verify_txs_with`], skipping the signatures this process has already
+/// checked. A node meets each transaction several times (from its client or a
+/// relay, then in a proposal, then perhaps in a fetched block); only the first
+/// costs a signature check. The memo holds (transaction id, signature) pairs
+/// that passed, so a different signature on the same body is checked afresh.
+/// It changes how fast a transaction passes, never whether it does.
+pub fn verify_txs_memo(
+    txs: Vec<Transaction>,
+    cache: Option<&mut keys::KeyCache>,
+) -> Result<Vec<VerifiedTx>, Error> {
+    verify_txs_inner(txs, cache, Some(&CHECKED))
+}
+
+/// Signatures checked in this process, for [`verify_txs_memo`].
+static CHECKED: std::sync::LazyLock<std::sync::Mutex<keys::SigMemo>> =
+    std::sync::LazyLock::new(|| std::sync::Mutex::new(keys::SigMemo::new(1 << 17)));
+
+fn verify_txs_inner(
+    txs: Vec<Transaction>,
+    cache: Option<&mut keys::KeyCache>,
+    memo: Option<&std::sync::Mutex<keys::SigMemo>>,
+) -> Result<Vec<VerifiedTx>, Error> {
     let mut items: Vec<(Hash, Address, Signature)> = Vec::with_capacity(txs.len());
     let mut sizes = Vec::with_capacity(txs.len());
     for t in &txs {
@@ -206,12 +231,28 @@ pub fn verify_txs_with(
         items.push((Hash::of(Domain::TxId, &body), t.body.sender, t.signature));
         sizes.push(body.len() + Stamp::MIN_SIZE + Signature::MIN_SIZE);
     }
-    keys::verify_many_with(SigDomain::Transaction, &items, cache).map_err(|index| {
+    let unchecked: Vec<usize> = match memo {
+        Some(m) => {
+            let m = m.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            (0..items.len())
+                .filter(|&i| !m.contains(&items[i].0, &items[i].2))
+                .collect()
+        }
+        None => (0..items.len()).collect(),
+    };
+    let to_check: Vec<(Hash, Address, Signature)> = unchecked.iter().map(|&i| items[i]).collect();
+    keys::verify_many_with(SigDomain::Transaction, &to_check, cache).map_err(|k| {
         Error::InTransaction {
-            index,
+            index: unchecked.get(k).copied().unwrap_or(k),
             source: Box::new(Error::BadSignature),
         }
     })?;
+    if let Some(m) = memo {
+        let mut m = m.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (id, _, sig) in &to_check {
+            m.insert(*id, *sig);
+        }
+    }
     Ok(txs
         .into_iter()
         .zip(items)

@@ -283,6 +283,48 @@ impl KeyCache {
     }
 }
 
+/// Signatures known to be good: (digest, signature) pairs that passed a check,
+/// at most `capacity` of them, kept in two generations like [`KeyCache`].
+#[derive(Debug, Default)]
+pub struct SigMemo {
+    young: std::collections::HashMap<Hash, Signature>,
+    old: std::collections::HashMap<Hash, Signature>,
+    half: usize,
+}
+
+impl SigMemo {
+    /// A memo of at most `capacity` signatures.
+    pub fn new(capacity: usize) -> SigMemo {
+        SigMemo {
+            half: (capacity / 2).max(1),
+            ..SigMemo::default()
+        }
+    }
+
+    /// Whether `sig` on `digest` passed before.
+    pub fn contains(&self, digest: &Hash, sig: &Signature) -> bool {
+        self.young.get(digest).or_else(|| self.old.get(digest)) == Some(sig)
+    }
+
+    /// Records that `sig` on `digest` passed.
+    pub fn insert(&mut self, digest: Hash, sig: Signature) {
+        if self.young.len() >= self.half {
+            self.old = std::mem::take(&mut self.young);
+        }
+        self.young.insert(digest, sig);
+    }
+
+    /// How many signatures it holds (a pair in both generations counts twice).
+    pub fn len(&self) -> usize {
+        self.young.len() + self.old.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 fn signer_point(cache: Option<&mut KeyCache>, signer: &Address) -> Option<EdwardsPoint> {
     match cache {
         Some(c) => c.point(signer),

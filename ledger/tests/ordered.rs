@@ -52,6 +52,7 @@ fn an_ordered_block_keeps_every_transaction_and_skips_the_failing_ones() {
             txs.clone(),
             vec![1, 2],
             cert.clone(),
+            &[b"zero".to_vec()],
         )
         .expect("commit");
     assert_eq!(tip.height, 1);
@@ -85,7 +86,12 @@ fn an_ordered_block_keeps_every_transaction_and_skips_the_failing_ones() {
     assert_eq!(store.tip(), tip);
     assert_eq!(
         store.engine_records().expect("records"),
-        vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]
+        vec![
+            b"zero".to_vec(),
+            b"one".to_vec(),
+            b"two".to_vec(),
+            b"three".to_vec()
+        ]
     );
     // Every transaction of the block is found where it is, the failing one
     // too, after the reopen; an id that was never committed is not.

@@ -71,6 +71,45 @@ fn bad_signature_is_refused_before_anything_runs() {
 }
 
 #[test]
+fn the_signature_memo_never_lets_a_bad_signature_through() {
+    let n = net(Engine::Pbft);
+    let good = n.tx(
+        &n.alice,
+        7,
+        Payload::Transfer {
+            to: n.bob.address(),
+            amount: 2,
+        },
+    );
+    let other = n.tx(
+        &n.bob,
+        7,
+        Payload::Transfer {
+            to: n.alice.address(),
+            amount: 2,
+        },
+    );
+    // Checked once, remembered: the same transaction passes again.
+    let first = block::verify_txs_memo(vec![good.clone()], None).expect("good");
+    let again = block::verify_txs_memo(vec![other.clone(), good.clone()], None).expect("good");
+    assert_eq!(again[1], first[0]);
+    // The same body with a broken signature is checked, not remembered, and
+    // the error names its place in the list.
+    let mut forged = good.clone();
+    forged.signature.0[5] ^= 1;
+    let err = block::verify_txs_memo(vec![other, forged.clone()], None).expect_err("forged");
+    assert_eq!(
+        err,
+        Error::InTransaction {
+            index: 1,
+            source: Box::new(Error::BadSignature)
+        }
+    );
+    // A failed check remembers nothing.
+    assert!(block::verify_txs_memo(vec![forged], None).is_err());
+}
+
+#[test]
 fn signature_by_another_key_is_refused() {
     let n = net(Engine::Pbft);
     let body = TxBody {

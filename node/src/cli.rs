@@ -249,7 +249,7 @@ fn start(args: StartArgs) -> Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let net = pyralog_p2p::Network::new(net_config)?;
+        let net = pyralog_p2p::Network::new(net_config)?.spawn();
         let driver = Driver::new(
             store,
             net,

@@ -18,7 +18,7 @@ use pyralog_ledger::block::{VerifiedBatch, VerifiedTx};
 use pyralog_ledger::codec::{Decode, Encode};
 use pyralog_ledger::{Address, Batch, Engine, Error, Hash, Keypair, Payload, StateKey, Store};
 use pyralog_p2p::fetch::{FetchRequest, FetchResponse, MAX_BATCHES, MAX_RESPONSE};
-use pyralog_p2p::{NetCommand, NetEvent, Network, PeerId, Topic, Verdict};
+use pyralog_p2p::{NetCommand, NetEvent, NetHandle, PeerId, Topic, Verdict};
 use tokio::sync::{mpsc, oneshot};
 
 /// How many RPC requests may wait for the driver.
@@ -159,7 +159,7 @@ pub(crate) enum Consensus {
 pub struct Driver {
     pub(crate) store: Store,
     pub(crate) engine: Consensus,
-    pub(crate) net: Network,
+    pub(crate) net: NetHandle,
     pub(crate) waiters: HashMap<Hash, Vec<oneshot::Sender<Result<&'static str, ApiError>>>>,
     pub(crate) metrics: Metrics,
     pub(crate) fetches: u64,
@@ -168,7 +168,12 @@ pub struct Driver {
     cluster_id: Address,
     moniker: String,
     pub(crate) keys: pyralog_ledger::keys::KeyCache,
+    /// The PBFT engine's effects and relays waiting for the end of the turn.
+    pub(crate) pending: crate::pbft_host::Pending,
 }
+
+/// Network events or requests the driver takes in one turn at most.
+const TURN: usize = 64;
 
 /// The wall clock in Unix milliseconds (the node is where time enters).
 pub fn now_ms() -> u64 {
@@ -181,7 +186,7 @@ impl Driver {
     /// A driver over an open store and a started network.
     pub fn new(
         store: Store,
-        net: Network,
+        net: NetHandle,
         validator: Keypair,
         config: pyralog_consensus::gossip::Config,
         moniker: String,
@@ -223,6 +228,7 @@ impl Driver {
             next_tick: tokio::time::Instant::now(),
             moniker,
             keys: pyralog_ledger::keys::KeyCache::new(KEY_CACHE),
+            pending: Default::default(),
         })
     }
 
@@ -246,10 +252,28 @@ impl Driver {
                         self.feed(Input::Tick, None);
                     }
                 }
-                Some(req) = requests.recv() => self.request(req),
-                event = self.net.next_event() => self.network(event),
+                // Consensus and gossip before new requests: under load the
+                // clients wait (the request queue is bounded), not the network.
+                // Whatever else is already queued joins the turn, so its
+                // records share one commit and its relays one message.
+                event = self.net.next_event() => {
+                    self.network(event);
+                    for _ in 1..TURN {
+                        let Some(event) = self.net.try_next_event() else { break };
+                        self.network(event);
+                    }
+                }
+                Some(req) = requests.recv() => {
+                    self.request(req);
+                    for _ in 1..TURN {
+                        let Ok(req) = requests.try_recv() else { break };
+                        self.request(req);
+                    }
+                }
             }
+            self.flush_pbft();
         }
+        self.flush_pbft();
         tracing::info!("driver stopped");
     }
 
@@ -780,6 +804,12 @@ impl Driver {
             "counter",
             "Transactions refused at admission.",
             m.txs_rejected,
+        );
+        metric(
+            "net_commands_dropped_total",
+            "counter",
+            "Network commands dropped because the swarm task's queue was full.",
+            self.net.dropped_commands(),
         );
         metric(
             "txs_committed_total",

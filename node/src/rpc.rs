@@ -9,7 +9,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use pyralog_ledger::block::verify_txs_with;
+use pyralog_ledger::block::verify_txs_memo;
 use pyralog_ledger::codec::Decode;
 use pyralog_ledger::{Address, Hash, Transaction};
 use serde::Deserialize;
@@ -142,12 +142,12 @@ async fn submit_many(
     {
         let mut cache = s.keys.lock().unwrap_or_else(|p| p.into_inner());
         let txs: Vec<Transaction> = decoded.iter().map(|(_, t)| t.clone()).collect();
-        match verify_txs_with(txs, Some(&mut cache)) {
+        match verify_txs_memo(txs, Some(&mut cache)) {
             Ok(v) => verified.extend(decoded.iter().map(|(i, _)| *i).zip(v)),
             // Someone's signature is bad: find out whose, one at a time.
             Err(_) => {
                 for (i, tx) in decoded {
-                    match verify_txs_with(vec![tx], Some(&mut cache)) {
+                    match verify_txs_memo(vec![tx], Some(&mut cache)) {
                         Ok(mut v) => verified.extend(v.pop().map(|t| (i, t))),
                         Err(e) => {
                             let e = ApiError::from_ledger(&e);
@@ -213,7 +213,7 @@ async fn submit(
     let id = tx.id();
     let tx = {
         let mut cache = s.keys.lock().unwrap_or_else(|p| p.into_inner());
-        verify_txs_with(vec![tx], Some(&mut cache))
+        verify_txs_memo(vec![tx], Some(&mut cache))
             .map_err(|e| ApiError::from_ledger(&e))?
             .pop()
             .ok_or_else(|| ApiError::internal("verification returned nothing"))?

@@ -11,6 +11,8 @@
 //! - [`fetch`]: the batch-fetch protocol and its size-capped codec.
 //! - [`network`]: the swarm, its event loop surface ([`Network::next_event`]),
 //!   and the commands a node gives it.
+//! - [`task`]: the swarm on a task of its own ([`Network::spawn`]), which is
+//!   how the node runs it.
 //!
 //! Nothing received is trusted here: gossip messages are handed to the node
 //! undecided, and the node reports each one back as accepted, rejected (the
@@ -18,6 +20,7 @@
 
 pub mod fetch;
 pub mod network;
+pub mod task;
 pub mod topics;
 
 pub use libp2p::{Multiaddr, PeerId};
@@ -31,4 +34,5 @@ pub fn node_key_from_seed(seed: [u8; 32]) -> Result<NodeKey, network::NetError> 
         .map_err(|e| network::NetError::Setup(e.to_string()))
 }
 pub use network::{Config, Limits, NetCommand, NetEvent, Network, Verdict};
+pub use task::NetHandle;
 pub use topics::{Topic, Topics};

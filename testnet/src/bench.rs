@@ -3,9 +3,13 @@
 //! Transactions are built, stamped at the devnet's floor difficulty and signed
 //! before the clock starts (stamping is the client's CPU by design; its cost is
 //! reported separately). Client threads post them round-robin to every node.
-//! Convergence is sampled: for every `sample_every`-th write, a watcher polls
-//! each node until the record is there and keeps the time from submission to
-//! the last node holding it.
+//! Without `rate` each client posts as fast as answers come back (a closed
+//! loop); with it, write `i` is posted at `i / rate` seconds (an open loop, so
+//! the offered load does not bend to the latency). Convergence is sampled:
+//! for every `sample_every`-th write, a watcher polls each node until the
+//! record is there and keeps the time from submission to the last node holding
+//! it. It polls every outstanding sample in turn, so one slow write does not
+//! delay the clock of the ones behind it.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,7 +19,7 @@ use anyhow::{Result, anyhow};
 use pyralog_ledger::{Encode, devkit};
 use serde_json::{Value, json};
 
-use crate::devnet::{Devnet, get};
+use crate::devnet::Devnet;
 
 /// How to load the devnet.
 #[derive(Debug, Clone)]
@@ -30,6 +34,13 @@ pub struct Load {
     pub duration: Option<Duration>,
     /// Transactions per request (1: one `POST /tx` each; more: the bulk form).
     pub bulk: usize,
+    /// Offered writes per second, if set (an open loop).
+    pub rate: Option<f64>,
+    /// Time sampled writes to finality on the node that took them (`POST
+    /// /tx?wait=final`) instead of polling every node: for ordering engines,
+    /// where a committed block is final everywhere, and the polling itself
+    /// would be a second load on the nodes.
+    pub until_final: bool,
 }
 
 /// The figures of one run.
@@ -45,6 +56,9 @@ pub struct Report {
     pub converged_seconds: f64,
     /// Convergence latencies sampled, in milliseconds, sorted.
     pub convergence_ms: Vec<f64>,
+    /// Whether the latencies are to finality on the receiving node (else to
+    /// the last node holding the write).
+    pub until_final: bool,
     /// Mean stamping time per write at the floor difficulty, in microseconds.
     pub stamp_us: f64,
     /// Stamp difficulty used.
@@ -53,6 +67,10 @@ pub struct Report {
     pub verify_per_sec: f64,
     /// blake3 40-byte hashes per second, one core.
     pub hashes_per_sec: f64,
+    /// The offered rate, if the load was paced.
+    pub offered_per_sec: Option<f64>,
+    /// Blocks the first node committed during the run (ordering engines).
+    pub blocks: Option<u64>,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -80,23 +98,38 @@ impl Report {
             "convergence_ms": {"samples": self.convergence_ms.len(), "p50": percentile(&self.convergence_ms, 0.5), "p99": percentile(&self.convergence_ms, 0.99), "max": self.convergence_ms.last()},
             "stamp": {"bits": self.bits, "mean_us": self.stamp_us},
             "limits": {"ed25519_verify_per_sec": self.verify_per_sec, "blake3_40B_hashes_per_sec": self.hashes_per_sec},
+            "offered_per_sec": self.offered_per_sec,
+            "blocks": self.blocks,
         })
     }
 
     /// The report as text.
     pub fn text(&self, engine: &str, nodes: usize) -> String {
-        let held = if engine == "gossip" {
-            "holding"
+        let held = if self.until_final {
+            "submission to final on the node that took the write"
+        } else if engine == "gossip" {
+            "submission to the last node holding the write"
         } else {
-            "finalized"
+            "submission to the last node finalized the write"
+        };
+        let offered = match self.offered_per_sec {
+            Some(r) => format!(" (offered {r:.0}/s)"),
+            None => String::new(),
+        };
+        let blocks = match self.blocks {
+            Some(b) if b > 0 && engine != "gossip" => format!(
+                "\nblocks     {b} committed on the first node, {:.1} writes per block",
+                self.accepted as f64 / b as f64
+            ),
+            _ => String::new(),
         };
         format!(
             "{engine} devnet of {nodes} nodes\n\
-             accepted   {} of {} writes in {:.2}s: {:.0} writes/s\n\
+             accepted   {} of {} writes in {:.2}s: {:.0} writes/s{offered}\n\
              end to end {:.0} writes/s (until the last sampled write was on every node, {:.2}s)\n\
-             converged  p50 {:.1} ms, p99 {:.1} ms ({} samples: submission to the last node {held} the write)\n\
+             converged  p50 {:.1} ms, p99 {:.1} ms ({} samples: {held})\n\
              stamping   {} bits, {:.1} us per write (client side, before the clock started)\n\
-             limits     ed25519 verify {:.0}/s, blake3 {:.2} M hashes/s (one core, measured now)",
+             limits     ed25519 verify {:.0}/s, blake3 {:.2} M hashes/s (one core, measured now){blocks}",
             self.accepted,
             self.sent,
             self.seconds,
@@ -179,14 +212,17 @@ pub fn run(net: &Devnet, load: &Load, log: &dyn Fn(&str)) -> Result<Report> {
     let next = Arc::new(AtomicUsize::new(0));
     let accepted = Arc::new(AtomicUsize::new(0));
     let samples: Arc<Mutex<Vec<(String, Instant)>>> = Arc::new(Mutex::new(Vec::new()));
+    let finals: Arc<Mutex<Vec<f64>>> = Arc::new(Mutex::new(Vec::new()));
     let rpcs: Vec<String> = net.nodes.iter().map(|n| n.rpc.clone()).collect();
     log(&format!(
         "posting with {} clients to {} nodes",
         load.clients,
         rpcs.len()
     ));
+    let blocks_before = blocks_committed(&rpcs[0]);
     let t0 = Instant::now();
     let stop_at = load.duration.map(|d| t0 + d);
+    let rate = load.rate.filter(|r| *r > 0.0);
     let workers: Vec<_> = (0..load.clients)
         .map(|_| {
             let (txs, next, accepted, samples, rpcs) = (
@@ -198,6 +234,8 @@ pub fn run(net: &Devnet, load: &Load, log: &dyn Fn(&str)) -> Result<Report> {
             );
             let sample_every = load.sample_every.max(1);
             let bulk = load.bulk;
+            let until_final = load.until_final && bulk == 1;
+            let finals = finals.clone();
             std::thread::spawn(move || {
                 let agent = crate::devnet::agent();
                 let bulk = bulk.max(1);
@@ -209,11 +247,25 @@ pub fn run(net: &Devnet, load: &Load, log: &dyn Fn(&str)) -> Result<Report> {
                     if first >= txs.len() {
                         return;
                     }
+                    if let Some(r) = rate {
+                        let due = t0 + Duration::from_secs_f64(first as f64 / r);
+                        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                            std::thread::sleep(wait);
+                        }
+                    }
                     let last = (first + bulk).min(txs.len());
                     let rpc = &rpcs[(first / bulk) % rpcs.len()];
                     let sent = Instant::now();
                     let ok: Vec<usize> = if bulk == 1 {
-                        match crate::devnet::post_tx_with(&agent, rpc, &txs[first].1, false) {
+                        let timed = until_final && first % sample_every == 0;
+                        match crate::devnet::post_tx_with(&agent, rpc, &txs[first].1, timed) {
+                            Ok((200, _)) if timed => {
+                                let ms = sent.elapsed().as_secs_f64() * 1e3;
+                                finals.lock().unwrap_or_else(|p| p.into_inner()).push(ms);
+                                // Timed already; the watcher need not look.
+                                accepted.fetch_add(1, Ordering::Relaxed);
+                                continue;
+                            }
                             Ok((200, _)) => vec![first],
                             _ => vec![],
                         }
@@ -249,37 +301,7 @@ pub fn run(net: &Devnet, load: &Load, log: &dyn Fn(&str)) -> Result<Report> {
     let finished = Arc::new(AtomicBool::new(false));
     let watcher = {
         let (samples, rpcs, finished) = (samples.clone(), rpcs.clone(), finished.clone());
-        std::thread::spawn(move || {
-            let mut done: Vec<f64> = Vec::new();
-            let mut seen = 0;
-            let deadline = Instant::now() + Duration::from_secs(300);
-            while Instant::now() < deadline {
-                let fresh: Vec<(String, Instant)> = {
-                    let s = samples.lock().unwrap_or_else(|p| p.into_inner());
-                    s[seen..].to_vec()
-                };
-                if fresh.is_empty() {
-                    if finished.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(2));
-                    continue;
-                }
-                seen += fresh.len();
-                for (key, sent) in fresh {
-                    let path = key;
-                    let mut pending: Vec<&String> = rpcs.iter().collect();
-                    while !pending.is_empty() && Instant::now() < deadline {
-                        pending.retain(|rpc| get(rpc, &path).is_err());
-                        if !pending.is_empty() {
-                            std::thread::sleep(Duration::from_millis(1));
-                        }
-                    }
-                    done.push(sent.elapsed().as_secs_f64() * 1e3);
-                }
-            }
-            done
-        })
+        std::thread::spawn(move || watch(&samples, &rpcs, &finished))
     };
     for w in workers {
         let _ = w.join();
@@ -287,8 +309,12 @@ pub fn run(net: &Devnet, load: &Load, log: &dyn Fn(&str)) -> Result<Report> {
     let seconds = t0.elapsed().as_secs_f64();
     finished.store(true, Ordering::Relaxed);
     let mut convergence = watcher.join().map_err(|_| anyhow!("the watcher failed"))?;
+    convergence.extend(finals.lock().unwrap_or_else(|p| p.into_inner()).iter());
     let converged_seconds = t0.elapsed().as_secs_f64();
     convergence.sort_by(f64::total_cmp);
+    let blocks = blocks_committed(&rpcs[0])
+        .zip(blocks_before)
+        .map(|(after, before)| after.saturating_sub(before));
     let (verify_per_sec, hashes_per_sec) = limits();
     Ok(Report {
         sent: next.load(Ordering::Relaxed).min(load.txs),
@@ -296,9 +322,71 @@ pub fn run(net: &Devnet, load: &Load, log: &dyn Fn(&str)) -> Result<Report> {
         seconds,
         converged_seconds,
         convergence_ms: convergence,
+        until_final: load.until_final && load.bulk <= 1,
         stamp_us,
         bits,
         verify_per_sec,
         hashes_per_sec,
+        offered_per_sec: rate,
+        blocks,
     })
+}
+
+/// Polls every outstanding sample on every node that does not hold it yet,
+/// round after round, until the load is over and no sample is left (or five
+/// minutes pass). Returns the latencies in milliseconds.
+fn watch(
+    samples: &Mutex<Vec<(String, Instant)>>,
+    rpcs: &[String],
+    finished: &AtomicBool,
+) -> Vec<f64> {
+    let agent = crate::devnet::agent();
+    let holds = |rpc: &str, path: &str| {
+        agent
+            .get(&format!("{rpc}{path}"))
+            .call()
+            .is_ok_and(|r| r.status().as_u16() == 200)
+    };
+    let mut done: Vec<f64> = Vec::new();
+    let mut outstanding: Vec<(String, Instant, Vec<&String>)> = Vec::new();
+    let mut seen = 0;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while Instant::now() < deadline {
+        {
+            let s = samples.lock().unwrap_or_else(|p| p.into_inner());
+            for (path, sent) in &s[seen..] {
+                outstanding.push((path.clone(), *sent, rpcs.iter().collect()));
+            }
+            seen = s.len();
+        }
+        if outstanding.is_empty() {
+            if finished.load(Ordering::Relaxed) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+            continue;
+        }
+        for (path, sent, pending) in &mut outstanding {
+            pending.retain(|rpc| !holds(rpc, path));
+            if pending.is_empty() {
+                done.push(sent.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        outstanding.retain(|(_, _, pending)| !pending.is_empty());
+        // Gentle on the nodes: the watcher's reads are not the load measured.
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    done
+}
+
+/// The node's `blocks_committed_total` metric, if it has one.
+fn blocks_committed(rpc: &str) -> Option<u64> {
+    let mut r = crate::devnet::agent()
+        .get(&format!("{rpc}/metrics"))
+        .call()
+        .ok()?;
+    let text = r.body_mut().read_to_string().ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("pyralog_blocks_committed_total "))
+        .and_then(|v| v.trim().parse().ok())
 }

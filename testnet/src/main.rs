@@ -91,6 +91,12 @@ enum Command {
         /// form of POST /tx ({"txs": [...]}).
         #[arg(long, default_value_t = 1)]
         bulk: usize,
+        /// Offer this many writes per second (an open loop: write i is sent
+        /// at i/RATE seconds, however slowly answers come back). Without it,
+        /// each client sends as fast as it gets answers. Use enough --clients
+        /// that RATE × the answer time stays below their number.
+        #[arg(long)]
+        rate: Option<f64>,
         /// RPC ports are BASE, BASE+1, ...; p2p ports BASE+1000, ...
         #[arg(long, default_value_t = 27070)]
         base_port: u16,
@@ -177,6 +183,7 @@ fn run(cli: Cli) -> Result<()> {
             duration,
             clients,
             bulk,
+            rate,
             base_port,
         } => {
             let tmp = std::env::temp_dir().join(format!("pyralog-bench-{}", std::process::id()));
@@ -202,6 +209,8 @@ fn run(cli: Cli) -> Result<()> {
                 sample_every: (txs / 200).max(1),
                 duration: duration.map(std::time::Duration::from_secs),
                 bulk,
+                rate,
+                until_final: Engine::from(engine).is_ordered(),
             };
             let report = pyralog_testnet::bench::run(&net, &load, &log);
             drop(net);

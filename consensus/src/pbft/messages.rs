@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use pyralog_ledger::block::{VerifiedTx, tx_root_of_ids, verify_txs};
+use pyralog_ledger::block::{VerifiedTx, tx_root_of_ids, verify_txs_memo};
 use pyralog_ledger::codec::{Decode, Encode, Reader, put_len, put_list, put_u64};
 use pyralog_ledger::hash::Domain;
 use pyralog_ledger::{Address, ChainId, Error, Hash, Keypair, Signature, Transaction};
@@ -133,7 +133,12 @@ impl Decode for Proposal {
         let timestamp_ms = r.u64("timestamp")?;
         let proposer = Address::decode(r)?;
         let txs: Vec<Transaction> = r.list(caps::PROPOSAL_TXS, "proposal transactions")?;
-        Ok(Proposal::new(seq, timestamp_ms, proposer, verify_txs(txs)?))
+        Ok(Proposal::new(
+            seq,
+            timestamp_ms,
+            proposer,
+            verify_txs_memo(txs, None)?,
+        ))
     }
 }
 
