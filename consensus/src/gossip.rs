@@ -289,6 +289,11 @@ impl<P: Clone> GossipEngine<P> {
         self.pending.len()
     }
 
+    /// How many transactions may wait at most.
+    pub fn pending_capacity(&self) -> usize {
+        self.config.max_pending
+    }
+
     /// The digest this replica would publish now.
     pub fn digest(&self) -> Digest {
         Digest {

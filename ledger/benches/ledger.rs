@@ -11,7 +11,7 @@ use std::sync::atomic::AtomicBool;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use pyralog_ledger::keys::SigDomain;
 use pyralog_ledger::merkle::RecordProof;
-use pyralog_ledger::pow::{PowKey, SolveParams};
+use pyralog_ledger::pow::{PowKey, SolveParams, Stamp};
 use pyralog_ledger::{
     Address, Decode, Encode, Engine, Hash, Keypair, Payload, RecordEntry, StateKey, Store,
     Transaction, block, devkit,
@@ -141,6 +141,13 @@ fn stamps(c: &mut Criterion) {
             })
         });
     }
+    // What admission pays per transaction: one keyed hash and a count of
+    // leading zeros, against the required difficulty.
+    let stamp = Stamp { nonce: 7 };
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("check_1", |b| {
+        b.iter(|| key.check(black_box(&id), black_box(stamp), 0))
+    });
     g.finish();
 }
 

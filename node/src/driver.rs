@@ -85,6 +85,8 @@ impl ApiError {
 /// What the RPC asks of the driver.
 #[derive(Debug)]
 pub enum Request {
+    /// The stamp difficulty required of a new transaction now.
+    Difficulty(oneshot::Sender<u32>),
     /// Admit a transaction; with `wait`, answer once it is committed.
     Submit {
         /// The transaction, signature checked (boxed: the queue holds many).
@@ -559,6 +561,9 @@ impl Driver {
             Request::Status(reply) => {
                 let _ = reply.send(self.status());
             }
+            Request::Difficulty(reply) => {
+                let _ = reply.send(self.required_difficulty());
+            }
             Request::Account(a, reply) => {
                 let _ = reply.send(self.store.account(&a).map_err(ApiError::internal).map(|acc| {
                     serde_json::json!({"address": a.to_human(), "balance": acc.balance, "nonce": acc.nonce, "stake": acc.stake})
@@ -611,9 +616,38 @@ impl Driver {
         }
     }
 
+    /// The stamp difficulty this node requires of a client's transaction now:
+    /// the chain's floor, raised as the pool fills
+    /// ([`pyralog_consensus::admission::required_bits`]).
+    pub(crate) fn required_difficulty(&self) -> u32 {
+        let pow = &self.store.genesis().params.pow;
+        let (load, capacity) = match &self.engine {
+            Consensus::Gossip(e) => (e.pending(), e.pending_capacity()),
+            Consensus::Pbft(p) => (p.pool_len(), p.pool_capacity()),
+        };
+        pyralog_consensus::admission::required_bits(
+            pow.min_difficulty,
+            pow.max_difficulty,
+            load,
+            capacity,
+        )
+    }
+
+    /// Refuses a client's transaction whose stamp is below what the node
+    /// asks for now. Relayed transactions and peers' batches are held to the
+    /// chain's floor only: their node admitted them under its own load.
+    pub(crate) fn check_stamp_now(&self, tx: &VerifiedTx) -> Result<(), ApiError> {
+        let required = self.required_difficulty();
+        let key = pyralog_ledger::pow::PowKey::for_chain(&self.store.genesis().chain_id);
+        key.check(&tx.id(), tx.tx().stamp, required)
+            .map(|_| ())
+            .map_err(|e| ApiError::from_ledger(&e))
+    }
+
     /// The admission checks, cheapest first: chain, size, stamp, window,
     /// namespace (stateless), then what gossip can carry, then replay.
     fn admit(&self, tx: &VerifiedTx) -> Result<(), ApiError> {
+        self.check_stamp_now(tx)?;
         let rules = self.store.rules();
         rules
             .check_stateless(tx, self.current_epoch())
@@ -675,7 +709,7 @@ impl Driver {
                 Consensus::Pbft(p) => serde_json::json!(p.primary(p.view()).to_human()),
                 Consensus::Gossip(_) => serde_json::Value::Null,
             },
-            "pow_difficulty": g.params.pow.min_difficulty,
+            "pow_difficulty": self.required_difficulty(),
             "listen": self.net.listeners().iter().map(|a| format!("{a}/p2p/{}", self.node_id)).collect::<Vec<_>>(),
         })
     }

@@ -312,6 +312,10 @@ impl Driver {
     /// Admits a transaction for PBFT: the stateless checks and replay, then it
     /// goes to this node's pool and, if `relay`, to every other validator's.
     pub(crate) fn submit_pbft(&mut self, tx: VerifiedTx, relay: bool) -> Result<(), ApiError> {
+        if relay {
+            // From a client of this node: the difficulty asked now applies.
+            self.check_stamp_now(&tx)?;
+        }
         let rules = self.store.rules();
         let checked = rules
             .check_stateless(&tx, self.current_epoch())

@@ -326,11 +326,13 @@ async fn kv(
     }
 }
 
-async fn difficulty(State(s): State<RpcState>) -> Json<serde_json::Value> {
-    // Adaptive difficulty arrives with issue 7; until then the floor applies.
-    Json(
-        serde_json::json!({"difficulty": s.min_difficulty, "min": s.min_difficulty, "max": s.max_difficulty}),
-    )
+/// The difficulty this node requires now (it rises with the load of its pool),
+/// and the chain's bounds on it.
+async fn difficulty(State(s): State<RpcState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let now = ask(&s, Request::Difficulty).await?;
+    Ok(Json(
+        serde_json::json!({"difficulty": now, "min": s.min_difficulty, "max": s.max_difficulty}),
+    ))
 }
 
 async fn metrics(State(s): State<RpcState>) -> Result<Response, ApiError> {

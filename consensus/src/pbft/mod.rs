@@ -531,6 +531,11 @@ impl Pbft {
         self.pool.len()
     }
 
+    /// How many transactions the pool holds at most.
+    pub fn pool_capacity(&self) -> usize {
+        self.cfg.max_pool
+    }
+
     fn me(&self) -> Option<Address> {
         self.key.as_ref().map(Keypair::address)
     }
