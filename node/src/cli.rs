@@ -265,6 +265,8 @@ fn start(args: StartArgs) -> Result<()> {
             keys: std::sync::Arc::new(std::sync::Mutex::new(pyralog_ledger::keys::KeyCache::new(
                 crate::driver::KEY_CACHE,
             ))),
+            pow: pyralog_ledger::PowKey::for_chain(&genesis.chain_id),
+            chain: genesis.chain_id.clone(),
         };
         let listener = tokio::net::TcpListener::bind(config.rpc.listen)
             .await

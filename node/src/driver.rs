@@ -647,11 +647,11 @@ impl Driver {
     /// The admission checks, cheapest first: chain, size, stamp, window,
     /// namespace (stateless), then what gossip can carry, then replay.
     fn admit(&self, tx: &VerifiedTx) -> Result<(), ApiError> {
-        self.check_stamp_now(tx)?;
         let rules = self.store.rules();
         rules
             .check_stateless(tx, self.current_epoch())
             .map_err(|e| ApiError::from_ledger(&e))?;
+        self.check_stamp_now(tx)?;
         match &tx.tx().body.payload {
             Payload::Put { ops, .. } if ops.iter().any(|o| o.if_version.is_some()) => {
                 return Err(ApiError::from_ledger(&Error::NeedsOrderingEngine {

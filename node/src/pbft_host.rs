@@ -312,14 +312,18 @@ impl Driver {
     /// Admits a transaction for PBFT: the stateless checks and replay, then it
     /// goes to this node's pool and, if `relay`, to every other validator's.
     pub(crate) fn submit_pbft(&mut self, tx: VerifiedTx, relay: bool) -> Result<(), ApiError> {
-        if relay {
-            // From a client of this node: the difficulty asked now applies.
-            self.check_stamp_now(&tx)?;
-        }
         let rules = self.store.rules();
         let checked = rules
             .check_stateless(&tx, self.current_epoch())
             .map_err(|e| ApiError::from_ledger(&e))
+            // From a client of this node: the difficulty asked now applies.
+            .and_then(|_| {
+                if relay {
+                    self.check_stamp_now(&tx)
+                } else {
+                    Ok(())
+                }
+            })
             .and_then(|_| match self.store.tx_location(&tx.id()) {
                 Ok(Some(_)) => Err(ApiError::bad(
                     "replayed",

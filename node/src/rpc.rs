@@ -33,6 +33,11 @@ pub struct RpcState {
     pub max_difficulty: u32,
     /// Decompressed keys of recent senders, shared by the handlers.
     pub keys: std::sync::Arc<std::sync::Mutex<pyralog_ledger::keys::KeyCache>>,
+    /// The chain's stamp key: a stamp below the floor is refused here, before
+    /// its signature costs anything.
+    pub pow: pyralog_ledger::PowKey,
+    /// The chain, whose transactions the stamp key can judge.
+    pub chain: pyralog_ledger::ChainId,
 }
 
 /// The RPC's routes.
@@ -104,15 +109,25 @@ struct SubmitBody {
 /// The most transactions one bulk `POST /tx` may carry.
 pub const MAX_BULK: usize = 1000;
 
-fn decode_tx(hex_tx: &str) -> Result<Transaction, ApiError> {
+/// Decodes a posted transaction and checks its stamp against the chain's
+/// floor: the cheap checks before the signature (the driver then checks the
+/// difficulty it asks for now, and the rest).
+fn decode_tx(s: &RpcState, hex_tx: &str) -> Result<Transaction, ApiError> {
     let bytes = hex::decode(hex_tx.trim()).map_err(|_| {
         ApiError::bad(
             "decode",
             "tx is not hex: send the canonical bytes of a signed, stamped transaction as hex",
         )
     })?;
-    Transaction::from_bytes(&bytes)
-        .map_err(|e| ApiError::bad("decode", format!("the bytes are not a transaction: {e}")))
+    let tx = Transaction::from_bytes(&bytes)
+        .map_err(|e| ApiError::bad("decode", format!("the bytes are not a transaction: {e}")))?;
+    // Another chain's transaction is the driver's to name as such.
+    if tx.body.chain_id == s.chain {
+        s.pow
+            .check(&tx.id(), tx.stamp, s.min_difficulty)
+            .map_err(|e| ApiError::from_ledger(&e))?;
+    }
+    Ok(tx)
 }
 
 /// `{"txs": [...]}`: many transactions in one request, each checked and
@@ -133,7 +148,7 @@ async fn submit_many(
     let mut results: Vec<serde_json::Value> = vec![serde_json::Value::Null; hexes.len()];
     let mut decoded = Vec::with_capacity(hexes.len());
     for (i, h) in hexes.iter().enumerate() {
-        match decode_tx(h) {
+        match decode_tx(s, h) {
             Ok(tx) => decoded.push((i, tx)),
             Err(e) => results[i] = serde_json::json!({"error": e.message, "code": e.code}),
         }
@@ -195,7 +210,7 @@ async fn submit(
         )
     })?;
     let tx = match (body.tx, body.txs) {
-        (Some(tx), None) => decode_tx(&tx)?,
+        (Some(tx), None) => decode_tx(&s, &tx)?,
         (None, Some(txs)) if !wait => return submit_many(&s, txs).await,
         (None, Some(_)) => {
             return Err(ApiError::bad(
