@@ -233,6 +233,56 @@ struct Parsed {
     k: Scalar,
 }
 
+/// A bounded map in two generations of at most `capacity / 2` entries each:
+/// when the young one fills, the old one is dropped and the young one takes
+/// its place; an entry found in the old generation moves back to the young one.
+#[derive(Debug)]
+struct Generations<K, V> {
+    young: std::collections::HashMap<K, V>,
+    old: std::collections::HashMap<K, V>,
+    half: usize,
+}
+
+impl<K: Copy + Eq + std::hash::Hash, V: Copy> Generations<K, V> {
+    fn new(capacity: usize) -> Self {
+        Generations {
+            young: std::collections::HashMap::new(),
+            old: std::collections::HashMap::new(),
+            half: (capacity / 2).max(1),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.young.len() + self.old.len()
+    }
+
+    fn insert(&mut self, k: K, v: V) {
+        if self.young.len() >= self.half {
+            self.old = std::mem::take(&mut self.young);
+        }
+        self.young.insert(k, v);
+    }
+
+    /// The entry for `k` (an old one moves back to the young generation), or
+    /// else `make()`'s, kept if there is one.
+    fn get_or_make(&mut self, k: K, make: impl FnOnce() -> Option<V>) -> Option<V> {
+        if let Some(v) = self.young.get(&k) {
+            return Some(*v);
+        }
+        let v = match self.old.remove(&k) {
+            Some(v) => v,
+            None => make()?,
+        };
+        self.insert(k, v);
+        Some(v)
+    }
+
+    /// The entry for `k`, without moving it.
+    fn peek(&self, k: &K) -> Option<&V> {
+        self.young.get(k).or_else(|| self.old.get(k))
+    }
+}
+
 /// Decompressed keys of recent signers, so a recurring signer's key is
 /// decompressed once (about a third of the cost of a batched check).
 ///
@@ -241,25 +291,24 @@ struct Parsed {
 /// a key found in the old generation moves back to the young one. Only usable
 /// (non-weak) keys are kept. The cache changes how fast a signature is checked,
 /// never whether it passes: decompression is a pure function of the key's bytes.
-#[derive(Debug, Default)]
-pub struct KeyCache {
-    young: std::collections::HashMap<Address, EdwardsPoint>,
-    old: std::collections::HashMap<Address, EdwardsPoint>,
-    half: usize,
+#[derive(Debug)]
+pub struct KeyCache(Generations<Address, EdwardsPoint>);
+
+impl Default for KeyCache {
+    fn default() -> Self {
+        KeyCache::new(0)
+    }
 }
 
 impl KeyCache {
     /// A cache of at most `capacity` keys.
     pub fn new(capacity: usize) -> KeyCache {
-        KeyCache {
-            half: (capacity / 2).max(1),
-            ..KeyCache::default()
-        }
+        KeyCache(Generations::new(capacity))
     }
 
     /// How many keys it holds.
     pub fn len(&self) -> usize {
-        self.young.len() + self.old.len()
+        self.0.len()
     }
 
     /// Whether it holds none.
@@ -268,55 +317,34 @@ impl KeyCache {
     }
 
     fn point(&mut self, a: &Address) -> Option<EdwardsPoint> {
-        if let Some(p) = self.young.get(a) {
-            return Some(*p);
-        }
-        let p = match self.old.remove(a) {
-            Some(p) => p,
-            None => a.point().ok()?,
-        };
-        if self.young.len() >= self.half {
-            self.old = std::mem::take(&mut self.young);
-        }
-        self.young.insert(*a, p);
-        Some(p)
+        self.0.get_or_make(*a, || a.point().ok())
     }
 }
 
 /// Signatures known to be good: (digest, signature) pairs that passed a check,
 /// at most `capacity` of them, kept in two generations like [`KeyCache`].
-#[derive(Debug, Default)]
-pub struct SigMemo {
-    young: std::collections::HashMap<Hash, Signature>,
-    old: std::collections::HashMap<Hash, Signature>,
-    half: usize,
-}
+#[derive(Debug)]
+pub struct SigMemo(Generations<Hash, Signature>);
 
 impl SigMemo {
     /// A memo of at most `capacity` signatures.
     pub fn new(capacity: usize) -> SigMemo {
-        SigMemo {
-            half: (capacity / 2).max(1),
-            ..SigMemo::default()
-        }
+        SigMemo(Generations::new(capacity))
     }
 
     /// Whether `sig` on `digest` passed before.
     pub fn contains(&self, digest: &Hash, sig: &Signature) -> bool {
-        self.young.get(digest).or_else(|| self.old.get(digest)) == Some(sig)
+        self.0.peek(digest) == Some(sig)
     }
 
     /// Records that `sig` on `digest` passed.
     pub fn insert(&mut self, digest: Hash, sig: Signature) {
-        if self.young.len() >= self.half {
-            self.old = std::mem::take(&mut self.young);
-        }
-        self.young.insert(digest, sig);
+        self.0.insert(digest, sig);
     }
 
-    /// How many signatures it holds (a pair in both generations counts twice).
+    /// How many signatures it holds (a digest in both generations counts twice).
     pub fn len(&self) -> usize {
-        self.young.len() + self.old.len()
+        self.0.len()
     }
 
     /// Whether it holds none.
