@@ -24,8 +24,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use pyralog_ledger::block::{VerifiedBatch, VerifiedTx};
 use pyralog_ledger::codec::{Decode, Encode, Reader, put_len, put_u64};
-use pyralog_ledger::{Address, Batch, ChainId, Error, Hash, Hlc, Keypair};
+use pyralog_ledger::{Address, Batch, ChainId, Error, Hash, Hlc, Keypair, PowKey};
 
+use crate::admission::{Admit, Mempool, sender_share};
 use crate::engine::Engine;
 
 /// The most origins a digest may list.
@@ -88,6 +89,14 @@ pub enum Rejection {
     },
     /// The same transaction is already waiting or was sealed.
     Duplicate,
+    /// Its sender already has this many transactions waiting.
+    SenderFull {
+        /// The most one sender may have waiting.
+        limit: usize,
+    },
+    /// It waited, and a transaction with a better stamp took its place in a
+    /// full pool.
+    Evicted,
     /// The store refused the batch it was sealed into.
     MergeFailed(Error),
 }
@@ -215,7 +224,7 @@ pub struct GossipEngine<P> {
     key: Keypair,
     hlc: Hlc,
     next_seq: u64,
-    pending: Vec<VerifiedTx>,
+    pending: Mempool,
     pending_ids: BTreeSet<Hash>,
     oldest_pending_ms: Option<u64>,
     /// Our sealed batch awaiting `Merged`.
@@ -250,13 +259,18 @@ impl<P: Clone> GossipEngine<P> {
         last_hlc: Hlc,
     ) -> Self {
         let next_seq = heads.get(&key.address()).copied().unwrap_or(0) + 1;
+        let pending = Mempool::new(
+            config.max_pending,
+            sender_share(config.max_pending),
+            PowKey::for_chain(&chain_id),
+        );
         GossipEngine {
             config,
             chain_id,
             key,
             hlc: last_hlc,
             next_seq,
-            pending: Vec::new(),
+            pending,
             pending_ids: BTreeSet::new(),
             oldest_pending_ms: None,
             sealing: None,
@@ -315,17 +329,30 @@ impl<P: Clone> GossipEngine<P> {
                 reason: Rejection::Duplicate,
             }];
         }
-        if self.pending.len() >= self.config.max_pending {
-            return vec![Effect::Reject {
-                id,
-                reason: Rejection::PoolFull {
-                    capacity: self.config.max_pending,
-                },
-            }];
+        let mut out = Vec::new();
+        match self.pending.add(tx, now_ms) {
+            Admit::Added | Admit::Duplicate => {}
+            Admit::Evicted(lower) => {
+                self.pending_ids.remove(&lower);
+                out.push(Effect::Reject {
+                    id: lower,
+                    reason: Rejection::Evicted,
+                });
+            }
+            Admit::Full { capacity } => {
+                return vec![Effect::Reject {
+                    id,
+                    reason: Rejection::PoolFull { capacity },
+                }];
+            }
+            Admit::SenderFull { limit } => {
+                return vec![Effect::Reject {
+                    id,
+                    reason: Rejection::SenderFull { limit },
+                }];
+            }
         }
         self.pending_ids.insert(id);
-        self.pending.push(tx);
-        let mut out = Vec::new();
         if self.oldest_pending_ms.is_none() {
             self.oldest_pending_ms = Some(now_ms);
             out.push(Effect::SetTimer {
@@ -343,8 +370,8 @@ impl<P: Clone> GossipEngine<P> {
         if self.sealing.is_some() || self.pending.is_empty() {
             return Vec::new();
         }
-        let take = self.pending.len().min(self.config.max_batch_txs);
-        let txs: Vec<VerifiedTx> = self.pending.drain(..take).collect();
+        // Best stamps first; the gossip engine has no nonce order to keep.
+        let txs: Vec<VerifiedTx> = self.pending.take(self.config.max_batch_txs, false);
         self.oldest_pending_ms = if self.pending.is_empty() {
             None
         } else {

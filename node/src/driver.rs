@@ -389,6 +389,18 @@ impl Driver {
                                 "replayed",
                                 "replayed transaction: it is already waiting to be committed",
                             ),
+                            Rejection::SenderFull { limit } => ApiError {
+                                status: 429,
+                                code: "sender_full",
+                                message: format!(
+                                    "this sender already has {limit} transactions waiting; retry once some commit"
+                                ),
+                            },
+                            Rejection::Evicted => ApiError {
+                                status: 503,
+                                code: "evicted",
+                                message: "the mempool filled and better-stamped transactions took this one's place; resubmit with more work (GET /pow/difficulty)".into(),
+                            },
                             Rejection::MergeFailed(e) => ApiError::from_ledger(&e),
                         };
                         match self.waiters.remove(&id) {

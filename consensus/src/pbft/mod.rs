@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use pyralog_ledger::block::VerifiedTx;
-use pyralog_ledger::{Address, ChainId, Hash, Keypair, Signature};
+use pyralog_ledger::{Address, ChainId, Hash, Keypair, PowKey, Signature};
 
 pub use messages::{
     CheckpointCert, CommittedBlock, Message, NewView, PreparedCert, Proposal, Reproposal, Signed,
@@ -35,6 +35,7 @@ pub use messages::{
 use pyralog_ledger::Error;
 use pyralog_ledger::codec::{Decode, Encode, Reader, put_u64};
 
+use crate::admission::{Admit, Mempool, sender_share};
 use crate::bft::{
     CertError, Evidence, Kind, Recorded, Statement, ValidatorSet, Votes, check_certificate,
     signed_power,
@@ -298,55 +299,48 @@ struct Slot {
     committed: Option<CommittedBlock>,
 }
 
-/// Transactions waiting to be proposed, oldest first, and those in proposals
-/// that have not committed.
-#[derive(Clone, Debug, Default)]
+/// Transactions waiting to be proposed, best stamps first (a sender's in nonce
+/// order), and those in proposals that have not committed.
+#[derive(Debug)]
 struct Pool {
-    /// Arrival order → (transaction, arrival time).
-    queue: BTreeMap<u64, (VerifiedTx, u64)>,
-    ids: BTreeMap<Hash, u64>,
+    waiting: Mempool,
     in_flight: BTreeMap<Hash, VerifiedTx>,
-    counter: u64,
 }
 
 impl Pool {
+    fn new(capacity: usize, pow: PowKey) -> Pool {
+        Pool {
+            waiting: Mempool::new(capacity, sender_share(capacity), pow),
+            in_flight: BTreeMap::new(),
+        }
+    }
+
     fn len(&self) -> usize {
-        self.queue.len() + self.in_flight.len()
+        self.waiting.len() + self.in_flight.len()
     }
 
     fn add(&mut self, tx: VerifiedTx, now: u64) -> bool {
-        let id = tx.id();
-        if self.ids.contains_key(&id) || self.in_flight.contains_key(&id) {
+        if self.in_flight.contains_key(&tx.id()) {
             return false;
         }
-        self.counter += 1;
-        self.ids.insert(id, self.counter);
-        self.queue.insert(self.counter, (tx, now));
-        true
+        matches!(self.waiting.add(tx, now), Admit::Added | Admit::Evicted(_))
     }
 
     /// When the oldest waiting transaction arrived.
     fn oldest(&self) -> Option<u64> {
-        self.queue.first_key_value().map(|(_, (_, t))| *t)
+        self.waiting.oldest_ms()
     }
 
     fn take(&mut self, n: usize) -> Vec<VerifiedTx> {
-        let mut out = Vec::new();
-        while out.len() < n {
-            let Some((_, (tx, _))) = self.queue.pop_first() else {
-                break;
-            };
-            self.ids.remove(&tx.id());
+        let out = self.waiting.take(n, true);
+        for tx in &out {
             self.in_flight.insert(tx.id(), tx.clone());
-            out.push(tx);
         }
         out
     }
 
     fn remove(&mut self, id: &Hash) {
-        if let Some(n) = self.ids.remove(id) {
-            self.queue.remove(&n);
-        }
+        self.waiting.remove(id);
         self.in_flight.remove(id);
     }
 
@@ -406,6 +400,7 @@ impl Pbft {
         cfg: Config,
     ) -> Pbft {
         let timeout = cfg.view_timeout_ms;
+        let pool = Pool::new(cfg.max_pool, PowKey::for_chain(&chain));
         Pbft {
             chain,
             validators,
@@ -426,7 +421,7 @@ impl Pbft {
             view_changes: BTreeMap::new(),
             outbox: BTreeMap::new(),
             new_view: None,
-            pool: Pool::default(),
+            pool,
             deadline: None,
             timeout,
             last_retransmit: 0,
@@ -579,9 +574,8 @@ impl Pbft {
     // ---- inputs ----
 
     fn on_submit(&mut self, now: u64, tx: VerifiedTx) {
-        if self.pool.len() < self.cfg.max_pool {
-            self.pool.add(tx, now);
-        }
+        // A full pool keeps the better stamps (admission::Mempool).
+        self.pool.add(tx, now);
     }
 
     fn on_message(&mut self, now: u64, m: Signed, out: &mut Vec<Effect>) {
@@ -1507,7 +1501,7 @@ impl Pbft {
         let view = self.view;
         while self.next_seq < self.committed + self.cfg.max_in_flight
             && self.next_seq < self.high()
-            && (self.pool.queue.len() >= self.cfg.max_block_txs
+            && (self.pool.waiting.len() >= self.cfg.max_block_txs
                 || self
                     .pool
                     .oldest()
