@@ -255,6 +255,50 @@ fn a_stamp_made_for_another_transaction_does_not_carry_over() {
 }
 
 #[test]
+fn a_stamp_is_bound_to_its_chain_and_its_epoch() {
+    let mut n = net(Engine::Pbft);
+    let here = pyralog_ledger::PowKey::for_chain(&n.chain);
+    let other_chain: pyralog_ledger::ChainId = "pyralog-elsewhere".parse().expect("chain");
+    let there = pyralog_ledger::PowKey::for_chain(&other_chain);
+    let (chain, alice, bob) = (n.chain.clone(), n.alice.address(), n.bob.address());
+    let body = |epoch| TxBody {
+        chain_id: chain.clone(),
+        sender: alice,
+        nonce: 0,
+        epoch,
+        payload: Payload::Transfer { to: bob, amount: 1 },
+    };
+    // Solved under another chain's key: good there, too weak here.
+    let b = body(0);
+    let foreign = (0..)
+        .map(|nonce| Stamp { nonce })
+        .find(|s| there.bits(&b.id(), *s) >= BITS && here.bits(&b.id(), *s) < BITS)
+        .expect("a stamp good only elsewhere");
+    let bits = here.bits(&b.id(), foreign);
+    assert_eq!(
+        n.reject(vec![b.sign(&n.alice, foreign)]),
+        Error::StampTooWeak {
+            bits,
+            required: BITS
+        }
+    );
+    // Solved for epoch 1, moved to the same body at epoch 0.
+    let later = body(1);
+    let moved = (0..)
+        .map(|nonce| Stamp { nonce })
+        .find(|s| here.bits(&later.id(), *s) >= BITS && here.bits(&body(0).id(), *s) < BITS)
+        .expect("a stamp good only at epoch 1");
+    let bits = here.bits(&body(0).id(), moved);
+    assert_eq!(
+        n.reject(vec![body(0).sign(&n.alice, moved)]),
+        Error::StampTooWeak {
+            bits,
+            required: BITS
+        }
+    );
+}
+
+#[test]
 fn writing_into_another_accounts_namespace_is_refused() {
     let mut n = net(Engine::Pbft);
     let payload = Payload::Put {

@@ -2,6 +2,8 @@
 //! pool, is announced on `/pow/difficulty`, binds the node's clients, and falls
 //! back to the floor once the pool drains.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use pyralog_ledger::{ChainId, Encode, Keypair, PowKey, Transaction, devkit};
@@ -28,13 +30,14 @@ fn weak_write(chain: &ChainId, epoch: u64, seed: u64, below: u32) -> Transaction
         .expect("some stamp proves few bits")
 }
 
-#[test]
-fn the_difficulty_follows_the_pool_and_binds_clients() {
+/// A gossip devnet whose nodes keep a pool of 400 and seal a batch every
+/// `interval_ms` (never sooner), so load shows in the pool.
+fn small_pool_devnet(clusters: usize, slot: u16, interval_ms: u64) -> (Devnet, tempfile::TempDir) {
     let tmp = tempfile::tempdir().expect("dir");
-    let base = 10_000 + (std::process::id() % 200) as u16 * 100;
+    let base = 10_000 + (std::process::id() % 200) as u16 * 100 + slot * 10;
     let mut net = Devnet::up(
         &Plan {
-            clusters: 1,
+            clusters,
             engine: pyralog_ledger::Engine::Gossip,
             dir: tmp.path().to_path_buf(),
             base_port: base,
@@ -44,26 +47,35 @@ fn the_difficulty_follows_the_pool_and_binds_clients() {
         &|_| {},
     )
     .expect("devnet up");
-    // A small pool that drains slowly, so a burst of writes fills it.
-    net.stop_one(0);
-    let config = net.nodes[0].home.join("config.toml");
-    let text = std::fs::read_to_string(&config).expect("config");
-    let tuned: Vec<String> = text
-        .lines()
-        .map(|l| {
-            if l.starts_with("max_pending") {
-                "max_pending = 400".to_owned()
-            } else if l.starts_with("batch_interval_ms") {
-                "batch_interval_ms = 4000".to_owned()
-            } else if l.starts_with("max_batch_txs") {
-                "max_batch_txs = 10000".to_owned()
-            } else {
-                l.to_owned()
-            }
-        })
-        .collect();
-    std::fs::write(&config, tuned.join("\n") + "\n").expect("write config");
-    net.restart(0).expect("restart");
+    for i in 0..clusters {
+        net.stop_one(i);
+        let config = net.nodes[i].home.join("config.toml");
+        let text = std::fs::read_to_string(&config).expect("config");
+        let tuned: Vec<String> = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("max_pending") {
+                    "max_pending = 400".to_owned()
+                } else if l.starts_with("batch_interval_ms") {
+                    format!("batch_interval_ms = {interval_ms}")
+                } else if l.starts_with("max_batch_txs") {
+                    "max_batch_txs = 10000".to_owned()
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect();
+        std::fs::write(&config, tuned.join("\n") + "\n").expect("write config");
+    }
+    for i in 0..clusters {
+        net.restart(i).expect("restart");
+    }
+    (net, tmp)
+}
+
+#[test]
+fn the_difficulty_follows_the_pool_and_binds_clients() {
+    let (net, _dir) = small_pool_devnet(1, 0, 4000);
     let s = get(&net.nodes[0].rpc, "/status").expect("status");
     let chain: ChainId = s["chain_id"].as_str().expect("chain").parse().expect("id");
     let epoch = s["epoch"].as_u64().expect("epoch");
@@ -127,4 +139,157 @@ fn the_difficulty_follows_the_pool_and_binds_clients() {
     let again = weak_write(&chain, epoch, 80_000, raised as u32);
     let (code, body) = post_tx(&rpc, &hex::encode(again.to_bytes()), false).expect("post");
     assert_eq!(code, 200, "at the floor again: {body}");
+}
+
+/// Resident memory of a process, in KiB, from /proc.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[test]
+fn a_flood_raises_the_price_and_honest_writes_still_commit() {
+    let (net, _dir) = small_pool_devnet(2, 1, 500);
+    let rpc = net.nodes[0].rpc.clone();
+    let s = get(&rpc, "/status").expect("status");
+    let chain: ChainId = s["chain_id"].as_str().expect("chain").parse().expect("id");
+    let epoch = s["epoch"].as_u64().expect("epoch");
+    let pids: Vec<u32> = net.children.iter().flatten().map(|c| c.id()).collect();
+    let rss_before: Vec<u64> = pids.iter().map(|p| rss_kib(*p)).collect();
+
+    // The spammer: four threads of floor-stamped writes, as fast as answers come.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sent, taken) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let spammers: Vec<_> = (0..4u64)
+        .map(|t| {
+            let (stop, sent, taken, rpc, chain) = (
+                stop.clone(),
+                sent.clone(),
+                taken.clone(),
+                rpc.clone(),
+                chain.clone(),
+            );
+            std::thread::spawn(move || {
+                let agent = pyralog_testnet::devnet::agent();
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = devkit::key(1_000_000 * (t + 1) + i);
+                    i += 1;
+                    let tx =
+                        devkit::tx(&chain, &key, 0, epoch, devkit::put(&key, b"s", b"x"), FLOOR);
+                    let hex = hex::encode(tx.to_bytes());
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    if let Ok((200, _)) =
+                        pyralog_testnet::devnet::post_tx_with(&agent, &rpc, &hex, false)
+                    {
+                        taken.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+
+    // The announced difficulty and every node's memory, sampled as it goes.
+    let monitor = {
+        let (stop, rpc, pids) = (stop.clone(), rpc.clone(), pids.clone());
+        std::thread::spawn(move || {
+            let mut highest = 0;
+            let mut peak = vec![0u64; pids.len()];
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(d) = get(&rpc, "/pow/difficulty")
+                    .ok()
+                    .and_then(|v| v["difficulty"].as_u64())
+                {
+                    highest = highest.max(d);
+                }
+                for (p, pid) in peak.iter_mut().zip(&pids) {
+                    *p = (*p).max(rss_kib(*pid));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (highest, peak)
+        })
+    };
+
+    // The honest client: reads the announced difficulty, stamps at it, waits
+    // for the commit. If the price rose between the read and the post, it
+    // reads it again and stamps afresh, as a wallet does.
+    let started = Instant::now();
+    let mut latencies = Vec::new();
+    let mut restamped = 0;
+    let mut n = 0u64;
+    while started.elapsed() < Duration::from_secs(8) {
+        let key = devkit::key(5_000_000 + n);
+        n += 1;
+        let t = Instant::now();
+        loop {
+            let d = difficulty(&net);
+            let tx = devkit::tx(
+                &chain,
+                &key,
+                0,
+                epoch,
+                devkit::put(&key, b"h", b"y"),
+                d as u32,
+            );
+            let (code, body) = post_tx(&rpc, &hex::encode(tx.to_bytes()), true).expect("post");
+            if code == 400 && body["code"] == "stamp_too_weak" && restamped < 100 {
+                restamped += 1;
+                continue;
+            }
+            assert_eq!(
+                code, 200,
+                "an honest write at the announced {d} bits: {body}"
+            );
+            break;
+        }
+        latencies.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (highest, rss_peak) = monitor.join().expect("monitor");
+    for s in spammers {
+        s.join().expect("spammer");
+    }
+    latencies.sort_by(f64::total_cmp);
+    let (sent, taken) = (sent.load(Ordering::Relaxed), taken.load(Ordering::Relaxed));
+    eprintln!(
+        "flood: {sent} spam writes sent, {taken} taken; difficulty up to {highest} bits (floor {FLOOR}); \
+         {} honest writes all committed ({restamped} restamped), latency p50 {:.0} ms, p99 {:.0} ms; \
+         node RSS before {:?} KiB, peak {:?} KiB",
+        latencies.len(),
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        rss_before,
+        rss_peak,
+    );
+    assert!(
+        highest > u64::from(FLOOR),
+        "the flood raised the difficulty"
+    );
+    assert!(taken < sent, "some spam was refused at the door");
+    assert!(!latencies.is_empty());
+    // Bounded memory: the pool holds 400 writes; a node that kept everything
+    // the spammer sent would grow with it.
+    for (peak, before) in rss_peak.iter().zip(&rss_before) {
+        assert!(
+            *peak < before + 256 * 1024,
+            "a node grew by more than 256 MiB under the flood: {before} -> {peak} KiB"
+        );
+    }
+    // The flood over, the price falls back to the floor.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while difficulty(&net) != u64::from(FLOOR) {
+        assert!(Instant::now() < deadline, "the difficulty never fell back");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
