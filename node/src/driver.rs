@@ -140,6 +140,8 @@ pub enum Request {
 #[derive(Default, Debug)]
 pub(crate) struct Metrics {
     pub(crate) blocks_committed: u64,
+    /// Relay messages ignored because their peer was over its share.
+    pub(crate) relays_limited: u64,
     pub(crate) view_changes: u64,
     txs_accepted: u64,
     txs_rejected: u64,
@@ -850,6 +852,12 @@ impl Driver {
             "counter",
             "Transactions refused at admission.",
             m.txs_rejected,
+        );
+        metric(
+            "relays_limited_total",
+            "counter",
+            "Relayed transaction messages ignored: their peer was over its share this second.",
+            m.relays_limited,
         );
         metric(
             "net_commands_dropped_total",

@@ -30,6 +30,39 @@ pub(crate) struct Pending {
     reports: Vec<(MessageIdOf, PeerId, Verdict)>,
     /// Encoded transactions to relay to the other validators.
     relay: Vec<Vec<u8>>,
+    /// How many relayed transactions each peer has sent this second.
+    pub(crate) relay_limit: RelayLimit,
+}
+
+/// Relayed transactions taken from one peer per second at most. Honest relays
+/// carry what the peer's own clients sent; a peer pushing more than this is
+/// refused the rest of the second, so one peer cannot fill the pool however
+/// it stamps (the pool's per-sender share bounds each signer in turn).
+pub(crate) const RELAY_PER_PEER_PER_SEC: usize = 20_000;
+
+/// A per-peer budget of relayed transactions, renewed each second.
+#[derive(Debug, Default)]
+pub(crate) struct RelayLimit {
+    second: u64,
+    used: std::collections::HashMap<PeerId, usize>,
+}
+
+impl RelayLimit {
+    /// Whether `peer` may relay `n` more transactions at `now_ms`; counts them
+    /// if so.
+    pub(crate) fn allow(&mut self, peer: PeerId, n: usize, now_ms: u64) -> bool {
+        let second = now_ms / 1000;
+        if second != self.second {
+            self.second = second;
+            self.used.clear();
+        }
+        let used = self.used.entry(peer).or_default();
+        if *used + n > RELAY_PER_PEER_PER_SEC {
+            return false;
+        }
+        *used += n;
+        true
+    }
 }
 
 /// How often the engine's clock ticks.
@@ -128,12 +161,10 @@ impl Driver {
     /// Committing a block feeds the engine again; that round is flushed too.
     pub(crate) fn flush_pbft(&mut self) {
         loop {
-            let Pending {
-                records,
-                effects,
-                reports,
-                relay,
-            } = std::mem::take(&mut self.pending);
+            let records = std::mem::take(&mut self.pending.records);
+            let effects = std::mem::take(&mut self.pending.effects);
+            let reports = std::mem::take(&mut self.pending.reports);
+            let relay = std::mem::take(&mut self.pending.relay);
             if records.is_empty() && effects.is_empty() && reports.is_empty() && relay.is_empty() {
                 return;
             }
@@ -367,6 +398,12 @@ impl Driver {
                 data,
             } => {
                 let verdict = match decode_relayed(&data) {
+                    // Over its share this second: not forwarded, not held
+                    // against it (a burst is not a fault), not taken.
+                    Ok(txs) if !self.pending.relay_limit.allow(from, txs.len(), now_ms()) => {
+                        self.metrics.relays_limited += 1;
+                        Verdict::Ignore
+                    }
                     Ok(txs) => {
                         let mut verdict = Verdict::Accept;
                         for tx in txs {
@@ -465,6 +502,18 @@ mod tests {
         let got = decode_relayed(&relay_message(&txs)).expect("valid");
         let ids: Vec<_> = got.iter().map(VerifiedTx::id).collect();
         assert_eq!(ids, txs.iter().map(Transaction::id).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_peer_relays_its_share_per_second_and_no_more() {
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let mut limit = RelayLimit::default();
+        assert!(limit.allow(a, RELAY_PER_PEER_PER_SEC - 10, 5_000));
+        assert!(limit.allow(a, 10, 5_999));
+        assert!(!limit.allow(a, 1, 5_999), "over its share");
+        assert!(limit.allow(b, 100, 5_999), "another peer has its own");
+        assert!(limit.allow(a, 1, 6_000), "a new second, a new share");
+        assert!(!limit.allow(a, RELAY_PER_PEER_PER_SEC, 6_001));
     }
 
     #[test]
