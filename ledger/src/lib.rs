@@ -60,5 +60,5 @@ pub use keys::{Address, Keypair, Signature};
 pub use machine::{Rules, StateView, Tip};
 pub use pow::{PowKey, Stamp};
 pub use state::{Account, RecordEntry, StateKey};
-pub use store::{MergeOutcome, Store};
+pub use store::{MergeOutcome, Snapshot, Store};
 pub use tx::{Payload, PutOp, Transaction, TxBody};
