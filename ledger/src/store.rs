@@ -521,6 +521,8 @@ impl Store {
             txn,
             tip,
             bits: self.tree.bits(),
+            chain_id: self.genesis().chain_id.clone(),
+            engine: self.genesis().engine,
         })
     }
 
@@ -912,6 +914,8 @@ pub struct Snapshot {
     txn: redb::ReadTransaction,
     tip: Tip,
     bits: u32,
+    chain_id: crate::chain::ChainId,
+    engine: crate::chain::Engine,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -929,6 +933,16 @@ impl Snapshot {
     /// The tip this snapshot was taken at: its height and state root.
     pub fn tip(&self) -> Tip {
         self.tip
+    }
+
+    /// The chain the store belongs to.
+    pub fn chain_id(&self) -> &crate::chain::ChainId {
+        &self.chain_id
+    }
+
+    /// The chain's consensus engine.
+    pub fn engine(&self) -> crate::chain::Engine {
+        self.engine
     }
 
     /// One state entry's stored bytes, if present.
