@@ -166,6 +166,63 @@ pub async fn query_async(
     })
 }
 
+/// Reads a whole table's `columns` (all of them if empty) from `snapshot`
+/// into Arrow, without DataFusion's planner: the raw cost of storage to
+/// Arrow. Returns the batches and the rows read from storage.
+pub fn read_table(
+    snapshot: Snapshot,
+    table: &str,
+    columns: &[&str],
+) -> Result<(Vec<RecordBatch>, u64), SqlError> {
+    let limits = Limits::default();
+    let (_, t) = tables()
+        .into_iter()
+        .find(|(n, _)| *n == table)
+        .ok_or_else(|| SqlError::Plan(format!("no table {table}; tables: {}", TABLES.join(", "))))?;
+    let schema = t.schema();
+    let projection = if columns.is_empty() {
+        (0..schema.fields().len()).collect()
+    } else {
+        columns
+            .iter()
+            .map(|c| {
+                schema
+                    .index_of(c)
+                    .map_err(|_| SqlError::Plan(format!("no column {c} in {table}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    let q = Arc::new(Query {
+        snapshot,
+        rows_read: AtomicU64::new(0),
+        deadline: Instant::now() + Duration::from_secs(365 * 24 * 3600),
+        batch_rows: BATCH_ROWS,
+    });
+    let batches = crate::scan::read_all(t, q.clone(), projection)
+        .map_err(|e| SqlError::from_datafusion(e, &limits))?;
+    Ok((batches, q.rows_read.load(Ordering::Relaxed)))
+}
+
+/// Runs `sql` over in-memory tables (`MemTable`s of `tables`' batches) with
+/// the same session settings as [`query`]: the baseline that benchmarks
+/// compare the ledger tables against.
+pub async fn query_memory(
+    tables: Vec<(&str, SchemaRef, Vec<RecordBatch>)>,
+    sql: &str,
+) -> Result<Vec<RecordBatch>, SqlError> {
+    let limits = Limits::default();
+    let df_err = |e| SqlError::from_datafusion(e, &limits);
+    let config = SessionConfig::new()
+        .with_target_partitions(1)
+        .with_batch_size(BATCH_ROWS);
+    let ctx = SessionContext::new_with_config(config);
+    for (name, schema, batches) in tables {
+        let t = datafusion::datasource::MemTable::try_new(schema, vec![batches]).map_err(df_err)?;
+        ctx.register_table(name, Arc::new(t)).map_err(df_err)?;
+    }
+    ctx.sql(sql).await.map_err(df_err)?.collect().await.map_err(df_err)
+}
+
 fn session(q: &Arc<Query>, limits: &Limits) -> Result<SessionContext, SqlError> {
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_pool(Arc::new(GreedyMemoryPool::new(limits.max_memory_bytes)))

@@ -43,6 +43,9 @@ mod scan;
 mod state;
 
 pub use datafusion::arrow;
-pub use engine::{Answer, BATCH_ROWS, Limits, MAX_SQL_BYTES, TABLES, check_read_only, query, query_async};
+pub use engine::{
+    Answer, BATCH_ROWS, Limits, MAX_SQL_BYTES, TABLES, check_read_only, query, query_async,
+    query_memory, read_table,
+};
 pub use error::SqlError;
 pub use output::{META_HEIGHT, META_STATE_ROOT};

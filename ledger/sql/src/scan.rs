@@ -304,3 +304,24 @@ impl Iterator for Batches {
         out
     }
 }
+
+/// Reads every row of `table` (the `projection` columns) into batches, with
+/// no filters; for export and benchmarks.
+pub(crate) fn read_all(
+    table: Arc<dyn Table>,
+    query: Arc<Query>,
+    projection: Vec<usize>,
+) -> DfResult<Vec<RecordBatch>> {
+    let table_schema = table.schema();
+    let schema = Arc::new(table_schema.project(&projection)?);
+    let batches = Batches {
+        source: table.open(&query, &[]),
+        table_schema,
+        schema,
+        projection,
+        query,
+        left: usize::MAX,
+        done: false,
+    };
+    batches.collect()
+}
