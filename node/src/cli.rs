@@ -265,6 +265,10 @@ fn start(args: StartArgs) -> Result<()> {
             keys: std::sync::Arc::new(std::sync::Mutex::new(pyralog_ledger::keys::KeyCache::new(
                 crate::driver::KEY_CACHE,
             ))),
+            sql_slots: std::sync::Arc::new(tokio::sync::Semaphore::new(
+                config.sql.max_concurrent.max(1),
+            )),
+            sql: config.sql.clone(),
         };
         let listener = tokio::net::TcpListener::bind(config.rpc.listen)
             .await

@@ -33,6 +33,10 @@ pub struct RpcState {
     pub max_difficulty: u32,
     /// Decompressed keys of recent senders, shared by the handlers.
     pub keys: std::sync::Arc<std::sync::Mutex<pyralog_ledger::keys::KeyCache>>,
+    /// Limits on SQL queries.
+    pub sql: crate::config::SqlConfig,
+    /// One permit per query allowed to run at once (`sql.max_concurrent`).
+    pub sql_slots: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 /// The RPC's routes.
@@ -47,6 +51,7 @@ pub fn router(state: RpcState) -> Router {
         .route("/kv/{address}/{key}", get(kv))
         .route("/pow/difficulty", get(difficulty))
         .route("/metrics", get(metrics))
+        .route("/query", post(crate::query::query))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
@@ -62,7 +67,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-async fn ask<T>(
+pub(crate) async fn ask<T>(
     s: &RpcState,
     make: impl FnOnce(oneshot::Sender<T>) -> Request,
 ) -> Result<T, ApiError> {

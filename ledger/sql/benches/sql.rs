@@ -64,16 +64,29 @@ fn benches(c: &mut Criterion) {
                 tx: Hash::of(pyralog_ledger::Domain::TxId, &i.to_le_bytes()),
             },
         };
-        (StateKey::Record(address(i % 10_000), i.to_be_bytes().to_vec()), e.to_bytes())
+        (
+            StateKey::Record(address(i % 10_000), i.to_be_bytes().to_vec()),
+            e.to_bytes(),
+        )
     });
 
     let mut g = c.benchmark_group("scan");
     g.sample_size(10);
     g.throughput(Throughput::Elements(ROWS));
     for (name, store, table, cols) in [
-        ("accounts_numbers", &accounts, "accounts", &["balance", "nonce", "stake"][..]),
+        (
+            "accounts_numbers",
+            &accounts,
+            "accounts",
+            &["balance", "nonce", "stake"][..],
+        ),
         ("accounts_all", &accounts, "accounts", &[][..]),
-        ("records_key_value_version_hlc", &records, "records", &["key", "value", "version", "hlc"][..]),
+        (
+            "records_key_value_version_hlc",
+            &records,
+            "records",
+            &["key", "value", "version", "hlc"][..],
+        ),
         ("records_all", &records, "records", &[][..]),
     ] {
         g.bench_function(name, |b| {
@@ -91,7 +104,17 @@ fn benches(c: &mut Criterion) {
     let (batches, _) = read_table(
         records.snapshot().expect("snapshot"),
         "records",
-        &["address", "key", "value", "version", "hlc", "hlc_logical", "origin", "sealed", "tx"],
+        &[
+            "address",
+            "key",
+            "value",
+            "version",
+            "hlc",
+            "hlc_logical",
+            "origin",
+            "sealed",
+            "tx",
+        ],
     )
     .expect("read");
     let schema = batches[0].schema();
@@ -107,7 +130,9 @@ fn benches(c: &mut Criterion) {
     g.sample_size(10);
     g.throughput(Throughput::Elements(ROWS));
     g.bench_function("ledger_tables", |b| {
-        b.iter(|| black_box(query(records.snapshot().expect("snapshot"), sql, &limits).expect("query")))
+        b.iter(|| {
+            black_box(query(records.snapshot().expect("snapshot"), sql, &limits).expect("query"))
+        })
     });
     g.bench_function("datafusion_memtable", |b| {
         b.iter(|| {

@@ -115,8 +115,8 @@ enum From {
 enum TxPlan {
     /// Blocks in a height range, then (with no height bound) every batch.
     Scan {
-        blocks: BlockScan,
-        batches: Option<BatchScan>,
+        blocks: Box<BlockScan>,
+        batches: Option<Box<BatchScan>>,
     },
     /// Transactions found through the index.
     Points(VecDeque<Hash>),
@@ -267,11 +267,11 @@ impl Table for Transactions {
                 // (which have none) can only match when height is unbounded.
                 let bounded = (lo, hi) != (0, u64::MAX);
                 TxPlan::Scan {
-                    blocks: q.snapshot.blocks(lo, hi)?,
+                    blocks: Box::new(q.snapshot.blocks(lo, hi)?),
                     batches: if bounded {
                         None
                     } else {
-                        Some(q.snapshot.batches(None)?)
+                        Some(Box::new(q.snapshot.batches(None)?))
                     },
                 }
             }

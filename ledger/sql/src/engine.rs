@@ -178,7 +178,9 @@ pub fn read_table(
     let (_, t) = tables()
         .into_iter()
         .find(|(n, _)| *n == table)
-        .ok_or_else(|| SqlError::Plan(format!("no table {table}; tables: {}", TABLES.join(", "))))?;
+        .ok_or_else(|| {
+            SqlError::Plan(format!("no table {table}; tables: {}", TABLES.join(", ")))
+        })?;
     let schema = t.schema();
     let projection = if columns.is_empty() {
         (0..schema.fields().len()).collect()
@@ -220,14 +222,21 @@ pub async fn query_memory(
         let t = datafusion::datasource::MemTable::try_new(schema, vec![batches]).map_err(df_err)?;
         ctx.register_table(name, Arc::new(t)).map_err(df_err)?;
     }
-    ctx.sql(sql).await.map_err(df_err)?.collect().await.map_err(df_err)
+    ctx.sql(sql)
+        .await
+        .map_err(df_err)?
+        .collect()
+        .await
+        .map_err(df_err)
 }
 
 fn session(q: &Arc<Query>, limits: &Limits) -> Result<SessionContext, SqlError> {
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_pool(Arc::new(GreedyMemoryPool::new(limits.max_memory_bytes)))
         // Over the memory limit is an error, never a spill to disk.
-        .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
+        .with_disk_manager_builder(
+            DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+        )
         .build_arc()
         .map_err(|e| SqlError::Execution(e.to_string()))?;
     let config = SessionConfig::new()

@@ -23,11 +23,11 @@ pub(crate) fn understood(e: &Expr, eq_cols: &[&str], range_cols: &[&str]) -> boo
             left,
             op: Operator::And,
             right,
-        }) => {
-            understood(left, eq_cols, range_cols) || understood(right, eq_cols, range_cols)
+        }) => understood(left, eq_cols, range_cols) || understood(right, eq_cols, range_cols),
+        _ => {
+            eq_cols.iter().any(|c| equal_values(e, c).is_some())
+                || range_cols.iter().any(|c| range_of(e, c).is_some())
         }
-        _ => eq_cols.iter().any(|c| equal_values(e, c).is_some())
-            || range_cols.iter().any(|c| range_of(e, c).is_some()),
     }
 }
 
@@ -126,9 +126,9 @@ fn literal(e: &Expr) -> Option<Literal> {
         _ => return None,
     };
     Some(match v {
-        ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => {
-            Literal::Text(s.clone())
-        }
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => Literal::Text(s.clone()),
         ScalarValue::Binary(Some(b))
         | ScalarValue::LargeBinary(Some(b))
         | ScalarValue::BinaryView(Some(b))
@@ -256,12 +256,21 @@ mod tests {
         let h = || col("height");
         assert_eq!(range(&[h().gt(lit(5u64))], "height"), (6, u64::MAX));
         assert_eq!(range(&[lit(5u64).lt(h())], "height"), (6, u64::MAX));
-        assert_eq!(range(&[h().lt_eq(lit(9i64)), h().gt_eq(lit(3i64))], "height"), (3, 9));
-        assert_eq!(range(&[h().between(lit(2u64), lit(4u64))], "height"), (2, 4));
+        assert_eq!(
+            range(&[h().lt_eq(lit(9i64)), h().gt_eq(lit(3i64))], "height"),
+            (3, 9)
+        );
+        assert_eq!(
+            range(&[h().between(lit(2u64), lit(4u64))], "height"),
+            (2, 4)
+        );
         assert_eq!(range(&[h().eq(lit(7u64))], "height"), (7, 7));
         assert_eq!(range(&[h().lt(lit(0i64))], "height"), (1, 0), "empty");
         assert_eq!(range(&[h().gt(lit(-3i64))], "height"), (0, u64::MAX));
-        assert_eq!(range(&[h().in_list(vec![lit(3u64), lit(8u64)], false)], "height"), (3, 8));
+        assert_eq!(
+            range(&[h().in_list(vec![lit(3u64), lit(8u64)], false)], "height"),
+            (3, 8)
+        );
         // Not understood: other columns, OR, negation.
         assert_eq!(range(&[col("x").gt(lit(5u64))], "height"), (0, u64::MAX));
         assert_eq!(
@@ -275,19 +284,32 @@ mod tests {
     fn equalities_intersect() {
         let a = || col("address");
         let got = equal_to(
-            &[a().in_list(vec![lit("x"), lit("y")], false), a().eq(lit("y"))],
+            &[
+                a().in_list(vec![lit("x"), lit("y")], false),
+                a().eq(lit("y")),
+            ],
             "address",
         );
         assert_eq!(got, Some([Literal::Text("y".into())].into()));
-        assert_eq!(equal_to(&[a().eq(lit("x")), a().eq(lit("y"))], "address"), Some(BTreeSet::new()));
+        assert_eq!(
+            equal_to(&[a().eq(lit("x")), a().eq(lit("y"))], "address"),
+            Some(BTreeSet::new())
+        );
         assert_eq!(equal_to(&[col("b").eq(lit("x"))], "address"), None);
-        assert!(understood(&a().eq(lit("x")).and(col("q").gt(lit(1))), &["address"], &[]));
+        assert!(understood(
+            &a().eq(lit("x")).and(col("q").gt(lit(1))),
+            &["address"],
+            &[]
+        ));
         let either = a().eq(lit("x")).or(a().eq(lit("z")));
         assert_eq!(
             equal_to(&[either], "address"),
             Some([Literal::Text("x".into()), Literal::Text("z".into())].into())
         );
         // An OR with another column bounds nothing.
-        assert_eq!(equal_to(&[a().eq(lit("x")).or(col("b").eq(lit("z")))], "address"), None);
+        assert_eq!(
+            equal_to(&[a().eq(lit("x")).or(col("b").eq(lit("z")))], "address"),
+            None
+        );
     }
 }

@@ -134,7 +134,12 @@ impl Cols {
         }
     }
 
-    fn finish(mut self, schema: &SchemaRef, projection: &[usize], rows: usize) -> DfResult<RecordBatch> {
+    fn finish(
+        mut self,
+        schema: &SchemaRef,
+        projection: &[usize],
+        rows: usize,
+    ) -> DfResult<RecordBatch> {
         let arrays: Vec<ArrayRef> = projection
             .iter()
             .filter_map(|&i| {
@@ -273,10 +278,9 @@ impl Batches {
         }
         let source = match &mut self.source {
             Ok(s) => s,
-            Err(e) => {
-                let e = std::mem::replace(e, ScanError::Deadline);
-                return Err(e.into());
-            }
+            // Opening failed: report it once (the iterator is done after an
+            // error, so the placeholder left behind is never seen).
+            Err(e) => return Err(std::mem::replace(e, ScanError::Deadline).into()),
         };
         let mut cols = Cols::new(&self.table_schema, &self.projection, self.query.batch_rows);
         let rows = source.fill(&self.query, &mut cols)?;
@@ -286,7 +290,11 @@ impl Batches {
         let batch = cols.finish(&self.schema, &self.projection, rows)?;
         let keep = rows.min(self.left);
         self.left -= keep;
-        Ok(Some(if keep < rows { batch.slice(0, keep) } else { batch }))
+        Ok(Some(if keep < rows {
+            batch.slice(0, keep)
+        } else {
+            batch
+        }))
     }
 }
 

@@ -27,7 +27,7 @@ const VALIDATOR: u8 = 2;
 enum Plan {
     /// Every state row (of every kind), optionally keeping only some addresses.
     Scan {
-        scan: StateScan,
+        scan: Box<StateScan>,
         addresses: Option<BTreeSet<[u8; 32]>>,
     },
     /// Point lookups.
@@ -116,7 +116,7 @@ fn open_by_address<R: Rows>(
     let plan = match addresses(filters) {
         Some(addrs) => Plan::Points(addrs.into_iter().map(key_of).collect()),
         None => Plan::Scan {
-            scan: q.snapshot.scan_state()?,
+            scan: Box::new(q.snapshot.scan_state()?),
             addresses: None,
         },
     };
@@ -226,8 +226,8 @@ static RECORDS: LazyLock<SchemaRef> = LazyLock::new(|| {
 impl Rows for Records {
     const KIND: u8 = RECORD;
     fn push(cols: &mut Cols, addr: &[u8; 32], key: &[u8], value: &[u8]) -> Result<bool, Error> {
-        let r = RecordEntry::from_bytes(value)
-            .map_err(|e| Error::Corrupt(format!("record: {e}")))?;
+        let r =
+            RecordEntry::from_bytes(value).map_err(|e| Error::Corrupt(format!("record: {e}")))?;
         let Some(v) = &r.value else {
             return Ok(false);
         };
@@ -253,8 +253,12 @@ impl Table for Records {
     }
     fn open(&self, q: &Query, filters: &[Expr]) -> Result<Box<dyn Source>, ScanError> {
         let addrs = addresses(filters);
-        let keys: Option<Vec<Vec<u8>>> = pushdown::equal_to(filters, "key")
-            .map(|set| set.iter().filter_map(Literal::bytes).map(<[u8]>::to_vec).collect());
+        let keys: Option<Vec<Vec<u8>>> = pushdown::equal_to(filters, "key").map(|set| {
+            set.iter()
+                .filter_map(Literal::bytes)
+                .map(<[u8]>::to_vec)
+                .collect()
+        });
         let plan = match (addrs, keys) {
             (Some(a), Some(k)) if a.len().saturating_mul(k.len()) <= pushdown::MAX_POINTS => {
                 Plan::Points(
@@ -264,7 +268,7 @@ impl Table for Records {
                 )
             }
             (a, _) => Plan::Scan {
-                scan: q.snapshot.scan_state()?,
+                scan: Box::new(q.snapshot.scan_state()?),
                 addresses: a.map(|a| a.into_iter().map(|a| a.0).collect()),
             },
         };

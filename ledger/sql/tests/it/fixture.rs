@@ -115,10 +115,14 @@ fn build() -> Fixture {
                     sealed: false,
                 })
                 .collect();
-            tx(u, 0, Payload::Put {
-                namespace: u.address(),
-                ops,
-            })
+            tx(
+                u,
+                0,
+                Payload::Put {
+                    namespace: u.address(),
+                    ops,
+                },
+            )
         })
         .collect();
     apply_all(&mut store, puts, 3);
@@ -127,10 +131,14 @@ fn build() -> Fixture {
     let mut more: Vec<Transaction> = users[..DELETERS as usize]
         .iter()
         .map(|u| {
-            tx(u, 1, Payload::Delete {
-                namespace: u.address(),
-                keys: vec![b"k0".to_vec()],
-            })
+            tx(
+                u,
+                1,
+                Payload::Delete {
+                    namespace: u.address(),
+                    keys: vec![b"k0".to_vec()],
+                },
+            )
         })
         .collect();
     for i in 0..100usize {

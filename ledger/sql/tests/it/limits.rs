@@ -34,10 +34,16 @@ fn writes_and_other_statements_are_refused() {
 #[test]
 fn malformed_text_is_a_parse_error() {
     assert!(matches!(refuse("SELEC 1"), SqlError::Parse(_)));
-    assert!(matches!(refuse("SELECT 1; SELECT 2"), SqlError::StatementCount(2)));
+    assert!(matches!(
+        refuse("SELECT 1; SELECT 2"),
+        SqlError::StatementCount(2)
+    ));
     assert!(matches!(refuse(""), SqlError::StatementCount(0)));
     let long = format!("SELECT {}1", "1 + ".repeat(pyralog_sql::MAX_SQL_BYTES));
-    assert!(matches!(check_read_only(&long), Err(SqlError::TooLong { .. })));
+    assert!(matches!(
+        check_read_only(&long),
+        Err(SqlError::TooLong { .. })
+    ));
 }
 
 #[test]
@@ -58,8 +64,12 @@ fn too_many_rows_is_an_error() {
     assert!(matches!(e, SqlError::TooManyRows { limit: 100 }), "{e}");
     assert_eq!(e.code(), "row_limit");
     // Exactly at the limit is fine.
-    let ok = query(FIXTURE.snapshot(), "SELECT address FROM accounts LIMIT 100", &limits)
-        .expect("at the limit");
+    let ok = query(
+        FIXTURE.snapshot(),
+        "SELECT address FROM accounts LIMIT 100",
+        &limits,
+    )
+    .expect("at the limit");
     assert_eq!(ok.num_rows(), 100);
 }
 
@@ -78,6 +88,26 @@ fn running_past_the_deadline_is_an_error() {
     .expect_err("time");
     assert!(matches!(e, SqlError::Timeout { .. }), "{e}");
     assert_eq!(e.code(), "time_limit");
+}
+
+#[test]
+fn a_generated_table_cannot_run_past_the_deadline_either() {
+    let limits = Limits {
+        timeout: Duration::from_millis(200),
+        ..Limits::default()
+    };
+    let started = std::time::Instant::now();
+    let e = query(
+        FIXTURE.snapshot(),
+        "SELECT count(*), sum(value) FROM range(1000000000000)",
+        &limits,
+    )
+    .expect_err("time");
+    assert!(matches!(e, SqlError::Timeout { .. }), "{e}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "ended by the limit"
+    );
 }
 
 #[test]
@@ -102,5 +132,8 @@ fn needing_more_memory_than_the_limit_is_an_error() {
 #[test]
 fn a_runtime_failure_is_an_execution_error() {
     let e = refuse("SELECT CAST('x' AS INT)");
-    assert!(matches!(e, SqlError::Execution(_) | SqlError::Plan(_)), "{e}");
+    assert!(
+        matches!(e, SqlError::Execution(_) | SqlError::Plan(_)),
+        "{e}"
+    );
 }

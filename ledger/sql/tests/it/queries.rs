@@ -67,7 +67,9 @@ fn the_richest_accounts_ordered_and_limited() {
 
 #[test]
 fn a_filtered_aggregate_over_accounts() {
-    let a = run("SELECT count(*), sum(balance), min(nonce), max(nonce) FROM accounts WHERE balance > 5000 AND stake = 0");
+    let a = run(
+        "SELECT count(*), sum(balance), min(nonce), max(nonce) FROM accounts WHERE balance > 5000 AND stake = 0",
+    );
     let kept: Vec<Account> = accounts()
         .into_values()
         .filter(|a| a.balance > 5000 && a.stake == 0)
@@ -75,7 +77,10 @@ fn a_filtered_aggregate_over_accounts() {
     let sum: u64 = kept.iter().map(|a| a.balance).sum();
     let min = kept.iter().map(|a| a.nonce).min();
     let max = kept.iter().map(|a| a.nonce).max();
-    assert_eq!(rows(&a), vec![vec![json!(kept.len()), json!(sum), json!(min), json!(max)]]);
+    assert_eq!(
+        rows(&a),
+        vec![vec![json!(kept.len()), json!(sum), json!(min), json!(max)]]
+    );
     // The whole fixture: the faucet, the users, the four validators.
     let all = run("SELECT count(*) FROM accounts");
     assert_eq!(rows(&all), vec![vec![json!(USERS + 5)]]);
@@ -95,7 +100,11 @@ fn records_grouped_by_owner_with_having() {
         .filter(|(_, n)| **n < 2)
         .map(|(a, n)| vec![json!(a), json!(n)])
         .collect();
-    assert_eq!(expected.len() as u64, DELETERS, "the deleters kept one record each");
+    assert_eq!(
+        expected.len() as u64,
+        DELETERS,
+        "the deleters kept one record each"
+    );
     assert_eq!(rows(&a), expected);
     let total = run("SELECT count(*) FROM records");
     assert_eq!(rows(&total), vec![vec![json!(2 * WRITERS - DELETERS)]]);
@@ -114,7 +123,14 @@ fn a_record_found_by_address_and_key_is_one_read() {
         .expect("read")
         .expect("present");
     let value = e.value.expect("live");
-    assert_eq!(rows(&a), vec![vec![json!(hex::encode(&value)), json!(e.version), json!(false)]]);
+    assert_eq!(
+        rows(&a),
+        vec![vec![
+            json!(hex::encode(&value)),
+            json!(e.version),
+            json!(false)
+        ]]
+    );
     assert_eq!(a.rows_read, 1, "a point lookup");
 }
 
@@ -162,10 +178,14 @@ fn accounts_joined_with_their_records() {
         .into_iter()
         .filter(|((_, k), _)| k == b"k1")
         .map(|((a, _), e)| {
-            (accs[&a].balance, a.to_human(), hex::encode(e.value.expect("live")))
+            (
+                accs[&a].balance,
+                a.to_human(),
+                hex::encode(e.value.expect("live")),
+            )
         })
         .collect();
-    expected.sort_by(|x, y| y.0.cmp(&x.0));
+    expected.sort_by_key(|x| std::cmp::Reverse(x.0));
     let expected: Vec<Vec<Value>> = expected
         .into_iter()
         .take(3)
@@ -185,19 +205,29 @@ fn a_transaction_by_hash_reads_the_index_and_one_block() {
         "SELECT height, position, sender, kind FROM transactions WHERE hash = '{}'",
         id.to_hex()
     ));
-    assert_eq!(rows(&a), vec![vec![json!(height), json!(1), json!(sender), json!("put")]]);
+    assert_eq!(
+        rows(&a),
+        vec![vec![json!(height), json!(1), json!(sender), json!("put")]]
+    );
     assert_eq!(a.rows_read, 2, "the index entry and the block");
 }
 
 #[test]
 fn pushdown_reads_fewer_rows_than_a_full_scan() {
     let addr = FIXTURE.users[3].address().to_human();
-    let point = run(&format!("SELECT balance FROM accounts WHERE address = '{addr}'"));
-    let scan = run(&format!("SELECT balance FROM accounts WHERE concat(address, '') = '{addr}'"));
+    let point = run(&format!(
+        "SELECT balance FROM accounts WHERE address = '{addr}'"
+    ));
+    let scan = run(&format!(
+        "SELECT balance FROM accounts WHERE concat(address, '') = '{addr}'"
+    ));
     assert_eq!(rows(&point), rows(&scan));
     assert_eq!(point.rows_read, 1);
     let state_rows = FIXTURE.with_store(|s| s.entries().expect("entries").len()) as u64;
-    assert_eq!(scan.rows_read, state_rows, "without pushdown every state row is read");
+    assert_eq!(
+        scan.rows_read, state_rows,
+        "without pushdown every state row is read"
+    );
 
     let blocks = FIXTURE.with_store(|s| s.tip().height);
     let range = run("SELECT count(*) FROM blocks WHERE height >= 100 AND height < 110");
@@ -241,11 +271,20 @@ fn a_snapshot_answers_for_its_own_height_after_the_store_moves_on() {
     );
     let snap = store.snapshot().expect("snapshot");
     crate::fixture::apply_all(&mut store, vec![t], 1);
-    let a = query(snap, "SELECT height, state_root FROM tip", &Limits::default()).expect("query");
+    let a = query(
+        snap,
+        "SELECT height, state_root FROM tip",
+        &Limits::default(),
+    )
+    .expect("query");
     assert_eq!(a.height, 0, "the snapshot was taken at genesis");
     assert_eq!(rows(&a), vec![vec![json!(0), json!(a.state_root.to_hex())]]);
-    let now = query(store.snapshot().expect("s"), "SELECT height FROM tip", &Limits::default())
-        .expect("query");
+    let now = query(
+        store.snapshot().expect("s"),
+        "SELECT height FROM tip",
+        &Limits::default(),
+    )
+    .expect("query");
     assert_eq!(now.height, 1);
     assert_eq!(rows(&now), vec![vec![json!(1)]]);
     drop(before);
@@ -264,7 +303,10 @@ fn the_answer_as_arrow_ipc_carries_its_snapshot() {
     let n: usize = reader.map(|b| b.expect("batch").num_rows()).sum();
     assert_eq!(n, 3);
     let j = a.to_json().expect("json");
-    assert_eq!(j["columns"], json!([{"name": "height", "type": "UInt64"}, {"name": "hash", "type": "Utf8"}]));
+    assert_eq!(
+        j["columns"],
+        json!([{"name": "height", "type": "UInt64"}, {"name": "hash", "type": "Utf8"}])
+    );
 }
 
 #[test]
@@ -272,7 +314,9 @@ fn validators_and_batches_tables() {
     let a = run("SELECT id, stake FROM validators ORDER BY id");
     assert_eq!(
         rows(&a),
-        (0..4).map(|i| vec![json!(format!("validator-{i}")), json!(1000)]).collect::<Vec<_>>()
+        (0..4)
+            .map(|i| vec![json!(format!("validator-{i}")), json!(1000)])
+            .collect::<Vec<_>>()
     );
     // An ordered chain merges no gossip batches.
     let b = run("SELECT count(*) FROM batches");

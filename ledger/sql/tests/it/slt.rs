@@ -64,7 +64,10 @@ fn parse(text: &str) -> Result<Vec<Case>, String> {
         } else if let Some(code) = line.strip_prefix("error ") {
             Expect::Error(code.trim().to_owned())
         } else {
-            return Err(format!("line {}: expected `query` or `error CODE`, got {line:?}", n + 1));
+            return Err(format!(
+                "line {}: expected `query` or `error CODE`, got {line:?}",
+                n + 1
+            ));
         };
         cases.push(Case {
             line: n + 1,
@@ -85,8 +88,8 @@ fn render(v: &Value) -> String {
 
 #[test]
 fn the_harness_reads_its_format() {
-    let cases = parse("# c\nquery\nSELECT 1\n----\n1\n\nerror read_only\nDROP TABLE x\n")
-        .expect("parse");
+    let cases =
+        parse("# c\nquery\nSELECT 1\n----\n1\n\nerror read_only\nDROP TABLE x\n").expect("parse");
     assert_eq!(cases.len(), 2);
     assert!(matches!(&cases[0].expect, Expect::Rows(r) if r == &["1"]));
     assert!(matches!(&cases[1].expect, Expect::Error(c) if c == "read_only"));
