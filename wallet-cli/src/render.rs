@@ -131,7 +131,7 @@ mod tests {
         let t = table(&answer());
         assert_eq!(
             t,
-            "address   | balance\n----------+--------\npyrA      | 10\na \"b\", c | NULL\n(2 rows; height 7, state root ab)"
+            "address  | balance\n---------+--------\npyrA     | 10\na \"b\", c | NULL\n(2 rows; height 7, state root ab)"
         );
     }
 
