@@ -156,3 +156,140 @@ mod tests {
         }
     }
 }
+
+/// The handler end to end against a real store, with a stand-in for the
+/// driver that serves only snapshots.
+#[cfg(all(test, feature = "sql"))]
+mod handler_tests {
+    use std::sync::{Arc, Mutex};
+
+    use axum::http::{HeaderValue, header};
+    use pyralog_ledger::keys::KeyCache;
+    use pyralog_ledger::{Engine, Store, devkit};
+    use tokio::sync::{Semaphore, mpsc};
+
+    use super::*;
+    use crate::config::SqlConfig;
+
+    struct Node {
+        state: RpcState,
+        _dir: tempfile::TempDir,
+    }
+
+    fn node(sql: SqlConfig, slots: usize) -> Node {
+        let dir = tempfile::tempdir().expect("dir");
+        let faucet = devkit::key(1);
+        let file = devkit::genesis_file(
+            "query-test",
+            Engine::Pbft,
+            devkit::devnet_params(0),
+            &[(&faucet, 77)],
+            &[],
+        );
+        let store = Store::open(&dir.path().join("db"), &file).expect("store");
+        let (tx, mut rx) = mpsc::channel::<Request>(8);
+        tokio::spawn(async move {
+            while let Some(req) = rx.recv().await {
+                if let Request::Snapshot(reply) = req {
+                    let _ = reply.send(store.snapshot().map_err(|e| ApiError::from_ledger(&e)));
+                }
+            }
+        });
+        Node {
+            state: RpcState {
+                driver: tx,
+                min_difficulty: 0,
+                max_difficulty: 0,
+                keys: Arc::new(Mutex::new(KeyCache::new(8))),
+                sql,
+                sql_slots: Arc::new(Semaphore::new(slots)),
+            },
+            _dir: dir,
+        }
+    }
+
+    async fn ask(n: &Node, sql: &str, accept: Option<&str>) -> Result<Response, ApiError> {
+        let mut headers = HeaderMap::new();
+        if let Some(a) = accept {
+            headers.insert(header::ACCEPT, HeaderValue::from_str(a).expect("header"));
+        }
+        let body = serde_json::to_vec(&serde_json::json!({ "sql": sql })).expect("json");
+        query(State(n.state.clone()), headers, Bytes::from(body)).await
+    }
+
+    async fn body(r: Response) -> Vec<u8> {
+        axum::body::to_bytes(r.into_body(), usize::MAX)
+            .await
+            .expect("body")
+            .to_vec()
+    }
+
+    #[tokio::test]
+    async fn json_and_arrow_answers_name_their_snapshot() {
+        let n = node(SqlConfig::default(), 2);
+        let r = ask(&n, "SELECT balance FROM accounts", None)
+            .await
+            .expect("ok");
+        assert_eq!(r.headers()["x-pyralog-height"], "0");
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
+        let root = r.headers()["x-pyralog-state-root"]
+            .to_str()
+            .expect("root")
+            .to_owned();
+        let j: serde_json::Value = serde_json::from_slice(&body(r).await).expect("json");
+        assert_eq!(j["rows"], serde_json::json!([[77]]));
+        assert_eq!(j["state_root"], root.as_str());
+
+        let r = ask(&n, "SELECT * FROM tip", Some(ARROW_STREAM))
+            .await
+            .expect("ok");
+        assert_eq!(r.headers()[header::CONTENT_TYPE], ARROW_STREAM);
+        let bytes = body(r).await;
+        assert_eq!(&bytes[..4], &[0xFF; 4]);
+    }
+
+    #[tokio::test]
+    async fn each_refusal_has_its_status_and_code() {
+        let n = node(
+            SqlConfig {
+                timeout_ms: 100,
+                max_rows: 5,
+                max_memory_bytes: 64 * 1024,
+                max_concurrent: 1,
+            },
+            1,
+        );
+        let cases = [
+            ("DROP TABLE accounts", "read_only"),
+            ("SELEC 1", "sql_parse"),
+            ("SELECT nope FROM accounts", "sql_plan"),
+            ("SELECT * FROM range(10)", "row_limit"),
+            ("SELECT count(*) FROM range(1000000000000)", "time_limit"),
+            (
+                "SELECT value % 100000, count(*) FROM range(1000000) GROUP BY 1 ORDER BY 1 LIMIT 1",
+                "memory_limit",
+            ),
+        ];
+        for (sql, code) in cases {
+            let e = ask(&n, sql, None).await.expect_err(sql);
+            assert_eq!((e.status, e.code), (400, code), "{sql}: {}", e.message);
+        }
+        let e = query(
+            State(n.state.clone()),
+            HeaderMap::new(),
+            Bytes::from_static(b"{}"),
+        )
+        .await
+        .expect_err("no sql");
+        assert_eq!((e.status, e.code), (400, "bad_request"));
+        // The node still answers after all of that.
+        assert!(ask(&n, "SELECT 1", None).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn one_query_too_many_is_busy() {
+        let n = node(SqlConfig::default(), 0);
+        let e = ask(&n, "SELECT 1", None).await.expect_err("busy");
+        assert_eq!((e.status, e.code), (503, "busy"));
+    }
+}

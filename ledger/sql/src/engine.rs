@@ -109,7 +109,15 @@ pub fn check_read_only(sql: &str) -> Result<(), SqlError> {
     }
     fn query_only(s: &Statement) -> Result<(), SqlError> {
         match s {
-            Statement::Statement(ast) if matches!(**ast, Ast::Query(_)) => Ok(()),
+            // `SHOW TABLES` and `SHOW COLUMNS` are queries of information_schema.
+            Statement::Statement(ast)
+                if matches!(
+                    **ast,
+                    Ast::Query(_) | Ast::ShowTables { .. } | Ast::ShowColumns { .. }
+                ) =>
+            {
+                Ok(())
+            }
             Statement::Explain(e) => query_only(&e.statement),
             other => {
                 let text = other.to_string();
@@ -269,9 +277,18 @@ async fn run(
     let df = ctx.sql_with_options(sql, options).await.map_err(df_err)?;
     // One row past the limit is enough to know it is exceeded; a sort under
     // it becomes a top-k.
-    let df = df
-        .limit(0, Some(limits.max_rows.saturating_add(1)))
-        .map_err(df_err)?;
+    // (EXPLAIN must stay the root of its plan; its answer is a few rows.)
+    let explain = matches!(
+        df.logical_plan(),
+        datafusion::logical_expr::LogicalPlan::Explain(_)
+            | datafusion::logical_expr::LogicalPlan::Analyze(_)
+    );
+    let df = if explain {
+        df
+    } else {
+        df.limit(0, Some(limits.max_rows.saturating_add(1)))
+            .map_err(df_err)?
+    };
     let mut stream = df.execute_stream().await.map_err(df_err)?;
     let schema = stream.schema();
     let mut out = Vec::new();

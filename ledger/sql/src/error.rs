@@ -13,8 +13,11 @@ pub enum SqlError {
     /// Not exactly one statement.
     #[error("send exactly one SQL statement (got {0})")]
     StatementCount(usize),
-    /// A statement other than a query (`SELECT`, `WITH`, `VALUES`, `EXPLAIN`).
-    #[error("only read-only queries are allowed (SELECT, WITH, VALUES, EXPLAIN); refused: {0}")]
+    /// A statement other than a query (`SELECT`, `WITH`, `VALUES`, `EXPLAIN`,
+    /// `SHOW TABLES`, `SHOW COLUMNS`).
+    #[error(
+        "only read-only queries are allowed (SELECT, WITH, VALUES, EXPLAIN, SHOW TABLES, SHOW COLUMNS); refused: {0}"
+    )]
     NotAQuery(String),
     /// The SQL text is longer than [`crate::MAX_SQL_BYTES`].
     #[error("the SQL text is {len} bytes; at most {max}")]

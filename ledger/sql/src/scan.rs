@@ -72,7 +72,13 @@ pub(crate) trait Source: Send {
 /// dropped, so a table writes every column and pays only for those wanted.
 pub(crate) struct Cols {
     cols: Vec<Option<Col>>,
+    /// Human forms of addresses seen in this batch (an address's base58 form
+    /// costs about a microsecond; a scan of records meets one owner many times).
+    names: std::collections::HashMap<[u8; 32], String>,
 }
+
+/// The most distinct addresses [`Cols`] remembers per batch.
+const ADDRESS_CACHE: usize = 4096;
 
 enum Col {
     Str(StringBuilder),
@@ -94,7 +100,28 @@ impl Cols {
                 _ => Col::Str(StringBuilder::with_capacity(cap, cap * 48)),
             });
         }
-        Cols { cols }
+        Cols {
+            cols,
+            names: std::collections::HashMap::new(),
+        }
+    }
+
+    /// An address column, in its human form (`pyr…`), computed once per
+    /// distinct address in a batch and only if the column is wanted.
+    pub(crate) fn address(&mut self, i: usize, addr: &[u8; 32]) {
+        let Some(Some(Col::Str(b))) = self.cols.get_mut(i) else {
+            return;
+        };
+        match self.names.get(addr) {
+            Some(name) => b.append_value(name),
+            None => {
+                let name = pyralog_ledger::Address(*addr).to_human();
+                b.append_value(&name);
+                if self.names.len() < ADDRESS_CACHE {
+                    self.names.insert(*addr, name);
+                }
+            }
+        }
     }
 
     pub(crate) fn str(&mut self, i: usize, v: Option<&str>) {

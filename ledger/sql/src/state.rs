@@ -13,7 +13,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::logical_expr::Expr;
 use pyralog_ledger::state::ValidatorInfo;
 use pyralog_ledger::store::StateScan;
-use pyralog_ledger::{Account, Address, Decode, Error, RecordEntry, StateKey};
+use pyralog_ledger::{Account, Address, Decode, Error, RecordEntryRef, StateKey};
 
 use crate::error::ScanError;
 use crate::pushdown::{self, Literal};
@@ -126,10 +126,6 @@ fn open_by_address<R: Rows>(
     }))
 }
 
-fn human(addr: &[u8; 32]) -> Option<String> {
-    Some(Address(*addr).to_human())
-}
-
 /// `accounts`: one row per account the state holds.
 #[derive(Debug)]
 pub(crate) struct Accounts;
@@ -147,7 +143,7 @@ impl Rows for Accounts {
     const KIND: u8 = ACCOUNT;
     fn push(cols: &mut Cols, addr: &[u8; 32], _: &[u8], value: &[u8]) -> Result<bool, Error> {
         let a = Account::from_bytes(value).map_err(|e| Error::Corrupt(format!("account: {e}")))?;
-        cols.str_with(0, || human(addr));
+        cols.address(0, addr);
         cols.u64(1, Some(a.balance));
         cols.u64(2, Some(a.nonce));
         cols.u64(3, Some(a.stake));
@@ -186,7 +182,7 @@ impl Rows for Validators {
         let v = ValidatorInfo::from_bytes(value)
             .map_err(|e| Error::Corrupt(format!("validator: {e}")))?;
         cols.str(0, Some(&v.id));
-        cols.str_with(1, || human(addr));
+        cols.address(1, addr);
         cols.u64(2, Some(v.stake));
         cols.str(3, Some(&v.p2p));
         Ok(true)
@@ -226,18 +222,18 @@ static RECORDS: LazyLock<SchemaRef> = LazyLock::new(|| {
 impl Rows for Records {
     const KIND: u8 = RECORD;
     fn push(cols: &mut Cols, addr: &[u8; 32], key: &[u8], value: &[u8]) -> Result<bool, Error> {
-        let r =
-            RecordEntry::from_bytes(value).map_err(|e| Error::Corrupt(format!("record: {e}")))?;
-        let Some(v) = &r.value else {
+        let r = RecordEntryRef::from_bytes(value)
+            .map_err(|e| Error::Corrupt(format!("record: {e}")))?;
+        let Some(v) = r.value else {
             return Ok(false);
         };
-        cols.str_with(0, || human(addr));
+        cols.address(0, addr);
         cols.bin(1, Some(key));
         cols.bin(2, Some(v));
         cols.u64(3, Some(r.version));
         cols.u64(4, Some(r.order.hlc.wall_ms));
         cols.u32(5, Some(r.order.hlc.logical));
-        cols.str_with(6, || Some(r.order.origin.to_human()));
+        cols.address(6, &r.order.origin.0);
         cols.bool(7, Some(r.sealed));
         cols.str_with(8, || Some(r.order.tx.to_hex()));
         Ok(true)

@@ -322,3 +322,31 @@ fn validators_and_batches_tables() {
     let b = run("SELECT count(*) FROM batches");
     assert_eq!(rows(&b), vec![vec![json!(0)]]);
 }
+
+#[test]
+fn explain_shows_the_plan_without_reading_the_tables() {
+    let a = run("EXPLAIN SELECT balance FROM accounts WHERE address = 'x' ORDER BY balance");
+    let text = a.to_json().expect("json").to_string();
+    assert!(text.contains("accounts"), "{text}");
+    assert_eq!(a.rows_read, 0, "EXPLAIN plans, it does not scan");
+}
+
+#[test]
+fn show_tables_and_columns_are_read_only_queries() {
+    let t = run("SHOW TABLES").to_json().expect("json").to_string();
+    for name in pyralog_sql::TABLES {
+        assert!(t.contains(&format!("\"{name}\"")), "{name} in {t}");
+    }
+    let c = run("SHOW COLUMNS FROM blocks")
+        .to_json()
+        .expect("json")
+        .to_string();
+    assert!(c.contains("state_root"), "{c}");
+}
+
+#[test]
+fn explain_analyze_runs_within_the_limits() {
+    let a = run("EXPLAIN ANALYZE SELECT count(*) FROM blocks WHERE height < 10");
+    assert!(a.num_rows() >= 1);
+    assert_eq!(a.rows_read, 9, "ANALYZE runs the query: heights 1 to 9");
+}
