@@ -59,6 +59,6 @@ pub use hash::{Domain, Hash};
 pub use keys::{Address, Keypair, Signature};
 pub use machine::{Rules, StateView, Tip};
 pub use pow::{PowKey, Stamp};
-pub use state::{Account, RecordEntry, StateKey};
-pub use store::{MergeOutcome, Store};
+pub use state::{Account, RecordEntry, RecordEntryRef, StateKey};
+pub use store::{MergeOutcome, Snapshot, Store};
 pub use tx::{Payload, PutOp, Transaction, TxBody};

@@ -193,19 +193,51 @@ impl Encode for RecordEntry {
 impl Decode for RecordEntry {
     const MIN_SIZE: usize = 1 + 8 + WriteOrder::MIN_SIZE;
     fn decode(r: &mut Reader<'_>) -> Result<Self, Error> {
+        let e = RecordEntryRef::decode_from(r)?;
+        Ok(RecordEntry {
+            value: e.value.map(<[u8]>::to_vec),
+            sealed: e.sealed,
+            version: e.version,
+            order: e.order,
+        })
+    }
+}
+
+/// A [`RecordEntry`] read in place: the value borrows the stored bytes
+/// instead of being copied (for scans that read many entries, such as SQL).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordEntryRef<'a> {
+    /// The value, or `None` for a tombstone.
+    pub value: Option<&'a [u8]>,
+    /// Whether `value` is a sealed value's bytes (see [`RecordEntry::sealed`]).
+    pub sealed: bool,
+    /// See [`RecordEntry::version`].
+    pub version: u64,
+    /// Which write this is.
+    pub order: WriteOrder,
+}
+
+impl<'a> RecordEntryRef<'a> {
+    /// Decodes an entry's canonical bytes exactly as [`RecordEntry`]'s
+    /// decoder does (the same checks, trailing bytes refused), without copying.
+    pub fn from_bytes(bytes: &'a [u8]) -> Result<RecordEntryRef<'a>, Error> {
+        let mut r = Reader::new(bytes);
+        let e = Self::decode_from(&mut r)?;
+        r.finish()?;
+        Ok(e)
+    }
+
+    fn decode_from(r: &mut Reader<'a>) -> Result<RecordEntryRef<'a>, Error> {
         let (value, sealed) = match r.u8("record value")? {
             TOMBSTONE => (None, false),
-            tag @ (PLAIN | SEALED) => (
-                Some(r.bytes(caps::VALUE, "record value")?.to_vec()),
-                tag == SEALED,
-            ),
+            tag @ (PLAIN | SEALED) => (Some(r.bytes(caps::VALUE, "record value")?), tag == SEALED),
             _ => {
                 return Err(Error::NonCanonical {
                     what: "record value",
                 });
             }
         };
-        Ok(RecordEntry {
+        Ok(RecordEntryRef {
             value,
             sealed,
             version: r.u64("version")?,

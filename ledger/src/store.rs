@@ -456,18 +456,7 @@ impl Store {
 
     /// Where a transaction was applied.
     pub fn tx_location(&self, id: &Hash) -> Result<Option<TxLocation>, Error> {
-        let txn = self.db.begin_read()?;
-        if let Some(v) = txn.open_table(BLOCK_TX_INDEX)?.get(id_prefix(id))? {
-            let (height, index) = v.value();
-            return Ok(Some(TxLocation::Block { height, index }));
-        }
-        let table = txn.open_table(TX_INDEX)?;
-        match table.get(id.0.as_slice())? {
-            Some(v) => TxLocation::from_bytes(v.value())
-                .map(Some)
-                .map_err(|e| Error::Corrupt(e.to_string())),
-            None => Ok(None),
-        }
+        read_tx_location(&self.db.begin_read()?, id)
     }
 
     /// The highest batch seq merged from `origin` (0 if none).
@@ -514,6 +503,29 @@ impl Store {
                 .map_err(|e| Error::Corrupt(e.to_string())),
             None => Ok(None),
         }
+    }
+
+    /// A consistent, read-only view of the whole store as of the last commit:
+    /// state, blocks, batches and the transaction index, with the tip (height
+    /// and state root) that commit wrote. Later commits do not show through it.
+    /// It holds a redb read transaction, so pages it reads are not reused
+    /// while it lives: keep it for one query, not for ever.
+    pub fn snapshot(&self) -> Result<Snapshot, Error> {
+        let txn = self.db.begin_read()?;
+        let tip = {
+            let meta = txn.open_table(META)?;
+            let bytes = meta
+                .get(META_TIP)?
+                .ok_or_else(|| Error::Corrupt("no tip".into()))?;
+            Tip::from_bytes(bytes.value()).map_err(|e| Error::Corrupt(format!("tip: {e}")))?
+        };
+        Ok(Snapshot {
+            txn,
+            tip,
+            bits: self.tree.bits(),
+            chain_id: self.genesis().chain_id.clone(),
+            engine: self.genesis().engine,
+        })
     }
 
     /// Applies a finalized block: checks the header against the tip, executes
@@ -881,6 +893,21 @@ fn append_records(txn: &redb::WriteTransaction, records: &[Vec<u8>]) -> Result<(
     Ok(())
 }
 
+/// Where a transaction was applied: in a block ([`BLOCK_TX_INDEX`]) or a
+/// batch ([`TX_INDEX`]).
+fn read_tx_location(txn: &redb::ReadTransaction, id: &Hash) -> Result<Option<TxLocation>, Error> {
+    if let Some(v) = txn.open_table(BLOCK_TX_INDEX)?.get(id_prefix(id))? {
+        let (height, index) = v.value();
+        return Ok(Some(TxLocation::Block { height, index }));
+    }
+    match txn.open_table(TX_INDEX)?.get(id.0.as_slice())? {
+        Some(v) => TxLocation::from_bytes(v.value())
+            .map(Some)
+            .map_err(|e| Error::Corrupt(e.to_string())),
+        None => Ok(None),
+    }
+}
+
 /// A block transaction's key in [`BLOCK_TX_INDEX`].
 fn id_prefix(id: &Hash) -> [u8; 16] {
     let mut k = [0u8; 16];
@@ -907,5 +934,194 @@ struct EmptyView;
 impl StateView for EmptyView {
     fn read(&self, _: &StateKey) -> Result<Option<Vec<u8>>, Error> {
         Ok(None)
+    }
+}
+
+/// A consistent, read-only view of the store as of one commit (see
+/// [`Store::snapshot`]). Every read through it, and through the scans it
+/// makes, sees that commit and nothing later.
+pub struct Snapshot {
+    txn: redb::ReadTransaction,
+    tip: Tip,
+    bits: u32,
+    chain_id: crate::chain::ChainId,
+    engine: crate::chain::Engine,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("tip", &self.tip)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A stored row as a scan hands it out: borrowed for the callback only.
+type RowVisitor<'f> = dyn FnMut(&[u8], &[u8]) -> Result<(), Error> + 'f;
+
+impl Snapshot {
+    /// The tip this snapshot was taken at: its height and state root.
+    pub fn tip(&self) -> Tip {
+        self.tip
+    }
+
+    /// The chain the store belongs to.
+    pub fn chain_id(&self) -> &crate::chain::ChainId {
+        &self.chain_id
+    }
+
+    /// The chain's consensus engine.
+    pub fn engine(&self) -> crate::chain::Engine {
+        self.engine
+    }
+
+    /// One state entry's stored bytes, if present.
+    pub fn get(&self, key: &StateKey) -> Result<Option<Vec<u8>>, Error> {
+        let table = self.txn.open_table(STATE)?;
+        let k = stored_key(self.bits, &key.to_bytes());
+        Ok(table.get(k.as_slice())?.map(|v| v.value().to_vec()))
+    }
+
+    /// A scan of every state entry, in stored (bucket) order. Rows are handed
+    /// out by [`StateScan::visit`].
+    pub fn scan_state(&self) -> Result<StateScan, Error> {
+        let table = self.txn.open_table(STATE)?;
+        Ok(StateScan {
+            range: table.range::<&[u8]>(..)?,
+        })
+    }
+
+    /// The block at `height`.
+    pub fn block(&self, height: u64) -> Result<Option<Block>, Error> {
+        let table = self.txn.open_table(BLOCKS)?;
+        match table.get(height)? {
+            Some(b) => Block::from_bytes(b.value())
+                .map(Some)
+                .map_err(|e| Error::Corrupt(format!("block {height}: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    /// The blocks with heights in `from..=to`, in height order.
+    pub fn blocks(&self, from: u64, to: u64) -> Result<BlockScan, Error> {
+        let table = self.txn.open_table(BLOCKS)?;
+        Ok(BlockScan {
+            range: table.range(from..=to.max(from))?,
+            empty: to < from,
+        })
+    }
+
+    /// Where a transaction was applied.
+    pub fn tx_location(&self, id: &Hash) -> Result<Option<TxLocation>, Error> {
+        read_tx_location(&self.txn, id)
+    }
+
+    /// The merged batch `(origin, seq)`.
+    pub fn batch(&self, origin: &Address, seq: u64) -> Result<Option<crate::block::Batch>, Error> {
+        let table = self.txn.open_table(BATCHES)?;
+        match table.get(batch_key(origin, seq).as_slice())? {
+            Some(v) => crate::block::Batch::from_bytes(v.value())
+                .map(Some)
+                .map_err(|e| Error::Corrupt(e.to_string())),
+            None => Ok(None),
+        }
+    }
+
+    /// The merged batches, in (origin, seq) order; with `origin`, only that
+    /// origin's (a key-prefix range, so the others are never read).
+    pub fn batches(&self, origin: Option<&Address>) -> Result<BatchScan, Error> {
+        let table = self.txn.open_table(BATCHES)?;
+        let range = match origin {
+            Some(o) => {
+                let lo = batch_key(o, 0);
+                let hi = batch_key(o, u64::MAX);
+                table.range(lo.as_slice()..=hi.as_slice())?
+            }
+            None => table.range::<&[u8]>(..)?,
+        };
+        Ok(BatchScan { range })
+    }
+}
+
+/// A scan over the state table (see [`Snapshot::scan_state`]).
+pub struct StateScan {
+    range: redb::Range<'static, &'static [u8], &'static [u8]>,
+}
+
+impl std::fmt::Debug for StateScan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateScan").finish_non_exhaustive()
+    }
+}
+
+impl StateScan {
+    /// Hands up to `max` rows to `f` as `(state key bytes, entry bytes)`: the
+    /// key in [`StateKey::to_bytes`] form (kind byte, address, record key), the
+    /// entry as stored (decode it with `Account`, `RecordEntry` or
+    /// `ValidatorInfo`). Nothing is copied. Returns how many rows it handed
+    /// out; fewer than `max` means the scan is done. An error from `f` stops
+    /// the scan and is returned.
+    pub fn visit(&mut self, max: usize, f: &mut RowVisitor<'_>) -> Result<usize, Error> {
+        let mut n = 0;
+        while n < max {
+            let Some(row) = self.range.next() else { break };
+            let (k, v) = row?;
+            let k = k.value();
+            if k.len() < 4 {
+                return Err(Error::Corrupt("a state key without its bucket".into()));
+            }
+            f(&k[4..], v.value())?;
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+/// A scan over stored blocks (see [`Snapshot::blocks`]).
+pub struct BlockScan {
+    range: redb::Range<'static, u64, &'static [u8]>,
+    empty: bool,
+}
+
+impl std::fmt::Debug for BlockScan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockScan").finish_non_exhaustive()
+    }
+}
+
+impl Iterator for BlockScan {
+    type Item = Result<Block, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.empty {
+            return None;
+        }
+        let row = self.range.next()?;
+        Some(row.map_err(Error::from).and_then(|(h, b)| {
+            let height = h.value();
+            Block::from_bytes(b.value()).map_err(|e| Error::Corrupt(format!("block {height}: {e}")))
+        }))
+    }
+}
+
+/// A scan over merged batches (see [`Snapshot::batches`]).
+pub struct BatchScan {
+    range: redb::Range<'static, &'static [u8], &'static [u8]>,
+}
+
+impl std::fmt::Debug for BatchScan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchScan").finish_non_exhaustive()
+    }
+}
+
+impl Iterator for BatchScan {
+    type Item = Result<crate::block::Batch, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let row = self.range.next()?;
+        Some(row.map_err(Error::from).and_then(|(_, b)| {
+            crate::block::Batch::from_bytes(b.value()).map_err(|e| Error::Corrupt(e.to_string()))
+        }))
     }
 }

@@ -245,6 +245,16 @@ proptest! {
     #[test] fn batches_round_trip(v in batch()) { round_trip(&v)?; }
     #[test] fn certificates_round_trip(v in certificate()) { round_trip(&v)?; }
     #[test] fn record_entries_round_trip(v in record_entry()) { round_trip(&v)?; }
+    /// The borrowed decoder reads what the owned one reads.
+    #[test] fn record_entries_read_in_place_agree(v in record_entry(), extra: u8) {
+        let bytes = v.to_bytes();
+        let r = pyralog_ledger::RecordEntryRef::from_bytes(&bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(r.value, v.value.as_deref());
+        prop_assert_eq!((r.sealed, r.version, r.order), (v.sealed, v.version, v.order));
+        let mut longer = bytes.clone();
+        longer.push(extra);
+        prop_assert!(pyralog_ledger::RecordEntryRef::from_bytes(&longer).is_err());
+    }
     #[test] fn proofs_round_trip(v in proof()) { round_trip(&v)?; }
     #[test] fn hlcs_round_trip(v in hlc()) { round_trip(&v)?; }
     #[test] fn accounts_round_trip(balance: u64, nonce: u64, stake: u64) { round_trip(&Account { balance, nonce, stake })?; }
@@ -266,6 +276,7 @@ proptest! {
         let _ = Batch::from_bytes(&data);
         let _ = RecordProof::from_bytes(&data);
         let _ = RecordEntry::from_bytes(&data);
+        let _ = pyralog_ledger::RecordEntryRef::from_bytes(&data);
     }
 
     /// Flipping any byte of a valid encoding either fails or decodes to a

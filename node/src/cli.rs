@@ -267,6 +267,10 @@ fn start(args: StartArgs) -> Result<()> {
             ))),
             pow: pyralog_ledger::PowKey::for_chain(&genesis.chain_id),
             chain: genesis.chain_id.clone(),
+            sql_slots: std::sync::Arc::new(tokio::sync::Semaphore::new(
+                config.sql.max_concurrent.max(1),
+            )),
+            sql: config.sql.clone(),
         };
         let listener = tokio::net::TcpListener::bind(config.rpc.listen)
             .await

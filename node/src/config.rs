@@ -19,6 +19,35 @@ pub struct Config {
     /// The gossip engine's tuning.
     #[serde(default)]
     pub gossip: GossipConfig,
+    /// Limits on SQL queries (`POST /query`).
+    #[serde(default)]
+    pub sql: SqlConfig,
+}
+
+/// Limits on SQL queries. Each query reads one snapshot off the driver's
+/// task; exceeding a limit ends it with an error naming the limit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SqlConfig {
+    /// Wall-clock time a query may run, in milliseconds.
+    pub timeout_ms: u64,
+    /// Rows an answer may have.
+    pub max_rows: usize,
+    /// Memory a query's operators may hold, and separately its answer, in bytes.
+    pub max_memory_bytes: usize,
+    /// Queries running at once; one more is refused with 503 (busy).
+    pub max_concurrent: usize,
+}
+
+impl Default for SqlConfig {
+    fn default() -> Self {
+        SqlConfig {
+            timeout_ms: 10_000,
+            max_rows: 100_000,
+            max_memory_bytes: 256 * 1024 * 1024,
+            max_concurrent: 2,
+        }
+    }
 }
 
 /// The HTTP RPC.
@@ -96,6 +125,7 @@ impl Config {
                 banned: Vec::new(),
             },
             gossip: GossipConfig::default(),
+            sql: SqlConfig::default(),
         }
     }
 

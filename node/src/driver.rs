@@ -135,6 +135,9 @@ pub enum Request {
     ),
     /// `/validators`.
     Validators(oneshot::Sender<Result<serde_json::Value, ApiError>>),
+    /// A read snapshot of the store (for `POST /query`, which reads it off
+    /// this task).
+    Snapshot(oneshot::Sender<Result<pyralog_ledger::Snapshot, ApiError>>),
 }
 
 #[derive(Default, Debug)]
@@ -602,6 +605,9 @@ impl Driver {
             }
             Request::Validators(reply) => {
                 let _ = reply.send(self.validators_json());
+            }
+            Request::Snapshot(reply) => {
+                let _ = reply.send(self.store.snapshot().map_err(|e| ApiError::from_ledger(&e)));
             }
         }
     }

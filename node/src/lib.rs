@@ -10,6 +10,8 @@
 //! - [`config`]: the configuration file and its command-line overrides.
 //! - [`driver`]: the one task that owns the store, the engine and the swarm.
 //! - [`rpc`]: the HTTP endpoints, which talk to the driver over a bounded channel.
+//! - `query`: `POST /query`, SQL over a snapshot the driver hands out, run on
+//!   a blocking thread (feature `sql`, on by default; ADR 0008).
 //!
 //! One cluster is one node until intra-cluster Raft arrives (issue 5): the node
 //! is its cluster's leader and signs with the cluster's validator key.
@@ -19,4 +21,5 @@ pub mod config;
 pub mod driver;
 pub mod home;
 mod pbft_host;
+mod query;
 pub mod rpc;

@@ -38,6 +38,10 @@ pub struct RpcState {
     pub pow: pyralog_ledger::PowKey,
     /// The chain, whose transactions the stamp key can judge.
     pub chain: pyralog_ledger::ChainId,
+    /// Limits on SQL queries.
+    pub sql: crate::config::SqlConfig,
+    /// One permit per query allowed to run at once (`sql.max_concurrent`).
+    pub sql_slots: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 /// The RPC's routes.
@@ -52,6 +56,7 @@ pub fn router(state: RpcState) -> Router {
         .route("/kv/{address}/{key}", get(kv))
         .route("/pow/difficulty", get(difficulty))
         .route("/metrics", get(metrics))
+        .route("/query", post(crate::query::query))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
@@ -67,7 +72,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-async fn ask<T>(
+pub(crate) async fn ask<T>(
     s: &RpcState,
     make: impl FnOnce(oneshot::Sender<T>) -> Request,
 ) -> Result<T, ApiError> {

@@ -5,6 +5,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
 
+/// The largest raw answer [`Client::post_raw`] reads.
+pub const MAX_RAW_ANSWER: u64 = 1 << 30;
+
 /// A node's RPC at one URL.
 #[derive(Debug)]
 pub struct Client {
@@ -57,6 +60,36 @@ impl Client {
     pub fn get(&self, path: &str) -> Result<Option<Value>> {
         let url = format!("{}{path}", self.base);
         self.answer(path, self.agent.get(&url).call())
+    }
+
+    /// `POST path` with a JSON body, asking for `accept`; the raw answer bytes
+    /// (for answers that are not JSON, such as an Arrow IPC stream). An error
+    /// answer is still JSON and becomes the error.
+    pub fn post_raw(&self, path: &str, body: &Value, accept: &str) -> Result<Vec<u8>> {
+        let url = format!("{}{path}", self.base);
+        let mut resp = self
+            .agent
+            .post(&url)
+            .header("accept", accept)
+            .send_json(body)
+            .map_err(|e| anyhow!("node unreachable at {}: {e}", self.base))?;
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .body_mut()
+            .with_config()
+            .limit(MAX_RAW_ANSWER)
+            .read_to_vec()
+            .with_context(|| format!("reading the answer to {path} from {}", self.base))?;
+        if (200..300).contains(&status) {
+            return Ok(bytes);
+        }
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let msg = body
+            .get("error")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown error");
+        let code = body.get("code").and_then(Value::as_str).unwrap_or("error");
+        bail!("the node refused ({status} {code}): {msg}")
     }
 
     /// `POST path` with a JSON body.

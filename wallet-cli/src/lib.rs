@@ -11,6 +11,7 @@
 //! - [`error`]: this crate's one error type.
 //! - [`timelock`]: time-lock puzzles: rate measurement, sealing, solving with a
 //!   progress bar and a resumable checkpoint file.
+//! - [`render`]: a `POST /query` answer as a text table or CSV.
 //! - `src/main.rs`: the `pyralog` binary (clap), prompting and printing only.
 //!
 //! # Invariants
@@ -29,5 +30,6 @@ pub use keystore::{KdfParams, KeyInfo, Keystore, Listing, Protection, StoredKey}
 
 pub mod client;
 pub mod proof;
+pub mod render;
 pub mod stamp;
 pub mod timelock;

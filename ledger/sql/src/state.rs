@@ -1,0 +1,276 @@
+//! The tables over the state: `accounts`, `records`, `validators`.
+//!
+//! State entries are stored under their Merkle bucket (a hash of the key), so
+//! the only narrowing the layout allows is a point lookup: `address = ...`
+//! (and, for records, `address = ... AND key = ...`), `IN` lists included.
+//! Anything else is a scan of the whole state table; a records scan with an
+//! address filter still reads every row, but decodes only that address's.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::{Arc, LazyLock};
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::logical_expr::Expr;
+use pyralog_ledger::state::ValidatorInfo;
+use pyralog_ledger::store::StateScan;
+use pyralog_ledger::{Account, Address, Decode, Error, RecordEntryRef, StateKey};
+
+use crate::error::ScanError;
+use crate::pushdown::{self, Literal};
+use crate::scan::{Cols, Query, Source, Table};
+
+const ACCOUNT: u8 = 0;
+const RECORD: u8 = 1;
+const VALIDATOR: u8 = 2;
+
+/// How a state table is read.
+enum Plan {
+    /// Every state row (of every kind), optionally keeping only some addresses.
+    Scan {
+        scan: Box<StateScan>,
+        addresses: Option<BTreeSet<[u8; 32]>>,
+    },
+    /// Point lookups.
+    Points(VecDeque<StateKey>),
+}
+
+/// How a state table turns its entries into rows.
+trait Rows: Send + Sync + 'static {
+    /// The key kind byte it reads.
+    const KIND: u8;
+    /// Appends the row of one entry; `false` if the entry gives no row.
+    fn push(cols: &mut Cols, addr: &[u8; 32], rest: &[u8], value: &[u8]) -> Result<bool, Error>;
+}
+
+struct StateSource<R> {
+    plan: Plan,
+    _rows: std::marker::PhantomData<fn() -> R>,
+}
+
+fn address_of(key: &[u8]) -> Result<([u8; 32], &[u8]), Error> {
+    let addr: [u8; 32] = key
+        .get(1..33)
+        .and_then(|a| a.try_into().ok())
+        .ok_or_else(|| Error::Corrupt("a state key shorter than its address".into()))?;
+    Ok((addr, &key[33..]))
+}
+
+impl<R: Rows> Source for StateSource<R> {
+    fn fill(&mut self, q: &Query, cols: &mut Cols) -> Result<usize, ScanError> {
+        let mut rows = 0;
+        match &mut self.plan {
+            Plan::Scan { scan, addresses } => loop {
+                let read = scan.visit(q.batch_rows, &mut |k, v| {
+                    if k.first() != Some(&R::KIND) {
+                        return Ok(());
+                    }
+                    let (addr, rest) = address_of(k)?;
+                    if let Some(keep) = addresses
+                        && !keep.contains(&addr)
+                    {
+                        return Ok(());
+                    }
+                    if R::push(cols, &addr, rest, v)? {
+                        rows += 1;
+                    }
+                    Ok(())
+                })?;
+                q.count(read as u64);
+                if read < q.batch_rows || rows > 0 {
+                    break;
+                }
+            },
+            Plan::Points(keys) => {
+                while rows < q.batch_rows {
+                    let Some(key) = keys.pop_front() else { break };
+                    q.count(1);
+                    if let Some(v) = q.snapshot.get(&key)? {
+                        let kb = key.to_bytes();
+                        let (addr, rest) = address_of(&kb)?;
+                        if R::push(cols, &addr, rest, &v)? {
+                            rows += 1;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(rows)
+    }
+}
+
+/// The addresses an `address = ...` / `IN` filter names; unparsable ones can
+/// match nothing and are dropped.
+fn addresses(filters: &[Expr]) -> Option<Vec<Address>> {
+    pushdown::equal_to(filters, "address").map(|set| {
+        set.iter()
+            .filter_map(|l| l.text()?.parse::<Address>().ok())
+            .collect()
+    })
+}
+
+fn open_by_address<R: Rows>(
+    q: &Query,
+    filters: &[Expr],
+    key_of: impl Fn(Address) -> StateKey,
+) -> Result<Box<dyn Source>, ScanError> {
+    let plan = match addresses(filters) {
+        Some(addrs) => Plan::Points(addrs.into_iter().map(key_of).collect()),
+        None => Plan::Scan {
+            scan: Box::new(q.snapshot.scan_state()?),
+            addresses: None,
+        },
+    };
+    Ok(Box::new(StateSource::<R> {
+        plan,
+        _rows: std::marker::PhantomData,
+    }))
+}
+
+/// `accounts`: one row per account the state holds.
+#[derive(Debug)]
+pub(crate) struct Accounts;
+
+static ACCOUNTS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("address", DataType::Utf8, false),
+        Field::new("balance", DataType::UInt64, false),
+        Field::new("nonce", DataType::UInt64, false),
+        Field::new("stake", DataType::UInt64, false),
+    ]))
+});
+
+impl Rows for Accounts {
+    const KIND: u8 = ACCOUNT;
+    fn push(cols: &mut Cols, addr: &[u8; 32], _: &[u8], value: &[u8]) -> Result<bool, Error> {
+        let a = Account::from_bytes(value).map_err(|e| Error::Corrupt(format!("account: {e}")))?;
+        cols.address(0, addr);
+        cols.u64(1, Some(a.balance));
+        cols.u64(2, Some(a.nonce));
+        cols.u64(3, Some(a.stake));
+        Ok(true)
+    }
+}
+
+impl Table for Accounts {
+    fn schema(&self) -> SchemaRef {
+        ACCOUNTS.clone()
+    }
+    fn eq_columns(&self) -> &'static [&'static str] {
+        &["address"]
+    }
+    fn open(&self, q: &Query, filters: &[Expr]) -> Result<Box<dyn Source>, ScanError> {
+        open_by_address::<Accounts>(q, filters, StateKey::Account)
+    }
+}
+
+/// `validators`: registered validators.
+#[derive(Debug)]
+pub(crate) struct Validators;
+
+static VALIDATORS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Utf8, false),
+        Field::new("address", DataType::Utf8, false),
+        Field::new("stake", DataType::UInt64, false),
+        Field::new("p2p", DataType::Utf8, false),
+    ]))
+});
+
+impl Rows for Validators {
+    const KIND: u8 = VALIDATOR;
+    fn push(cols: &mut Cols, addr: &[u8; 32], _: &[u8], value: &[u8]) -> Result<bool, Error> {
+        let v = ValidatorInfo::from_bytes(value)
+            .map_err(|e| Error::Corrupt(format!("validator: {e}")))?;
+        cols.str(0, Some(&v.id));
+        cols.address(1, addr);
+        cols.u64(2, Some(v.stake));
+        cols.str(3, Some(&v.p2p));
+        Ok(true)
+    }
+}
+
+impl Table for Validators {
+    fn schema(&self) -> SchemaRef {
+        VALIDATORS.clone()
+    }
+    fn eq_columns(&self) -> &'static [&'static str] {
+        &["address"]
+    }
+    fn open(&self, q: &Query, filters: &[Expr]) -> Result<Box<dyn Source>, ScanError> {
+        open_by_address::<Validators>(q, filters, StateKey::Validator)
+    }
+}
+
+/// `records`: live records (tombstones left by deletes are not rows).
+#[derive(Debug)]
+pub(crate) struct Records;
+
+static RECORDS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("address", DataType::Utf8, false),
+        Field::new("key", DataType::Binary, false),
+        Field::new("value", DataType::Binary, false),
+        Field::new("version", DataType::UInt64, false),
+        Field::new("hlc", DataType::UInt64, false),
+        Field::new("hlc_logical", DataType::UInt32, false),
+        Field::new("origin", DataType::Utf8, false),
+        Field::new("sealed", DataType::Boolean, false),
+        Field::new("tx", DataType::Utf8, false),
+    ]))
+});
+
+impl Rows for Records {
+    const KIND: u8 = RECORD;
+    fn push(cols: &mut Cols, addr: &[u8; 32], key: &[u8], value: &[u8]) -> Result<bool, Error> {
+        let r = RecordEntryRef::from_bytes(value)
+            .map_err(|e| Error::Corrupt(format!("record: {e}")))?;
+        let Some(v) = r.value else {
+            return Ok(false);
+        };
+        cols.address(0, addr);
+        cols.bin(1, Some(key));
+        cols.bin(2, Some(v));
+        cols.u64(3, Some(r.version));
+        cols.u64(4, Some(r.order.hlc.wall_ms));
+        cols.u32(5, Some(r.order.hlc.logical));
+        cols.address(6, &r.order.origin.0);
+        cols.bool(7, Some(r.sealed));
+        cols.str_with(8, || Some(r.order.tx.to_hex()));
+        Ok(true)
+    }
+}
+
+impl Table for Records {
+    fn schema(&self) -> SchemaRef {
+        RECORDS.clone()
+    }
+    fn eq_columns(&self) -> &'static [&'static str] {
+        &["address", "key"]
+    }
+    fn open(&self, q: &Query, filters: &[Expr]) -> Result<Box<dyn Source>, ScanError> {
+        let addrs = addresses(filters);
+        let keys: Option<Vec<Vec<u8>>> = pushdown::equal_to(filters, "key").map(|set| {
+            set.iter()
+                .filter_map(Literal::bytes)
+                .map(<[u8]>::to_vec)
+                .collect()
+        });
+        let plan = match (addrs, keys) {
+            (Some(a), Some(k)) if a.len().saturating_mul(k.len()) <= pushdown::MAX_POINTS => {
+                Plan::Points(
+                    a.iter()
+                        .flat_map(|a| k.iter().map(|k| StateKey::Record(*a, k.clone())))
+                        .collect(),
+                )
+            }
+            (a, _) => Plan::Scan {
+                scan: Box::new(q.snapshot.scan_state()?),
+                addresses: a.map(|a| a.into_iter().map(|a| a.0).collect()),
+            },
+        };
+        Ok(Box::new(StateSource::<Records> {
+            plan,
+            _rows: std::marker::PhantomData,
+        }))
+    }
+}

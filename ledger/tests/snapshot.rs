@@ -1,0 +1,135 @@
+//! `Store::snapshot`: one consistent read view (state, blocks, batches, the
+//! transaction index and the tip) that later commits do not change.
+
+mod common;
+
+use pyralog_ledger::block::VerifiedBatch;
+use pyralog_ledger::store::TxLocation;
+use pyralog_ledger::{Batch, Engine, Hlc, Payload, StateKey, Store, devkit};
+
+#[test]
+fn a_snapshot_reads_one_commit_and_not_the_ones_after() {
+    let mut n = common::net(Engine::Pbft);
+    let bob = n.bob.address();
+    let put = n.tx(&n.alice, 0, devkit::put(&n.alice, b"k", b"v1"));
+    let put_id = put.id();
+    n.apply(vec![put]);
+    let before = n.store.snapshot().expect("snapshot");
+    let tip = n.store.tip();
+    assert_eq!(before.tip(), tip);
+
+    let transfer = n.tx(&n.alice, 1, Payload::Transfer { to: bob, amount: 7 });
+    n.apply(vec![transfer]);
+    assert_ne!(n.store.tip(), tip);
+
+    // The old view still reads the old state, the old tip and the old blocks.
+    assert_eq!(before.tip(), tip);
+    let bob_then = before.get(&StateKey::Account(bob)).expect("read");
+    let bob_now = n.store.snapshot().expect("snapshot");
+    assert_ne!(
+        bob_then,
+        bob_now.get(&StateKey::Account(bob)).expect("read")
+    );
+    assert!(before.block(2).expect("read").is_none());
+    assert_eq!(before.blocks(0, u64::MAX).expect("scan").count(), 1);
+    assert_eq!(bob_now.blocks(0, u64::MAX).expect("scan").count(), 2);
+    assert_eq!(
+        before.tx_location(&put_id).expect("read"),
+        Some(TxLocation::Block {
+            height: 1,
+            index: 0
+        })
+    );
+
+    // A full state scan hands out exactly the entries the store holds.
+    let mut seen = Vec::new();
+    let mut scan = bob_now.scan_state().expect("scan");
+    loop {
+        let got = scan
+            .visit(3, &mut |k, v| {
+                seen.push((StateKey::from_key_bytes(k)?, v.to_vec()));
+                Ok(())
+            })
+            .expect("visit");
+        if got < 3 {
+            break;
+        }
+    }
+    seen.sort();
+    let mut all = n.store.entries().expect("entries");
+    all.sort();
+    assert_eq!(seen, all);
+}
+
+#[test]
+fn block_ranges_are_inclusive_and_an_inverted_range_is_empty() {
+    let mut n = common::net(Engine::Pbft);
+    for nonce in 0..4 {
+        let t = n.tx(&n.alice, nonce, devkit::put(&n.alice, &[nonce as u8], b"x"));
+        n.apply(vec![t]);
+    }
+    let s = n.store.snapshot().expect("snapshot");
+    let heights = |a, b| -> Vec<u64> {
+        s.blocks(a, b)
+            .expect("scan")
+            .map(|b| b.expect("block").header.height)
+            .collect()
+    };
+    assert_eq!(heights(2, 3), vec![2, 3]);
+    assert_eq!(heights(4, 100), vec![4]);
+    assert!(heights(3, 2).is_empty());
+}
+
+#[test]
+fn a_scan_stops_at_the_visitors_error() {
+    let n = common::net(Engine::Pbft);
+    let s = n.store.snapshot().expect("snapshot");
+    let mut scan = s.scan_state().expect("scan");
+    let err = scan
+        .visit(10, &mut |_, _| {
+            Err(pyralog_ledger::Error::Storage("stop here".into()))
+        })
+        .expect_err("the visitor's error");
+    assert!(err.to_string().contains("stop here"));
+}
+
+#[test]
+fn batches_by_origin_read_only_that_origins_range() {
+    const NOW: u64 = 1_800_000_000_000;
+    let n = common::net(Engine::Gossip);
+    let dir = tempfile::tempdir().expect("dir");
+    let mut store = Store::open(&dir.path().join("g.redb"), &n.file).expect("store");
+    let epoch = store.genesis().gossip_epoch(NOW);
+    let origins = [devkit::key(50), devkit::key(51)];
+    for (i, origin) in origins.iter().enumerate() {
+        for seq in 1..=3u64 {
+            let t = devkit::tx(
+                &n.chain,
+                &n.alice,
+                0,
+                epoch,
+                devkit::put(&n.alice, &[i as u8, seq as u8], b"v"),
+                common::BITS,
+            );
+            let hlc = Hlc {
+                wall_ms: NOW + seq,
+                logical: 0,
+            };
+            let b = VerifiedBatch::verify(Batch::seal(n.chain.clone(), origin, seq, hlc, vec![t]))
+                .expect("signed");
+            store.merge_batch(&b, NOW + 10).expect("merge");
+        }
+    }
+    let s = store.snapshot().expect("snapshot");
+    assert_eq!(s.batches(None).expect("scan").count(), 6);
+    let one: Vec<_> = s
+        .batches(Some(&origins[1].address()))
+        .expect("scan")
+        .map(|b| b.expect("batch"))
+        .collect();
+    assert_eq!(one.len(), 3);
+    assert!(one.iter().all(|b| b.origin == origins[1].address()));
+    assert_eq!(one.iter().map(|b| b.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert!(s.batch(&origins[0].address(), 2).expect("read").is_some());
+    assert!(s.batch(&origins[0].address(), 9).expect("read").is_none());
+}
