@@ -179,12 +179,17 @@ mod handler_tests {
     fn node(sql: SqlConfig, slots: usize) -> Node {
         let dir = tempfile::tempdir().expect("dir");
         let faucet = devkit::key(1);
+        let validators: Vec<_> = (100..104).map(devkit::key).collect();
+        let vals: Vec<_> = validators
+            .iter()
+            .map(|k| (k, "/ip4/127.0.0.1/tcp/1".to_owned()))
+            .collect();
         let file = devkit::genesis_file(
             "query-test",
             Engine::Pbft,
             devkit::devnet_params(0),
             &[(&faucet, 77)],
-            &[],
+            &vals,
         );
         let store = Store::open(&dir.path().join("db"), &file).expect("store");
         let chain = store.genesis().chain_id.clone();
@@ -230,7 +235,7 @@ mod handler_tests {
     #[tokio::test]
     async fn json_and_arrow_answers_name_their_snapshot() {
         let n = node(SqlConfig::default(), 2);
-        let r = ask(&n, "SELECT balance FROM accounts", None)
+        let r = ask(&n, "SELECT sum(balance) FROM accounts", None)
             .await
             .expect("ok");
         assert_eq!(r.headers()["x-pyralog-height"], "0");
