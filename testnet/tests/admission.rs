@@ -2,12 +2,15 @@
 //! pool, is announced on `/pow/difficulty`, binds the node's clients, and falls
 //! back to the floor once the pool drains.
 
+mod common;
+
+use common::Running;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use pyralog_ledger::{ChainId, Encode, Keypair, PowKey, Transaction, devkit};
-use pyralog_testnet::devnet::{Devnet, Plan, get, post_tx};
+use pyralog_testnet::devnet::{Devnet, get, post_tx};
 
 const FLOOR: u32 = 8;
 
@@ -32,21 +35,8 @@ fn weak_write(chain: &ChainId, epoch: u64, seed: u64, below: u32) -> Transaction
 
 /// A gossip devnet whose nodes keep a pool of 400 and seal a batch every
 /// `interval_ms` (never sooner), so load shows in the pool.
-fn small_pool_devnet(clusters: usize, slot: u16, interval_ms: u64) -> (Devnet, tempfile::TempDir) {
-    let tmp = tempfile::tempdir().expect("dir");
-    let base = 10_000 + (std::process::id() % 200) as u16 * 100 + slot * 10;
-    let mut net = Devnet::up(
-        &Plan {
-            clusters,
-            engine: pyralog_ledger::Engine::Gossip,
-            dir: tmp.path().to_path_buf(),
-            base_port: base,
-            min_difficulty: FLOOR,
-            exe: env!("CARGO_BIN_EXE_pyralog-testnet").into(),
-        },
-        &|_| {},
-    )
-    .expect("devnet up");
+fn small_pool_devnet(clusters: usize, slot: u16, interval_ms: u64) -> Running {
+    let mut net = common::up(pyralog_ledger::Engine::Gossip, clusters, slot, FLOOR);
     for i in 0..clusters {
         net.stop_one(i);
         let config = net.nodes[i].home.join("config.toml");
@@ -70,12 +60,12 @@ fn small_pool_devnet(clusters: usize, slot: u16, interval_ms: u64) -> (Devnet, t
     for i in 0..clusters {
         net.restart(i).expect("restart");
     }
-    (net, tmp)
+    net
 }
 
 #[test]
 fn the_difficulty_follows_the_pool_and_binds_clients() {
-    let (net, _dir) = small_pool_devnet(1, 0, 4000);
+    let net = small_pool_devnet(1, 0, 4000);
     let s = get(&net.nodes[0].rpc, "/status").expect("status");
     let chain: ChainId = s["chain_id"].as_str().expect("chain").parse().expect("id");
     let epoch = s["epoch"].as_u64().expect("epoch");
@@ -159,7 +149,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 #[test]
 fn a_flood_raises_the_price_and_honest_writes_still_commit() {
-    let (net, _dir) = small_pool_devnet(2, 1, 500);
+    let net = small_pool_devnet(2, 1, 500);
     let rpc = net.nodes[0].rpc.clone();
     let s = get(&rpc, "/status").expect("status");
     let chain: ChainId = s["chain_id"].as_str().expect("chain").parse().expect("id");

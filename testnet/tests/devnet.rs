@@ -1,50 +1,16 @@
 //! End-to-end: real node processes on loopback, driven like a user would.
 
+mod common;
+
+use common::Running;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use pyralog_ledger::{ChainId, Encode, Keypair, Payload, PutOp, Stamp, TxBody, devkit};
-use pyralog_testnet::devnet::{Devnet, Plan, get, post_tx};
-
-/// A devnet and its directory; the devnet (its processes) goes first on drop.
-struct Running {
-    net: Devnet,
-    _dir: tempfile::TempDir,
-}
-
-impl std::ops::Deref for Running {
-    type Target = Devnet;
-    fn deref(&self) -> &Devnet {
-        &self.net
-    }
-}
-
-impl std::ops::DerefMut for Running {
-    fn deref_mut(&mut self) -> &mut Devnet {
-        &mut self.net
-    }
-}
+use pyralog_testnet::devnet::{Devnet, get, post_tx};
 
 fn devnet(clusters: usize, slot: u16) -> Running {
-    let tmp = tempfile::tempdir().expect("dir");
-    let dir = tmp.path().to_path_buf();
-    // Separate port ranges per test and per run, so parallel tests never
-    // collide, all below Linux's ephemeral range (32768 and up), where outgoing
-    // connections could take a port first: RPC at base.., p2p at base + 1000..
-    let base = 10_000 + (std::process::id() % 200) as u16 * 100 + slot * 10;
-    Devnet::up(
-        &Plan {
-            clusters,
-            engine: pyralog_ledger::Engine::Gossip,
-            dir,
-            base_port: base,
-            min_difficulty: 8,
-            exe: env!("CARGO_BIN_EXE_pyralog-testnet").into(),
-        },
-        &|_| {},
-    )
-    .map(|net| Running { net, _dir: tmp })
-    .expect("devnet up")
+    common::up(pyralog_ledger::Engine::Gossip, clusters, slot, 8)
 }
 
 struct Ctx {

@@ -3,32 +3,16 @@
 //! on; with two killed they stop without forking, and resume when one returns,
 //! which catches up.
 
+mod common;
+
+use common::Running;
 use std::time::{Duration, Instant};
 
 use pyralog_ledger::{Encode, Keypair, Payload, devkit};
-use pyralog_testnet::devnet::{Devnet, Plan, chain_now, get, nonce_of, post_tx, transfer};
-
-struct Running {
-    net: Devnet,
-    _dir: tempfile::TempDir,
-}
+use pyralog_testnet::devnet::{Devnet, chain_now, get, nonce_of, post_tx, transfer};
 
 fn pbft_devnet(slot: u16) -> Running {
-    let tmp = tempfile::tempdir().expect("dir");
-    let base = 10_000 + (std::process::id() % 200) as u16 * 100 + slot * 10;
-    Devnet::up(
-        &Plan {
-            clusters: 4,
-            engine: pyralog_ledger::Engine::Pbft,
-            dir: tmp.path().to_path_buf(),
-            base_port: base,
-            min_difficulty: 4,
-            exe: env!("CARGO_BIN_EXE_pyralog-testnet").into(),
-        },
-        &|_| {},
-    )
-    .map(|net| Running { net, _dir: tmp })
-    .expect("pbft devnet up")
+    common::up(pyralog_ledger::Engine::Pbft, 4, slot, 4)
 }
 
 fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {

@@ -5,38 +5,22 @@
 //! It runs the real wallet binary, `pyralog`, from the same target directory
 //! (built by `cargo test --workspace`, or `cargo build -p pyralog-wallet`).
 
+mod common;
+
+use common::Running;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use pyralog_ledger::{Keypair, devkit};
-use pyralog_testnet::devnet::{Devnet, Plan, get, transfer};
+use pyralog_testnet::devnet::{get, transfer};
 use serde_json::Value;
-
-struct Running {
-    net: Devnet,
-    _dir: tempfile::TempDir,
-}
 
 /// Port slot 9 (see `devnet.rs` for the scheme: ten ports per slot).
 const SLOT: u16 = 9;
 
 fn pbft_devnet() -> Running {
-    let tmp = tempfile::tempdir().expect("dir");
-    let base = 10_000 + (std::process::id() % 200) as u16 * 100 + SLOT * 10;
-    Devnet::up(
-        &Plan {
-            clusters: 4,
-            engine: pyralog_ledger::Engine::Pbft,
-            dir: tmp.path().to_path_buf(),
-            base_port: base,
-            min_difficulty: 4,
-            exe: env!("CARGO_BIN_EXE_pyralog-testnet").into(),
-        },
-        &|_| {},
-    )
-    .map(|net| Running { net, _dir: tmp })
-    .expect("pbft devnet up")
+    common::up(pyralog_ledger::Engine::Pbft, 4, SLOT, 4)
 }
 
 fn wallet() -> PathBuf {
@@ -180,7 +164,7 @@ fn pyralog_query_answers_from_every_node_and_agrees_at_one_height() {
     let csv = String::from_utf8(out.stdout).expect("utf-8");
     assert!(csv.starts_with("id,stake\r\n"), "{csv}");
     assert_eq!(csv.lines().count(), 5, "{csv}");
-    let file = r._dir.path().join("answer.arrow");
+    let file = r.dir().join("answer.arrow");
     let out = pyralog(
         &net.nodes[2].rpc,
         &[
