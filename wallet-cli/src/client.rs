@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use serde_json::Value;
 
 /// The largest raw answer [`Client::post_raw`] reads.
@@ -45,14 +45,7 @@ impl Client {
         match status {
             200..=299 => Ok(Some(body)),
             404 => Ok(None),
-            _ => {
-                let msg = body
-                    .get("error")
-                    .and_then(Value::as_str)
-                    .unwrap_or("unknown error");
-                let code = body.get("code").and_then(Value::as_str).unwrap_or("error");
-                bail!("the node refused ({status} {code}): {msg}")
-            }
+            _ => Err(refusal(status, &body)),
         }
     }
 
@@ -84,12 +77,7 @@ impl Client {
             return Ok(bytes);
         }
         let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        let msg = body
-            .get("error")
-            .and_then(Value::as_str)
-            .unwrap_or("unknown error");
-        let code = body.get("code").and_then(Value::as_str).unwrap_or("error");
-        bail!("the node refused ({status} {code}): {msg}")
+        Err(refusal(status, &body))
     }
 
     /// `POST path` with a JSON body.
@@ -98,4 +86,14 @@ impl Client {
         self.answer(path, self.agent.post(&url).send_json(body))?
             .ok_or_else(|| anyhow!("the node at {} has no {path}", self.base))
     }
+}
+
+/// The error for a node's refusal: its status, code and message.
+fn refusal(status: u16, body: &Value) -> anyhow::Error {
+    let msg = body
+        .get("error")
+        .and_then(Value::as_str)
+        .unwrap_or("unknown error");
+    let code = body.get("code").and_then(Value::as_str).unwrap_or("error");
+    anyhow!("the node refused ({status} {code}): {msg}")
 }
