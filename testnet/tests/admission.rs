@@ -20,15 +20,18 @@ fn difficulty(net: &Devnet) -> u64 {
         .expect("a number")
 }
 
+/// A write of one record by the key of `seed`, stamped at `bits`.
+fn write(chain: &ChainId, epoch: u64, seed: u64, bits: u32) -> Transaction {
+    let key: Keypair = devkit::key(seed);
+    devkit::tx(chain, &key, 0, epoch, devkit::put(&key, b"k", b"v"), bits)
+}
+
 /// A write stamped at the floor whose stamp happens to prove fewer than
 /// `below` bits (a stamp solved at 8 bits may prove more by luck).
 fn weak_write(chain: &ChainId, epoch: u64, seed: u64, below: u32) -> Transaction {
     let pow = PowKey::for_chain(chain);
     (seed..seed + 1000)
-        .map(|i| {
-            let key: Keypair = devkit::key(i);
-            devkit::tx(chain, &key, 0, epoch, devkit::put(&key, b"k", b"v"), FLOOR)
-        })
+        .map(|i| write(chain, epoch, i, FLOOR))
         .find(|t| pow.bits(&t.id(), t.stamp) < below)
         .expect("some stamp proves few bits")
 }
@@ -81,15 +84,7 @@ fn the_difficulty_follows_the_pool_and_binds_clients() {
     // stamped for that already, since the price rises as they arrive.
     let rpc = net.nodes[0].rpc.clone();
     for i in 0..150u64 {
-        let key = devkit::key(50_000 + i);
-        let tx = devkit::tx(
-            &chain,
-            &key,
-            0,
-            epoch,
-            devkit::put(&key, b"k", b"v"),
-            FLOOR + 2,
-        );
+        let tx = write(&chain, epoch, 50_000 + i, FLOOR + 2);
         let (code, body) = post_tx(&rpc, &hex::encode(tx.to_bytes()), false).expect("post");
         assert_eq!(code, 200, "{body}");
     }
@@ -108,15 +103,7 @@ fn the_difficulty_follows_the_pool_and_binds_clients() {
     let (code, body) = post_tx(&rpc, &hex::encode(weak.to_bytes()), false).expect("post");
     assert_eq!(code, 400, "{body}");
     assert_eq!(body["code"], "stamp_too_weak", "{body}");
-    let key = devkit::key(70_000);
-    let strong = devkit::tx(
-        &chain,
-        &key,
-        0,
-        epoch,
-        devkit::put(&key, b"k", b"v"),
-        raised as u32,
-    );
+    let strong = write(&chain, epoch, 70_000, raised as u32);
     let (code, body) = post_tx(&rpc, &hex::encode(strong.to_bytes()), false).expect("post");
     assert_eq!(code, 200, "{body}");
 
@@ -173,10 +160,8 @@ fn a_flood_raises_the_price_and_honest_writes_still_commit() {
                 let agent = pyralog_testnet::devnet::agent();
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    let key = devkit::key(1_000_000 * (t + 1) + i);
+                    let tx = write(&chain, epoch, 1_000_000 * (t + 1) + i, FLOOR);
                     i += 1;
-                    let tx =
-                        devkit::tx(&chain, &key, 0, epoch, devkit::put(&key, b"s", b"x"), FLOOR);
                     let hex = hex::encode(tx.to_bytes());
                     sent.fetch_add(1, Ordering::Relaxed);
                     if let Ok((200, _)) =
@@ -219,19 +204,12 @@ fn a_flood_raises_the_price_and_honest_writes_still_commit() {
     let mut restamped = 0;
     let mut n = 0u64;
     while started.elapsed() < Duration::from_secs(8) {
-        let key = devkit::key(5_000_000 + n);
+        let seed = 5_000_000 + n;
         n += 1;
         let t = Instant::now();
         loop {
             let d = difficulty(&net);
-            let tx = devkit::tx(
-                &chain,
-                &key,
-                0,
-                epoch,
-                devkit::put(&key, b"h", b"y"),
-                d as u32,
-            );
+            let tx = write(&chain, epoch, seed, d as u32);
             let (code, body) = post_tx(&rpc, &hex::encode(tx.to_bytes()), true).expect("post");
             if code == 400 && body["code"] == "stamp_too_weak" && restamped < 100 {
                 restamped += 1;
