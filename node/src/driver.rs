@@ -658,8 +658,10 @@ impl Driver {
     /// chain's floor only: their node admitted them under its own load.
     pub(crate) fn check_stamp_now(&self, tx: &VerifiedTx) -> Result<(), ApiError> {
         let required = self.required_difficulty();
-        let key = pyralog_ledger::pow::PowKey::for_chain(&self.store.genesis().chain_id);
-        key.check(&tx.id(), tx.tx().stamp, required)
+        self.store
+            .rules()
+            .pow_key()
+            .check(&tx.id(), tx.tx().stamp, required)
             .map(|_| ())
             .map_err(|e| ApiError::from_ledger(&e))
     }
