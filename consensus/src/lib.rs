@@ -11,6 +11,8 @@
 //! - [`engine`]: the [`Engine`] trait every engine implements.
 //! - [`gossip`]: the `gossip` engine: signed batches, CRDT merge, anti-entropy.
 //! - [`admission`]: the stamp difficulty a node asks for, from its pool's load.
+//! - [`announce`]: validators' signed word on the difficulty they ask, and
+//!   the network's difficulty it adds up to.
 //! - [`bft`]: what every voting engine shares: validator sets with power,
 //!   signed statements, quorums, vote bookkeeping and equivocation evidence.
 //! - [`pbft`]: the `pbft` engine (Castro and Liskov): three phases, checkpoints,
@@ -21,6 +23,7 @@
 //! Proof of stake (issue 6) comes next to them, on the same [`bft`] core.
 
 pub mod admission;
+pub mod announce;
 pub mod bft;
 pub mod engine;
 pub mod gossip;

@@ -86,7 +86,7 @@ impl ApiError {
 #[derive(Debug)]
 pub enum Request {
     /// The stamp difficulty required of a new transaction now.
-    Difficulty(oneshot::Sender<u32>),
+    Difficulty(oneshot::Sender<crate::admission::Difficulty>),
     /// Admit a transaction; with `wait`, answer once it is committed.
     Submit {
         /// The transaction, signature checked (boxed: the queue holds many).
@@ -177,6 +177,8 @@ pub struct Driver {
     pub(crate) keys: pyralog_ledger::keys::KeyCache,
     /// The PBFT engine's effects and relays waiting for the end of the turn.
     pub(crate) pending: crate::pbft_host::Pending,
+    /// The difficulty this node asks, and what validators announce.
+    pub(crate) admission: crate::admission::Admission,
 }
 
 /// Network events or requests the driver takes in one turn at most.
@@ -199,6 +201,7 @@ impl Driver {
         moniker: String,
     ) -> Result<Driver, Error> {
         let own = validator.address();
+        let admission = crate::admission::Admission::new(&store, &validator)?;
         let engine = match store.genesis().engine {
             Engine::Gossip => {
                 let heads = store.batch_heads()?;
@@ -236,6 +239,7 @@ impl Driver {
             moniker,
             keys: pyralog_ledger::keys::KeyCache::new(KEY_CACHE),
             pending: Default::default(),
+            admission,
         })
     }
 
@@ -246,10 +250,15 @@ impl Driver {
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         tokio::pin!(shutdown);
+        let mut announce = tokio::time::interval(Duration::from_millis(
+            pyralog_consensus::announce::ANNOUNCE_CHANGE_MS,
+        ));
+        announce.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
                 _ = &mut shutdown => break,
+                _ = announce.tick() => self.announce_difficulty(),
                 _ = tokio::time::sleep_until(self.next_tick) => {
                     if matches!(self.engine, Consensus::Pbft(_)) {
                         self.next_tick = tokio::time::Instant::now() + crate::pbft_host::TICK;
@@ -435,6 +444,15 @@ impl Driver {
     }
 
     fn network(&mut self, event: NetEvent) {
+        if let NetEvent::Gossip {
+            topic: Topic::Difficulty,
+            from,
+            id,
+            data,
+        } = event
+        {
+            return self.hear_difficulty(from, id, &data);
+        }
         if matches!(self.engine, Consensus::Pbft(_)) {
             return self.pbft_network(event);
         }
@@ -579,7 +597,7 @@ impl Driver {
                 let _ = reply.send(self.status());
             }
             Request::Difficulty(reply) => {
-                let _ = reply.send(self.required_difficulty());
+                let _ = reply.send(self.difficulty());
             }
             Request::Account(a, reply) => {
                 let _ = reply.send(self.store.account(&a).map_err(ApiError::internal).map(|acc| {
@@ -634,36 +652,6 @@ impl Driver {
                 Ok(())
             }
         }
-    }
-
-    /// The stamp difficulty this node requires of a client's transaction now:
-    /// the chain's floor, raised as the pool fills
-    /// ([`pyralog_consensus::admission::required_bits`]).
-    pub(crate) fn required_difficulty(&self) -> u32 {
-        let pow = &self.store.genesis().params.pow;
-        let (load, capacity) = match &self.engine {
-            Consensus::Gossip(e) => (e.pending(), e.pending_capacity()),
-            Consensus::Pbft(p) => (p.pool_len(), p.pool_capacity()),
-        };
-        pyralog_consensus::admission::required_bits(
-            pow.min_difficulty,
-            pow.max_difficulty,
-            load,
-            capacity,
-        )
-    }
-
-    /// Refuses a client's transaction whose stamp is below what the node
-    /// asks for now. Relayed transactions and peers' batches are held to the
-    /// chain's floor only: their node admitted them under its own load.
-    pub(crate) fn check_stamp_now(&self, tx: &VerifiedTx) -> Result<(), ApiError> {
-        let required = self.required_difficulty();
-        self.store
-            .rules()
-            .pow_key()
-            .check(&tx.id(), tx.tx().stamp, required)
-            .map(|_| ())
-            .map_err(|e| ApiError::from_ledger(&e))
     }
 
     /// The admission checks, cheapest first: chain, size, stamp, window,
@@ -732,6 +720,7 @@ impl Driver {
                 Consensus::Gossip(_) => serde_json::Value::Null,
             },
             "pow_difficulty": self.required_difficulty(),
+            "pow_difficulty_peers": self.peer_difficulties(),
             "listen": self.net.listeners().iter().map(|a| format!("{a}/p2p/{}", self.node_id)).collect::<Vec<_>>(),
         })
     }
@@ -866,6 +855,24 @@ impl Driver {
             "counter",
             "Relayed transaction messages ignored: their peer was over its share this second.",
             m.relays_limited,
+        );
+        metric(
+            "pow_difficulty",
+            "gauge",
+            "Leading zero bits asked of a client's stamp now.",
+            u64::from(self.required_difficulty()),
+        );
+        metric(
+            "difficulty_announcements_heard_total",
+            "counter",
+            "Validators' difficulty announcements taken.",
+            self.admission.heard,
+        );
+        metric(
+            "difficulty_announcements_refused_total",
+            "counter",
+            "Difficulty announcements refused (stale, not a validator, forged, ...).",
+            self.admission.refused,
         );
         metric(
             "net_commands_dropped_total",

@@ -5,6 +5,8 @@
 //!
 //! # Layout
 //!
+//! - [`admission`]: the stamp difficulty asked of clients, and validators'
+//!   announcements of theirs.
 //! - [`cli`]: the `pyralog-node` command line (init, start, join, peer-id).
 //! - [`home`]: `init`: the home directory, keys on disk, `config.toml`.
 //! - [`config`]: the configuration file and its command-line overrides.
@@ -16,6 +18,7 @@
 //! One cluster is one node until intra-cluster Raft arrives (issue 5): the node
 //! is its cluster's leader and signs with the cluster's validator key.
 
+pub mod admission;
 pub mod cli;
 pub mod config;
 pub mod driver;

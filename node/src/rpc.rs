@@ -346,13 +346,17 @@ async fn kv(
     }
 }
 
-/// The difficulty this node requires now (it rises with the load of its pool),
-/// and the chain's bounds on it.
+/// The difficulty this node requires now (it rises with the load of its pool,
+/// and with what loaded validators announce), its own level, and the chain's
+/// bounds on it.
 async fn difficulty(State(s): State<RpcState>) -> Result<Json<serde_json::Value>, ApiError> {
     let now = ask(&s, Request::Difficulty).await?;
-    Ok(Json(
-        serde_json::json!({"difficulty": now, "min": s.min_difficulty, "max": s.max_difficulty}),
-    ))
+    Ok(Json(serde_json::json!({
+        "difficulty": now.required,
+        "local": now.local,
+        "min": s.min_difficulty,
+        "max": s.max_difficulty,
+    })))
 }
 
 async fn metrics(State(s): State<RpcState>) -> Result<Response, ApiError> {

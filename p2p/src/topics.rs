@@ -15,15 +15,18 @@ pub enum Topic {
     Consensus,
     /// Admitted transactions, relayed so every validator's pool has them.
     Transactions,
+    /// Validators' signed word on the stamp difficulty they ask now.
+    Difficulty,
 }
 
 impl Topic {
     /// Every topic.
-    pub const ALL: [Topic; 4] = [
+    pub const ALL: [Topic; 5] = [
         Topic::Batches,
         Topic::Digests,
         Topic::Consensus,
         Topic::Transactions,
+        Topic::Difficulty,
     ];
 
     fn suffix(self) -> &'static str {
@@ -32,6 +35,7 @@ impl Topic {
             Topic::Digests => "digests",
             Topic::Consensus => "consensus",
             Topic::Transactions => "txs",
+            Topic::Difficulty => "difficulty",
         }
     }
 
@@ -42,6 +46,7 @@ impl Topic {
             Topic::Digests => 256 << 10,
             Topic::Consensus => 8 << 20,
             Topic::Transactions => 64 << 10,
+            Topic::Difficulty => 256,
         }
     }
 }

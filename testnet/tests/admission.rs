@@ -1,6 +1,7 @@
 //! End-to-end: the stamp difficulty a node asks for rises with the load of its
-//! pool, is announced on `/pow/difficulty`, binds the node's clients, and falls
-//! back to the floor once the pool drains.
+//! pool, is announced on `/pow/difficulty` and to the other validators (whose
+//! clients then pay it too), binds the node's clients, and falls back to the
+//! floor once the pool drains.
 
 mod common;
 
@@ -15,9 +16,25 @@ use pyralog_testnet::devnet::{Devnet, get, post_tx};
 const FLOOR: u32 = 8;
 
 fn difficulty(net: &Devnet) -> u64 {
-    get(&net.nodes[0].rpc, "/pow/difficulty").expect("difficulty")["difficulty"]
+    difficulty_of(net, 0)
+}
+
+fn difficulty_of(net: &Devnet, node: usize) -> u64 {
+    get(&net.nodes[node].rpc, "/pow/difficulty").expect("difficulty")["difficulty"]
         .as_u64()
         .expect("a number")
+}
+
+/// Waits until `node` asks for `bits`.
+fn await_difficulty(net: &Devnet, node: usize, bits: u64, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while difficulty_of(net, node) != bits {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: node {node} never asked {bits} bits"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// A write of one record by the key of `seed`, stamped at `bits`.
@@ -68,7 +85,9 @@ fn small_pool_devnet(clusters: usize, slot: u16, interval_ms: u64) -> Running {
 
 #[test]
 fn the_difficulty_follows_the_pool_and_binds_clients() {
-    let net = small_pool_devnet(1, 0, 4000);
+    // Two validators: one is more than a third of the power, so the word of
+    // the loaded one raises the other's price as well.
+    let net = small_pool_devnet(2, 0, 6000);
     let s = get(&net.nodes[0].rpc, "/status").expect("status");
     let chain: ChainId = s["chain_id"].as_str().expect("chain").parse().expect("id");
     let epoch = s["epoch"].as_u64().expect("epoch");
@@ -107,12 +126,30 @@ fn the_difficulty_follows_the_pool_and_binds_clients() {
     let (code, body) = post_tx(&rpc, &hex::encode(strong.to_bytes()), false).expect("post");
     assert_eq!(code, 200, "{body}");
 
-    // The batch seals, the pool drains, the floor is back.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while difficulty(&net) != u64::from(FLOOR) {
-        assert!(Instant::now() < deadline, "the difficulty never fell back");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // The other validator heard the announcement: its clients pay the raised
+    // price though its own pool is empty, and it says why.
+    await_difficulty(&net, 1, raised, "the announcement");
+    let other = get(&net.nodes[1].rpc, "/pow/difficulty").expect("difficulty");
+    assert_eq!(other["local"].as_u64(), Some(u64::from(FLOOR)), "{other}");
+    let weak = weak_write(&chain, epoch, 90_000, raised as u32);
+    let (code, body) =
+        post_tx(&net.nodes[1].rpc, &hex::encode(weak.to_bytes()), false).expect("post");
+    assert_eq!(code, 400, "{body}");
+    assert_eq!(body["code"], "stamp_too_weak", "{body}");
+    let peers = get(&net.nodes[1].rpc, "/status").expect("status")["pow_difficulty_peers"].clone();
+    let loud = status["cluster_id"].as_str().expect("cluster id");
+    assert!(
+        peers
+            .as_array()
+            .expect("a list")
+            .iter()
+            .any(|p| p["validator"] == loud && p["difficulty"].as_u64() == Some(raised)),
+        "{peers}"
+    );
+
+    // The batch seals, the pool drains, the floor is back, at both.
+    await_difficulty(&net, 0, u64::from(FLOOR), "the drain");
+    await_difficulty(&net, 1, u64::from(FLOOR), "the next announcement");
     let again = weak_write(&chain, epoch, 80_000, raised as u32);
     let (code, body) = post_tx(&rpc, &hex::encode(again.to_bytes()), false).expect("post");
     assert_eq!(code, 200, "at the floor again: {body}");
