@@ -271,6 +271,9 @@ fn start(args: StartArgs) -> Result<()> {
                 config.sql.max_concurrent.max(1),
             )),
             sql: config.sql.clone(),
+            client_txs: std::sync::Arc::new(std::sync::Mutex::new(crate::limit::PerSecond::new(
+                config.rpc.client_txs_per_sec,
+            ))),
         };
         let listener = tokio::net::TcpListener::bind(config.rpc.listen)
             .await
@@ -282,7 +285,8 @@ fn start(args: StartArgs) -> Result<()> {
             let _ = stop_driver.changed().await;
         }));
         let mut stop_rpc = stop_rx;
-        let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
+        let service = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let server = axum::serve(listener, service).with_graceful_shutdown(async move {
             let _ = stop_rpc.changed().await;
         });
         let server_task = tokio::spawn(async move { server.await });

@@ -56,6 +56,15 @@ impl Default for SqlConfig {
 pub struct RpcConfig {
     /// Where to listen.
     pub listen: SocketAddr,
+    /// Transactions one client address may post per second (0: no limit).
+    /// More are refused with 429 `rate_limited` for the rest of the second.
+    #[serde(default = "default_client_txs_per_sec")]
+    pub client_txs_per_sec: usize,
+}
+
+/// Generous enough for a benchmark from one host; a public node sets less.
+fn default_client_txs_per_sec() -> usize {
+    20_000
 }
 
 /// The p2p network.
@@ -118,6 +127,7 @@ impl Config {
             moniker: moniker.to_owned(),
             rpc: RpcConfig {
                 listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+                client_txs_per_sec: default_client_txs_per_sec(),
             },
             p2p: P2pConfig {
                 listen: vec!["/ip4/127.0.0.1/tcp/26656".into()],

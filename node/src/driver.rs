@@ -145,6 +145,8 @@ pub(crate) struct Metrics {
     pub(crate) blocks_committed: u64,
     /// Relay messages ignored because their peer was over its share.
     pub(crate) relays_limited: u64,
+    /// Batch messages ignored because their peer was over its share.
+    batches_limited: u64,
     pub(crate) view_changes: u64,
     txs_accepted: u64,
     txs_rejected: u64,
@@ -179,7 +181,14 @@ pub struct Driver {
     pub(crate) pending: crate::pbft_host::Pending,
     /// The difficulty this node asks, and what validators announce.
     pub(crate) admission: crate::admission::Admission,
+    /// Batch bytes each peer has gossiped this second.
+    batch_budget: crate::limit::PerSecond<PeerId>,
 }
+
+/// Batch bytes taken from one peer per second at most, before any signature
+/// is checked: far above an honest peer's share of the network's writes, and
+/// what it misses, anti-entropy fetches later.
+pub const BATCH_BYTES_PER_PEER_PER_SEC: usize = 32 << 20;
 
 /// Network events or requests the driver takes in one turn at most.
 const TURN: usize = 64;
@@ -240,6 +249,7 @@ impl Driver {
             keys: pyralog_ledger::keys::KeyCache::new(KEY_CACHE),
             pending: Default::default(),
             admission,
+            batch_budget: crate::limit::PerSecond::new(BATCH_BYTES_PER_PEER_PER_SEC),
         })
     }
 
@@ -457,6 +467,21 @@ impl Driver {
             return self.pbft_network(event);
         }
         match event {
+            NetEvent::Gossip {
+                topic: Topic::Batches,
+                from,
+                id,
+                data,
+            } if !self.batch_budget.allow(from, data.len(), now_ms()) => {
+                // Over its share this second: neither checked nor forwarded
+                // nor held against it; anti-entropy fetches what it missed.
+                self.metrics.batches_limited += 1;
+                self.net.command(NetCommand::Report {
+                    id,
+                    from,
+                    verdict: Verdict::Ignore,
+                });
+            }
             NetEvent::Gossip {
                 topic: Topic::Batches,
                 from,
@@ -873,6 +898,12 @@ impl Driver {
             "counter",
             "Difficulty announcements refused (stale, not a validator, forged, ...).",
             self.admission.refused,
+        );
+        metric(
+            "batches_limited_total",
+            "counter",
+            "Gossiped batches ignored: their peer was over its share of bytes this second.",
+            m.batches_limited,
         );
         metric(
             "net_commands_dropped_total",

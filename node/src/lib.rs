@@ -11,6 +11,8 @@
 //! - [`home`]: `init`: the home directory, keys on disk, `config.toml`.
 //! - [`config`]: the configuration file and its command-line overrides.
 //! - [`driver`]: the one task that owns the store, the engine and the swarm.
+//! - [`limit`]: per-source budgets per second (relays per peer, RPC
+//!   transactions per client address).
 //! - [`rpc`]: the HTTP endpoints, which talk to the driver over a bounded channel.
 //! - `query`: `POST /query`, SQL over a snapshot the driver hands out, run on
 //!   a blocking thread (feature `sql`, on by default; ADR 0008).
@@ -23,6 +25,7 @@ pub mod cli;
 pub mod config;
 pub mod driver;
 pub mod home;
+pub mod limit;
 mod pbft_host;
 mod query;
 pub mod rpc;

@@ -18,9 +18,9 @@ use pyralog_p2p::network::MessageIdOf;
 use pyralog_p2p::{NetCommand, NetEvent, PeerId, Topic, Verdict};
 
 use crate::driver::{ApiError, Consensus, Driver, now_ms};
+use crate::limit::PerSecond;
 
 /// What the engine's last inputs asked for, waiting for [`Driver::flush_pbft`].
-#[derive(Default)]
 pub(crate) struct Pending {
     /// Records to make durable before anything else.
     records: Vec<Vec<u8>>,
@@ -31,37 +31,22 @@ pub(crate) struct Pending {
     /// Encoded transactions to relay to the other validators.
     relay: Vec<Vec<u8>>,
     /// How many relayed transactions each peer has sent this second.
-    pub(crate) relay_limit: RelayLimit,
+    pub(crate) relay_limit: PerSecond<PeerId>,
 }
 
-/// Relayed transactions taken from one peer per second at most. Honest relays
-/// carry what the peer's own clients sent; a peer pushing more than this is
-/// refused the rest of the second, so one peer cannot fill the pool however
-/// it stamps (the pool's per-sender share bounds each signer in turn).
+/// Relayed transactions taken from one peer per second at most
+/// ([`crate::limit`]).
 pub(crate) const RELAY_PER_PEER_PER_SEC: usize = 20_000;
 
-/// A per-peer budget of relayed transactions, renewed each second.
-#[derive(Debug, Default)]
-pub(crate) struct RelayLimit {
-    second: u64,
-    used: std::collections::HashMap<PeerId, usize>,
-}
-
-impl RelayLimit {
-    /// Whether `peer` may relay `n` more transactions at `now_ms`; counts them
-    /// if so.
-    pub(crate) fn allow(&mut self, peer: PeerId, n: usize, now_ms: u64) -> bool {
-        let second = now_ms / 1000;
-        if second != self.second {
-            self.second = second;
-            self.used.clear();
+impl Default for Pending {
+    fn default() -> Self {
+        Pending {
+            records: Vec::new(),
+            effects: Vec::new(),
+            reports: Vec::new(),
+            relay: Vec::new(),
+            relay_limit: PerSecond::new(RELAY_PER_PEER_PER_SEC),
         }
-        let used = self.used.entry(peer).or_default();
-        if *used + n > RELAY_PER_PEER_PER_SEC {
-            return false;
-        }
-        *used += n;
-        true
     }
 }
 
@@ -502,18 +487,6 @@ mod tests {
         let got = decode_relayed(&relay_message(&txs)).expect("valid");
         let ids: Vec<_> = got.iter().map(VerifiedTx::id).collect();
         assert_eq!(ids, txs.iter().map(Transaction::id).collect::<Vec<_>>());
-    }
-
-    #[test]
-    fn a_peer_relays_its_share_per_second_and_no_more() {
-        let (a, b) = (PeerId::random(), PeerId::random());
-        let mut limit = RelayLimit::default();
-        assert!(limit.allow(a, RELAY_PER_PEER_PER_SEC - 10, 5_000));
-        assert!(limit.allow(a, 10, 5_999));
-        assert!(!limit.allow(a, 1, 5_999), "over its share");
-        assert!(limit.allow(b, 100, 5_999), "another peer has its own");
-        assert!(limit.allow(a, 1, 6_000), "a new second, a new share");
-        assert!(!limit.allow(a, RELAY_PER_PEER_PER_SEC, 6_001));
     }
 
     #[test]

@@ -211,6 +211,7 @@ mod handler_tests {
                 chain,
                 sql,
                 sql_slots: Arc::new(Semaphore::new(slots)),
+                client_txs: Arc::new(Mutex::new(crate::limit::PerSecond::new(0))),
             },
             _dir: dir,
         }

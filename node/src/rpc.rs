@@ -1,14 +1,15 @@
 //! The HTTP RPC (JSON). Every handler checks its input, then asks the driver
 //! over a bounded channel; a full channel is a 503, never a stuck node.
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use pyralog_ledger::block::verify_txs_memo;
 use pyralog_ledger::codec::Decode;
 use pyralog_ledger::{Address, Hash, Transaction};
@@ -16,6 +17,7 @@ use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::driver::{ApiError, Request};
+use crate::limit::PerSecond;
 
 /// The most bytes a request body may have.
 pub const MAX_BODY: usize = 256 * 1024;
@@ -42,6 +44,35 @@ pub struct RpcState {
     pub sql: crate::config::SqlConfig,
     /// One permit per query allowed to run at once (`sql.max_concurrent`).
     pub sql_slots: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Transactions each client address has posted this second.
+    pub client_txs: std::sync::Arc<std::sync::Mutex<PerSecond<Option<IpAddr>>>>,
+}
+
+impl RpcState {
+    /// Counts `n` transactions against the budget of the client at `from`
+    /// (`None`: a caller without a socket address, such as an in-process
+    /// test, shares one budget); refuses them past it.
+    fn charge(&self, from: Option<IpAddr>, n: usize) -> Result<(), ApiError> {
+        let mut budget = self.client_txs.lock().unwrap_or_else(|p| p.into_inner());
+        if budget.allow(from, n, crate::driver::now_ms()) {
+            return Ok(());
+        }
+        Err(ApiError {
+            status: 429,
+            code: "rate_limited",
+            message: format!(
+                "this client posted more than {} transactions this second; retry in a second",
+                budget.per_sec()
+            ),
+        })
+    }
+}
+
+/// The address of the client a request came from, when the server knows it.
+type ClientAddr = Option<Extension<ConnectInfo<SocketAddr>>>;
+
+fn client_ip(addr: ClientAddr) -> Option<IpAddr> {
+    addr.map(|Extension(ConnectInfo(a))| a.ip())
 }
 
 /// The RPC's routes.
@@ -195,9 +226,11 @@ async fn submit_many(
 
 async fn submit(
     State(s): State<RpcState>,
+    from: ClientAddr,
     Query(q): Query<SubmitQuery>,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let from = client_ip(from);
     let wait = match q.wait.as_deref() {
         None | Some("none") => false,
         Some("commit") | Some("final") => true,
@@ -215,8 +248,14 @@ async fn submit(
         )
     })?;
     let tx = match (body.tx, body.txs) {
-        (Some(tx), None) => decode_tx(&s, &tx)?,
-        (None, Some(txs)) if !wait => return submit_many(&s, txs).await,
+        (Some(tx), None) => {
+            s.charge(from, 1)?;
+            decode_tx(&s, &tx)?
+        }
+        (None, Some(txs)) if !wait => {
+            s.charge(from, txs.len())?;
+            return submit_many(&s, txs).await;
+        }
         (None, Some(_)) => {
             return Err(ApiError::bad(
                 "bad_request",

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use pyralog_ledger::{ChainId, Encode, Keypair, PowKey, Transaction, devkit};
-use pyralog_testnet::devnet::{Devnet, get, post_tx};
+use pyralog_testnet::devnet::{Devnet, agent, get, post_tx};
 
 const FLOOR: u32 = 8;
 
@@ -53,34 +53,100 @@ fn weak_write(chain: &ChainId, epoch: u64, seed: u64, below: u32) -> Transaction
         .expect("some stamp proves few bits")
 }
 
+/// Stops node `i`, rewrites each line of its `config.toml` through `edit`,
+/// and starts it again.
+fn retune(net: &mut Running, i: usize, edit: &dyn Fn(&str) -> String) {
+    net.stop_one(i);
+    let config = net.nodes[i].home.join("config.toml");
+    let text = std::fs::read_to_string(&config).expect("config");
+    let tuned: Vec<String> = text.lines().map(edit).collect();
+    std::fs::write(&config, tuned.join("\n") + "\n").expect("write config");
+    net.restart(i).expect("restart");
+}
+
 /// A gossip devnet whose nodes keep a pool of 400 and seal a batch every
 /// `interval_ms` (never sooner), so load shows in the pool.
 fn small_pool_devnet(clusters: usize, slot: u16, interval_ms: u64) -> Running {
     let mut net = common::up(pyralog_ledger::Engine::Gossip, clusters, slot, FLOOR);
     for i in 0..clusters {
-        net.stop_one(i);
-        let config = net.nodes[i].home.join("config.toml");
-        let text = std::fs::read_to_string(&config).expect("config");
-        let tuned: Vec<String> = text
-            .lines()
-            .map(|l| {
-                if l.starts_with("max_pending") {
-                    "max_pending = 400".to_owned()
-                } else if l.starts_with("batch_interval_ms") {
-                    format!("batch_interval_ms = {interval_ms}")
-                } else if l.starts_with("max_batch_txs") {
-                    "max_batch_txs = 10000".to_owned()
-                } else {
-                    l.to_owned()
-                }
-            })
-            .collect();
-        std::fs::write(&config, tuned.join("\n") + "\n").expect("write config");
-    }
-    for i in 0..clusters {
-        net.restart(i).expect("restart");
+        retune(&mut net, i, &|l: &str| {
+            if l.starts_with("max_pending") {
+                "max_pending = 400".to_owned()
+            } else if l.starts_with("batch_interval_ms") {
+                format!("batch_interval_ms = {interval_ms}")
+            } else if l.starts_with("max_batch_txs") {
+                "max_batch_txs = 10000".to_owned()
+            } else {
+                l.to_owned()
+            }
+        });
     }
     net
+}
+
+#[test]
+fn one_client_posts_its_share_per_second_and_no_more() {
+    let mut net = common::up(pyralog_ledger::Engine::Gossip, 1, 2, FLOOR);
+    retune(&mut net, 0, &|l: &str| {
+        if l.starts_with("client_txs_per_sec") {
+            "client_txs_per_sec = 100".to_owned()
+        } else {
+            l.to_owned()
+        }
+    });
+    let rpc = net.nodes[0].rpc.clone();
+    let s = get(&rpc, "/status").expect("status");
+    let chain: ChainId = s["chain_id"].as_str().expect("chain").parse().expect("id");
+    let epoch = s["epoch"].as_u64().expect("epoch");
+    let hexes = |from: u64, n: u64| -> Vec<String> {
+        (from..from + n)
+            .map(|i| hex::encode(write(&chain, epoch, i, FLOOR).to_bytes()))
+            .collect()
+    };
+    let bulk = |txs: Vec<String>| -> (u16, serde_json::Value) {
+        let mut r = agent()
+            .post(&format!("{rpc}/tx"))
+            .send_json(serde_json::json!({ "txs": txs }))
+            .expect("post");
+        let code = r.status().as_u16();
+        (code, r.body_mut().read_json().expect("json"))
+    };
+    let second = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis()
+            / 1000
+    };
+    // The budget renews each second; an attempt that straddled a turn of the
+    // second proves nothing and is made again, from the top of the next one.
+    let mut attempt = 0u64;
+    loop {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .subsec_millis();
+        std::thread::sleep(Duration::from_millis(1000 - u64::from(ms)));
+        let start = second();
+        let base = 100_000 + attempt * 1_000;
+        let (within, within_body) = bulk(hexes(base, 80));
+        let (past, past_body) = bulk(hexes(base + 100, 30));
+        let one = hex::encode(write(&chain, epoch, base + 200, FLOOR).to_bytes());
+        let (last, last_body) = post_tx(&rpc, &one, false).expect("post");
+        if second() != start && attempt < 3 {
+            attempt += 1;
+            continue;
+        }
+        assert_eq!(within, 200, "within the budget: {within_body}");
+        assert_eq!(past, 429, "past the budget: {past_body}");
+        assert_eq!(past_body["code"], "rate_limited", "{past_body}");
+        assert_eq!(last, 200, "what was refused is not counted: {last_body}");
+        break;
+    }
+    // The next second renews it.
+    std::thread::sleep(Duration::from_millis(1100));
+    let (code, body) = bulk(hexes(200_000, 90));
+    assert_eq!(code, 200, "a new second: {body}");
 }
 
 #[test]
