@@ -91,9 +91,11 @@ struct StartArgs {
     /// Serve the RPC here (overrides config.toml).
     #[arg(long)]
     rpc: Option<SocketAddr>,
-    /// Listen for peers here (overrides config.toml).
+    /// Listen for peers here (repeatable; overrides config.toml's list).
+    /// TCP, e.g. /ip4/0.0.0.0/tcp/26656, or QUIC, e.g.
+    /// /ip4/0.0.0.0/udp/26656/quic-v1; give both to take either.
     #[arg(long)]
-    p2p: Option<Multiaddr>,
+    p2p: Vec<Multiaddr>,
     /// Dial this node first (repeatable; adds to config.toml).
     #[arg(long = "bootnode")]
     bootnodes: Vec<Multiaddr>,
@@ -200,8 +202,8 @@ fn start(args: StartArgs) -> Result<()> {
     if let Some(rpc) = args.rpc {
         config.rpc.listen = rpc;
     }
-    if let Some(p2p) = args.p2p {
-        config.p2p.listen = vec![p2p.to_string()];
+    if !args.p2p.is_empty() {
+        config.p2p.listen = args.p2p.iter().map(ToString::to_string).collect();
     }
     config
         .p2p

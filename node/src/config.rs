@@ -130,7 +130,10 @@ impl Config {
                 client_txs_per_sec: default_client_txs_per_sec(),
             },
             p2p: P2pConfig {
-                listen: vec!["/ip4/127.0.0.1/tcp/26656".into()],
+                listen: vec![
+                    "/ip4/127.0.0.1/tcp/26656".into(),
+                    "/ip4/127.0.0.1/udp/26656/quic-v1".into(),
+                ],
                 bootnodes: Vec::new(),
                 banned: Vec::new(),
             },

@@ -250,6 +250,9 @@ impl Network {
                 yamux::Config::default,
             )
             .map_err(setup)?
+            // QUIC beside TCP: a `/udp/P/quic-v1` address in `listen` or among
+            // the bootnodes uses it (TLS 1.3 and multiplexing are QUIC's own).
+            .with_quic()
             .with_behaviour(|key| {
                 let peer = key.public().to_peer_id();
                 let kad_config = kad::Config::new(StreamProtocol::new("/pyralog/kad/1"));

@@ -13,9 +13,13 @@ fn topics() -> Topics {
 }
 
 fn net(bootnodes: Vec<Multiaddr>) -> Network {
+    net_on("/ip4/127.0.0.1/tcp/0", bootnodes)
+}
+
+fn net_on(listen: &str, bootnodes: Vec<Multiaddr>) -> Network {
     Network::new(Config {
         key: Keypair::generate_ed25519(),
-        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")],
+        listen: vec![listen.parse().expect("addr")],
         bootnodes,
         topics: topics(),
         banned: vec![],
@@ -54,6 +58,44 @@ async fn until<T>(
             _ = tokio::time::sleep_until(deadline) => panic!("timed out"),
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gossip_works_over_quic() {
+    let mut a = net_on("/ip4/127.0.0.1/udp/0/quic-v1", vec![]);
+    let addr = listening(&mut a).await;
+    assert!(
+        addr.iter().any(|p| matches!(p, Protocol::QuicV1)),
+        "listening on {addr}"
+    );
+    let addr = addr.with(Protocol::P2p(a.local_peer_id()));
+    // b listens on TCP only and dials a's QUIC address.
+    let mut b = net(vec![addr]);
+    let a_id = a.local_peer_id();
+    let data = b"a batch over quic".to_vec();
+    let (from, got) = until(
+        &mut a,
+        &mut b,
+        Some((Topic::Batches, data.clone())),
+        |e, b| match e {
+            NetEvent::Gossip {
+                topic: Topic::Batches,
+                from,
+                id,
+                data,
+            } => {
+                b.command(NetCommand::Report {
+                    id,
+                    from,
+                    verdict: Verdict::Accept,
+                });
+                Some((from, data))
+            }
+            _ => None,
+        },
+    )
+    .await;
+    assert_eq!((from, got), (a_id, data));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -201,6 +201,8 @@ impl Devnet {
         let n = &self.nodes[i];
         let rpc = n.rpc.trim_start_matches("http://").to_owned();
         let p2p = n.p2p.split("/p2p/").next().unwrap_or_default().to_owned();
+        // QUIC on the same port number as TCP (UDP's own port space).
+        let quic = p2p.replace("/tcp/", "/udp/") + "/quic-v1";
         let mut cmd = node_command(&exe);
         cmd.args([
             "start",
@@ -210,6 +212,8 @@ impl Devnet {
             &rpc,
             "--p2p",
             &p2p,
+            "--p2p",
+            &quic,
             "--log-level",
             "warn",
         ]);

@@ -334,10 +334,12 @@ fn garbage_and_future_batches_from_a_peer_are_rejected() {
         .expect("runtime");
     let rejected_before = rejected(&net);
     rt.block_on(async {
+        // The rogue comes over QUIC: a node takes peers on both transports.
+        let quic = net.nodes[0].p2p.replace("/tcp/", "/udp/").replace("/p2p/", "/quic-v1/p2p/");
         let mut rogue = Network::new(Config {
             key: pyralog_p2p::NodeKey::generate_ed25519(),
-            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")],
-            bootnodes: vec![net.nodes[0].p2p.parse().expect("addr")],
+            listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().expect("addr")],
+            bootnodes: vec![quic.parse().expect("addr")],
             topics: Topics::new(&chain, &genesis),
             banned: vec![],
             limits: Default::default(),
