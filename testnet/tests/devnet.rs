@@ -511,7 +511,19 @@ fn a_node_that_joins_late_catches_up_by_fetching() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("join");
-    let target = get(&net.nodes[0].rpc, "/status").expect("status")["state_root"].clone();
+    // The network's state once both nodes hold every write (a write committed
+    // at node 1 may not have reached node 0 yet when the last answer comes).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let target = loop {
+        let roots: Vec<_> = (0..2)
+            .map(|i| get(&net.nodes[i].rpc, "/status").expect("status")["state_root"].clone())
+            .collect();
+        if roots[0] == roots[1] {
+            break roots[0].clone();
+        }
+        assert!(Instant::now() < deadline, "the two nodes never agreed");
+        std::thread::sleep(Duration::from_millis(50));
+    };
     let deadline = Instant::now() + Duration::from_secs(60);
     let caught_up = loop {
         if let Ok(s) = get(&rpc, "/status")
