@@ -115,6 +115,71 @@ enum Command {
         #[arg(long, value_enum)]
         wait: Option<Wait>,
     },
+    /// Register a cluster's validator key, so stake can be bonded to it
+    /// (proof-of-stake networks).
+    #[command(subcommand)]
+    Validator(ValidatorCommand),
+    /// Bond stake to a validator: yours (self-bond) or another's (delegation).
+    ///
+    /// The coins leave the balance at once; the validator's voting power
+    /// follows at the next epoch boundary.
+    ///
+    /// Example: pyralog stake --from alice --validator pyr3Fv... --amount 5000 --wait final
+    Stake {
+        /// The key that bonds (and pays).
+        #[arg(long)]
+        from: String,
+        /// The validator: its key's address, or the name of a key in this wallet.
+        #[arg(long)]
+        validator: String,
+        /// How much.
+        #[arg(long)]
+        amount: u64,
+        /// Stamp with at least this many bits of work.
+        #[arg(long)]
+        pow_bits: Option<u32>,
+        /// Wait until the transaction is final.
+        #[arg(long, value_enum)]
+        wait: Option<Wait>,
+    },
+    /// Start unbonding stake from a validator.
+    ///
+    /// The coins come back after the unbonding period (counted in epochs);
+    /// until then a slash of the validator still cuts them.
+    ///
+    /// Example: pyralog unstake --from alice --validator pyr3Fv... --amount 1000
+    Unstake {
+        /// The key that bonded.
+        #[arg(long)]
+        from: String,
+        /// The validator: its key's address, or the name of a key in this wallet.
+        #[arg(long)]
+        validator: String,
+        /// How much.
+        #[arg(long)]
+        amount: u64,
+        /// Stamp with at least this many bits of work.
+        #[arg(long)]
+        pow_bits: Option<u32>,
+        /// Wait until the transaction is final.
+        #[arg(long, value_enum)]
+        wait: Option<Wait>,
+    },
+    /// Ask for your validator to leave jail after a downtime slash (effective
+    /// at the next epoch boundary). Sent by the account that registered it.
+    ///
+    /// Example: pyralog unjail --from alice
+    Unjail {
+        /// The validator's operator (the key that registered it).
+        #[arg(long)]
+        from: String,
+        /// Stamp with at least this many bits of work.
+        #[arg(long)]
+        pow_bits: Option<u32>,
+        /// Wait until the transaction is final.
+        #[arg(long, value_enum)]
+        wait: Option<Wait>,
+    },
     /// The validator set: addresses, stakes, and which one leads.
     Validators,
     /// SQL over the node's state, read from one snapshot.
@@ -212,6 +277,39 @@ enum Command {
         #[arg(long)]
         pow_bits: Option<u32>,
         /// Wait until the delete is committed.
+        #[arg(long, value_enum)]
+        wait: Option<Wait>,
+    },
+}
+
+/// Validator commands.
+#[derive(Subcommand, Debug)]
+enum ValidatorCommand {
+    /// Register a cluster's validator key, with your account as its operator.
+    ///
+    /// FILE is the cluster's `validator_key` (64 hex digits of its seed, in
+    /// the node's home directory); only its public key is sent. When the node
+    /// at --node is that cluster, its p2p address and moniker are the
+    /// defaults.
+    ///
+    /// Example: pyralog validator register --from alice --validator-key ~/.pyralog-node/validator_key
+    Register {
+        /// The operator: the account that registers (and may unjail) it.
+        #[arg(long)]
+        from: String,
+        /// The cluster's validator key file.
+        #[arg(long, value_name = "FILE")]
+        validator_key: PathBuf,
+        /// Where peers reach it, e.g. /ip4/203.0.113.7/tcp/26656.
+        #[arg(long, value_name = "MULTIADDR")]
+        p2p: Option<String>,
+        /// A display name (1 to 64 bytes).
+        #[arg(long)]
+        moniker: Option<String>,
+        /// Stamp with at least this many bits of work.
+        #[arg(long)]
+        pow_bits: Option<u32>,
+        /// Wait until the registration is final.
         #[arg(long, value_enum)]
         wait: Option<Wait>,
     },
@@ -482,6 +580,83 @@ fn run(cli: Cli) -> Result<()> {
             let payload = pyralog_ledger::Payload::Transfer { to, amount };
             submit(&client, output, &signer, payload, pow_bits, wait)
         }
+        Command::Validator(ValidatorCommand::Register {
+            from,
+            validator_key,
+            p2p,
+            moniker,
+            pow_bits,
+            wait,
+        }) => {
+            let seed = keystore::read_secret_file(&validator_key)?;
+            let validator = Keypair::from_seed(&seed).address();
+            let signer = unlock(&store, &from)?;
+            // The node we talk to may be that very cluster: then it knows its
+            // own address and name.
+            let status = client.get("/status")?.unwrap_or_default();
+            let same_cluster = status["cluster_id"].as_str() == Some(&validator.to_human());
+            let p2p = match p2p {
+                Some(p) => p,
+                None if same_cluster => status["listen"]
+                    .as_array()
+                    .and_then(|l| l.first())
+                    .and_then(|a| a.as_str())
+                    .map(|a| a.split("/p2p/").next().unwrap_or(a).to_owned())
+                    .ok_or_else(|| anyhow!("the node does not say where it listens; give --p2p"))?,
+                None => bail!(
+                    "the node at {node} is not the cluster of {}; give --p2p MULTIADDR (where peers reach it)",
+                    validator_key.display()
+                ),
+            };
+            let moniker = match moniker {
+                Some(m) => m,
+                None if same_cluster => status["moniker"].as_str().unwrap_or(&from).to_owned(),
+                None => from.clone(),
+            };
+            let payload = pyralog_ledger::Payload::RegisterValidator {
+                validator_key: validator,
+                p2p,
+                moniker,
+            };
+            submit(&client, output, &signer, payload, pow_bits, wait)
+        }
+        Command::Stake {
+            from,
+            validator,
+            amount,
+            pow_bits,
+            wait,
+        } => {
+            let (signer, validator) = bond_parties(&store, &from, &validator, amount)?;
+            let payload = pyralog_ledger::Payload::Stake { validator, amount };
+            submit(&client, output, &signer, payload, pow_bits, wait)
+        }
+        Command::Unstake {
+            from,
+            validator,
+            amount,
+            pow_bits,
+            wait,
+        } => {
+            let (signer, validator) = bond_parties(&store, &from, &validator, amount)?;
+            let payload = pyralog_ledger::Payload::Unstake { validator, amount };
+            submit(&client, output, &signer, payload, pow_bits, wait)
+        }
+        Command::Unjail {
+            from,
+            pow_bits,
+            wait,
+        } => {
+            let signer = unlock(&store, &from)?;
+            submit(
+                &client,
+                output,
+                &signer,
+                pyralog_ledger::Payload::Unjail,
+                pow_bits,
+                wait,
+            )
+        }
         Command::Validators => {
             let list = client
                 .get("/validators")?
@@ -528,6 +703,21 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 /// An address given as such, or the address of a key in this wallet.
+/// The unlocked key that bonds and the validator it bonds to, for `stake`
+/// and `unstake`.
+fn bond_parties(
+    store: &Keystore,
+    from: &str,
+    validator: &str,
+    amount: u64,
+) -> Result<(Keypair, pyralog_ledger::Address)> {
+    if amount == 0 {
+        bail!("--amount must be at least 1");
+    }
+    let validator = resolve(store, validator)?;
+    Ok((unlock(store, from)?, validator))
+}
+
 fn resolve(store: &Keystore, who: &str) -> Result<pyralog_ledger::Address> {
     if who.starts_with(pyralog_ledger::keys::ADDRESS_PREFIX) && who.len() > 40 {
         return Ok(who.parse()?);

@@ -485,3 +485,85 @@ fn pow_bench_reports_a_rate_and_times_that_double_per_bit() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--seconds must be between"));
 }
+
+#[test]
+fn staking_commands_refuse_bad_input_before_talking_to_a_node() {
+    let w = Wallet::new();
+    w.with_pw(&["keys", "new", "alice"]).ok();
+    // No node listens there: every refusal below comes first.
+    let node = ["--node", "http://127.0.0.1:9"];
+    let zero = w
+        .with_pw(
+            &[
+                &node[..],
+                &[
+                    "stake",
+                    "--from",
+                    "alice",
+                    "--validator",
+                    "alice",
+                    "--amount",
+                    "0",
+                ],
+            ]
+            .concat(),
+        )
+        .fails();
+    assert!(
+        zero.stderr.contains("--amount must be at least 1"),
+        "{}",
+        zero.stderr
+    );
+    let unknown = w
+        .with_pw(
+            &[
+                &node[..],
+                &[
+                    "unstake",
+                    "--from",
+                    "alice",
+                    "--validator",
+                    "nobody",
+                    "--amount",
+                    "5",
+                ],
+            ]
+            .concat(),
+        )
+        .fails();
+    assert!(
+        unknown
+            .stderr
+            .contains("\"nobody\" is neither an address nor a key"),
+        "{}",
+        unknown.stderr
+    );
+    let bad_key = w.home.path().join("validator_key");
+    write_file(&bad_key, "not a seed");
+    let register = w
+        .with_pw(
+            &[
+                &node[..],
+                &[
+                    "validator",
+                    "register",
+                    "--from",
+                    "alice",
+                    "--validator-key",
+                    &bad_key.to_string_lossy(),
+                ],
+            ]
+            .concat(),
+        )
+        .fails();
+    assert!(
+        register.stderr.contains("validator_key"),
+        "names the file: {}",
+        register.stderr
+    );
+    assert!(
+        register.stderr.contains("64 hex digits"),
+        "says what it wants: {}",
+        register.stderr
+    );
+}
