@@ -202,6 +202,21 @@ impl<T: ReadableTable<&'static [u8], &'static [u8]>> StateView for TableView<'_,
     }
 }
 
+/// The state with a group's earlier writes laid over it.
+struct Layer<'v> {
+    base: &'v dyn StateView,
+    writes: BTreeMap<StateKey, Vec<u8>>,
+}
+
+impl StateView for Layer<'_> {
+    fn read(&self, key: &StateKey) -> Result<Option<Vec<u8>>, Error> {
+        match self.writes.get(key) {
+            Some(v) => Ok(Some(v.clone())),
+            None => self.base.read(key),
+        }
+    }
+}
+
 fn stored_key(bits: u32, key_bytes: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(4 + key_bytes.len());
     k.extend_from_slice(&bucket_of(key_bytes, bits).to_be_bytes());
@@ -691,62 +706,115 @@ impl Store {
         batch: &VerifiedBatch,
         now_ms: u64,
     ) -> Result<MergeOutcome, Error> {
-        if let Some(existing) = self.batch(&batch.origin(), batch.seq())?
-            && existing.header_hash() == batch.header_hash()
-        {
-            return Ok(MergeOutcome::AlreadyMerged);
-        }
+        let mut outcomes = self.merge_batches(std::slice::from_ref(batch), now_ms)?;
+        outcomes
+            .pop()
+            .unwrap_or(Err(Error::Corrupt("a merge without an outcome".into())))
+    }
+
+    /// Merges several gossip batches in one commit (one fsync for all), each
+    /// judged on its own as [`Store::merge_batch`] would: a refused batch
+    /// changes nothing and does not stop the others. One outcome per batch,
+    /// in order; the outer error is storage failing, when nothing is merged.
+    /// Merge is commutative, so the state is the one merging them one at a
+    /// time in any order gives.
+    pub fn merge_batches(
+        &mut self,
+        batches: &[VerifiedBatch],
+        now_ms: u64,
+    ) -> Result<Vec<Result<MergeOutcome, Error>>, Error> {
         let bits = self.tree.bits();
-        let writes = {
+        let mut outcomes = Vec::with_capacity(batches.len());
+        let mut merged: Vec<&VerifiedBatch> = Vec::with_capacity(batches.len());
+        let group_writes = {
             let txn = self.db.begin_read()?;
             let table = txn.open_table(STATE)?;
             let view = TableView {
                 table: &table,
                 bits,
             };
-            self.rules.merge_batch(&view, batch, now_ms)?.into_writes()
-        };
-        let (origin, seq) = (batch.origin(), batch.seq());
-        let key = batch_key(&origin, seq);
-        let plain = batch.to_batch();
-        let encoded = plain.to_bytes();
-        let ids: Vec<Hash> = batch.txs().iter().map(VerifiedTx::id).collect();
-        let tip = self.tip;
-        let tip = self.commit(writes, None, |txn, root| {
-            let mut batches = txn.open_table(BATCHES)?;
-            // Two different batches under one (origin, seq) mean the origin
-            // equivocated; both are merged, and the smaller header hash is kept
-            // so every replica keeps the same one.
-            let keep = match batches.get(key.as_slice())? {
-                Some(old) => crate::block::Batch::from_bytes(old.value())
-                    .map(|b| b.header_hash() > batch.header_hash())
-                    .unwrap_or(true),
-                None => true,
+            // Each batch is judged over the state with the group's earlier
+            // batches merged, as if they had been committed one by one.
+            let mut layer = Layer {
+                base: &view,
+                writes: BTreeMap::new(),
             };
-            if keep {
-                batches.insert(key.as_slice(), encoded.as_slice())?;
-            }
-            drop(batches);
-            let mut index = txn.open_table(TX_INDEX)?;
-            for (i, id) in ids.iter().enumerate() {
-                if index.get(id.0.as_slice())?.is_none() {
-                    let loc = TxLocation::Batch {
-                        origin,
-                        seq,
-                        index: i as u32,
-                    };
-                    index.insert(id.0.as_slice(), loc.to_bytes().as_slice())?;
+            for batch in batches {
+                let header = batch.header_hash();
+                let seen_in_group = merged.iter().any(|m| {
+                    m.origin() == batch.origin()
+                        && m.seq() == batch.seq()
+                        && m.header_hash() == header
+                });
+                let stored = self.batch(&batch.origin(), batch.seq())?;
+                if seen_in_group || stored.is_some_and(|b| b.header_hash() == header) {
+                    outcomes.push(Ok(MergeOutcome::AlreadyMerged));
+                    continue;
+                }
+                match self.rules.merge_batch(&layer, batch, now_ms) {
+                    Ok(overlay) => {
+                        let writes = overlay.into_writes();
+                        layer.writes.extend(writes);
+                        merged.push(batch);
+                        // The root is known once the group commits.
+                        outcomes.push(Ok(MergeOutcome::Merged {
+                            state_root: Hash::ZERO,
+                        }));
+                    }
+                    Err(e) if e.is_fatal() => return Err(e),
+                    Err(e) => outcomes.push(Err(e)),
                 }
             }
-            drop(index);
+            layer.writes
+        };
+        if merged.is_empty() {
+            return Ok(outcomes);
+        }
+        let tip = self.tip;
+        let writes: Vec<(StateKey, Vec<u8>)> = group_writes.into_iter().collect();
+        let tip = self.commit(writes, None, |txn, root| {
+            let mut batches_table = txn.open_table(BATCHES)?;
+            let mut index = txn.open_table(TX_INDEX)?;
             let mut origins = txn.open_table(ORIGINS)?;
-            let highest = origins.get(origin.0.as_slice())?.map_or(0, |v| v.value());
-            origins.insert(origin.0.as_slice(), highest.max(seq))?;
+            for batch in &merged {
+                let (origin, seq) = (batch.origin(), batch.seq());
+                let key = batch_key(&origin, seq);
+                // Two different batches under one (origin, seq) mean the
+                // origin equivocated; both are merged, and the smaller header
+                // hash is kept so every replica keeps the same one.
+                let keep = match batches_table.get(key.as_slice())? {
+                    Some(old) => crate::block::Batch::from_bytes(old.value())
+                        .map(|b| b.header_hash() > batch.header_hash())
+                        .unwrap_or(true),
+                    None => true,
+                };
+                if keep {
+                    let encoded = batch.to_batch().to_bytes();
+                    batches_table.insert(key.as_slice(), encoded.as_slice())?;
+                }
+                for (i, t) in batch.txs().iter().enumerate() {
+                    let id = t.id();
+                    if index.get(id.0.as_slice())?.is_none() {
+                        let loc = TxLocation::Batch {
+                            origin,
+                            seq,
+                            index: i as u32,
+                        };
+                        index.insert(id.0.as_slice(), loc.to_bytes().as_slice())?;
+                    }
+                }
+                let highest = origins.get(origin.0.as_slice())?.map_or(0, |v| v.value());
+                origins.insert(origin.0.as_slice(), highest.max(seq))?;
+            }
+            drop((batches_table, index, origins));
             write_tip(txn, tip.with_root(root))
         })?;
-        Ok(MergeOutcome::Merged {
-            state_root: tip.state_root,
-        })
+        for outcome in &mut outcomes {
+            if let Ok(MergeOutcome::Merged { state_root }) = outcome {
+                *state_root = tip.state_root;
+            }
+        }
+        Ok(outcomes)
     }
 
     /// Writes state entries as given, outside the rules, and returns the new

@@ -102,6 +102,19 @@ fn root_after(batches: &[&VerifiedBatch]) -> pyralog_ledger::Hash {
     store.state_root()
 }
 
+/// The root after merging `batches` in commits of `group` batches each.
+fn root_after_groups(batches: &[&VerifiedBatch], group: usize) -> pyralog_ledger::Hash {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut store = Store::open(&dir.path().join("s.redb"), &POOL.file).expect("store");
+    for chunk in batches.chunks(group.max(1)) {
+        let owned: Vec<VerifiedBatch> = chunk.iter().map(|b| (*b).clone()).collect();
+        for outcome in store.merge_batches(&owned, NOW + 10).expect("storage") {
+            outcome.expect("merge");
+        }
+    }
+    store.state_root()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
@@ -127,7 +140,55 @@ proptest! {
         let a = root_after(&forward);
         prop_assert_eq!(a, root_after(&shuffled));
         prop_assert_eq!(a, root_after(&reversed));
+        // Merged in groups, one commit each: the same state.
+        prop_assert_eq!(a, root_after_groups(&shuffled, shuffled.len()));
+        prop_assert_eq!(a, root_after_groups(&shuffled, 2));
     }
+}
+
+#[test]
+fn a_group_judges_each_batch_on_its_own() {
+    let spec = |origin, seq, wall, txs| BatchSpec {
+        origin,
+        seq,
+        wall,
+        logical: 0,
+        txs,
+    };
+    let a = build(&spec(0, 1, 0, vec![0, 4]));
+    let b = build(&spec(1, 1, 1, vec![9]));
+    // Stamped an hour ahead of the merging node's clock.
+    let future = build(&spec(2, 1, 3_600_000, vec![10]));
+    let dir = tempfile::tempdir().expect("dir");
+    let mut store = Store::open(&dir.path().join("s.redb"), &POOL.file).expect("store");
+    let outcomes = store
+        .merge_batches(&[a.clone(), future, b.clone(), a.clone()], NOW + 10)
+        .expect("storage");
+    let root = store.state_root();
+    assert_eq!(
+        outcomes[0],
+        Ok(pyralog_ledger::MergeOutcome::Merged { state_root: root })
+    );
+    assert!(
+        matches!(
+            outcomes[1],
+            Err(pyralog_ledger::Error::BatchFromFuture { .. })
+        ),
+        "{:?}",
+        outcomes[1]
+    );
+    assert_eq!(
+        outcomes[2],
+        Ok(pyralog_ledger::MergeOutcome::Merged { state_root: root })
+    );
+    assert_eq!(outcomes[3], Ok(pyralog_ledger::MergeOutcome::AlreadyMerged));
+    // What the good two make when merged alone.
+    assert_eq!(root, root_after(&[&a, &b]));
+    assert_eq!(
+        store.batch_heads().expect("heads").len(),
+        2,
+        "the refused origin has no batch"
+    );
 }
 
 #[test]
