@@ -152,6 +152,8 @@ pub(crate) struct Metrics {
     txs_rejected: u64,
     pub(crate) txs_committed: u64,
     batches_merged: u64,
+    /// Commits that merged them (a turn's batches share one).
+    merge_commits: u64,
     batches_refused: u64,
     pub(crate) gossip_rejected: u64,
 }
@@ -183,7 +185,16 @@ pub struct Driver {
     pub(crate) admission: crate::admission::Admission,
     /// Batch bytes each peer has gossiped this second.
     batch_budget: crate::limit::PerSecond<PeerId>,
+    /// Batches to merge at the end of the turn, with the gossip message each
+    /// came in (to judge once merged).
+    merges: Vec<(
+        VerifiedBatch,
+        Option<(pyralog_p2p::network::MessageIdOf, PeerId)>,
+    )>,
 }
+
+/// The most gossip batches merged in one commit.
+pub const MERGE_GROUP: usize = 64;
 
 /// Batch bytes taken from one peer per second at most, before any signature
 /// is checked: far above an honest peer's share of the network's writes, and
@@ -250,6 +261,7 @@ impl Driver {
             pending: Default::default(),
             admission,
             batch_budget: crate::limit::PerSecond::new(BATCH_BYTES_PER_PEER_PER_SEC),
+            merges: Vec::new(),
         })
     }
 
@@ -298,8 +310,10 @@ impl Driver {
                 }
             }
             self.flush_pbft();
+            self.flush_gossip();
         }
         self.flush_pbft();
+        self.flush_gossip();
         tracing::info!("driver stopped");
     }
 
@@ -310,9 +324,9 @@ impl Driver {
         }
     }
 
-    /// Feeds one input and carries out its effects. `gossip` is the message the
-    /// input came from, to report a verdict on.
-    /// Feeds an input from the network or the clock.
+    /// Feeds one input from the network or the clock and carries out its
+    /// effects. `gossip` is the message the input came from, to report a
+    /// verdict on.
     fn feed(
         &mut self,
         input: Input<PeerId>,
@@ -327,130 +341,164 @@ impl Driver {
     fn feed_and_collect(
         &mut self,
         input: Input<PeerId>,
-        gossip: Option<(pyralog_p2p::network::MessageIdOf, PeerId)>,
+        mut gossip: Option<(pyralog_p2p::network::MessageIdOf, PeerId)>,
     ) -> Vec<(Hash, ApiError)> {
         let mut unclaimed = Vec::new();
         let mut verdict = None;
-        let mut queue = vec![input];
-        while let Some(input) = queue.pop() {
-            let now = now_ms();
-            let Consensus::Gossip(engine) = &mut self.engine else {
-                break;
-            };
-            for effect in engine.handle(now, input) {
-                match effect {
-                    Effect::Merge(batch) => match self.store.merge_batch(&batch, now) {
-                        Ok(_) => {
-                            self.metrics.batches_merged += 1;
-                            verdict.get_or_insert(Verdict::Accept);
-                            queue.push(Input::Merged {
-                                origin: batch.origin(),
-                                seq: batch.seq(),
-                                state_root: self.store.state_root(),
-                            });
-                        }
-                        Err(error) => {
-                            if error.is_fatal() {
-                                tracing::error!(%error, "storage failed; stopping");
-                                std::process::exit(2);
-                            }
-                            self.metrics.batches_refused += 1;
-                            tracing::warn!(origin = %batch.origin(), seq = batch.seq(), %error, "batch refused");
-                            verdict = Some(if error.is_peer_fault() {
-                                Verdict::Reject
-                            } else {
-                                Verdict::Ignore
-                            });
-                            queue.push(Input::MergeFailed {
-                                origin: batch.origin(),
-                                seq: batch.seq(),
-                                error,
-                            });
-                        }
-                    },
-                    Effect::Publish(batch) => self.net.command(NetCommand::Publish {
-                        topic: Topic::Batches,
-                        data: batch.to_bytes(),
-                    }),
-                    Effect::PublishDigest(d) => self.net.command(NetCommand::Publish {
-                        topic: Topic::Digests,
-                        data: d.to_bytes(),
-                    }),
-                    Effect::Fetch {
-                        peer,
+        let effects = match &mut self.engine {
+            Consensus::Gossip(engine) => engine.handle(now_ms(), input),
+            Consensus::Pbft(_) => Vec::new(),
+        };
+        for effect in effects {
+            match effect {
+                Effect::Merge(batch) => {
+                    // Merged with the turn's others in one commit
+                    // ([`Driver::flush_gossip`]), which then judges the
+                    // message it came in.
+                    self.merges.push((batch, gossip.take()));
+                }
+                Effect::Publish(batch) => self.net.command(NetCommand::Publish {
+                    topic: Topic::Batches,
+                    data: batch.to_bytes(),
+                }),
+                Effect::PublishDigest(d) => self.net.command(NetCommand::Publish {
+                    topic: Topic::Digests,
+                    data: d.to_bytes(),
+                }),
+                Effect::Fetch {
+                    peer,
+                    origin,
+                    from_seq,
+                    to_seq,
+                } => self.net.command(NetCommand::Fetch {
+                    peer,
+                    request: FetchRequest {
                         origin,
                         from_seq,
                         to_seq,
-                    } => self.net.command(NetCommand::Fetch {
-                        peer,
-                        request: FetchRequest {
-                            origin,
-                            from_seq,
-                            to_seq,
-                        },
-                    }),
-                    Effect::AlreadyHave { .. } => {
-                        verdict.get_or_insert(Verdict::Ignore);
-                    }
-                    Effect::Committed { ids, .. } => {
-                        self.metrics.txs_committed += ids.len() as u64;
-                        for id in ids {
-                            for w in self.waiters.remove(&id).unwrap_or_default() {
-                                let _ = w.send(Ok("committed"));
-                            }
+                    },
+                }),
+                Effect::AlreadyHave { .. } => {
+                    verdict.get_or_insert(Verdict::Ignore);
+                }
+                Effect::Committed { ids, .. } => {
+                    self.metrics.txs_committed += ids.len() as u64;
+                    for id in ids {
+                        for w in self.waiters.remove(&id).unwrap_or_default() {
+                            let _ = w.send(Ok("committed"));
                         }
                     }
-                    Effect::Reject { id, reason } => {
-                        let err = match reason {
-                            Rejection::PoolFull { capacity } => ApiError {
-                                status: 503,
-                                code: "pool_full",
-                                message: format!(
-                                    "the mempool is full ({capacity} transactions); retry later"
-                                ),
-                            },
-                            Rejection::Duplicate => ApiError::bad(
-                                "replayed",
-                                "replayed transaction: it is already waiting to be committed",
+                }
+                Effect::Reject { id, reason } => {
+                    let err = match reason {
+                        Rejection::PoolFull { capacity } => ApiError {
+                            status: 503,
+                            code: "pool_full",
+                            message: format!(
+                                "the mempool is full ({capacity} transactions); retry later"
                             ),
-                            Rejection::SenderFull { limit } => ApiError {
-                                status: 429,
-                                code: "sender_full",
-                                message: format!(
-                                    "this sender already has {limit} transactions waiting; retry once some commit"
-                                ),
-                            },
-                            Rejection::Evicted => ApiError {
-                                status: 503,
-                                code: "evicted",
-                                message: "the mempool filled and better-stamped transactions took this one's place; resubmit with more work (GET /pow/difficulty)".into(),
-                            },
-                            Rejection::MergeFailed(e) => ApiError::from_ledger(&e),
-                        };
-                        match self.waiters.remove(&id) {
-                            Some(ws) => {
-                                for w in ws {
-                                    let _ = w.send(Err(err.clone()));
-                                }
+                        },
+                        Rejection::Duplicate => ApiError::bad(
+                            "replayed",
+                            "replayed transaction: it is already waiting to be committed",
+                        ),
+                        Rejection::SenderFull { limit } => ApiError {
+                            status: 429,
+                            code: "sender_full",
+                            message: format!(
+                                "this sender already has {limit} transactions waiting; retry once some commit"
+                            ),
+                        },
+                        Rejection::Evicted => ApiError {
+                            status: 503,
+                            code: "evicted",
+                            message: "the mempool filled and better-stamped transactions took this one's place; resubmit with more work (GET /pow/difficulty)".into(),
+                        },
+                        Rejection::MergeFailed(e) => ApiError::from_ledger(&e),
+                    };
+                    match self.waiters.remove(&id) {
+                        Some(ws) => {
+                            for w in ws {
+                                let _ = w.send(Err(err.clone()));
                             }
-                            None => unclaimed.push((id, err)),
                         }
+                        None => unclaimed.push((id, err)),
                     }
-                    Effect::SetTimer { at_ms } => {
-                        let wait = Duration::from_millis(at_ms.saturating_sub(now_ms()));
-                        self.next_tick = tokio::time::Instant::now() + wait;
-                    }
+                }
+                Effect::SetTimer { at_ms } => {
+                    let wait = Duration::from_millis(at_ms.saturating_sub(now_ms()));
+                    self.next_tick = tokio::time::Instant::now() + wait;
                 }
             }
         }
         if let Some((id, from)) = gossip {
-            let verdict = verdict.unwrap_or(Verdict::Ignore);
-            if verdict == Verdict::Reject {
-                self.metrics.gossip_rejected += 1;
-            }
-            self.net.command(NetCommand::Report { id, from, verdict });
+            self.report(id, from, verdict.unwrap_or(Verdict::Ignore));
         }
         unclaimed
+    }
+
+    /// Tells the swarm what a gossip message turned out to be.
+    fn report(&mut self, id: pyralog_p2p::network::MessageIdOf, from: PeerId, verdict: Verdict) {
+        if verdict == Verdict::Reject {
+            self.metrics.gossip_rejected += 1;
+        }
+        self.net.command(NetCommand::Report { id, from, verdict });
+    }
+
+    /// Merges the batches the turn's inputs produced, [`MERGE_GROUP`] to a
+    /// commit (one fsync for many peers' batches), then feeds the engine
+    /// their outcomes and judges the messages they came in: merged is
+    /// `Accept`, provably invalid is `Reject`, anything else `Ignore`. What
+    /// the outcomes set off (our own sealed batch, say) is merged in turn.
+    pub(crate) fn flush_gossip(&mut self) {
+        while !self.merges.is_empty() {
+            let take = self.merges.len().min(MERGE_GROUP);
+            let (batches, reports): (Vec<VerifiedBatch>, Vec<_>) =
+                self.merges.drain(..take).unzip();
+            let now = now_ms();
+            let outcomes = match self.store.merge_batches(&batches, now) {
+                Ok(outcomes) => {
+                    self.metrics.merge_commits += 1;
+                    outcomes
+                }
+                Err(error) => {
+                    tracing::error!(%error, "storage failed; stopping");
+                    std::process::exit(2);
+                }
+            };
+            for ((batch, report), outcome) in batches.into_iter().zip(reports).zip(outcomes) {
+                let (origin, seq) = (batch.origin(), batch.seq());
+                let verdict = match outcome {
+                    Ok(_) => {
+                        self.metrics.batches_merged += 1;
+                        let state_root = self.store.state_root();
+                        self.feed(
+                            Input::Merged {
+                                origin,
+                                seq,
+                                state_root,
+                            },
+                            None,
+                        );
+                        Verdict::Accept
+                    }
+                    Err(error) => {
+                        self.metrics.batches_refused += 1;
+                        tracing::warn!(%origin, seq, %error, "batch refused");
+                        let verdict = if error.is_peer_fault() {
+                            Verdict::Reject
+                        } else {
+                            Verdict::Ignore
+                        };
+                        self.feed(Input::MergeFailed { origin, seq, error }, None);
+                        verdict
+                    }
+                };
+                if let Some((id, from)) = report {
+                    self.report(id, from, verdict);
+                }
+            }
+        }
     }
 
     fn network(&mut self, event: NetEvent) {
@@ -922,6 +970,12 @@ impl Driver {
             "counter",
             "Batches merged into the store.",
             m.batches_merged,
+        );
+        metric(
+            "merge_commits_total",
+            "counter",
+            "Store commits that merged batches (the batches of one turn share one).",
+            m.merge_commits,
         );
         metric(
             "batches_refused_total",
