@@ -34,8 +34,7 @@ impl Admission {
     /// For a node of `store`'s chain signing with `key`.
     pub(crate) fn new(store: &Store, key: &Keypair) -> Result<Admission, Error> {
         let g = store.genesis();
-        let set = ValidatorSet::equal(g.validators.iter().map(|v| v.public_key))
-            .map_err(|e| Error::Corrupt(format!("the genesis validator set: {e}")))?;
+        let set = crate::pbft_host::genesis_set(store)?;
         let pow = &g.params.pow;
         Ok(Admission {
             key: set.contains(&key.address()).then(|| key.clone()),

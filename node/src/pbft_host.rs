@@ -57,15 +57,19 @@ const RELAY_TXS: usize = 4096;
 /// Blocks asked for in one fetch.
 const FETCH_BLOCKS: u64 = 64;
 
+/// The genesis validators, each with one vote.
+pub(crate) fn genesis_set(store: &Store) -> Result<ValidatorSet, Error> {
+    let g = store.genesis();
+    ValidatorSet::equal(g.validators.iter().map(|v| v.public_key)).map_err(|e| Error::Genesis {
+        problems: vec![format!("validators: {e}")],
+    })
+}
+
 /// The engine for a store whose genesis runs PBFT, recovered from what it
 /// persisted. A node whose key is not a genesis validator follows.
 pub(crate) fn engine(store: &Store, validator: Keypair) -> Result<Pbft, Error> {
     let g = store.genesis();
-    let set = ValidatorSet::equal(g.validators.iter().map(|v| v.public_key)).map_err(|e| {
-        Error::Genesis {
-            problems: vec![format!("validators: {e}")],
-        }
-    })?;
+    let set = genesis_set(store)?;
     let key = set.contains(&validator.address()).then_some(validator);
     let mut records = Vec::new();
     for bytes in store.engine_records()? {
