@@ -1,0 +1,37 @@
+//! Pyralog's clusters: each participant of the network is a Raft group of
+//! 1..N members (openraft) that replicate one log; the ledger is the state
+//! machine.
+//!
+//! # Layout
+//!
+//! - [`types`]: the openraft type configuration.
+//! - [`command`]: what the log carries ([`Command`]) and what applying it
+//!   answers ([`Response`]).
+//! - [`log_store`]: the Raft log and vote in redb ([`LogStore`]).
+//! - [`machine`]: the state machine over the ledger ([`LedgerMachine`]),
+//!   snapshots; [`snapshot`] is the snapshot file format.
+//! - [`intent`]: signing intents, the no-double-signing rule, and the
+//!   signing-history interchange file.
+//! - [`network`]: Raft RPCs as messages, the [`network::Transport`] they
+//!   travel over, and the in-process transport tests use.
+//! - [`member`]: one running member ([`Member`]): writes (forwarded to the
+//!   leader), reads at a consistency level, membership, signing.
+//! - [`wire`]: the CBOR envelope for openraft's types.
+#![forbid(unsafe_code)]
+
+pub mod command;
+pub mod error;
+pub mod intent;
+pub mod ledger;
+pub mod log_store;
+pub mod machine;
+pub mod snapshot;
+pub mod types;
+pub mod wire;
+
+pub use command::{Command, Ordered, Response};
+pub use error::Error;
+pub use ledger::Ledger;
+pub use log_store::{LogStore, open_cluster_db};
+pub use machine::{LedgerMachine, MachineView};
+pub use types::{NodeId, TypeConfig};
