@@ -307,7 +307,7 @@ impl<'de> Deserialize<'de> for Command {
                 self.visit_bytes(&v)
             }
         }
-        d.deserialize_bytes(Visit)
+        d.deserialize_byte_buf(Visit)
     }
 }
 
@@ -333,6 +333,26 @@ mod tests {
             assert_eq!(back, c);
             assert_eq!(Command::from_bytes(&c.to_bytes()).expect("canonical"), c);
         }
+    }
+
+    #[test]
+    fn a_large_command_crosses_the_envelope() {
+        // Larger than the decoder's scratch buffer, so it arrives in pieces.
+        let c = Command::Ordered(Ordered {
+            height: 1,
+            proposer: pyralog_ledger::devkit::key(1).address(),
+            timestamp_ms: 5,
+            txs: Vec::new(),
+            engine_data: vec![1; 100],
+            certificate: Certificate {
+                round: 0,
+                votes: Vec::new(),
+            },
+            records: vec![vec![7; 100_000]],
+        });
+        let bytes = crate::wire::encode("command", &c, 1 << 20).expect("encode");
+        let back: Command = crate::wire::decode("command", &bytes, 1 << 20).expect("decode");
+        assert_eq!(back, c);
     }
 
     #[test]

@@ -106,6 +106,9 @@ impl MemberConfig {
                 max_payload_entries: 256,
                 snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(5000),
                 max_in_snapshot_log_to_keep: 1000,
+                // A member cut off and back must not depose a healthy leader
+                // with the terms it inflated while away.
+                enable_pre_vote: Some(true),
                 ..Default::default()
             },
         }
@@ -222,6 +225,11 @@ impl Member {
     /// Stops Raft. The files stay; [`Member::start`] resumes from them.
     pub async fn shutdown(&self) -> Result<(), Error> {
         self.raft.shutdown().await.map_err(raft_err)
+    }
+
+    /// openraft's current metrics (applied, committed, snapshot, purged…).
+    pub fn metrics(&self) -> openraft::RaftMetrics<crate::types::TypeConfig> {
+        self.raft.metrics().borrow_watched().clone()
     }
 
     /// The role, term, leader and members.

@@ -62,7 +62,7 @@ impl<'de> Deserialize<'de> for Bytes {
                 Ok(Bytes(v))
             }
         }
-        d.deserialize_bytes(V)
+        d.deserialize_byte_buf(V)
     }
 }
 
@@ -280,11 +280,23 @@ impl RaftNetworkV2<TypeConfig> for Client {
         cancel: impl Future<Output = ReplicationClosed> + openraft::OptionalSend + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        self.send_file(vote, snapshot, cancel, option).await
+    }
+}
+
+impl Client {
+    async fn send_file(
+        &mut self,
+        vote: Vote,
+        snapshot: openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>,
+        cancel: impl Future<Output = ReplicationClosed> + openraft::OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         self.transfer = self.transfer.wrapping_add(1);
         let transfer = self.transfer ^ (u64::from(std::process::id()) << 32);
         let mut cancel = Box::pin(cancel);
         let mut file = std::fs::File::open(&snapshot.snapshot.path).map_err(|e| unreachable(e))?;
-        let len = file.metadata().map_err(|e| unreachable(e))?.len();
+        let len = file.metadata().map_err(unreachable)?.len();
         let mut offset = 0u64;
         loop {
             if let Some(closed) = (&mut cancel).now_or_never() {
@@ -292,9 +304,8 @@ impl RaftNetworkV2<TypeConfig> for Client {
             }
             let n = (len - offset).min(SNAPSHOT_CHUNK as u64) as usize;
             let mut data = vec![0u8; n];
-            file.seek(SeekFrom::Start(offset))
-                .map_err(|e| unreachable(e))?;
-            file.read_exact(&mut data).map_err(|e| unreachable(e))?;
+            file.seek(SeekFrom::Start(offset)).map_err(unreachable)?;
+            file.read_exact(&mut data).map_err(unreachable)?;
             let last = offset + n as u64 == len;
             let rpc = Rpc::SnapshotChunk {
                 transfer,
@@ -302,10 +313,10 @@ impl RaftNetworkV2<TypeConfig> for Client {
                 data: Bytes(data),
                 done: last.then(|| (vote.clone(), snapshot.meta.clone())),
             };
-            match self
+            let reply = self
                 .rpc(&rpc, option.hard_ttl().max(Duration::from_secs(10)))
-                .await?
-            {
+                .await;
+            match reply? {
                 Reply::ChunkStored if !last => offset += n as u64,
                 Reply::Installed(r) if last => return Ok(r),
                 other => {

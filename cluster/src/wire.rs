@@ -84,6 +84,6 @@ pub mod hash {
                 self.visit_bytes(&v)
             }
         }
-        d.deserialize_bytes(V)
+        d.deserialize_byte_buf(V)
     }
 }
