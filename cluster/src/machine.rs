@@ -475,7 +475,7 @@ impl LedgerMachine {
         }
         let floor = self.history_mut()?.floor();
         Ok(ClusterState {
-            applied: self.applied.clone(),
+            applied: self.applied,
             membership: self.membership.clone(),
             floor,
             intents,
@@ -512,7 +512,7 @@ impl LedgerMachine {
             drop(store);
         }
         let meta = SnapshotMeta {
-            last_log_id: self.applied.clone(),
+            last_log_id: self.applied,
             last_membership: self.membership.clone(),
         };
         Ok((meta, path))
@@ -558,13 +558,12 @@ impl LedgerMachine {
         };
         {
             let mut store = self.view.ledger.write()?;
-            if new_store.genesis().hash() != store.genesis().hash() {
+            let (theirs, ours) = (new_store.genesis().hash(), store.genesis().hash());
+            if theirs != ours {
                 drop(new_store);
                 let _ = std::fs::remove_file(&incoming);
                 return Err(Error::BadSnapshot(format!(
-                    "its ledger is of genesis {}, this member's is {}",
-                    store.genesis().hash(),
-                    store.genesis().hash()
+                    "its ledger is of genesis {theirs}, this member's is {ours}"
                 )));
             }
             let old = std::mem::replace(&mut *store, new_store);
@@ -668,7 +667,7 @@ impl RaftStateMachine<TypeConfig> for LedgerMachine {
     type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
-        Ok((self.applied.clone(), self.membership.clone()))
+        Ok((self.applied, self.membership.clone()))
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
@@ -697,7 +696,7 @@ impl RaftStateMachine<TypeConfig> for LedgerMachine {
                     EntryPayload::Blank => Response::Done,
                     EntryPayload::Normal(cmd) => self.apply_command(cmd, &mut ops)?,
                     EntryPayload::Membership(m) => {
-                        self.membership = StoredMembership::new(Some(log_id.clone()), m.clone());
+                        self.membership = StoredMembership::new(Some(log_id), m.clone());
                         Response::Done
                     }
                 };
@@ -736,10 +735,8 @@ impl RaftStateMachine<TypeConfig> for LedgerMachine {
         let name = format!("installed-{}.bin", self.snapshot_seq + 1);
         self.snapshot_seq += 1;
         let kept = self.snapshot_dir.join(name);
-        if snapshot.path != kept {
-            if std::fs::rename(&snapshot.path, &kept).is_err() {
-                std::fs::copy(&snapshot.path, &kept)?;
-            }
+        if snapshot.path != kept && std::fs::rename(&snapshot.path, &kept).is_err() {
+            std::fs::copy(&snapshot.path, &kept)?;
         }
         self.set_current(meta.clone(), &kept)?;
         Ok(())

@@ -543,7 +543,7 @@ impl Member {
                 }
             }
             Rpc::ReadIndex => match self.raft.get_read_linearizer(ReadPolicy::ReadIndex).await {
-                Ok(l) => Reply::ReadIndex(self.id, l.read_log_id().clone()),
+                Ok(l) => Reply::ReadIndex(self.id, *l.read_log_id()),
                 Err(e) => match e.forward_to_leader() {
                     Some(f) => Reply::NotLeader(f.leader_id),
                     None => Reply::Failed(e.to_string()),

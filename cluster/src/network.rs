@@ -295,7 +295,7 @@ impl Client {
         self.transfer = self.transfer.wrapping_add(1);
         let transfer = self.transfer ^ (u64::from(std::process::id()) << 32);
         let mut cancel = Box::pin(cancel);
-        let mut file = std::fs::File::open(&snapshot.snapshot.path).map_err(|e| unreachable(e))?;
+        let mut file = std::fs::File::open(&snapshot.snapshot.path).map_err(unreachable)?;
         let len = file.metadata().map_err(unreachable)?.len();
         let mut offset = 0u64;
         loop {
@@ -311,7 +311,7 @@ impl Client {
                 transfer,
                 offset,
                 data: Bytes(data),
-                done: last.then(|| (vote.clone(), snapshot.meta.clone())),
+                done: last.then(|| (vote, snapshot.meta.clone())),
             };
             let reply = self
                 .rpc(&rpc, option.hard_ttl().max(Duration::from_secs(10)))

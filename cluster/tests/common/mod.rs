@@ -35,6 +35,7 @@ pub fn genesis_of(chain: &str) -> GenesisFile {
 
 /// The log store and state machine of a member living in `dir`.
 pub fn open_member(dir: &Path, genesis: &GenesisFile) -> Result<(LogStore, LedgerMachine), Error> {
+    std::fs::create_dir_all(dir)?;
     let db = open_cluster_db(&dir.join("raft.redb"))?;
     let ledger = Ledger::open(&dir.join("ledger.redb"), genesis)?;
     let machine = LedgerMachine::open(Arc::clone(&db), ledger, &dir.join("snapshots"))?;
@@ -166,7 +167,8 @@ impl Harness {
             let leaders: Vec<NodeId> = self
                 .members
                 .values()
-                .filter_map(|m| (m.status().role == "leader").then(|| m.id()))
+                .filter(|&m| m.status().role == "leader")
+                .map(|m| m.id())
                 .collect();
             if let [one] = leaders.as_slice() {
                 return Arc::clone(&self.members[one]);
