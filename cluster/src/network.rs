@@ -11,6 +11,7 @@
 //! requests to the leader (see [`crate::member`]).
 
 pub mod mem;
+pub mod p2p;
 
 use std::future::Future;
 use std::io::{Read, Seek, SeekFrom};
@@ -131,6 +132,12 @@ pub enum Reply {
     NotLeader(Option<NodeId>),
     /// The request failed; why.
     Failed(String),
+}
+
+/// Encodes a reply (a refusal that cannot be encoded becomes an empty
+/// frame, which the caller refuses as undecodable).
+pub fn encode_reply(reply: &Reply) -> Vec<u8> {
+    crate::wire::encode("rpc reply", reply, MAX_RPC_BYTES).unwrap_or_default()
 }
 
 /// Carries encoded RPCs to other members. `addr` is the target's
