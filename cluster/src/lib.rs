@@ -35,7 +35,7 @@ pub use command::{Command, Ordered, Response};
 pub use error::Error;
 pub use ledger::Ledger;
 pub use log_store::{LogStore, open_cluster_db};
-pub use machine::{LedgerMachine, MachineView};
+pub use machine::{LedgerMachine, MachineView, PendingLimits};
 pub use member::{Consistency, Member, MemberConfig, Status};
 pub use network::Transport;
 pub use network::mem::MemNet;

@@ -237,3 +237,58 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.purge_now(log_id)?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_damaged_entry_is_reported_as_corruption() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let db = open_cluster_db(&dir.path().join("raft.redb")).expect("open");
+        {
+            let txn = db.begin_write().expect("txn");
+            txn.open_table(RAFT_LOG)
+                .expect("table")
+                .insert(1, b"\xff\xfe".as_slice())
+                .expect("insert");
+            txn.commit().expect("commit");
+        }
+        let mut store = LogStore::new(db);
+        let e = store.try_get_log_entries(0..5).await.expect_err("corrupt");
+        assert!(e.to_string().contains("corrupt"), "{e}");
+        let e = store.get_log_state().await.expect_err("corrupt");
+        assert!(e.to_string().contains("corrupt"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn the_log_and_vote_survive_a_reopen() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("raft.redb");
+        let vote = Vote::new_committed(3, 2);
+        {
+            let mut store = LogStore::new(open_cluster_db(&path).expect("open"));
+            let entries =
+                (1..=3).map(|i| Entry::new_blank(openraft::testing::log_id::<TypeConfig>(3, 2, i)));
+            store
+                .append(entries, IOFlushed::noop())
+                .await
+                .expect("append");
+            store.save_vote(&vote).await.expect("vote");
+            store
+                .purge(openraft::testing::log_id::<TypeConfig>(3, 2, 1))
+                .await
+                .expect("purge");
+        }
+        let mut store = LogStore::new(open_cluster_db(&path).expect("reopen"));
+        assert_eq!(store.read_vote().await.expect("vote"), Some(vote));
+        let state = store.get_log_state().await.expect("state");
+        assert_eq!(state.last_log_id.map(|l| l.index), Some(3));
+        assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(1));
+        let got = store.try_get_log_entries(0..10).await.expect("read");
+        assert_eq!(
+            got.iter().map(|e| e.index()).collect::<Vec<_>>(),
+            vec![2, 3]
+        );
+    }
+}

@@ -56,6 +56,25 @@ const SNAPSHOT: &str = "snapshot";
 pub const MAX_PENDING: usize = 100_000;
 /// The most bytes of writes that may wait.
 pub const MAX_PENDING_BYTES: usize = 256 << 20;
+
+/// Caps on the writes that wait for a batch or block. Every member of a
+/// cluster must use the same caps, or they would refuse different writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PendingLimits {
+    /// Writes.
+    pub count: usize,
+    /// Bytes of writes.
+    pub bytes: usize,
+}
+
+impl Default for PendingLimits {
+    fn default() -> Self {
+        PendingLimits {
+            count: MAX_PENDING,
+            bytes: MAX_PENDING_BYTES,
+        }
+    }
+}
 /// Entries applied in one cluster-file transaction at most.
 pub const APPLY_CHUNK: usize = 1024;
 
@@ -148,8 +167,11 @@ pub struct LedgerMachine {
     view: MachineView,
     applied: Option<LogId>,
     membership: StoredMembership,
+    /// The pending writes' ids and sizes (a mirror of the table, so a
+    /// duplicate is known before the table is written).
+    pending: std::collections::HashMap<Hash, usize>,
     pending_bytes: usize,
-    pending_count: usize,
+    limits: PendingLimits,
     snapshot_dir: PathBuf,
     current: Arc<Mutex<Option<Current>>>,
     snapshot_seq: u64,
@@ -185,7 +207,8 @@ impl LedgerMachine {
         let floor = get_meta::<u64>(&db, SM_META, FLOOR)?.unwrap_or(0);
         let current = get_meta::<Current>(&db, SM_META, SNAPSHOT)?;
         let mut intents = BTreeMap::new();
-        let (mut pending_count, mut pending_bytes) = (0, 0);
+        let mut pending = std::collections::HashMap::new();
+        let mut pending_bytes = 0;
         {
             let txn = db.begin_read()?;
             for row in txn.open_table(SM_INTENTS)?.iter()? {
@@ -199,8 +222,12 @@ impl LedgerMachine {
                 intents.insert(slot, Hash(digest));
             }
             for row in txn.open_table(SM_PENDING)?.iter()? {
-                let (_, v) = row?;
-                pending_count += 1;
+                let (k, v) = row?;
+                let id: [u8; 32] = k
+                    .value()
+                    .try_into()
+                    .map_err(|_| Error::Corrupt("a pending write's id".into()))?;
+                pending.insert(Hash(id), v.value().len());
                 pending_bytes += v.value().len();
             }
         }
@@ -212,12 +239,19 @@ impl LedgerMachine {
             },
             applied,
             membership,
+            pending,
             pending_bytes,
-            pending_count,
+            limits: PendingLimits::default(),
             snapshot_dir: snapshot_dir.to_path_buf(),
             current: Arc::new(Mutex::new(current)),
             snapshot_seq: 0,
         })
+    }
+
+    /// The same machine with other caps on pending writes.
+    pub fn with_pending_limits(mut self, limits: PendingLimits) -> LedgerMachine {
+        self.limits = limits;
+        self
     }
 
     /// What the rest of the member reads.
@@ -247,18 +281,23 @@ impl LedgerMachine {
         match cmd {
             Command::Write(tx) => {
                 let id = tx.id();
+                if self.pending.contains_key(&id) {
+                    // Resubmitted (a client retry, or a replay): once only.
+                    return Ok(Response::Pending { id });
+                }
                 let bytes = tx.to_bytes();
-                if self.pending_count >= MAX_PENDING
-                    || self.pending_bytes + bytes.len() > MAX_PENDING_BYTES
+                if self.pending.len() >= self.limits.count
+                    || self.pending_bytes + bytes.len() > self.limits.bytes
                 {
                     return Ok(Response::Refused {
                         reason: format!(
                             "the cluster's pending writes are full ({} writes, {} bytes)",
-                            self.pending_count, self.pending_bytes
+                            self.pending.len(),
+                            self.pending_bytes
                         ),
                     });
                 }
-                self.pending_count += 1;
+                self.pending.insert(id, bytes.len());
                 self.pending_bytes += bytes.len();
                 ops.push(Op::AddPending(id, bytes));
                 Ok(Response::Pending { id })
@@ -284,14 +323,14 @@ impl LedgerMachine {
                     },
                     Err(e) => return refused(e),
                 };
-                ops.push(Op::RemovePending(ids));
+                self.unpend(ids, ops);
                 Ok(response)
             }
             Command::Block(block) => {
                 let height = block.header.height;
                 let ids: Vec<Hash> = block.txs.iter().map(Transaction::id).collect();
                 if let Some(r) = self.already_applied(height, Some(block.header.hash()))? {
-                    ops.push(Op::RemovePending(ids));
+                    self.unpend(ids, ops);
                     return Ok(r);
                 }
                 let verified = match VerifiedBlock::verify(block.clone()) {
@@ -304,7 +343,7 @@ impl LedgerMachine {
                 };
                 match tip {
                     Ok(tip) => {
-                        ops.push(Op::RemovePending(ids));
+                        self.unpend(ids, ops);
                         Ok(Response::Block {
                             height: tip.height,
                             state_root: tip.state_root,
@@ -329,6 +368,16 @@ impl LedgerMachine {
                 Ok(Response::Done)
             }
         }
+    }
+
+    /// Forgets pending writes that a batch or block carried.
+    fn unpend(&mut self, ids: Vec<Hash>, ops: &mut Vec<Op>) {
+        for id in &ids {
+            if let Some(size) = self.pending.remove(id) {
+                self.pending_bytes = self.pending_bytes.saturating_sub(size);
+            }
+        }
+        ops.push(Op::RemovePending(ids));
     }
 
     /// If the ledger is already at or past `height`, the answer for a block
@@ -359,7 +408,7 @@ impl LedgerMachine {
     fn apply_ordered(&mut self, o: &Ordered, ops: &mut Vec<Op>) -> Result<Response, Error> {
         let ids: Vec<Hash> = o.txs.iter().map(Transaction::id).collect();
         if let Some(r) = self.already_applied(o.height, None)? {
-            ops.push(Op::RemovePending(ids));
+            self.unpend(ids, ops);
             return Ok(r);
         }
         let tip_height = self.view.ledger.read()?.tip().height;
@@ -393,7 +442,7 @@ impl LedgerMachine {
         };
         match result {
             Ok((tip, failed)) => {
-                ops.push(Op::RemovePending(ids));
+                self.unpend(ids, ops);
                 Ok(Response::Block {
                     height: tip.height,
                     state_root: tip.state_root,
@@ -427,19 +476,11 @@ impl LedgerMachine {
             for op in ops {
                 match op {
                     Op::AddPending(id, bytes) => {
-                        if pending.insert(id.0.as_slice(), bytes.as_slice())?.is_some() {
-                            // A resubmitted write: it was counted once already.
-                            self.pending_count = self.pending_count.saturating_sub(1);
-                            self.pending_bytes = self.pending_bytes.saturating_sub(bytes.len());
-                        }
+                        pending.insert(id.0.as_slice(), bytes.as_slice())?;
                     }
                     Op::RemovePending(ids) => {
                         for id in ids {
-                            if let Some(v) = pending.remove(id.0.as_slice())? {
-                                self.pending_count = self.pending_count.saturating_sub(1);
-                                self.pending_bytes =
-                                    self.pending_bytes.saturating_sub(v.value().len());
-                            }
+                            pending.remove(id.0.as_slice())?;
                         }
                     }
                     Op::Intent(slot, digest) => {
@@ -595,7 +636,7 @@ impl LedgerMachine {
         txn.commit()?;
         self.applied = state.applied;
         self.membership = state.membership;
-        self.pending_count = pending.len();
+        self.pending = pending.iter().map(|(id, b)| (*id, b.len())).collect();
         self.pending_bytes = pending.iter().map(|(_, b)| b.len()).sum();
         *self.history_mut()? = SigningHistory::from_parts(intents, state.floor);
         Ok(())

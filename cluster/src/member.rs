@@ -43,7 +43,8 @@ use crate::network::{Manage, Network, Reply, Rpc, Transport};
 use crate::snapshot::{MAX_SNAPSHOT_BYTES, SnapshotFile};
 use crate::types::{Member as MemberAddr, NodeId, Raft};
 
-/// How long a write (with its forwarding and retries) may take.
+/// How long a write (with its forwarding and retries) may take, unless
+/// [`MemberConfig::write_deadline`] says otherwise.
 pub const WRITE_DEADLINE: Duration = Duration::from_secs(10);
 /// How long a forwarded call to the leader may take.
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
@@ -88,6 +89,11 @@ pub struct MemberConfig {
     pub genesis: GenesisFile,
     /// openraft's settings (timeouts, snapshot policy).
     pub raft: openraft::Config,
+    /// How long a write may wait for a leader before it fails with
+    /// [`Error::NoLeader`].
+    pub write_deadline: Duration,
+    /// Caps on pending writes (the same on every member).
+    pub pending: crate::machine::PendingLimits,
 }
 
 impl MemberConfig {
@@ -111,6 +117,8 @@ impl MemberConfig {
                 enable_pre_vote: Some(true),
                 ..Default::default()
             },
+            write_deadline: WRITE_DEADLINE,
+            pending: crate::machine::PendingLimits::default(),
         }
     }
 }
@@ -153,6 +161,7 @@ pub struct Member {
     transport: Arc<dyn Transport>,
     incoming: Mutex<Option<Incoming>>,
     dir: PathBuf,
+    write_deadline: Duration,
 }
 
 impl std::fmt::Debug for Member {
@@ -178,7 +187,8 @@ impl Member {
         std::fs::create_dir_all(&config.dir)?;
         let db = open_cluster_db(&config.dir.join("raft.redb"))?;
         let ledger = Ledger::open(&config.dir.join("ledger.redb"), &config.genesis)?;
-        let machine = LedgerMachine::open(db.clone(), ledger, &config.dir.join("snapshots"))?;
+        let machine = LedgerMachine::open(db.clone(), ledger, &config.dir.join("snapshots"))?
+            .with_pending_limits(config.pending);
         let view = machine.view();
         let raft_config = Arc::new(config.raft.validate().map_err(raft_err)?);
         let raft = Raft::new(
@@ -197,6 +207,7 @@ impl Member {
             transport,
             incoming: Mutex::new(None),
             dir: config.dir,
+            write_deadline: config.write_deadline,
         }))
     }
 
@@ -301,7 +312,7 @@ impl Member {
     /// applied it.
     pub async fn write(&self, cmd: Command) -> Result<Response, Error> {
         cmd.to_checked_bytes()?;
-        let deadline = Instant::now() + WRITE_DEADLINE;
+        let deadline = Instant::now() + self.write_deadline;
         loop {
             match self.propose_here(cmd.clone()).await? {
                 Ok((_, response)) => return Ok(response),

@@ -213,13 +213,13 @@ impl Client {
     }
 }
 
-/// Trims `req`'s entries so it encodes within [`MAX_RPC_BYTES`]; returns the
-/// last entry's id if it had to drop any.
-fn fit(req: &mut AppendEntriesRequest<TypeConfig>) -> Result<Option<LogId>, Error> {
+/// Trims `req`'s entries so it encodes within `max` bytes (keeping at least
+/// one); returns the last kept entry's id if it had to drop any.
+pub fn fit(req: &mut AppendEntriesRequest<TypeConfig>, max: usize) -> Result<Option<LogId>, Error> {
     let mut dropped = false;
     loop {
         let size = crate::wire::encode("rpc", &Rpc::Append(req.clone()), usize::MAX)?.len();
-        if size <= MAX_RPC_BYTES || req.entries.len() <= 1 {
+        if size <= max || req.entries.len() <= 1 {
             return Ok(if dropped {
                 req.entries.last().map(|e| e.log_id())
             } else {
@@ -242,7 +242,8 @@ impl RaftNetworkV2<TypeConfig> for Client {
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         // openraft bounds entries by count, not bytes: send fewer if they do
         // not fit, and report how far the follower got.
-        let partial = fit(&mut rpc).map_err(|e| RPCError::Unreachable(unreachable(e)))?;
+        let partial =
+            fit(&mut rpc, MAX_RPC_BYTES).map_err(|e| RPCError::Unreachable(unreachable(e)))?;
         match self.rpc(&Rpc::Append(rpc), option.hard_ttl()).await? {
             Reply::Append(AppendEntriesResponse::Success) if partial.is_some() => {
                 Ok(AppendEntriesResponse::PartialSuccess(partial))

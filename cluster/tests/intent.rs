@@ -344,3 +344,31 @@ async fn a_new_leader_refuses_what_conflicts_with_its_predecessors_intents() {
         "{e}"
     );
 }
+
+#[test]
+fn a_full_history_refuses_new_statements_but_not_repeats() {
+    let mut h = SigningHistory::new();
+    for i in 0..pyralog_cluster::intent::MAX_INTENTS as u64 {
+        h.record(&st(Kind::Prepare, i, 0, 1)).expect("record");
+    }
+    let e = h
+        .record(&st(Kind::Prepare, u64::MAX, 0, 1))
+        .expect_err("full");
+    assert!(matches!(e, Refusal::Full(_)), "{e}");
+    assert_eq!(h.record(&st(Kind::Prepare, 5, 0, 1)), Ok(Verdict::Repeat));
+    // Pruning makes room.
+    h.prune_below(10);
+    assert_eq!(
+        h.record(&st(Kind::Prepare, u64::MAX, 0, 1)),
+        Ok(Verdict::New)
+    );
+}
+
+#[test]
+fn a_file_with_more_statements_than_a_history_holds_is_refused() {
+    let mut f = exported();
+    let one = f.data[0].signed_statements[0].clone();
+    f.data[0].signed_statements = vec![one; pyralog_cluster::intent::MAX_INTENTS + 1];
+    let m = refused(&f, &SigningHistory::new());
+    assert!(m.contains("more than"), "{m}");
+}
