@@ -306,3 +306,41 @@ async fn reads_honour_their_consistency_level() {
             .is_some()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_cluster_restarted_from_its_files_keeps_everything_acknowledged() {
+    let mut h = Harness::cluster(3).await;
+    let leader = h.leader(WAIT).await;
+    for seq in 1..=5 {
+        leader
+            .write(put_batch(seq, &format!("r{seq}"), "v"))
+            .await
+            .expect("write");
+    }
+    let Response::Pending { id } = leader.write(write(700, "p")).await.expect("write") else {
+        panic!("not pending")
+    };
+    drop(leader);
+    for id in [1, 2, 3] {
+        h.stop(id).await;
+    }
+    for id in [1, 2, 3] {
+        h.start(id).await;
+    }
+    let leader = h.leader(WAIT).await;
+    // The new term's first entry commits everything before it.
+    leader.write(put_batch(6, "r6", "v")).await.expect("write");
+    let index = last_index(&h);
+    for m in h.members.values() {
+        h.applied(m, index, WAIT).await;
+        for seq in 1..=6 {
+            assert_eq!(
+                record(m, &format!("r{seq}")),
+                Some(b"v".to_vec()),
+                "member {}",
+                m.id()
+            );
+        }
+        assert!(m.view().is_pending(&id).expect("pending"));
+    }
+}
