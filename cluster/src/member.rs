@@ -496,6 +496,52 @@ impl Member {
         }
     }
 
+    /// The cluster's signing history as an interchange file for the
+    /// validator key `validator` (the history as this member applied it;
+    /// export from the leader after [`Member::linearize`] for the latest).
+    pub fn export_history(
+        &self,
+        validator: &pyralog_ledger::Address,
+    ) -> Result<crate::intent::Interchange, Error> {
+        let (chain, genesis) = {
+            let store = self.view.ledger().read()?;
+            (store.genesis().chain_id.clone(), store.genesis().hash())
+        };
+        Ok(self.view.history()?.export(validator, &chain, &genesis))
+    }
+
+    /// Imports a signing-history file for `validator`: checks it against the
+    /// cluster's history (refusing it whole on any problem, see
+    /// [`crate::intent::SigningHistory::plan_import`]) and commits what it
+    /// adds through Raft. Returns what was added.
+    pub async fn import_history(
+        &self,
+        file: &crate::intent::Interchange,
+        validator: &pyralog_ledger::Address,
+    ) -> Result<crate::intent::ImportPlan, Error> {
+        self.linearize().await?;
+        let (chain, genesis) = {
+            let store = self.view.ledger().read()?;
+            (store.genesis().chain_id.clone(), store.genesis().hash())
+        };
+        let plan = self
+            .view
+            .history()?
+            .plan_import(file, validator, &chain, &genesis)?;
+        for cmd in plan.commands() {
+            match self.write(cmd).await? {
+                Response::Intent(Err(refusal)) => return Err(Error::SigningRefused(refusal)),
+                Response::Intent(Ok(())) | Response::Done => {}
+                other => {
+                    return Err(Error::Raft(format!(
+                        "unexpected answer to an import: {other:?}"
+                    )));
+                }
+            }
+        }
+        Ok(plan)
+    }
+
     /// Serves one request from member `from` (what a transport calls);
     /// returns the encoded reply. Never fails: an error becomes
     /// [`Reply::Failed`].

@@ -372,3 +372,56 @@ fn a_file_with_more_statements_than_a_history_holds_is_refused() {
     let m = refused(&f, &SigningHistory::new());
     assert!(m.contains("more than"), "{m}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_moves_between_clusters_and_a_contradicting_one_is_refused() {
+    let a = Harness::cluster(1).await;
+    let la = a.leader(Duration::from_secs(10)).await;
+    la.authorize_signing(st(Kind::Prepare, 7, 0, 1))
+        .await
+        .expect("sign");
+    la.authorize_signing(st(Kind::Commit, 7, 0, 1))
+        .await
+        .expect("sign");
+    let file = la
+        .export_history(&common::validator().address())
+        .expect("export");
+    let bytes = file.to_json();
+
+    let b = Harness::cluster(3).await;
+    let lb = b.leader(Duration::from_secs(10)).await;
+    // B's key already signed another prepare at height 7: the file contradicts it.
+    lb.authorize_signing(st(Kind::Prepare, 7, 0, 2))
+        .await
+        .expect("sign");
+    let parsed = Interchange::from_json(&bytes).expect("parse");
+    let e = lb
+        .import_history(&parsed, &common::validator().address())
+        .await
+        .expect_err("contradiction");
+    assert!(matches!(e, Error::History(_)), "{e}");
+    assert_eq!(
+        lb.view().history().expect("history").len(),
+        1,
+        "a refused import changed nothing"
+    );
+
+    // A fresh cluster takes it, through any member, and then refuses to sign
+    // against it.
+    let c = Harness::cluster(3).await;
+    let lc = c.leader(Duration::from_secs(10)).await;
+    let plan = c
+        .other(lc.id())
+        .import_history(&parsed, &common::validator().address())
+        .await
+        .expect("import");
+    assert_eq!(plan.add.len(), 2);
+    let e = lc
+        .authorize_signing(st(Kind::Commit, 7, 0, 3))
+        .await
+        .expect_err("conflict with the imported history");
+    assert!(
+        matches!(e, Error::SigningRefused(Refusal::Conflict { .. })),
+        "{e}"
+    );
+}
