@@ -64,6 +64,17 @@ pub enum Command {
         /// The new floor.
         below: u64,
     },
+    /// Records the consensus engine persisted outside a block (what it
+    /// prepared, its view), to land at position `from` of the ledger's
+    /// engine log. A group already there is skipped, so a replay appends
+    /// nothing twice; a group that would leave a gap is refused. Answer:
+    /// [`Response::Done`] or [`Response::Refused`].
+    EngineRecords {
+        /// Where the first record goes.
+        from: u64,
+        /// The records.
+        records: Vec<Vec<u8>>,
+    },
 }
 
 /// A PBFT slot, as the engine hands it to the host once it commits.
@@ -151,6 +162,9 @@ impl fmt::Display for Command {
                 s.digest
             ),
             Command::PruneIntents { below } => write!(f, "prune intents below {below}"),
+            Command::EngineRecords { from, records } => {
+                write!(f, "{} engine records at {from}", records.len())
+            }
         }
     }
 }
@@ -226,6 +240,14 @@ impl Encode for Command {
                 out.push(5);
                 put_u64(out, *below);
             }
+            Command::EngineRecords { from, records } => {
+                out.push(6);
+                put_u64(out, *from);
+                pyralog_ledger::codec::put_len(out, records.len());
+                for r in records {
+                    put_bytes(out, r);
+                }
+            }
         }
     }
 }
@@ -245,6 +267,15 @@ impl Decode for Command {
             5 => Command::PruneIntents {
                 below: r.u64("below")?,
             },
+            6 => {
+                let from = r.u64("from")?;
+                let n = r.len(MAX_RECORDS, 4, "engine records")?;
+                let mut records = Vec::with_capacity(n);
+                for _ in 0..n {
+                    records.push(r.bytes(MAX_RECORD_BYTES, "engine record")?.to_vec());
+                }
+                Command::EngineRecords { from, records }
+            }
             tag => {
                 return Err(pyralog_ledger::Error::UnknownTag {
                     what: "command",
@@ -327,7 +358,14 @@ mod tests {
 
     #[test]
     fn round_trips_through_the_envelope() {
-        for c in [intent(), Command::PruneIntents { below: 5 }] {
+        for c in [
+            intent(),
+            Command::PruneIntents { below: 5 },
+            Command::EngineRecords {
+                from: 3,
+                records: vec![vec![1, 2], Vec::new()],
+            },
+        ] {
             let bytes = crate::wire::encode("command", &c, 1 << 20).expect("encode");
             let back: Command = crate::wire::decode("command", &bytes, 1 << 20).expect("decode");
             assert_eq!(back, c);

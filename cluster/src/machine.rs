@@ -171,6 +171,8 @@ pub struct LedgerMachine {
     /// duplicate is known before the table is written).
     pending: std::collections::HashMap<Hash, usize>,
     pending_bytes: usize,
+    /// How many records the ledger's engine log holds.
+    engine_len: u64,
     limits: PendingLimits,
     snapshot_dir: PathBuf,
     current: Arc<Mutex<Option<Current>>>,
@@ -231,6 +233,7 @@ impl LedgerMachine {
                 pending_bytes += v.value().len();
             }
         }
+        let engine_len = ledger.read()?.engine_records()?.len() as u64;
         Ok(LedgerMachine {
             view: MachineView {
                 db,
@@ -241,6 +244,7 @@ impl LedgerMachine {
             membership,
             pending,
             pending_bytes,
+            engine_len,
             limits: PendingLimits::default(),
             snapshot_dir: snapshot_dir.to_path_buf(),
             current: Arc::new(Mutex::new(current)),
@@ -361,6 +365,27 @@ impl LedgerMachine {
                 }
                 Ok(Response::Intent(result.map(|_| ())))
             }
+            Command::EngineRecords { from, records } => {
+                let end = from.saturating_add(records.len() as u64);
+                if end <= self.engine_len {
+                    return Ok(Response::Done);
+                }
+                if *from > self.engine_len {
+                    return Ok(Response::Refused {
+                        reason: format!(
+                            "engine records at {from} would leave a gap after {}",
+                            self.engine_len
+                        ),
+                    });
+                }
+                let skip = (self.engine_len - from) as usize;
+                self.view
+                    .ledger
+                    .write()?
+                    .append_engine_records(&records[skip..])?;
+                self.engine_len = end;
+                Ok(Response::Done)
+            }
             Command::PruneIntents { below } => {
                 let mut h = self.history_mut()?;
                 let gone = h.prune_below(*below);
@@ -442,6 +467,7 @@ impl LedgerMachine {
         };
         match result {
             Ok((tip, failed)) => {
+                self.engine_len += o.records.len() as u64;
                 self.unpend(ids, ops);
                 Ok(Response::Block {
                     height: tip.height,
@@ -610,6 +636,7 @@ impl LedgerMachine {
             let old = std::mem::replace(&mut *store, new_store);
             drop(old);
             std::fs::rename(&incoming, &live)?;
+            self.engine_len = store.engine_records()?.len() as u64;
         }
         // The cluster tables, durably: the log below this point may be
         // purged next.

@@ -207,3 +207,70 @@ async fn a_reopened_machine_keeps_applied_state_pending_writes_and_intents() {
             .is_some()
     );
 }
+
+#[tokio::test]
+async fn engine_records_land_once_at_their_position() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let rec = |b: u8| vec![b; 3];
+    {
+        let mut sm = machine(dir.path());
+        apply(
+            &mut sm,
+            1,
+            vec![
+                Command::EngineRecords {
+                    from: 0,
+                    records: vec![rec(1), rec(2)],
+                },
+                // A replay of the same group adds nothing.
+                Command::EngineRecords {
+                    from: 0,
+                    records: vec![rec(1), rec(2)],
+                },
+                // An overlapping group adds only its tail.
+                Command::EngineRecords {
+                    from: 1,
+                    records: vec![rec(2), rec(3)],
+                },
+            ],
+        )
+        .await;
+        let got = sm
+            .view()
+            .ledger()
+            .read()
+            .expect("ledger")
+            .engine_records()
+            .expect("records");
+        assert_eq!(got, vec![rec(1), rec(2), rec(3)]);
+    }
+    // After a reopen the position is known again.
+    let mut sm = machine(dir.path());
+    apply(
+        &mut sm,
+        4,
+        vec![Command::EngineRecords {
+            from: 3,
+            records: vec![rec(4)],
+        }],
+    )
+    .await;
+    let got = sm
+        .view()
+        .ledger()
+        .read()
+        .expect("ledger")
+        .engine_records()
+        .expect("records");
+    assert_eq!(got.len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_records_that_would_leave_a_gap_are_refused() {
+    let r = refusal(Command::EngineRecords {
+        from: 5,
+        records: vec![vec![1]],
+    })
+    .await;
+    assert!(r.contains("gap"), "{r}");
+}
