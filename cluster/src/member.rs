@@ -195,7 +195,7 @@ impl Member {
             config.id,
             raft_config,
             Network::new(transport.clone()),
-            LogStore::new(db),
+            LogStore::new(db)?,
             machine,
         )
         .await
