@@ -23,6 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use openraft::ReadPolicy;
@@ -162,6 +163,9 @@ pub struct Member {
     incoming: Mutex<Option<Incoming>>,
     dir: PathBuf,
     write_deadline: Duration,
+    /// The term in which this member, as leader, last caught up to the read
+    /// index before signing (0: never).
+    caught_up_term: AtomicU64,
 }
 
 impl std::fmt::Debug for Member {
@@ -208,6 +212,7 @@ impl Member {
             incoming: Mutex::new(None),
             dir: config.dir,
             write_deadline: config.write_deadline,
+            caught_up_term: AtomicU64::new(0),
         }))
     }
 
@@ -236,6 +241,17 @@ impl Member {
     /// Stops Raft. The files stay; [`Member::start`] resumes from them.
     pub async fn shutdown(&self) -> Result<(), Error> {
         self.raft.shutdown().await.map_err(raft_err)
+    }
+
+    /// Whether this member believes it leads (the node runs the network
+    /// engine only while it does).
+    pub fn is_leader(&self) -> bool {
+        self.raft.is_leader()
+    }
+
+    /// The leader this member knows of.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.known_leader()
     }
 
     /// openraft's current metrics (applied, committed, snapshot, purged…).
@@ -478,7 +494,14 @@ impl Member {
                 leader: self.known_leader(),
             });
         }
-        self.linearize().await?;
+        // Once per term: catch up to everything committed before this
+        // leader's term (its predecessors' intents). Later intents of the
+        // term are this leader's own, and it waits for each to apply.
+        let term = self.metrics().current_term;
+        if self.caught_up_term.load(Ordering::Acquire) != term {
+            self.linearize().await?;
+            self.caught_up_term.store(term, Ordering::Release);
+        }
         let verdict = self.view.check_intent(&statement)?;
         if verdict == Verdict::Repeat {
             return Ok(verdict);
