@@ -187,6 +187,24 @@ impl std::fmt::Debug for LedgerMachine {
     }
 }
 
+/// The answers of an applied run of entries, for their responders.
+type Replies = Vec<(
+    Option<openraft::storage::ApplyResponder<TypeConfig>>,
+    Response,
+)>;
+
+/// Runs storage work that blocks (fsyncs, file copies) without stalling the
+/// runtime's other tasks: on a multi-threaded runtime the worker hands its
+/// other tasks off first; on a single-threaded one (unit tests) it just runs.
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
 /// One cluster-table change collected while applying, written at the end.
 enum Op {
     AddPending(Hash, Vec<u8>),
@@ -488,6 +506,28 @@ impl LedgerMachine {
         }
     }
 
+    /// Applies a run of entries and writes the cluster tables once; returns
+    /// the answers to send.
+    fn apply_chunk(&mut self, chunk: Vec<EntryResponder<TypeConfig>>) -> Result<Replies, Error> {
+        let mut ops = Vec::new();
+        let mut replies = Vec::with_capacity(chunk.len());
+        for (entry, responder) in chunk {
+            let log_id = entry.log_id();
+            let response = match &entry.payload {
+                EntryPayload::Blank => Response::Done,
+                EntryPayload::Normal(cmd) => self.apply_command(cmd, &mut ops)?,
+                EntryPayload::Membership(m) => {
+                    self.membership = StoredMembership::new(Some(log_id), m.clone());
+                    Response::Done
+                }
+            };
+            self.applied = Some(log_id);
+            replies.push((responder, response));
+        }
+        self.write_ops(ops)?;
+        Ok(replies)
+    }
+
     /// Writes the collected changes and the new applied id in one
     /// transaction (no fsync: see the module docs).
     fn write_ops(&mut self, ops: Vec<Op>) -> Result<(), Error> {
@@ -756,22 +796,7 @@ impl RaftStateMachine<TypeConfig> for LedgerMachine {
                 return Ok(());
             }
             let last_chunk = chunk.len() < APPLY_CHUNK;
-            let mut ops = Vec::new();
-            let mut replies = Vec::with_capacity(chunk.len());
-            for (entry, responder) in chunk {
-                let log_id = entry.log_id();
-                let response = match &entry.payload {
-                    EntryPayload::Blank => Response::Done,
-                    EntryPayload::Normal(cmd) => self.apply_command(cmd, &mut ops)?,
-                    EntryPayload::Membership(m) => {
-                        self.membership = StoredMembership::new(Some(log_id), m.clone());
-                        Response::Done
-                    }
-                };
-                self.applied = Some(log_id);
-                replies.push((responder, response));
-            }
-            self.write_ops(ops)?;
+            let replies = blocking(|| self.apply_chunk(chunk))?;
             for (responder, response) in replies {
                 if let Some(r) = responder {
                     r.send(response);
@@ -784,7 +809,7 @@ impl RaftStateMachine<TypeConfig> for LedgerMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
-        let made = self.make_snapshot().map_err(|e| e.to_string());
+        let made = blocking(|| self.make_snapshot()).map_err(|e| e.to_string());
         SnapshotBuilder {
             db: self.view.db.clone(),
             current: self.current.clone(),
@@ -798,7 +823,7 @@ impl RaftStateMachine<TypeConfig> for LedgerMachine {
         meta: &SnapshotMeta,
         snapshot: SnapshotFile,
     ) -> Result<(), io::Error> {
-        self.install(meta, &snapshot)?;
+        blocking(|| self.install(meta, &snapshot))?;
         // Keep the installed file as the current snapshot, in our folder.
         let name = format!("installed-{}.bin", self.snapshot_seq + 1);
         self.snapshot_seq += 1;
