@@ -12,11 +12,17 @@
 //!   snapshots; [`snapshot`] is the snapshot file format.
 //! - [`intent`]: signing intents, the no-double-signing rule, and the
 //!   signing-history interchange file.
-//! - [`network`]: Raft RPCs as messages, the [`network::Transport`] they
-//!   travel over, and the in-process transport tests use.
+//! - [`network`]: Raft RPCs as messages ([`network::Rpc`], [`network::Reply`]),
+//!   the [`network::Transport`] they travel over, the in-process transport
+//!   tests use ([`network::mem::MemNet`]) and the libp2p one
+//!   ([`network::p2p::P2pTransport`], [`network::p2p::serve`]).
 //! - [`member`]: one running member ([`Member`]): writes (forwarded to the
 //!   leader), reads at a consistency level, membership, signing.
+//! - [`ledger`]: the shared handle on the member's ledger store.
 //! - [`wire`]: the CBOR envelope for openraft's types.
+//! - [`error`]: the crate's one error type.
+//!
+//! Decisions and their alternatives: `docs/adr/0010-clusters-with-openraft.md`.
 #![forbid(unsafe_code)]
 
 pub mod command;

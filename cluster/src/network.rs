@@ -122,8 +122,8 @@ pub enum Reply {
     Written(u64, Response),
     /// To [`Rpc::Manage`].
     Managed,
-    /// To [`Rpc::ReadIndex`]: the leader's id, the log id a read must wait
-    /// for, and the leader's last applied id.
+    /// To [`Rpc::ReadIndex`]: the leader's id and the log id a read must
+    /// wait for.
     ReadIndex(
         NodeId,
         openraft::raft::linearizable_read::ReadLogId<TypeConfig>,
