@@ -88,7 +88,10 @@ impl Decode for FetchResponse {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FetchCodec;
 
-async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<Vec<u8>> {
+pub(crate) async fn read_frame<T: AsyncRead + Unpin + Send>(
+    io: &mut T,
+    max: usize,
+) -> io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
     io.read_exact(&mut len).await?;
     let len = u32::from_le_bytes(len) as usize;
@@ -103,7 +106,7 @@ async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::
     Ok(buf)
 }
 
-async fn write_frame<T: AsyncWrite + Unpin + Send>(
+pub(crate) async fn write_frame<T: AsyncWrite + Unpin + Send>(
     io: &mut T,
     bytes: &[u8],
     max: usize,

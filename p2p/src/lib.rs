@@ -9,6 +9,8 @@
 //!
 //! - [`topics`]: topic names, bound to the chain id and genesis hash.
 //! - [`fetch`]: the batch-fetch protocol and its size-capped codec.
+//! - [`raft`]: the Raft RPC protocol between the members of one cluster
+//!   (opaque, size-capped frames).
 //! - [`network`]: the swarm, its event loop surface ([`Network::next_event`]),
 //!   and the commands a node gives it.
 //! - [`task`]: the swarm on a task of its own ([`Network::spawn`]), which is
@@ -20,6 +22,7 @@
 
 pub mod fetch;
 pub mod network;
+pub mod raft;
 pub mod task;
 pub mod topics;
 
@@ -33,6 +36,14 @@ pub fn node_key_from_seed(seed: [u8; 32]) -> Result<NodeKey, network::NetError> 
     libp2p::identity::Keypair::ed25519_from_bytes(seed)
         .map_err(|e| network::NetError::Setup(e.to_string()))
 }
+/// The peer id a multiaddr ends with (`.../p2p/<peer id>`), if any.
+pub fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    match addr.iter().last() {
+        Some(libp2p::multiaddr::Protocol::P2p(peer)) => Some(peer),
+        _ => None,
+    }
+}
+
 pub use network::{Config, Limits, NetCommand, NetEvent, Network, Verdict};
-pub use task::NetHandle;
+pub use task::{Commander, NetHandle};
 pub use topics::{Topic, Topics};

@@ -1,6 +1,6 @@
 //! The swarm and the surface the node drives it through.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use libp2p::{
 use pyralog_ledger::{Domain, Hash};
 
 use crate::fetch::{FetchCodec, FetchRequest, FetchResponse, PROTOCOL};
+use crate::raft::{self as raft_rpc, RaftCodec};
 use crate::topics::{Topic, Topics};
 
 /// How the node's network is set up.
@@ -120,6 +121,30 @@ pub enum NetCommand {
         /// The answer.
         response: FetchResponse,
     },
+    /// Send a Raft request to a member of this node's cluster; the answer
+    /// (or why there is none) goes to `reply`. At most
+    /// [`raft_rpc::MAX_CALLS`] wait at once; more are refused at once.
+    RaftCall {
+        /// The member's peer id.
+        peer: PeerId,
+        /// Where to dial it, if not connected.
+        addr: Option<Multiaddr>,
+        /// The request's bytes.
+        request: Vec<u8>,
+        /// Where the answer goes.
+        reply: tokio::sync::oneshot::Sender<Result<Vec<u8>, String>>,
+    },
+    /// Where Raft requests from peers go from now on (replacing any inbox
+    /// given before). A request that finds the inbox full or absent is
+    /// dropped, and its sender times out.
+    RaftServe(tokio::sync::mpsc::Sender<raft_rpc::Inbound>),
+    /// Answer a Raft request.
+    RaftRespond {
+        /// Where.
+        channel: ResponseChannel<raft_rpc::Frame>,
+        /// The answer's bytes.
+        response: Vec<u8>,
+    },
     /// Cut a peer off and refuse it from now on.
     Ban(PeerId),
     /// Let a banned peer back.
@@ -166,6 +191,7 @@ struct Behaviour {
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     fetch: request_response::Behaviour<FetchCodec>,
+    raft: request_response::Behaviour<RaftCodec>,
 }
 
 /// The running swarm.
@@ -173,6 +199,11 @@ pub struct Network {
     swarm: Swarm<Behaviour>,
     topics: Topics,
     banned: HashSet<PeerId>,
+    raft_calls: HashMap<
+        request_response::OutboundRequestId,
+        tokio::sync::oneshot::Sender<Result<Vec<u8>, String>>,
+    >,
+    raft_inbox: Option<tokio::sync::mpsc::Sender<raft_rpc::Inbound>>,
 }
 
 impl std::fmt::Debug for Network {
@@ -269,6 +300,13 @@ impl Network {
                         .with_request_timeout(Duration::from_secs(10))
                         .with_max_concurrent_streams(64),
                 );
+                let raft = request_response::Behaviour::with_codec(
+                    RaftCodec,
+                    [(raft_rpc::PROTOCOL, ProtocolSupport::Full)],
+                    request_response::Config::default()
+                        .with_request_timeout(Duration::from_secs(30))
+                        .with_max_concurrent_streams(64),
+                );
                 let caps = connection_limits::ConnectionLimits::default()
                     .with_max_established(Some(limits.established))
                     .with_max_established_incoming(Some(limits.inbound))
@@ -285,6 +323,7 @@ impl Network {
                     )),
                     ping: ping::Behaviour::default(),
                     fetch,
+                    raft,
                 })
             })
             .map_err(setup)?
@@ -305,6 +344,8 @@ impl Network {
             swarm,
             topics: config.topics,
             banned: HashSet::new(),
+            raft_calls: HashMap::new(),
+            raft_inbox: None,
         };
         for peer in config.banned {
             net.command(NetCommand::Ban(peer));
@@ -362,6 +403,28 @@ impl Network {
             NetCommand::Respond { channel, response } => {
                 // The asker may be gone; nothing to do then.
                 let _ = b.fetch.send_response(channel, response);
+            }
+            NetCommand::RaftCall {
+                peer,
+                addr,
+                request,
+                reply,
+            } => {
+                if self.raft_calls.len() >= raft_rpc::MAX_CALLS {
+                    let _ = reply.send(Err("too many raft calls in flight".into()));
+                    return;
+                }
+                let id = b.raft.send_request_with_addresses(
+                    &peer,
+                    raft_rpc::Frame(request),
+                    addr.into_iter().collect(),
+                );
+                self.raft_calls.insert(id, reply);
+            }
+            NetCommand::RaftServe(inbox) => self.raft_inbox = Some(inbox),
+            NetCommand::RaftRespond { channel, response } => {
+                // The caller may be gone; nothing to do then.
+                let _ = b.raft.send_response(channel, raft_rpc::Frame(response));
             }
             NetCommand::Ban(peer) => {
                 self.banned.insert(peer);
@@ -463,7 +526,48 @@ impl Network {
                     })
                 }
             },
+            SwarmEvent::Behaviour(BehaviourEvent::Raft(event)) => {
+                self.raft_event(event);
+                None
+            }
             _ => None,
+        }
+    }
+
+    /// Routes a Raft request to the node's inbox, or an answer to its caller.
+    fn raft_event(&mut self, event: request_response::Event<raft_rpc::Frame, raft_rpc::Frame>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    if let Some(inbox) = &self.raft_inbox {
+                        // Full or closed: the request is dropped and its
+                        // sender times out (local work first).
+                        let _ = inbox.try_send(raft_rpc::Inbound {
+                            from: peer,
+                            request: request.0,
+                            channel,
+                        });
+                    }
+                }
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    if let Some(reply) = self.raft_calls.remove(&request_id) {
+                        let _ = reply.send(Ok(response.0));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure {
+                request_id, error, ..
+            } => {
+                if let Some(reply) = self.raft_calls.remove(&request_id) {
+                    let _ = reply.send(Err(error.to_string()));
+                }
+            }
+            _ => {}
         }
     }
 }

@@ -117,6 +117,15 @@ impl NetHandle {
         self.snapshot().dropped_commands
     }
 
+    /// A handle that sends commands from any task (Raft calls and answers
+    /// come from the cluster's tasks, not the driver).
+    pub fn commander(&self) -> Commander {
+        Commander {
+            commands: self.commands.clone(),
+            snapshot: Arc::clone(&self.snapshot),
+        }
+    }
+
     /// Hands a command to the swarm task without waiting. If its queue is
     /// full the command is dropped and counted.
     pub fn command(&self, cmd: NetCommand) {
@@ -136,6 +145,28 @@ impl NetHandle {
         match self.events.recv().await {
             Some(e) => e,
             None => std::future::pending().await,
+        }
+    }
+}
+
+/// Sends commands to the swarm task from any task; see
+/// [`NetHandle::commander`].
+#[derive(Clone, Debug)]
+pub struct Commander {
+    commands: mpsc::Sender<NetCommand>,
+    snapshot: Arc<Mutex<Snapshot>>,
+}
+
+impl Commander {
+    /// Hands a command to the swarm task without waiting. If its queue is
+    /// full the command is dropped and counted (a Raft call's `reply` is
+    /// then dropped too, which its caller sees as a failure).
+    pub fn command(&self, cmd: NetCommand) {
+        if self.commands.try_send(cmd).is_err() {
+            self.snapshot
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .dropped_commands += 1;
         }
     }
 }

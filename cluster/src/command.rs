@@ -1,0 +1,425 @@
+//! What the Raft log carries ([`Command`]) and what applying it answers
+//! ([`Response`]).
+//!
+//! A command is encoded with the ledger's canonical codec (ADR 0001): one byte
+//! form, a strict decoder with a cap on every length. Transactions, blocks and
+//! batches inside it keep the exact bytes that were signed. Inside openraft's
+//! serde envelope a command travels as one CBOR byte string holding those
+//! canonical bytes, so the envelope never re-encodes a ledger value.
+//!
+//! Membership changes are not a [`Command`]: openraft carries them in its own
+//! `EntryPayload::Membership`, and the state machine records them (see
+//! [`crate::machine`]).
+
+use std::fmt;
+
+use pyralog_consensus::bft::Statement;
+use pyralog_ledger::codec::{Decode, Encode, Reader, put_bytes, put_list, put_u64};
+use pyralog_ledger::{Address, Batch, Block, Certificate, Hash, Transaction};
+use serde::{Deserialize, Serialize};
+
+/// The largest encoded command (a block at the ledger's caps fits; anything
+/// larger is refused before it reaches the log).
+pub const MAX_COMMAND_BYTES: usize = 32 << 20;
+/// Engine records in one [`Ordered`] command.
+pub const MAX_RECORDS: usize = 1024;
+/// Bytes in one engine record.
+pub const MAX_RECORD_BYTES: usize = 1 << 20;
+
+/// A change to the cluster's replicated state. Each variant says what
+/// applying it does; applying is deterministic, so every member that applies
+/// the same log reaches the same state and gives the same [`Response`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// A client's write that the leader admitted (signature, stamp and rules
+    /// checked). Applying it adds it to the cluster's pending writes, which
+    /// survive a change of leader; it reaches the ledger with the batch or
+    /// block that includes it. Answer: [`Response::Pending`].
+    Write(Transaction),
+    /// A gossip batch to merge: another cluster's, or this cluster's own
+    /// (sealed by the leader from pending writes, which it then removes).
+    /// `now_ms` is the leader's clock when it proposed the merge, so the
+    /// skew check gives the same verdict on every member. Answer:
+    /// [`Response::Merged`] or [`Response::Refused`].
+    Batch {
+        /// The batch, signed by its origin.
+        batch: Batch,
+        /// The leader's clock at proposal, in Unix milliseconds.
+        now_ms: u64,
+    },
+    /// A finalized block, with its certificate, received whole (block sync):
+    /// checked and applied with `Store::apply_block`. Answer:
+    /// [`Response::Block`] or [`Response::Refused`].
+    Block(Block),
+    /// A PBFT slot the network committed, to execute in order
+    /// (`Store::commit_ordered`). Answer: [`Response::Block`] or
+    /// [`Response::Refused`].
+    Ordered(Ordered),
+    /// The leader's intent to sign `statement` with the cluster's validator
+    /// key (see [`crate::intent`]). Answer: [`Response::Intent`].
+    Intent(Statement),
+    /// Forget signing intents below `height` (they are final), raising the
+    /// floor below which nothing may be signed. Answer: [`Response::Done`].
+    PruneIntents {
+        /// The new floor.
+        below: u64,
+    },
+    /// Records the consensus engine persisted outside a block (what it
+    /// prepared, its view), to land at position `from` of the ledger's
+    /// engine log. A group already there is skipped, so a replay appends
+    /// nothing twice; a group that would leave a gap is refused. Answer:
+    /// [`Response::Done`] or [`Response::Refused`].
+    EngineRecords {
+        /// Where the first record goes.
+        from: u64,
+        /// The records.
+        records: Vec<Vec<u8>>,
+    },
+}
+
+/// A PBFT slot, as the engine hands it to the host once it commits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ordered {
+    /// The height it fills (the tip's height + 1 when applied).
+    pub height: u64,
+    /// The primary that proposed it.
+    pub proposer: Address,
+    /// The proposal's timestamp.
+    pub timestamp_ms: u64,
+    /// The ordered transactions.
+    pub txs: Vec<Transaction>,
+    /// The engine's header data (view, timestamp).
+    pub engine_data: Vec<u8>,
+    /// The commit certificate.
+    pub certificate: Certificate,
+    /// Engine records persisted with the block.
+    pub records: Vec<Vec<u8>>,
+}
+
+/// What applying a command gave.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// A blank or membership entry, or a command with nothing to report.
+    Done,
+    /// The write is committed by the cluster and waits for a batch or block.
+    Pending {
+        /// The transaction id.
+        #[serde(with = "crate::wire::hash")]
+        id: Hash,
+    },
+    /// A batch was merged (or had been already).
+    Merged {
+        /// The state root after.
+        #[serde(with = "crate::wire::hash")]
+        state_root: Hash,
+        /// Whether it had been merged before.
+        already: bool,
+    },
+    /// A block was applied (or had been already).
+    Block {
+        /// Its height.
+        height: u64,
+        /// The state root after.
+        #[serde(with = "crate::wire::hash")]
+        state_root: Hash,
+        /// Transactions kept in the block without effect, with the reason.
+        failed: Vec<Failed>,
+    },
+    /// A signing intent was recorded, or refused because it conflicts with
+    /// one already committed.
+    Intent(Result<(), crate::intent::Refusal>),
+    /// The command was refused by the ledger's rules; nothing changed. Every
+    /// member refuses it the same way.
+    Refused {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A transaction that a block kept without effect.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failed {
+    /// Its id.
+    #[serde(with = "crate::wire::hash")]
+    pub id: Hash,
+    /// Why it had no effect.
+    pub reason: String,
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::Write(tx) => write!(f, "write {}", tx.id()),
+            Command::Batch { batch, .. } => write!(f, "batch {}#{}", batch.origin, batch.seq),
+            Command::Block(b) => write!(f, "block {}", b.header.height),
+            Command::Ordered(o) => write!(f, "ordered {}", o.height),
+            Command::Intent(s) => write!(
+                f,
+                "intent {} h{} r{} {}",
+                s.kind.name(),
+                s.height,
+                s.round,
+                s.digest
+            ),
+            Command::PruneIntents { below } => write!(f, "prune intents below {below}"),
+            Command::EngineRecords { from, records } => {
+                write!(f, "{} engine records at {from}", records.len())
+            }
+        }
+    }
+}
+
+impl Encode for Ordered {
+    fn encode(&self, out: &mut Vec<u8>) {
+        put_u64(out, self.height);
+        self.proposer.encode(out);
+        put_u64(out, self.timestamp_ms);
+        put_list(out, &self.txs);
+        put_bytes(out, &self.engine_data);
+        self.certificate.encode(out);
+        pyralog_ledger::codec::put_len(out, self.records.len());
+        for r in &self.records {
+            put_bytes(out, r);
+        }
+    }
+}
+
+impl Decode for Ordered {
+    const MIN_SIZE: usize = 8 + 32 + 8 + 4 + 4 + 12 + 4;
+    fn decode(r: &mut Reader<'_>) -> Result<Self, pyralog_ledger::Error> {
+        let height = r.u64("height")?;
+        let proposer = Address::decode(r)?;
+        let timestamp_ms = r.u64("timestamp")?;
+        let txs = r.list(pyralog_ledger::block::caps::TXS, "ordered txs")?;
+        let engine_data = r
+            .bytes(pyralog_ledger::block::caps::ENGINE_DATA, "engine data")?
+            .to_vec();
+        let certificate = Certificate::decode(r)?;
+        let n = r.len(MAX_RECORDS, 4, "engine records")?;
+        let mut records = Vec::with_capacity(n);
+        for _ in 0..n {
+            records.push(r.bytes(MAX_RECORD_BYTES, "engine record")?.to_vec());
+        }
+        Ok(Ordered {
+            height,
+            proposer,
+            timestamp_ms,
+            txs,
+            engine_data,
+            certificate,
+            records,
+        })
+    }
+}
+
+impl Encode for Command {
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Command::Write(tx) => {
+                out.push(0);
+                tx.encode(out);
+            }
+            Command::Batch { batch, now_ms } => {
+                out.push(1);
+                batch.encode(out);
+                put_u64(out, *now_ms);
+            }
+            Command::Block(block) => {
+                out.push(2);
+                block.encode(out);
+            }
+            Command::Ordered(o) => {
+                out.push(3);
+                o.encode(out);
+            }
+            Command::Intent(s) => {
+                out.push(4);
+                s.encode(out);
+            }
+            Command::PruneIntents { below } => {
+                out.push(5);
+                put_u64(out, *below);
+            }
+            Command::EngineRecords { from, records } => {
+                out.push(6);
+                put_u64(out, *from);
+                pyralog_ledger::codec::put_len(out, records.len());
+                for r in records {
+                    put_bytes(out, r);
+                }
+            }
+        }
+    }
+}
+
+impl Decode for Command {
+    const MIN_SIZE: usize = 9;
+    fn decode(r: &mut Reader<'_>) -> Result<Self, pyralog_ledger::Error> {
+        Ok(match r.u8("command")? {
+            0 => Command::Write(Transaction::decode(r)?),
+            1 => Command::Batch {
+                batch: Batch::decode(r)?,
+                now_ms: r.u64("now")?,
+            },
+            2 => Command::Block(Block::decode(r)?),
+            3 => Command::Ordered(Ordered::decode(r)?),
+            4 => Command::Intent(Statement::decode(r)?),
+            5 => Command::PruneIntents {
+                below: r.u64("below")?,
+            },
+            6 => {
+                let from = r.u64("from")?;
+                let n = r.len(MAX_RECORDS, 4, "engine records")?;
+                let mut records = Vec::with_capacity(n);
+                for _ in 0..n {
+                    records.push(r.bytes(MAX_RECORD_BYTES, "engine record")?.to_vec());
+                }
+                Command::EngineRecords { from, records }
+            }
+            tag => {
+                return Err(pyralog_ledger::Error::UnknownTag {
+                    what: "command",
+                    tag,
+                });
+            }
+        })
+    }
+}
+
+impl Command {
+    /// The canonical bytes, refused above [`MAX_COMMAND_BYTES`].
+    pub fn to_checked_bytes(&self) -> Result<Vec<u8>, crate::Error> {
+        let bytes = self.to_bytes();
+        if bytes.len() > MAX_COMMAND_BYTES {
+            return Err(crate::Error::TooLarge {
+                what: "command",
+                size: bytes.len(),
+                max: MAX_COMMAND_BYTES,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Decodes canonical bytes, refusing more than [`MAX_COMMAND_BYTES`].
+    pub fn from_checked_bytes(bytes: &[u8]) -> Result<Command, crate::Error> {
+        if bytes.len() > MAX_COMMAND_BYTES {
+            return Err(crate::Error::TooLarge {
+                what: "command",
+                size: bytes.len(),
+                max: MAX_COMMAND_BYTES,
+            });
+        }
+        Command::from_bytes(bytes).map_err(|e| crate::Error::Decode {
+            what: "command",
+            reason: e.to_string(),
+        })
+    }
+}
+
+impl Serialize for Command {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let bytes = self.to_checked_bytes().map_err(serde::ser::Error::custom)?;
+        s.serialize_bytes(&bytes)
+    }
+}
+
+impl<'de> Deserialize<'de> for Command {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = Command;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a command's canonical bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Command, E> {
+                Command::from_checked_bytes(v).map_err(E::custom)
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Command, E> {
+                self.visit_bytes(&v)
+            }
+        }
+        d.deserialize_byte_buf(Visit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pyralog_consensus::bft::Kind;
+
+    fn intent() -> Command {
+        Command::Intent(Statement {
+            kind: Kind::Prepare,
+            round: 2,
+            height: 7,
+            digest: Hash([9; 32]),
+        })
+    }
+
+    #[test]
+    fn round_trips_through_the_envelope() {
+        for c in [
+            intent(),
+            Command::PruneIntents { below: 5 },
+            Command::EngineRecords {
+                from: 3,
+                records: vec![vec![1, 2], Vec::new()],
+            },
+        ] {
+            let bytes = crate::wire::encode("command", &c, 1 << 20).expect("encode");
+            let back: Command = crate::wire::decode("command", &bytes, 1 << 20).expect("decode");
+            assert_eq!(back, c);
+            assert_eq!(Command::from_bytes(&c.to_bytes()).expect("canonical"), c);
+        }
+    }
+
+    #[test]
+    fn a_large_command_crosses_the_envelope() {
+        // Larger than the decoder's scratch buffer, so it arrives in pieces.
+        let c = Command::Ordered(Ordered {
+            height: 1,
+            proposer: pyralog_ledger::devkit::key(1).address(),
+            timestamp_ms: 5,
+            txs: Vec::new(),
+            engine_data: vec![1; 100],
+            certificate: Certificate {
+                round: 0,
+                votes: Vec::new(),
+            },
+            records: vec![vec![7; 100_000]],
+        });
+        let bytes = crate::wire::encode("command", &c, 1 << 20).expect("encode");
+        let back: Command = crate::wire::decode("command", &bytes, 1 << 20).expect("decode");
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn refuses_unknown_tag_and_trailing_bytes() {
+        let mut bytes = intent().to_bytes();
+        bytes[0] = 42;
+        assert!(matches!(
+            Command::from_checked_bytes(&bytes),
+            Err(crate::Error::Decode { .. })
+        ));
+        let mut bytes = intent().to_bytes();
+        bytes.push(0);
+        assert!(Command::from_checked_bytes(&bytes).is_err());
+    }
+
+    #[test]
+    fn refuses_oversized_commands() {
+        let bytes = vec![5u8; MAX_COMMAND_BYTES + 1];
+        assert!(matches!(
+            Command::from_checked_bytes(&bytes),
+            Err(crate::Error::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn refuses_a_byte_string_longer_than_the_input() {
+        // A CBOR byte string that claims 2^32 bytes but carries 3.
+        let bytes = [0x5a, 0xff, 0xff, 0xff, 0xff, 1, 2, 3];
+        let r: Result<Command, _> = crate::wire::decode("command", &bytes, 1 << 20);
+        assert!(matches!(r, Err(crate::Error::Decode { .. })));
+    }
+}

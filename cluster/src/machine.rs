@@ -1,0 +1,853 @@
+//! The state machine: the ledger, plus what the cluster itself must agree on
+//! (pending writes, signing intents, membership).
+//!
+//! Applying an entry (see [`Command`]) is deterministic. Entries that change
+//! the ledger commit to the ledger's own file (an fsync per entry); the
+//! cluster's part (pending writes, intents, the last applied log id, the
+//! membership) goes to the member's cluster file in one transaction per
+//! applied run of entries, without an fsync of its own: the Raft log is
+//! durable, so a member that crashes re-applies from its last durable
+//! applied id. Every ledger change is idempotent for that reason: a batch
+//! already merged is `AlreadyMerged`, a block at or below the tip is checked
+//! against the stored one and skipped.
+//!
+//! Snapshots are files ([`crate::snapshot`]) built from the ledger's file and
+//! the cluster tables, and installed by swapping the ledger's file.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use futures::{Stream, StreamExt};
+use openraft::entry::RaftEntry;
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend};
+use pyralog_ledger::block::{VerifiedBatch, VerifiedBlock, verify_txs};
+use pyralog_ledger::codec::{Decode, Encode};
+use pyralog_ledger::{Hash, MergeOutcome, Store, Transaction};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    WriteTransaction,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::command::{Command, Failed, Ordered, Response};
+use crate::error::Error;
+use crate::intent::{SigningHistory, Slot};
+use crate::ledger::Ledger;
+use crate::log_store::{MAX_META_BYTES, get_meta};
+use crate::snapshot::{self, ClusterState, SnapshotFile};
+use crate::types::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
+
+/// `applied`, `membership`, `floor`, `snapshot`.
+const SM_META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("sm_meta");
+/// Pending writes: transaction id → canonical transaction bytes.
+const SM_PENDING: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("sm_pending");
+/// Signing intents: slot key → digest.
+const SM_INTENTS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("sm_intents");
+
+const APPLIED: &str = "applied";
+const MEMBERSHIP: &str = "membership";
+const FLOOR: &str = "floor";
+const SNAPSHOT: &str = "snapshot";
+
+/// The most writes that may wait for a batch or block.
+pub const MAX_PENDING: usize = 100_000;
+/// The most bytes of writes that may wait.
+pub const MAX_PENDING_BYTES: usize = 256 << 20;
+
+/// Caps on the writes that wait for a batch or block. Every member of a
+/// cluster must use the same caps, or they would refuse different writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PendingLimits {
+    /// Writes.
+    pub count: usize,
+    /// Bytes of writes.
+    pub bytes: usize,
+}
+
+impl Default for PendingLimits {
+    fn default() -> Self {
+        PendingLimits {
+            count: MAX_PENDING,
+            bytes: MAX_PENDING_BYTES,
+        }
+    }
+}
+/// Entries applied in one cluster-file transaction at most.
+pub const APPLY_CHUNK: usize = 1024;
+
+pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), Error> {
+    txn.open_table(SM_META)?;
+    txn.open_table(SM_PENDING)?;
+    txn.open_table(SM_INTENTS)?;
+    Ok(())
+}
+
+/// The current snapshot's metadata and file name (in the snapshot folder).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Current {
+    meta: SnapshotMeta,
+    file: String,
+}
+
+/// What the rest of the member reads of the state machine: the ledger, the
+/// signing history, the pending writes.
+#[derive(Clone)]
+pub struct MachineView {
+    db: Arc<Database>,
+    ledger: Ledger,
+    history: Arc<RwLock<SigningHistory>>,
+}
+
+impl std::fmt::Debug for MachineView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MachineView").finish_non_exhaustive()
+    }
+}
+
+impl MachineView {
+    /// The ledger.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// A copy of the signing history as applied so far.
+    pub fn history(&self) -> Result<SigningHistory, Error> {
+        self.history
+            .read()
+            .map(|h| h.clone())
+            .map_err(|_| Error::Storage("the history lock is poisoned".into()))
+    }
+
+    /// Checks a statement against the applied signing history.
+    pub fn check_intent(
+        &self,
+        s: &pyralog_consensus::bft::Statement,
+    ) -> Result<crate::intent::Verdict, Error> {
+        let h = self
+            .history
+            .read()
+            .map_err(|_| Error::Storage("the history lock is poisoned".into()))?;
+        Ok(h.check(s)?)
+    }
+
+    /// Whether a write is pending.
+    pub fn is_pending(&self, id: &Hash) -> Result<bool, Error> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(SM_PENDING)?.get(id.0.as_slice())?.is_some())
+    }
+
+    /// Up to `max` pending writes, in id order (what the leader's engine
+    /// seals into its next batch or proposal).
+    pub fn pending(&self, max: usize) -> Result<Vec<Transaction>, Error> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(SM_PENDING)?;
+        let mut out = Vec::new();
+        for row in t.iter()?.take(max) {
+            let (_, v) = row?;
+            out.push(
+                Transaction::from_bytes(v.value())
+                    .map_err(|e| Error::Corrupt(format!("pending write: {e}")))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// How many writes are pending.
+    pub fn pending_len(&self) -> Result<u64, Error> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(SM_PENDING)?.len()?)
+    }
+}
+
+/// The state machine of one member.
+pub struct LedgerMachine {
+    view: MachineView,
+    applied: Option<LogId>,
+    membership: StoredMembership,
+    /// The pending writes' ids and sizes (a mirror of the table, so a
+    /// duplicate is known before the table is written).
+    pending: std::collections::HashMap<Hash, usize>,
+    pending_bytes: usize,
+    /// How many records the ledger's engine log holds.
+    engine_len: u64,
+    limits: PendingLimits,
+    snapshot_dir: PathBuf,
+    current: Arc<Mutex<Option<Current>>>,
+    snapshot_seq: u64,
+}
+
+impl std::fmt::Debug for LedgerMachine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LedgerMachine")
+            .field("applied", &self.applied)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The answers of an applied run of entries, for their responders.
+type Replies = Vec<(
+    Option<openraft::storage::ApplyResponder<TypeConfig>>,
+    Response,
+)>;
+
+/// Runs storage work that blocks (fsyncs, file copies) without stalling the
+/// runtime's other tasks: on a multi-threaded runtime the worker hands its
+/// other tasks off first; on a single-threaded one (unit tests) it just runs.
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+/// One cluster-table change collected while applying, written at the end.
+enum Op {
+    AddPending(Hash, Vec<u8>),
+    RemovePending(Vec<Hash>),
+    Intent(Slot, Hash),
+    Prune(Vec<Slot>, u64),
+}
+
+impl LedgerMachine {
+    /// The state machine over the cluster file `db` and `ledger`; snapshots
+    /// are kept in `snapshot_dir`.
+    pub fn open(
+        db: Arc<Database>,
+        ledger: Ledger,
+        snapshot_dir: &Path,
+    ) -> Result<LedgerMachine, Error> {
+        std::fs::create_dir_all(snapshot_dir)?;
+        let applied = get_meta::<Option<LogId>>(&db, SM_META, APPLIED)?.flatten();
+        let membership = get_meta(&db, SM_META, MEMBERSHIP)?.unwrap_or_default();
+        let floor = get_meta::<u64>(&db, SM_META, FLOOR)?.unwrap_or(0);
+        let current = get_meta::<Current>(&db, SM_META, SNAPSHOT)?;
+        let mut intents = BTreeMap::new();
+        let mut pending = std::collections::HashMap::new();
+        let mut pending_bytes = 0;
+        {
+            let txn = db.begin_read()?;
+            for row in txn.open_table(SM_INTENTS)?.iter()? {
+                let (k, v) = row?;
+                let slot = Slot::from_key(k.value())
+                    .ok_or_else(|| Error::Corrupt("a signing intent's key".into()))?;
+                let digest: [u8; 32] = v
+                    .value()
+                    .try_into()
+                    .map_err(|_| Error::Corrupt("a signing intent's digest".into()))?;
+                intents.insert(slot, Hash(digest));
+            }
+            for row in txn.open_table(SM_PENDING)?.iter()? {
+                let (k, v) = row?;
+                let id: [u8; 32] = k
+                    .value()
+                    .try_into()
+                    .map_err(|_| Error::Corrupt("a pending write's id".into()))?;
+                pending.insert(Hash(id), v.value().len());
+                pending_bytes += v.value().len();
+            }
+        }
+        let engine_len = ledger.read()?.engine_records()?.len() as u64;
+        Ok(LedgerMachine {
+            view: MachineView {
+                db,
+                ledger,
+                history: Arc::new(RwLock::new(SigningHistory::from_parts(intents, floor))),
+            },
+            applied,
+            membership,
+            pending,
+            pending_bytes,
+            engine_len,
+            limits: PendingLimits::default(),
+            snapshot_dir: snapshot_dir.to_path_buf(),
+            current: Arc::new(Mutex::new(current)),
+            snapshot_seq: 0,
+        })
+    }
+
+    /// The same machine with other caps on pending writes.
+    pub fn with_pending_limits(mut self, limits: PendingLimits) -> LedgerMachine {
+        self.limits = limits;
+        self
+    }
+
+    /// What the rest of the member reads.
+    pub fn view(&self) -> MachineView {
+        self.view.clone()
+    }
+
+    fn history_mut(&self) -> Result<std::sync::RwLockWriteGuard<'_, SigningHistory>, Error> {
+        self.view
+            .history
+            .write()
+            .map_err(|_| Error::Storage("the history lock is poisoned".into()))
+    }
+
+    /// Applies one command; collects the cluster-table changes in `ops`.
+    /// `Err` only for a failure of this member's storage.
+    fn apply_command(&mut self, cmd: &Command, ops: &mut Vec<Op>) -> Result<Response, Error> {
+        let refused = |e: pyralog_ledger::Error| -> Result<Response, Error> {
+            if e.is_fatal() {
+                Err(Error::Ledger(e))
+            } else {
+                Ok(Response::Refused {
+                    reason: e.to_string(),
+                })
+            }
+        };
+        match cmd {
+            Command::Write(tx) => {
+                let id = tx.id();
+                if self.pending.contains_key(&id) {
+                    // Resubmitted (a client retry, or a replay): once only.
+                    return Ok(Response::Pending { id });
+                }
+                let bytes = tx.to_bytes();
+                if self.pending.len() >= self.limits.count
+                    || self.pending_bytes + bytes.len() > self.limits.bytes
+                {
+                    return Ok(Response::Refused {
+                        reason: format!(
+                            "the cluster's pending writes are full ({} writes, {} bytes)",
+                            self.pending.len(),
+                            self.pending_bytes
+                        ),
+                    });
+                }
+                self.pending.insert(id, bytes.len());
+                self.pending_bytes += bytes.len();
+                ops.push(Op::AddPending(id, bytes));
+                Ok(Response::Pending { id })
+            }
+            Command::Batch { batch, now_ms } => {
+                let ids: Vec<Hash> = batch.txs.iter().map(Transaction::id).collect();
+                let verified = match VerifiedBatch::verify(batch.clone()) {
+                    Ok(v) => v,
+                    Err(e) => return refused(e),
+                };
+                let outcome = {
+                    let mut store = self.view.ledger.write()?;
+                    store.merge_batch(&verified, *now_ms)
+                };
+                let response = match outcome {
+                    Ok(MergeOutcome::Merged { state_root }) => Response::Merged {
+                        state_root,
+                        already: false,
+                    },
+                    Ok(MergeOutcome::AlreadyMerged) => Response::Merged {
+                        state_root: self.view.ledger.read()?.state_root(),
+                        already: true,
+                    },
+                    Err(e) => return refused(e),
+                };
+                self.unpend(ids, ops);
+                Ok(response)
+            }
+            Command::Block(block) => {
+                let height = block.header.height;
+                let ids: Vec<Hash> = block.txs.iter().map(Transaction::id).collect();
+                if let Some(r) = self.already_applied(height, Some(block.header.hash()))? {
+                    self.unpend(ids, ops);
+                    return Ok(r);
+                }
+                let verified = match VerifiedBlock::verify(block.clone()) {
+                    Ok(v) => v,
+                    Err(e) => return refused(e),
+                };
+                let tip = {
+                    let mut store = self.view.ledger.write()?;
+                    store.apply_block(&verified)
+                };
+                match tip {
+                    Ok(tip) => {
+                        self.unpend(ids, ops);
+                        Ok(Response::Block {
+                            height: tip.height,
+                            state_root: tip.state_root,
+                            failed: Vec::new(),
+                        })
+                    }
+                    Err(e) => refused(e),
+                }
+            }
+            Command::Ordered(o) => self.apply_ordered(o, ops),
+            Command::Intent(s) => {
+                let result = self.history_mut()?.record(s);
+                if matches!(result, Ok(crate::intent::Verdict::New)) {
+                    ops.push(Op::Intent(Slot::of(s), s.digest));
+                }
+                Ok(Response::Intent(result.map(|_| ())))
+            }
+            Command::EngineRecords { from, records } => {
+                let end = from.saturating_add(records.len() as u64);
+                if end <= self.engine_len {
+                    return Ok(Response::Done);
+                }
+                if *from > self.engine_len {
+                    return Ok(Response::Refused {
+                        reason: format!(
+                            "engine records at {from} would leave a gap after {}",
+                            self.engine_len
+                        ),
+                    });
+                }
+                let skip = (self.engine_len - from) as usize;
+                self.view
+                    .ledger
+                    .write()?
+                    .append_engine_records(&records[skip..])?;
+                self.engine_len = end;
+                Ok(Response::Done)
+            }
+            Command::PruneIntents { below } => {
+                let mut h = self.history_mut()?;
+                let gone = h.prune_below(*below);
+                ops.push(Op::Prune(gone, h.floor()));
+                Ok(Response::Done)
+            }
+        }
+    }
+
+    /// Forgets pending writes that a batch or block carried.
+    fn unpend(&mut self, ids: Vec<Hash>, ops: &mut Vec<Op>) {
+        for id in &ids {
+            if let Some(size) = self.pending.remove(id) {
+                self.pending_bytes = self.pending_bytes.saturating_sub(size);
+            }
+        }
+        ops.push(Op::RemovePending(ids));
+    }
+
+    /// If the ledger is already at or past `height`, the answer for a block
+    /// there (re-applied after a restart); a different block at that height
+    /// is refused.
+    fn already_applied(&self, height: u64, hash: Option<Hash>) -> Result<Option<Response>, Error> {
+        let store = self.view.ledger.read()?;
+        let tip = store.tip();
+        if height > tip.height {
+            return Ok(None);
+        }
+        let stored = store.block(height)?;
+        Ok(Some(match (stored, hash) {
+            (Some(b), Some(h)) if b.header.hash() != h => Response::Refused {
+                reason: format!("height {height} already holds block {}", b.header.hash()),
+            },
+            (Some(b), _) => Response::Block {
+                height,
+                state_root: b.header.state_root,
+                failed: Vec::new(),
+            },
+            (None, _) => Response::Refused {
+                reason: format!("height {height} is at or below the tip {}", tip.height),
+            },
+        }))
+    }
+
+    fn apply_ordered(&mut self, o: &Ordered, ops: &mut Vec<Op>) -> Result<Response, Error> {
+        let ids: Vec<Hash> = o.txs.iter().map(Transaction::id).collect();
+        if let Some(r) = self.already_applied(o.height, None)? {
+            self.unpend(ids, ops);
+            return Ok(r);
+        }
+        let tip_height = self.view.ledger.read()?.tip().height;
+        if o.height != tip_height + 1 {
+            return Ok(Response::Refused {
+                reason: format!(
+                    "ordered slot {} does not follow the tip {tip_height}",
+                    o.height
+                ),
+            });
+        }
+        let txs = match verify_txs(o.txs.clone()) {
+            Ok(t) => t,
+            Err(e) if !e.is_fatal() => {
+                return Ok(Response::Refused {
+                    reason: e.to_string(),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let result = {
+            let mut store = self.view.ledger.write()?;
+            store.commit_ordered(
+                o.proposer,
+                o.timestamp_ms,
+                txs,
+                o.engine_data.clone(),
+                o.certificate.clone(),
+                &o.records,
+            )
+        };
+        match result {
+            Ok((tip, failed)) => {
+                self.engine_len += o.records.len() as u64;
+                self.unpend(ids, ops);
+                Ok(Response::Block {
+                    height: tip.height,
+                    state_root: tip.state_root,
+                    failed: failed
+                        .into_iter()
+                        .map(|(id, e)| Failed {
+                            id,
+                            reason: e.to_string(),
+                        })
+                        .collect(),
+                })
+            }
+            Err(e) if !e.is_fatal() => Ok(Response::Refused {
+                reason: e.to_string(),
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Applies a run of entries and writes the cluster tables once; returns
+    /// the answers to send.
+    fn apply_chunk(&mut self, chunk: Vec<EntryResponder<TypeConfig>>) -> Result<Replies, Error> {
+        let mut ops = Vec::new();
+        let mut replies = Vec::with_capacity(chunk.len());
+        for (entry, responder) in chunk {
+            let log_id = entry.log_id();
+            let response = match &entry.payload {
+                EntryPayload::Blank => Response::Done,
+                EntryPayload::Normal(cmd) => self.apply_command(cmd, &mut ops)?,
+                EntryPayload::Membership(m) => {
+                    self.membership = StoredMembership::new(Some(log_id), m.clone());
+                    Response::Done
+                }
+            };
+            self.applied = Some(log_id);
+            replies.push((responder, response));
+        }
+        self.write_ops(ops)?;
+        Ok(replies)
+    }
+
+    /// Writes the collected changes and the new applied id in one
+    /// transaction (no fsync: see the module docs).
+    fn write_ops(&mut self, ops: Vec<Op>) -> Result<(), Error> {
+        let applied = crate::wire::encode("applied", &self.applied, MAX_META_BYTES)?;
+        let membership = crate::wire::encode("membership", &self.membership, MAX_META_BYTES)?;
+        let mut txn = self.view.db.begin_write()?;
+        txn.set_durability(Durability::None)?;
+        {
+            let mut pending = txn.open_table(SM_PENDING)?;
+            let mut intents = txn.open_table(SM_INTENTS)?;
+            let mut meta = txn.open_table(SM_META)?;
+            for op in ops {
+                match op {
+                    Op::AddPending(id, bytes) => {
+                        pending.insert(id.0.as_slice(), bytes.as_slice())?;
+                    }
+                    Op::RemovePending(ids) => {
+                        for id in ids {
+                            pending.remove(id.0.as_slice())?;
+                        }
+                    }
+                    Op::Intent(slot, digest) => {
+                        intents.insert(slot.key().as_slice(), digest.0.as_slice())?;
+                    }
+                    Op::Prune(slots, floor) => {
+                        for s in slots {
+                            intents.remove(s.key().as_slice())?;
+                        }
+                        let f = crate::wire::encode("floor", &floor, MAX_META_BYTES)?;
+                        meta.insert(FLOOR, f.as_slice())?;
+                    }
+                }
+            }
+            meta.insert(APPLIED, applied.as_slice())?;
+            meta.insert(MEMBERSHIP, membership.as_slice())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The cluster part of a snapshot, read from the cluster tables.
+    fn cluster_state(&self) -> Result<ClusterState, Error> {
+        let txn = self.view.db.begin_read()?;
+        let mut intents = Vec::new();
+        for row in txn.open_table(SM_INTENTS)?.iter()? {
+            let (k, v) = row?;
+            intents.push((k.value().to_vec(), v.value().to_vec()));
+        }
+        let mut pending = Vec::new();
+        for row in txn.open_table(SM_PENDING)?.iter()? {
+            pending.push(row?.1.value().to_vec());
+        }
+        let floor = self.history_mut()?.floor();
+        Ok(ClusterState {
+            applied: self.applied,
+            membership: self.membership.clone(),
+            floor,
+            intents,
+            pending,
+            ledger_len: 0,
+            ledger_hash: Vec::new(),
+        })
+    }
+
+    /// Writes a snapshot of the current state (see [`crate::snapshot`]).
+    fn make_snapshot(&mut self) -> Result<(SnapshotMeta, PathBuf), Error> {
+        self.snapshot_seq += 1;
+        let name = match &self.applied {
+            Some(l) => format!("snap-{}-{}-{}.bin", l.leader_id, l.index, self.snapshot_seq),
+            None => format!("snap-none-{}.bin", self.snapshot_seq),
+        };
+        let name: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let path = self.snapshot_dir.join(&name);
+        let state = self.cluster_state()?;
+        {
+            // Holding the read lock keeps the only writer (this machine, on
+            // this task) out, so the file is between two commits.
+            let store = self.view.ledger.read()?;
+            snapshot::write(&path, state, self.view.ledger.path())?;
+            drop(store);
+        }
+        let meta = SnapshotMeta {
+            last_log_id: self.applied,
+            last_membership: self.membership.clone(),
+        };
+        Ok((meta, path))
+    }
+
+    /// Installs a checked snapshot file: the ledger first (a swap of its
+    /// file), then the cluster tables.
+    fn install(&mut self, meta: &SnapshotMeta, file: &SnapshotFile) -> Result<(), Error> {
+        let (state, offset) = snapshot::read(&file.path)?;
+        if state.applied != meta.last_log_id {
+            return Err(Error::BadSnapshot(format!(
+                "the file holds state up to {:?}, the metadata says {:?}",
+                state.applied, meta.last_log_id
+            )));
+        }
+        let mut intents = BTreeMap::new();
+        for (k, v) in &state.intents {
+            let slot = Slot::from_key(k)
+                .ok_or_else(|| Error::BadSnapshot("a signing intent's key".into()))?;
+            let d: [u8; 32] = v
+                .as_slice()
+                .try_into()
+                .map_err(|_| Error::BadSnapshot("a signing intent's digest".into()))?;
+            intents.insert(slot, Hash(d));
+        }
+        let mut pending = Vec::with_capacity(state.pending.len());
+        for p in &state.pending {
+            let tx = Transaction::from_bytes(p)
+                .map_err(|e| Error::BadSnapshot(format!("a pending write: {e}")))?;
+            pending.push((tx.id(), p.clone()));
+        }
+        // The ledger: extract beside the live file, open it, check it is of
+        // our chain, then swap it in.
+        let live = self.view.ledger.path().to_path_buf();
+        let incoming = live.with_extension("incoming");
+        snapshot::extract_ledger(&file.path, offset, &incoming)?;
+        let new_store = match Store::open_existing(&incoming) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = std::fs::remove_file(&incoming);
+                return Err(Error::BadSnapshot(format!("its ledger does not open: {e}")));
+            }
+        };
+        {
+            let mut store = self.view.ledger.write()?;
+            let (theirs, ours) = (new_store.genesis().hash(), store.genesis().hash());
+            if theirs != ours {
+                drop(new_store);
+                let _ = std::fs::remove_file(&incoming);
+                return Err(Error::BadSnapshot(format!(
+                    "its ledger is of genesis {theirs}, this member's is {ours}"
+                )));
+            }
+            let old = std::mem::replace(&mut *store, new_store);
+            drop(old);
+            std::fs::rename(&incoming, &live)?;
+            self.engine_len = store.engine_records()?.len() as u64;
+        }
+        // The cluster tables, durably: the log below this point may be
+        // purged next.
+        let applied = crate::wire::encode("applied", &state.applied, MAX_META_BYTES)?;
+        let membership = crate::wire::encode("membership", &state.membership, MAX_META_BYTES)?;
+        let floor = crate::wire::encode("floor", &state.floor, MAX_META_BYTES)?;
+        let txn = self.view.db.begin_write()?;
+        {
+            let mut t = txn.open_table(SM_PENDING)?;
+            t.retain(|_, _| false)?;
+            for (id, bytes) in &pending {
+                t.insert(id.0.as_slice(), bytes.as_slice())?;
+            }
+            let mut t = txn.open_table(SM_INTENTS)?;
+            t.retain(|_, _| false)?;
+            for (slot, d) in &intents {
+                t.insert(slot.key().as_slice(), d.0.as_slice())?;
+            }
+            let mut m = txn.open_table(SM_META)?;
+            m.insert(APPLIED, applied.as_slice())?;
+            m.insert(MEMBERSHIP, membership.as_slice())?;
+            m.insert(FLOOR, floor.as_slice())?;
+        }
+        txn.commit()?;
+        self.applied = state.applied;
+        self.membership = state.membership;
+        self.pending = pending.iter().map(|(id, b)| (*id, b.len())).collect();
+        self.pending_bytes = pending.iter().map(|(_, b)| b.len()).sum();
+        *self.history_mut()? = SigningHistory::from_parts(intents, state.floor);
+        Ok(())
+    }
+
+    fn set_current(&self, meta: SnapshotMeta, path: &Path) -> Result<(), Error> {
+        set_current(&self.view.db, &self.current, &self.snapshot_dir, meta, path)
+    }
+}
+
+/// Records `path` (inside `dir`) as the current snapshot and deletes the
+/// previous one's file.
+fn set_current(
+    db: &Database,
+    current: &Mutex<Option<Current>>,
+    dir: &Path,
+    meta: SnapshotMeta,
+    path: &Path,
+) -> Result<(), Error> {
+    let file = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| Error::Storage(format!("snapshot path {}", path.display())))?
+        .to_string();
+    let cur = Current { meta, file };
+    let bytes = crate::wire::encode("snapshot meta", &cur, MAX_META_BYTES)?;
+    let txn = db.begin_write()?;
+    txn.open_table(SM_META)?
+        .insert(SNAPSHOT, bytes.as_slice())?;
+    txn.commit()?;
+    let mut guard = current
+        .lock()
+        .map_err(|_| Error::Storage("the snapshot lock is poisoned".into()))?;
+    if let Some(old) = guard.replace(cur)
+        && old.file != guard.as_ref().map_or("", |c| c.file.as_str())
+    {
+        let _ = std::fs::remove_file(dir.join(old.file));
+    }
+    Ok(())
+}
+
+/// Builds the snapshot the state machine already wrote when it was asked
+/// for a builder (so the file is one consistent state), and makes it the
+/// current one.
+pub struct SnapshotBuilder {
+    db: Arc<Database>,
+    current: Arc<Mutex<Option<Current>>>,
+    dir: PathBuf,
+    made: Result<(SnapshotMeta, PathBuf), String>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = SnapshotFile;
+
+    async fn build_snapshot(
+        &mut self,
+    ) -> Result<openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>, io::Error> {
+        let (meta, path) = self.made.clone().map_err(io::Error::other)?;
+        set_current(&self.db, &self.current, &self.dir, meta.clone(), &path)?;
+        Ok(openraft::storage::Snapshot {
+            meta,
+            snapshot: SnapshotFile { path },
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for LedgerMachine {
+    type SnapshotData = SnapshotFile;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        Ok((self.applied, self.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        loop {
+            // Take what is ready, up to a chunk, then apply it without
+            // awaiting, so no redb transaction spans a suspension point.
+            let mut chunk = Vec::new();
+            while chunk.len() < APPLY_CHUNK {
+                match entries.next().await {
+                    Some(item) => chunk.push(item?),
+                    None => break,
+                }
+            }
+            if chunk.is_empty() {
+                return Ok(());
+            }
+            let last_chunk = chunk.len() < APPLY_CHUNK;
+            let replies = blocking(|| self.apply_chunk(chunk))?;
+            for (responder, response) in replies {
+                if let Some(r) = responder {
+                    r.send(response);
+                }
+            }
+            if last_chunk {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        let made = blocking(|| self.make_snapshot()).map_err(|e| e.to_string());
+        SnapshotBuilder {
+            db: self.view.db.clone(),
+            current: self.current.clone(),
+            dir: self.snapshot_dir.clone(),
+            made,
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: SnapshotFile,
+    ) -> Result<(), io::Error> {
+        blocking(|| self.install(meta, &snapshot))?;
+        // Keep the installed file as the current snapshot, in our folder.
+        let name = format!("installed-{}.bin", self.snapshot_seq + 1);
+        self.snapshot_seq += 1;
+        let kept = self.snapshot_dir.join(name);
+        if snapshot.path != kept && std::fs::rename(&snapshot.path, &kept).is_err() {
+            std::fs::copy(&snapshot.path, &kept)?;
+        }
+        self.set_current(meta.clone(), &kept)?;
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>>, io::Error> {
+        let cur = self
+            .current
+            .lock()
+            .map_err(|_| io::Error::other("the snapshot lock is poisoned"))?
+            .clone();
+        Ok(cur.map(|c| openraft::storage::Snapshot {
+            meta: c.meta,
+            snapshot: SnapshotFile {
+                path: self.snapshot_dir.join(c.file),
+            },
+        }))
+    }
+}

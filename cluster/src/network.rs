@@ -1,0 +1,339 @@
+//! Raft RPCs between the members of one cluster.
+//!
+//! Every message is one request ([`Rpc`]) and one reply ([`Reply`]), encoded
+//! with [`crate::wire`] and capped at [`MAX_RPC_BYTES`]. A [`Transport`]
+//! carries the bytes: [`mem::MemNet`] in-process (tests), libp2p
+//! request-response in the node. The openraft side is [`Network`], a
+//! `RaftNetworkFactory` over any transport.
+//!
+//! Besides openraft's own RPCs (append entries, vote, pre-vote, snapshot in
+//! chunks), members forward client writes, membership changes and read-index
+//! requests to the leader (see [`crate::member`]).
+
+pub mod mem;
+pub mod p2p;
+
+use std::future::Future;
+use std::io::{Read, Seek, SeekFrom};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use openraft::entry::RaftEntry;
+use openraft::errors::{RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::command::{Command, Response};
+use crate::error::Error;
+use crate::snapshot::SnapshotFile;
+use crate::types::{LogId, Member, NodeId, SnapshotMeta, TypeConfig, Vote};
+
+/// The largest request or reply.
+pub const MAX_RPC_BYTES: usize = 48 << 20;
+/// Bytes of snapshot per chunk.
+pub const SNAPSHOT_CHUNK: usize = 1 << 20;
+
+/// Bytes that serialise as one CBOR byte string.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bytes(pub Vec<u8>);
+
+impl Serialize for Bytes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Bytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Bytes;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Bytes, E> {
+                Ok(Bytes(v.to_vec()))
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Bytes, E> {
+                Ok(Bytes(v))
+            }
+        }
+        d.deserialize_byte_buf(V)
+    }
+}
+
+/// A membership change, as a follower forwards it to the leader.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Manage {
+    /// Add a learner (it receives the log, does not vote).
+    AddLearner(NodeId, Member),
+    /// Make learners voters.
+    Promote(Vec<NodeId>),
+    /// Remove members (voters or learners).
+    Remove(Vec<NodeId>),
+}
+
+/// A request from one member to another.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Rpc {
+    /// Raft: append entries (and heartbeats).
+    Append(AppendEntriesRequest<TypeConfig>),
+    /// Raft: request a vote.
+    Vote(VoteRequest<TypeConfig>),
+    /// Raft: a pre-vote (would you vote for me?).
+    PreVote(VoteRequest<TypeConfig>),
+    /// Raft: a piece of a snapshot; the last one carries the leader's vote
+    /// and the snapshot's metadata, and the receiver installs it.
+    SnapshotChunk {
+        /// Which transfer (a fresh one restarts the receiver's).
+        transfer: u64,
+        /// Where the piece goes.
+        offset: u64,
+        /// The piece, at most [`SNAPSHOT_CHUNK`] bytes.
+        data: Bytes,
+        /// On the last piece: the vote and the metadata.
+        done: Option<(Vote, SnapshotMeta)>,
+    },
+    /// A client write sent to a member that is not the leader.
+    Forward(Command),
+    /// A membership change sent to a member that is not the leader.
+    Manage(Manage),
+    /// A follower asks the leader for a read index.
+    ReadIndex,
+}
+
+/// The answer to an [`Rpc`].
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Reply {
+    /// To [`Rpc::Append`].
+    Append(AppendEntriesResponse<TypeConfig>),
+    /// To [`Rpc::Vote`] and [`Rpc::PreVote`].
+    Vote(VoteResponse<TypeConfig>),
+    /// A snapshot piece was stored.
+    ChunkStored,
+    /// The snapshot was installed.
+    Installed(SnapshotResponse<TypeConfig>),
+    /// To [`Rpc::Forward`]: the command's log id index and its response.
+    Written(u64, Response),
+    /// To [`Rpc::Manage`].
+    Managed,
+    /// To [`Rpc::ReadIndex`]: the leader's id and the log id a read must
+    /// wait for.
+    ReadIndex(
+        NodeId,
+        openraft::raft::linearizable_read::ReadLogId<TypeConfig>,
+    ),
+    /// The receiver is not the leader; the leader it knows, if any.
+    NotLeader(Option<NodeId>),
+    /// The request failed; why.
+    Failed(String),
+}
+
+/// Encodes a reply (a refusal that cannot be encoded becomes an empty
+/// frame, which the caller refuses as undecodable).
+pub fn encode_reply(reply: &Reply) -> Vec<u8> {
+    crate::wire::encode("rpc reply", reply, MAX_RPC_BYTES).unwrap_or_default()
+}
+
+/// Carries encoded RPCs to other members. `addr` is the target's
+/// [`Member::addr`].
+pub trait Transport: Send + Sync + 'static {
+    /// Sends `request` to member `to` and returns its reply's bytes.
+    fn call(
+        &self,
+        to: NodeId,
+        addr: &str,
+        request: Vec<u8>,
+    ) -> BoxFuture<'static, Result<Vec<u8>, Error>>;
+}
+
+/// Sends one RPC over `transport` and decodes the reply, within `timeout`.
+pub async fn call(
+    transport: &dyn Transport,
+    to: NodeId,
+    addr: &str,
+    rpc: &Rpc,
+    timeout: Duration,
+) -> Result<Reply, Error> {
+    let bytes = crate::wire::encode("rpc", rpc, MAX_RPC_BYTES)?;
+    let reply = tokio::time::timeout(timeout, transport.call(to, addr, bytes))
+        .await
+        .map_err(|_| Error::Timeout("rpc"))??;
+    crate::wire::decode("rpc reply", &reply, MAX_RPC_BYTES)
+}
+
+/// The openraft network over a [`Transport`].
+#[derive(Clone)]
+pub struct Network {
+    transport: Arc<dyn Transport>,
+}
+
+impl Network {
+    /// The network over `transport`.
+    pub fn new(transport: Arc<dyn Transport>) -> Network {
+        Network { transport }
+    }
+}
+
+/// A connection to one member.
+pub struct Client {
+    transport: Arc<dyn Transport>,
+    target: NodeId,
+    addr: String,
+    transfer: u64,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Client;
+
+    async fn new_client(&mut self, target: NodeId, node: &Member) -> Client {
+        Client {
+            transport: self.transport.clone(),
+            target,
+            addr: node.addr.clone(),
+            transfer: 0,
+        }
+    }
+}
+
+fn unreachable(e: impl std::fmt::Display) -> Unreachable<TypeConfig> {
+    Unreachable::from_string(e)
+}
+
+impl Client {
+    async fn rpc(&self, rpc: &Rpc, timeout: Duration) -> Result<Reply, Unreachable<TypeConfig>> {
+        call(&*self.transport, self.target, &self.addr, rpc, timeout)
+            .await
+            .map_err(unreachable)
+    }
+}
+
+/// Trims `req`'s entries so it encodes within `max` bytes (keeping at least
+/// one); returns the last kept entry's id if it had to drop any.
+pub fn fit(req: &mut AppendEntriesRequest<TypeConfig>, max: usize) -> Result<Option<LogId>, Error> {
+    let mut dropped = false;
+    loop {
+        let size = crate::wire::encode("rpc", &Rpc::Append(req.clone()), usize::MAX)?.len();
+        if size <= max || req.entries.len() <= 1 {
+            return Ok(if dropped {
+                req.entries.last().map(|e| e.log_id())
+            } else {
+                None
+            });
+        }
+        let keep = req.entries.len() / 2;
+        req.entries.truncate(keep.max(1));
+        dropped = true;
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for Client {
+    type SnapshotData = SnapshotFile;
+
+    async fn append_entries(
+        &mut self,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        // openraft bounds entries by count, not bytes: send fewer if they do
+        // not fit, and report how far the follower got.
+        let partial =
+            fit(&mut rpc, MAX_RPC_BYTES).map_err(|e| RPCError::Unreachable(unreachable(e)))?;
+        match self.rpc(&Rpc::Append(rpc), option.hard_ttl()).await? {
+            Reply::Append(AppendEntriesResponse::Success) if partial.is_some() => {
+                Ok(AppendEntriesResponse::PartialSuccess(partial))
+            }
+            Reply::Append(r) => Ok(r),
+            other => Err(RPCError::Unreachable(unreachable(format!(
+                "unexpected reply to append entries: {other:?}"
+            )))),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.rpc(&Rpc::Vote(rpc), option.hard_ttl()).await? {
+            Reply::Vote(r) => Ok(r),
+            other => Err(RPCError::Unreachable(unreachable(format!(
+                "unexpected reply to vote: {other:?}"
+            )))),
+        }
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.rpc(&Rpc::PreVote(rpc), option.hard_ttl()).await? {
+            Reply::Vote(r) => Ok(r),
+            other => Err(RPCError::Unreachable(unreachable(format!(
+                "unexpected reply to pre-vote: {other:?}"
+            )))),
+        }
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>,
+        cancel: impl Future<Output = ReplicationClosed> + openraft::OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        self.send_file(vote, snapshot, cancel, option).await
+    }
+}
+
+impl Client {
+    async fn send_file(
+        &mut self,
+        vote: Vote,
+        snapshot: openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>,
+        cancel: impl Future<Output = ReplicationClosed> + openraft::OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        self.transfer = self.transfer.wrapping_add(1);
+        let transfer = self.transfer ^ (u64::from(std::process::id()) << 32);
+        let mut cancel = Box::pin(cancel);
+        let mut file = std::fs::File::open(&snapshot.snapshot.path).map_err(unreachable)?;
+        let len = file.metadata().map_err(unreachable)?.len();
+        let mut offset = 0u64;
+        loop {
+            if let Some(closed) = (&mut cancel).now_or_never() {
+                return Err(StreamingError::Closed(closed));
+            }
+            let n = (len - offset).min(SNAPSHOT_CHUNK as u64) as usize;
+            let mut data = vec![0u8; n];
+            file.seek(SeekFrom::Start(offset)).map_err(unreachable)?;
+            file.read_exact(&mut data).map_err(unreachable)?;
+            let last = offset + n as u64 == len;
+            let rpc = Rpc::SnapshotChunk {
+                transfer,
+                offset,
+                data: Bytes(data),
+                done: last.then(|| (vote, snapshot.meta.clone())),
+            };
+            let reply = self
+                .rpc(&rpc, option.hard_ttl().max(Duration::from_secs(10)))
+                .await;
+            match reply? {
+                Reply::ChunkStored if !last => offset += n as u64,
+                Reply::Installed(r) if last => return Ok(r),
+                other => {
+                    return Err(unreachable(format!(
+                        "unexpected reply to a snapshot piece: {other:?}"
+                    ))
+                    .into());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! An in-process transport for tests: members in one process call each
+//! other's handlers directly, through the same encoding and caps as the real
+//! transport. Links can be cut to make members unreachable.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, Weak};
+
+use futures::future::BoxFuture;
+
+use crate::error::Error;
+use crate::member::Member;
+use crate::types::NodeId;
+
+/// The in-process network: who is registered, which members are cut off.
+#[derive(Default)]
+pub struct MemNet {
+    members: Mutex<HashMap<NodeId, Weak<Member>>>,
+    isolated: Mutex<BTreeSet<NodeId>>,
+}
+
+impl std::fmt::Debug for MemNet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemNet").finish_non_exhaustive()
+    }
+}
+
+impl MemNet {
+    /// An empty network.
+    pub fn new() -> Arc<MemNet> {
+        Arc::new(MemNet::default())
+    }
+
+    /// The transport member `from` sends with.
+    pub fn transport(self: &Arc<Self>, from: NodeId) -> Arc<MemTransport> {
+        Arc::new(MemTransport {
+            net: Arc::clone(self),
+            from,
+        })
+    }
+
+    /// Makes `member` reachable under its id.
+    pub fn register(&self, member: &Arc<Member>) {
+        if let Ok(mut m) = self.members.lock() {
+            m.insert(member.id(), Arc::downgrade(member));
+        }
+    }
+
+    /// Cuts `id` off from every other member (both ways), or heals it.
+    pub fn isolate(&self, id: NodeId, cut: bool) {
+        if let Ok(mut s) = self.isolated.lock() {
+            if cut {
+                s.insert(id);
+            } else {
+                s.remove(&id);
+            }
+        }
+    }
+
+    fn target(&self, from: NodeId, to: NodeId) -> Result<Arc<Member>, Error> {
+        let cut = self
+            .isolated
+            .lock()
+            .map(|s| s.contains(&from) || s.contains(&to))
+            .unwrap_or(true);
+        if cut {
+            return Err(Error::Unreachable(to, "the link is cut".into()));
+        }
+        self.members
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&to).and_then(Weak::upgrade))
+            .ok_or_else(|| Error::Unreachable(to, "no such member is running".into()))
+    }
+}
+
+/// One member's side of the [`MemNet`].
+pub struct MemTransport {
+    net: Arc<MemNet>,
+    from: NodeId,
+}
+
+impl super::Transport for MemTransport {
+    fn call(
+        &self,
+        to: NodeId,
+        _addr: &str,
+        request: Vec<u8>,
+    ) -> BoxFuture<'static, Result<Vec<u8>, Error>> {
+        let target = self.net.target(self.from, to);
+        let (net, from) = (Arc::clone(&self.net), self.from);
+        Box::pin(async move {
+            let reply = target?.handle(from, &request).await;
+            // A link cut while the call was in flight loses the reply.
+            net.target(from, to)?;
+            Ok(reply)
+        })
+    }
+}

@@ -1,0 +1,276 @@
+//! The state machine's refusals: each is deterministic (every member refuses
+//! alike), changes nothing, and still advances the applied log id.
+
+mod common;
+
+use openraft::entry::RaftEntry;
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use pyralog_cluster::types::{Entry, LogId};
+use pyralog_cluster::{Command, LedgerMachine, Ordered, PendingLimits, Response};
+use pyralog_ledger::{Certificate, devkit};
+
+fn log_id(index: u64) -> LogId {
+    openraft::testing::log_id::<pyralog_cluster::TypeConfig>(1, 1, index)
+}
+
+/// Applies `cmds` after `applied` entries and returns nothing; responses are
+/// read back through `pending_len`, records and history instead (the
+/// responder is openraft's).
+async fn apply(sm: &mut LedgerMachine, first: u64, cmds: Vec<Command>) {
+    let entries: Vec<Result<EntryResponder<_>, std::io::Error>> = cmds
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| Ok((Entry::new_normal(log_id(first + i as u64), c), None)))
+        .collect();
+    sm.apply(futures::stream::iter(entries))
+        .await
+        .expect("apply");
+}
+
+fn machine(dir: &std::path::Path) -> LedgerMachine {
+    common::open_member(dir, &common::genesis())
+        .expect("open")
+        .1
+}
+
+#[tokio::test]
+async fn writes_beyond_the_pending_caps_are_refused_and_duplicates_count_once() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut sm = machine(dir.path()).with_pending_limits(PendingLimits {
+        count: 2,
+        bytes: 1 << 20,
+    });
+    apply(
+        &mut sm,
+        1,
+        vec![
+            common::write(1, "a"),
+            common::write(1, "a"),
+            common::write(2, "b"),
+            common::write(3, "c"),
+        ],
+    )
+    .await;
+    assert_eq!(sm.view().pending_len().expect("pending"), 2);
+    let (applied, _) = sm.applied_state().await.expect("state");
+    assert_eq!(applied, Some(log_id(4)));
+    // A batch that includes a pending write frees its place.
+    apply(&mut sm, 5, vec![common::put_batch(1, "a", "v")]).await;
+    let mut sm = sm.with_pending_limits(PendingLimits {
+        count: 2,
+        bytes: 1 << 20,
+    });
+    apply(&mut sm, 6, vec![common::write(3, "c")]).await;
+    assert_eq!(sm.view().pending_len().expect("pending"), 2);
+}
+
+#[tokio::test]
+async fn a_byte_cap_refuses_a_write_that_would_cross_it() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut sm = machine(dir.path()).with_pending_limits(PendingLimits {
+        count: 100,
+        bytes: 10,
+    });
+    apply(&mut sm, 1, vec![common::write(1, "a")]).await;
+    assert_eq!(sm.view().pending_len().expect("pending"), 0);
+}
+
+fn ordered(height: u64, txs: Vec<pyralog_ledger::Transaction>) -> Command {
+    Command::Ordered(Ordered {
+        height,
+        proposer: common::validator().address(),
+        timestamp_ms: common::BASE_MS,
+        txs,
+        engine_data: Vec::new(),
+        certificate: Certificate {
+            round: 0,
+            votes: Vec::new(),
+        },
+        records: Vec::new(),
+    })
+}
+
+/// The refusal a one-member cluster gives `cmd` (through Raft, as in
+/// production), after checking the ledger did not change.
+async fn refusal(cmd: Command) -> String {
+    let h = common::Harness::cluster(1).await;
+    let m = h.leader(std::time::Duration::from_secs(10)).await;
+    let root = m.view().ledger().read().expect("ledger").state_root();
+    let r = m.write(cmd).await.expect("committed");
+    assert_eq!(
+        m.view().ledger().read().expect("ledger").state_root(),
+        root,
+        "a refused command changed the ledger"
+    );
+    match r {
+        Response::Refused { reason } => reason,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ordered_slot_that_does_not_follow_the_tip_is_refused() {
+    let r = refusal(ordered(5, Vec::new())).await;
+    assert!(r.contains("does not follow"), "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ordered_slot_with_a_forged_transaction_is_refused() {
+    let chain = common::CHAIN.parse().expect("chain");
+    let alice = devkit::key(1);
+    let mut tx = devkit::tx(&chain, &alice, 1, 0, devkit::put(&alice, b"k", b"v"), 2);
+    tx.body.nonce = 2;
+    let r = refusal(ordered(1, vec![tx])).await;
+    assert!(!r.is_empty(), "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_at_or_below_the_tip_is_refused() {
+    let g = common::genesis().validate().expect("genesis");
+    let block = pyralog_ledger::Block {
+        header: pyralog_ledger::Header {
+            chain_id: g.chain_id.clone(),
+            height: 0,
+            parent: g.hash(),
+            state_root: pyralog_ledger::Hash::ZERO,
+            tx_root: pyralog_ledger::Hash::ZERO,
+            proposer: common::validator().address(),
+            timestamp_ms: 0,
+            engine_data: Vec::new(),
+        },
+        txs: Vec::new(),
+        certificate: Certificate {
+            round: 0,
+            votes: Vec::new(),
+        },
+    };
+    let r = refusal(Command::Block(block)).await;
+    assert!(r.contains("tip"), "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_with_a_bad_signature_is_refused() {
+    let mut cmd = common::put_batch(1, "k", "v");
+    if let Command::Batch { batch, .. } = &mut cmd {
+        batch.hlc.logical = 7;
+    }
+    let r = refusal(cmd).await;
+    assert!(!r.is_empty(), "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_from_the_far_future_is_refused() {
+    let mut cmd = common::put_batch(1, "k", "v");
+    if let Command::Batch { now_ms, .. } = &mut cmd {
+        *now_ms = 0;
+    }
+    let r = refusal(cmd).await;
+    assert!(
+        r.contains("future") || r.contains("skew") || r.contains("clock"),
+        "{r}"
+    );
+}
+
+#[tokio::test]
+async fn a_reopened_machine_keeps_applied_state_pending_writes_and_intents() {
+    let dir = tempfile::tempdir().expect("tmp");
+    {
+        let mut sm = machine(dir.path());
+        let intent = pyralog_consensus::bft::Statement {
+            kind: pyralog_consensus::bft::Kind::Prepare,
+            round: 0,
+            height: 3,
+            digest: pyralog_ledger::Hash([1; 32]),
+        };
+        apply(
+            &mut sm,
+            1,
+            vec![
+                common::write(1, "a"),
+                Command::Intent(intent),
+                common::put_batch(2, "b", "v"),
+            ],
+        )
+        .await;
+    }
+    let mut sm = machine(dir.path());
+    let (applied, _) = sm.applied_state().await.expect("state");
+    assert_eq!(applied, Some(log_id(3)));
+    assert_eq!(sm.view().pending_len().expect("pending"), 1);
+    assert_eq!(sm.view().history().expect("history").len(), 1);
+    let view = sm.view();
+    let store = view.ledger().read().expect("ledger");
+    assert!(
+        store
+            .record(&devkit::key(1).address(), b"b")
+            .expect("read")
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn engine_records_land_once_at_their_position() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let rec = |b: u8| vec![b; 3];
+    {
+        let mut sm = machine(dir.path());
+        apply(
+            &mut sm,
+            1,
+            vec![
+                Command::EngineRecords {
+                    from: 0,
+                    records: vec![rec(1), rec(2)],
+                },
+                // A replay of the same group adds nothing.
+                Command::EngineRecords {
+                    from: 0,
+                    records: vec![rec(1), rec(2)],
+                },
+                // An overlapping group adds only its tail.
+                Command::EngineRecords {
+                    from: 1,
+                    records: vec![rec(2), rec(3)],
+                },
+            ],
+        )
+        .await;
+        let got = sm
+            .view()
+            .ledger()
+            .read()
+            .expect("ledger")
+            .engine_records()
+            .expect("records");
+        assert_eq!(got, vec![rec(1), rec(2), rec(3)]);
+    }
+    // After a reopen the position is known again.
+    let mut sm = machine(dir.path());
+    apply(
+        &mut sm,
+        4,
+        vec![Command::EngineRecords {
+            from: 3,
+            records: vec![rec(4)],
+        }],
+    )
+    .await;
+    let got = sm
+        .view()
+        .ledger()
+        .read()
+        .expect("ledger")
+        .engine_records()
+        .expect("records");
+    assert_eq!(got.len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_records_that_would_leave_a_gap_are_refused() {
+    let r = refusal(Command::EngineRecords {
+        from: 5,
+        records: vec![vec![1]],
+    })
+    .await;
+    assert!(r.contains("gap"), "{r}");
+}

@@ -1,0 +1,162 @@
+//! Snapshot files: built from one member, installed into another, and every
+//! way a bad file is refused (leaving the member as it was).
+
+mod common;
+
+use std::path::Path;
+
+use openraft::entry::RaftEntry;
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
+use pyralog_cluster::snapshot::SnapshotFile;
+use pyralog_cluster::types::{Entry, LogId, SnapshotMeta};
+use pyralog_cluster::{Command, LedgerMachine};
+
+fn log_id(index: u64) -> LogId {
+    openraft::testing::log_id::<pyralog_cluster::TypeConfig>(1, 1, index)
+}
+
+async fn apply(sm: &mut LedgerMachine, cmds: Vec<Command>) {
+    let entries: Vec<Result<EntryResponder<_>, std::io::Error>> = cmds
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| Ok((Entry::new_normal(log_id(i as u64 + 1), c), None)))
+        .collect();
+    sm.apply(futures::stream::iter(entries))
+        .await
+        .expect("apply");
+}
+
+fn record(sm: &LedgerMachine, key: &str) -> Option<Vec<u8>> {
+    let view = sm.view();
+    let store = view.ledger().read().expect("ledger");
+    store
+        .record(&pyralog_ledger::devkit::key(1).address(), key.as_bytes())
+        .expect("read")
+        .and_then(|r| r.value)
+}
+
+/// A machine with two batches and a pending write applied, and a snapshot
+/// of it.
+async fn source(dir: &Path) -> (LedgerMachine, SnapshotMeta, SnapshotFile) {
+    let (_, mut sm) = common::open_member(dir, &common::genesis()).expect("open");
+    apply(
+        &mut sm,
+        vec![
+            common::put_batch(1, "a", "1"),
+            common::put_batch(2, "b", "2"),
+            common::write(77, "c"),
+        ],
+    )
+    .await;
+    let snap = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build");
+    (sm, snap.meta, snap.snapshot)
+}
+
+#[tokio::test]
+async fn a_snapshot_installs_the_ledger_and_the_cluster_state() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (src, meta, file) = source(&dir.path().join("a")).await;
+    let (_, mut dst) =
+        common::open_member(&dir.path().join("b"), &common::genesis()).expect("open");
+    dst.install_snapshot(&meta, file).await.expect("install");
+    assert_eq!(record(&dst, "a"), Some(b"1".to_vec()));
+    assert_eq!(record(&dst, "b"), Some(b"2".to_vec()));
+    assert_eq!(dst.view().pending_len().expect("pending"), 1);
+    let (applied, _) = dst.applied_state().await.expect("state");
+    assert_eq!(applied, Some(log_id(3)));
+    let root = |sm: &LedgerMachine| sm.view().ledger().read().expect("ledger").state_root();
+    assert_eq!(root(&dst), root(&src));
+    // The installed state survives a restart.
+    drop(dst);
+    let (_, dst) = common::open_member(&dir.path().join("b"), &common::genesis()).expect("reopen");
+    assert_eq!(record(&dst, "b"), Some(b"2".to_vec()));
+    assert_eq!(dst.view().pending_len().expect("pending"), 1);
+}
+
+/// Installs `mutate`d copy of a good snapshot into a fresh member and
+/// returns the error; checks the member is unchanged.
+async fn refused(mutate: impl FnOnce(&mut Vec<u8>, &mut SnapshotMeta)) -> String {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (_, mut meta, file) = source(&dir.path().join("a")).await;
+    let mut bytes = std::fs::read(&file.path).expect("read");
+    mutate(&mut bytes, &mut meta);
+    let bad = dir.path().join("bad.bin");
+    std::fs::write(&bad, &bytes).expect("write");
+    let (_, mut dst) =
+        common::open_member(&dir.path().join("b"), &common::genesis()).expect("open");
+    apply(&mut dst, vec![common::put_batch(9, "mine", "x")]).await;
+    let e = dst
+        .install_snapshot(&meta, SnapshotFile { path: bad })
+        .await
+        .expect_err("a bad snapshot must be refused");
+    assert_eq!(
+        record(&dst, "mine"),
+        Some(b"x".to_vec()),
+        "the member changed"
+    );
+    assert_eq!(record(&dst, "a"), None, "the member changed");
+    e.to_string()
+}
+
+#[tokio::test]
+async fn a_file_with_a_wrong_magic_is_refused() {
+    let e = refused(|b, _| b[0] = b'X').await;
+    assert!(e.contains("magic"), "{e}");
+}
+
+#[tokio::test]
+async fn a_truncated_file_is_refused() {
+    let e = refused(|b, _| b.truncate(b.len() - 100)).await;
+    assert!(e.contains("bytes"), "{e}");
+    let e = refused(|b, _| b.truncate(10)).await;
+    assert!(e.contains("header"), "{e}");
+}
+
+#[tokio::test]
+async fn a_damaged_ledger_part_is_refused() {
+    let e = refused(|b, _| {
+        let n = b.len();
+        b[n - 5000] ^= 0xff;
+    })
+    .await;
+    assert!(e.contains("hash"), "{e}");
+}
+
+#[tokio::test]
+async fn a_state_section_that_does_not_fit_is_refused() {
+    let e = refused(|b, _| b[8..12].copy_from_slice(&u32::MAX.to_le_bytes())).await;
+    assert!(e.contains("does not fit"), "{e}");
+}
+
+#[tokio::test]
+async fn metadata_that_disagrees_with_the_file_is_refused() {
+    let e = refused(|_, m| m.last_log_id = Some(log_id(99))).await;
+    assert!(e.contains("metadata"), "{e}");
+}
+
+#[tokio::test]
+async fn a_snapshot_of_another_chain_is_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (_, meta, file) = source(&dir.path().join("a")).await;
+    let other = common::genesis_of("pyralog-other-chain");
+    let (_, mut dst) = common::open_member(&dir.path().join("b"), &other).expect("open");
+    let e = dst
+        .install_snapshot(&meta, file)
+        .await
+        .expect_err("other chain");
+    assert!(e.to_string().contains("genesis"), "{e}");
+    let chain = dst
+        .view()
+        .ledger()
+        .read()
+        .expect("ledger")
+        .genesis()
+        .chain_id
+        .clone();
+    assert_eq!(chain.as_str(), "pyralog-other-chain");
+}
