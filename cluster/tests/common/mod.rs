@@ -139,6 +139,20 @@ impl Harness {
         let all = (1..=n).map(|i| (i, addr(i))).collect();
         h.members[&1].initialize(all).await.expect("initialize");
         h.leader(Duration::from_secs(10)).await;
+        // A member reports itself a learner until the membership entry
+        // reaches it: wait until every one knows it votes.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while h
+            .members
+            .values()
+            .any(|m| !matches!(m.status().role, "leader" | "follower"))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the members never all learned they vote"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         h
     }
 
