@@ -20,6 +20,10 @@ pub use pyralog_ledger::evidence::{Evidence, Kind, Statement};
 /// The most validators a set may have.
 pub const MAX_VALIDATORS: usize = 1024;
 
+/// The most voting power one validator may have: small enough that the sum
+/// over a full set, times four, fits in a `u64`.
+pub const MAX_POWER: u64 = u64::MAX / (4 * MAX_VALIDATORS as u64);
+
 /// One validator and its voting power.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Member {
@@ -40,6 +44,8 @@ pub enum SetError {
     Duplicate(Address),
     /// A validator with no power.
     ZeroPower(Address),
+    /// A validator with more than [`MAX_POWER`].
+    TooMuchPower(Address),
 }
 
 impl std::fmt::Display for SetError {
@@ -49,6 +55,9 @@ impl std::fmt::Display for SetError {
             SetError::TooMany(n) => write!(f, "{n} validators; at most {MAX_VALIDATORS}"),
             SetError::Duplicate(a) => write!(f, "validator {a} is listed twice"),
             SetError::ZeroPower(a) => write!(f, "validator {a} has no voting power"),
+            SetError::TooMuchPower(a) => {
+                write!(f, "validator {a} has more than {MAX_POWER} voting power")
+            }
         }
     }
 }
@@ -80,11 +89,14 @@ impl ValidatorSet {
             if m.power == 0 {
                 return Err(SetError::ZeroPower(m.address));
             }
+            if m.power > MAX_POWER {
+                return Err(SetError::TooMuchPower(m.address));
+            }
             if index.insert(m.address, i).is_some() {
                 return Err(SetError::Duplicate(m.address));
             }
-            // Powers are bounded so that 3 × total fits in u64 comfortably.
-            total = total.saturating_add(m.power.min(u64::MAX / (4 * MAX_VALIDATORS as u64)));
+            // Bounded above, so neither this sum nor 3 × total overflows.
+            total += m.power;
         }
         Ok(ValidatorSet {
             members,
@@ -156,6 +168,23 @@ impl ValidatorSet {
     /// is among any group this strong.
     pub fn weak_quorum(&self) -> u64 {
         self.total / 3 + 1
+    }
+
+    /// The member a uniform 64-bit `draw` lands on when each member owns a
+    /// share of the draws proportional to its power: the draw is scaled to
+    /// `[0, total)` (exactly, in 128 bits) and the members' powers are laid
+    /// end to end in set order.
+    pub fn weighted(&self, draw: u64) -> &Member {
+        let target = ((u128::from(draw) * u128::from(self.total)) >> 64) as u64;
+        let mut end = 0u64;
+        for m in &self.members {
+            end += m.power;
+            if target < end {
+                return m;
+            }
+        }
+        // Unreachable: target < total = the sum of the powers.
+        &self.members[self.members.len() - 1]
     }
 
     /// The round-robin proposer of `round`.
@@ -446,6 +475,27 @@ mod tests {
     }
 
     #[test]
+    fn a_weighted_draw_lands_on_each_member_in_proportion_to_its_power() {
+        let (a, b) = (devkit::key(0).address(), devkit::key(1).address());
+        let s = ValidatorSet::new(vec![
+            Member {
+                address: a,
+                power: 1,
+            },
+            Member {
+                address: b,
+                power: 3,
+            },
+        ])
+        .expect("set");
+        // The draws are cut into [0, 1/4) for a and [1/4, 1) for b.
+        assert_eq!(s.weighted(0).address, a);
+        assert_eq!(s.weighted((1 << 62) - 1).address, a);
+        assert_eq!(s.weighted(1 << 62).address, b);
+        assert_eq!(s.weighted(u64::MAX).address, b);
+    }
+
+    #[test]
     fn sets_refuse_empty_duplicate_and_powerless_members() {
         assert_eq!(ValidatorSet::new(vec![]), Err(SetError::Empty));
         let a = devkit::key(0).address();
@@ -456,6 +506,13 @@ mod tests {
                 power: 0
             }]),
             Err(SetError::ZeroPower(a))
+        );
+        assert_eq!(
+            ValidatorSet::new(vec![Member {
+                address: a,
+                power: MAX_POWER + 1
+            }]),
+            Err(SetError::TooMuchPower(a))
         );
     }
 
