@@ -320,26 +320,7 @@ impl Store {
             rules: Rules::new(genesis.clone()),
         };
         let json = serde_json::to_string(file).map_err(|e| Error::GenesisJson(e.to_string()))?;
-        let empty = EmptyView;
-        let mut overlay = Overlay::new(&empty);
-        for (addr, balance) in &genesis.accounts {
-            let mut acc = overlay.account(addr)?;
-            acc.balance = *balance;
-            overlay.set_account(*addr, acc);
-        }
-        for v in &genesis.validators {
-            let mut acc = overlay.account(&v.public_key)?;
-            acc.stake = acc
-                .stake
-                .checked_add(v.stake)
-                .ok_or(Error::Overflow("stake"))?;
-            overlay.set_account(v.public_key, acc);
-            overlay.set_raw(StateKey::Validator(v.public_key), v.to_bytes());
-        }
-        if genesis.engine == crate::chain::Engine::Pos {
-            crate::staking::genesis_writes(&genesis, &mut overlay)?;
-        }
-        let writes = overlay.into_writes();
+        let writes = genesis_state(&genesis)?;
         let tip = store.tip;
         store.commit(writes, None, |txn, root| {
             // Create every table now, so readers never meet a missing one.
@@ -889,6 +870,33 @@ impl Store {
         self.tip = tip;
         Ok(tip)
     }
+}
+
+/// The state a genesis starts with, as `(key, encoded entry)` writes: funded
+/// accounts, validators with their stake, and under `pos` the staking entries.
+/// A store commits these at creation; an in-memory replica (the simulator)
+/// can start from them too.
+pub fn genesis_state(genesis: &Genesis) -> Result<Vec<(StateKey, Vec<u8>)>, Error> {
+    let empty = EmptyView;
+    let mut overlay = Overlay::new(&empty);
+    for (addr, balance) in &genesis.accounts {
+        let mut acc = overlay.account(addr)?;
+        acc.balance = *balance;
+        overlay.set_account(*addr, acc);
+    }
+    for v in &genesis.validators {
+        let mut acc = overlay.account(&v.public_key)?;
+        acc.stake = acc
+            .stake
+            .checked_add(v.stake)
+            .ok_or(Error::Overflow("stake"))?;
+        overlay.set_account(v.public_key, acc);
+        overlay.set_raw(StateKey::Validator(v.public_key), v.to_bytes());
+    }
+    if genesis.engine == crate::chain::Engine::Pos {
+        crate::staking::genesis_writes(genesis, &mut overlay)?;
+    }
+    Ok(overlay.into_writes())
 }
 
 /// Stores a block, indexes its transactions and moves the tip to it; `root`

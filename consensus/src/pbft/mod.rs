@@ -418,6 +418,10 @@ pub struct Pbft<P: Proposers = RoundRobin> {
     digests: BTreeMap<u64, Hash>,
     /// Pre-prepares that arrived before their parent (per-height proposers).
     early: BTreeMap<(u64, u64), (Address, Arc<Proposal>, Signature)>,
+    /// Per-height proposers: the first height the new-view of the current
+    /// view left open; its leader proposes it, so every view with an honest
+    /// leader orders at least one block (0: none).
+    first_fresh: u64,
     key: Option<Keypair>,
     cfg: Config,
     view: u64,
@@ -506,6 +510,7 @@ impl<P: Proposers> Pbft<P> {
             span,
             digests: BTreeMap::from([(span.base, span.base_digest)]),
             early: BTreeMap::new(),
+            first_fresh: 0,
             key,
             cfg,
             view: 0,
@@ -650,7 +655,7 @@ impl<P: Proposers> Pbft<P> {
 
     /// Who may propose `seq` in `view`, if this replica knows the parent.
     fn proposer_of(&self, view: u64, seq: u64) -> Option<Address> {
-        if !P::PER_HEIGHT {
+        if !P::PER_HEIGHT || (view == self.view && seq == self.first_fresh) {
             return Some(self.primary(view));
         }
         let parent = self.parent_digest(view, seq)?;
@@ -658,6 +663,16 @@ impl<P: Proposers> Pbft<P> {
             self.proposers
                 .proposer(&self.validators, view, seq, &parent),
         )
+    }
+
+    /// The commit this replica signed for its last delivered block, if it
+    /// still holds it (a heartbeat for replicas that are behind).
+    pub fn last_commit(&self) -> Option<Signed> {
+        self.outbox
+            .iter()
+            .rev()
+            .find(|((k, _, h), _)| *k == Kind::Commit && *h == self.committed)
+            .map(|(_, m)| m.clone())
     }
 
     /// The proposal digest of the last delivered block, if known.
@@ -710,6 +725,11 @@ impl<P: Proposers> Pbft<P> {
     /// its slot; persists the statement first.
     fn sign(&mut self, message: Message, out: &mut Vec<Effect>) -> Option<Signed> {
         let key = self.key.as_ref()?;
+        if !self.validators.contains(&key.address()) {
+            // A key outside this set (a proof-of-stake validator waiting for
+            // its epoch) follows without voting.
+            return None;
+        }
         let st = message.statement();
         if matches!(st.kind, Kind::PrePrepare | Kind::Prepare | Kind::Commit) {
             let slot = (st.kind, st.round, st.height);
@@ -755,7 +775,12 @@ impl<P: Proposers> Pbft<P> {
             let seen = self.ahead.entry(from).or_default();
             *seen = (*seen).max(st.height);
         }
-        if matches!(st.kind, Kind::Prepare | Kind::Commit) {
+        // Views are numbered per instance: a vote for a height outside this
+        // instance's span (the previous epoch's) says nothing about ours.
+        if matches!(st.kind, Kind::Prepare | Kind::Commit)
+            && st.height > self.span.base
+            && st.height <= self.span.limit
+        {
             let seen = self.views_seen.entry(from).or_default();
             *seen = (*seen).max(st.round);
         }
@@ -1286,11 +1311,12 @@ impl<P: Proposers> Pbft<P> {
     fn check_view_change(&self, vc: &ViewChange) -> Result<(), Reject> {
         let cp = &vc.checkpoint;
         if cp.seq < self.span.base {
-            return Err(Reject::BadViewChange(format!(
-                "checkpoint {} is before this instance's first block {}",
-                cp.seq,
-                self.span.base + 1
-            )));
+            // From a replica still in an earlier epoch: late, not lying.
+            return Err(Reject::OutOfWindow {
+                seq: cp.seq,
+                low: self.low,
+                high: self.high(),
+            });
         } else if cp.seq == self.span.base {
             // The genesis, or the start of an epoch: agreed, so unsigned.
             if cp.state_root != Hash::ZERO || !cp.votes.is_empty() {
@@ -1600,6 +1626,7 @@ impl<P: Proposers> Pbft<P> {
         accepted: Vec<(Arc<Proposal>, Signature)>,
         out: &mut Vec<Effect>,
     ) {
+        let cp_seq = cp.seq;
         self.view = view;
         self.status = Status::Normal;
         out.push(Effect::Persist(Record::View {
@@ -1615,6 +1642,10 @@ impl<P: Proposers> Pbft<P> {
         }
         self.pool.requeue_in_flight(now);
         let mut top = self.low.max(self.committed);
+        // What every replica of the view computes alike: past the checkpoint
+        // and the re-proposals, not past its own commits.
+        let reproposed = accepted.iter().map(|(p, _)| p.seq()).max().unwrap_or(0);
+        self.first_fresh = reproposed.max(cp_seq).saturating_add(1);
         for (p, sig) in accepted {
             for tx in p.txs() {
                 self.pool.remove(&tx.id());

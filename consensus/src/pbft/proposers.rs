@@ -6,7 +6,9 @@
 //! round (the view), so proposals spread over the set in proportion to stake
 //! and no one can know far ahead who proposes. In both, one *leader* per view
 //! runs the view change: it sends the new-view and re-proposes what was
-//! prepared (§4.4).
+//! prepared (§4.4). Leaders go round robin in both; under proof of stake the
+//! leader also proposes the first height its new-view leaves open, so a view
+//! with an honest leader always orders a block, however the draws fall.
 
 use pyralog_ledger::codec::put_u64;
 use pyralog_ledger::{Address, Domain, Hash};
@@ -46,8 +48,8 @@ impl Proposers for RoundRobin {
 }
 
 /// Proof of stake's proposers: a draw weighted by voting power, seeded by the
-/// previous block's digest, the height and the round; view leaders are drawn
-/// the same way from the epoch's seed and the view.
+/// previous block's digest, the height and the round; view leaders in turn,
+/// from an offset drawn from the epoch's seed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StakeWeighted {
     /// The epoch's seed (the digest of the block that closed the previous
@@ -59,8 +61,11 @@ impl Proposers for StakeWeighted {
     const PER_HEIGHT: bool = true;
 
     fn leader(&self, set: &ValidatorSet, view: u64) -> Address {
-        set.weighted(draw(b"pos leader", &self.epoch_seed, 0, view))
-            .address
+        // Round robin from an offset the epoch's seed picks: a faulty leader
+        // can stall at most one view in n, as in PBFT (a draw per view could
+        // pick the same faulty validator many views in a row).
+        let offset = draw(b"pos leader", &self.epoch_seed, 0, 0);
+        set.round_robin(offset.wrapping_add(view)).address
     }
 
     fn proposer(&self, set: &ValidatorSet, view: u64, seq: u64, parent: &Hash) -> Address {

@@ -30,7 +30,7 @@ use pyralog_ledger::{Address, ChainId, Hash, Keypair};
 
 use crate::bft::{Evidence, Kind, ValidatorSet};
 use crate::engine::Engine;
-use crate::pbft::{self, Config, Effect, Pbft, Record, Reject, Span, StakeWeighted};
+use crate::pbft::{self, Config, Effect, Pbft, Record, Reject, Signed, Span, StakeWeighted};
 
 /// The most evidence keys remembered, to relay each piece once.
 pub const MAX_EVIDENCE_SEEN: usize = 4096;
@@ -80,6 +80,11 @@ pub struct Pos {
     inner: Pbft<StakeWeighted>,
     seen: BTreeSet<(Address, Kind, u64, u64)>,
     seen_order: VecDeque<(Address, Kind, u64, u64)>,
+    /// This replica's commit for the previous epoch's last block, resent
+    /// every `retransmit_ms`: a replica still in that epoch learns from it
+    /// that it is behind, and fetches the block that would move it on.
+    heartbeat: Option<Signed>,
+    last_heartbeat: u64,
 }
 
 impl Pos {
@@ -115,6 +120,8 @@ impl Pos {
             inner,
             seen: BTreeSet::new(),
             seen_order: VecDeque::new(),
+            heartbeat: None,
+            last_heartbeat: 0,
         }
     }
 
@@ -227,6 +234,8 @@ impl Pos {
         let span = self.inner.span();
         let base_digest = self.inner.last_digest().unwrap_or(Hash::ZERO);
         let waiting = self.inner.drain_pool();
+        self.heartbeat = self.inner.last_commit();
+        self.last_heartbeat = now;
         // A restarted replica reads the records of this epoch only: the view
         // starts again at 0.
         out.push(Effect::Persist(Record::View {
@@ -260,6 +269,13 @@ impl Engine for Pos {
         let mut out = Vec::new();
         match input {
             Input::Bft(i) => {
+                if matches!(i, pbft::Input::Tick)
+                    && now_ms.saturating_sub(self.last_heartbeat) >= self.cfg.retransmit_ms
+                    && let Some(m) = &self.heartbeat
+                {
+                    self.last_heartbeat = now_ms;
+                    out.push(Effect::Broadcast(m.clone()));
+                }
                 for e in self.inner.handle(now_ms, i) {
                     match e {
                         // Gossip each piece once, whoever found it.

@@ -1,0 +1,213 @@
+//! The pos engine under the same faults and Byzantine validators as PBFT,
+//! with the validator set changing between epochs, and with each node's
+//! ledger executing the blocks: equivocators are slashed and tombstoned
+//! exactly once, honest validators never.
+
+use pyralog_consensus::bft::{Member, ValidatorSet};
+use pyralog_consensus::pbft::{Proposal, Proposers, RoundRobin, StakeWeighted};
+use pyralog_ledger::{Address, Hash, Keypair, devkit};
+
+use super::sim::SLASH_PPM;
+use super::{Mix, Outcome, Protocol, seeds_per_mix, sweep_with};
+
+/// Genesis stakes of the four validators of most mixes (the seven of the
+/// mixed one have 1000 each); see `sim::Sim::new`.
+fn genesis_stake(key: &Address) -> u64 {
+    let four = [1000, 1100, 1200, 1300];
+    (0..4)
+        .find(|i| devkit::key(500 + i).address() == *key)
+        .map_or(1000, |i| four[i as usize])
+}
+
+/// What every pos run must show on every honest node's ledger.
+fn check_slashing(out: &Outcome, replay: &str, mix: Mix) {
+    for accused in &out.accused {
+        assert!(
+            out.byzantine_keys.contains(accused),
+            "an honest validator {accused} was accused\nreplay: {replay}"
+        );
+    }
+    for (node, all) in &out.standings {
+        for s in all {
+            let key = s.info.public_key;
+            let honest = !out.byzantine_keys.contains(&key);
+            if honest {
+                assert!(
+                    s.state.slashed == 0 && !s.state.tombstoned && !s.state.jailed,
+                    "honest validator {key} punished on node {node}: {s:?}\nreplay: {replay}"
+                );
+                continue;
+            }
+            if out.accused.contains(&key) {
+                // Exactly one slash: one cut of its stake, rounded up.
+                let stake = if mix == Mix::Mixed {
+                    1000
+                } else {
+                    genesis_stake(&key)
+                };
+                let cut = (stake * SLASH_PPM).div_ceil(1_000_000);
+                assert!(
+                    s.state.tombstoned && s.state.slashed == cut && s.info.stake == stake - cut,
+                    "equivocator {key} on node {node}: slashed {} (expected once: {cut}), tombstoned {}\nreplay: {replay}",
+                    s.state.slashed,
+                    s.state.tombstoned
+                );
+            } else {
+                // Found by no honest node in time: at most one slash anyway.
+                assert!(s.state.slashed <= stake_cut_bound(&key, mix), "{s:?}");
+            }
+        }
+    }
+}
+
+fn stake_cut_bound(key: &Address, mix: Mix) -> u64 {
+    let stake = if mix == Mix::Mixed {
+        1000
+    } else {
+        genesis_stake(key)
+    };
+    (stake * SLASH_PPM).div_ceil(1_000_000)
+}
+
+/// The validator set must change at boundaries: the newcomer joins, and
+/// validator 0 leaves when it ran honestly (it then unstakes).
+fn check_set_changes(out: &Outcome, replay: &str) {
+    let newcomer = devkit::key(700).address();
+    let leaver = devkit::key(500).address();
+    assert!(
+        out.epochs >= 2,
+        "only {} epochs\nreplay: {replay}",
+        out.epochs
+    );
+    assert!(
+        out.sets.iter().any(|s| s.contains(&newcomer)),
+        "the newcomer never joined: {:?}\nreplay: {replay}",
+        out.sets
+    );
+    if out.honest_keys.contains(&leaver) {
+        assert!(
+            out.sets
+                .iter()
+                .any(|s| s.contains(&newcomer) && !s.contains(&leaver)),
+            "validator 0 never left\nreplay: {replay}"
+        );
+    }
+}
+
+/// Runs the pos sweep of `mix`; returns how many runs found an equivocator.
+fn pos_sweep(mix: Mix) -> u64 {
+    let mut caught = 0;
+    sweep_with(mix, Protocol::Pos, seeds_per_mix(16), |out, replay| {
+        check_slashing(out, replay, mix);
+        check_set_changes(out, replay);
+        caught += u64::from(!out.accused.is_empty());
+    });
+    println!("pos {}: equivocators caught in {caught} runs", mix.name());
+    caught
+}
+
+#[test]
+fn pos_network_faults() {
+    pos_sweep(Mix::Network);
+}
+
+#[test]
+fn pos_partitions() {
+    pos_sweep(Mix::Partition);
+}
+
+#[test]
+fn pos_crash_and_restart() {
+    pos_sweep(Mix::Crash);
+}
+
+#[test]
+fn pos_twins_are_slashed_and_tombstoned_exactly_once() {
+    let caught = pos_sweep(Mix::Twins);
+    assert!(
+        caught * 2 > seeds_per_mix(16),
+        "twins caught in {caught} runs only"
+    );
+}
+
+#[test]
+fn pos_equivocating_proposer() {
+    let caught = pos_sweep(Mix::Equivocator);
+    assert!(caught > 0, "no equivocator caught");
+}
+
+#[test]
+fn pos_silent_validator() {
+    pos_sweep(Mix::Silent);
+}
+
+#[test]
+fn pos_garbage_sender() {
+    pos_sweep(Mix::Garbage);
+}
+
+#[test]
+fn pos_seven_validators_two_byzantine() {
+    pos_sweep(Mix::Mixed);
+}
+
+/// The chi-square statistic of `observed` counts against `shares` of `n`.
+fn chi_square(observed: &[u64], shares: &[u64]) -> f64 {
+    let total: u64 = shares.iter().sum();
+    let n: u64 = observed.iter().sum();
+    observed
+        .iter()
+        .zip(shares)
+        .map(|(o, s)| {
+            let expected = n as f64 * *s as f64 / total as f64;
+            (*o as f64 - expected).powi(2) / expected
+        })
+        .sum()
+}
+
+/// Proposers over `rounds` heights chained as the engine chains them: each
+/// height's draw is seeded by the previous proposal's digest, the height and
+/// the round (one height in five needs a second round).
+fn proposer_counts<P: Proposers>(p: &P, set: &ValidatorSet, rounds: u64) -> Vec<u64> {
+    let mut counts = vec![0u64; set.len()];
+    let mut parent = Hash::ZERO;
+    for height in 1..=rounds {
+        let round = u64::from(height % 5 == 0);
+        let proposer = p.proposer(set, round, height, &parent);
+        let i = set.index_of(&proposer).expect("a member");
+        counts[i] += 1;
+        parent = Proposal::new(height, height * 500, proposer, Vec::new()).digest();
+    }
+    counts
+}
+
+#[test]
+fn proposals_match_stake_shares_over_ten_thousand_rounds() {
+    let stakes = [1000u64, 2000, 3000, 4000, 10_000];
+    let keys: Vec<Keypair> = (0..5).map(|i| devkit::key(800 + i)).collect();
+    let set = ValidatorSet::new(
+        keys.iter()
+            .zip(stakes)
+            .map(|(k, power)| Member {
+                address: k.address(),
+                power,
+            })
+            .collect(),
+    )
+    .expect("set");
+    // 4 degrees of freedom; the critical value at p = 0.01.
+    const CRITICAL: f64 = 13.277;
+    let pos = StakeWeighted {
+        epoch_seed: Hash::ZERO,
+    };
+    let counts = proposer_counts(&pos, &set, 10_000);
+    let chi = chi_square(&counts, &stakes);
+    println!("proposals {counts:?} for stakes {stakes:?}: chi-square {chi:.2}");
+    assert!(
+        chi < CRITICAL,
+        "chi-square {chi:.2} >= {CRITICAL}: {counts:?}"
+    );
+    // The test has teeth: proposers that ignore stake fail it.
+    let equal = proposer_counts(&RoundRobin, &set, 10_000);
+    assert!(chi_square(&equal, &stakes) > CRITICAL);
+}
