@@ -465,3 +465,203 @@ fn a_prepare_from_the_proposer_counts_once() {
         vec![Reject::PrepareFromPrimary]
     );
 }
+
+/// Runs `rs` with time advancing by `step` ms per round for `rounds` rounds,
+/// dropping everything `mute` sends; returns each replica's committed blocks.
+fn run_for(
+    rs: &mut [Pos],
+    mute: Option<usize>,
+    start: u64,
+    step: u64,
+    rounds: u64,
+) -> Vec<Vec<pbft::CommittedBlock>> {
+    let mut committed = vec![Vec::new(); rs.len()];
+    for round in 0..rounds {
+        let now = start + round * step;
+        let mut queue: Vec<(usize, Effect)> = Vec::new();
+        for (i, r) in rs.iter_mut().enumerate() {
+            for e in r.handle(now, Input::Bft(pbft::Input::Tick)) {
+                queue.push((i, e));
+            }
+        }
+        while let Some((from, e)) = (!queue.is_empty()).then(|| queue.remove(0)) {
+            match e {
+                Effect::Broadcast(m) | Effect::Send { message: m, .. } if Some(from) != mute => {
+                    for (to, r) in rs.iter_mut().enumerate() {
+                        if to != from {
+                            for e in r.handle(now, Input::Bft(pbft::Input::Message(m.clone()))) {
+                                queue.push((to, e));
+                            }
+                        }
+                    }
+                }
+                Effect::Commit(b) => {
+                    let seq = b.proposal.seq();
+                    committed[from].push(b);
+                    let executed = pbft::Input::Executed {
+                        seq,
+                        state_root: Hash::of(Domain::Consensus, &seq.to_le_bytes()),
+                    };
+                    for e in rs[from].handle(now, Input::Bft(executed)) {
+                        queue.push((from, e));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    committed
+}
+
+#[test]
+fn after_a_view_change_the_leader_proposes_the_first_open_height() {
+    // Equal power, so any three make a quorum. The drawn proposer of height 1
+    // is silent: the others change view, and the new view's leader proposes
+    // height 1 itself.
+    let equal = ValidatorSet::equal(keys().iter().map(Keypair::address)).expect("set");
+    let s = StakeWeighted {
+        epoch_seed: Hash::ZERO,
+    };
+    let silent = index(&s.proposer(&equal, 0, 1, &Hash::ZERO));
+    let mut rs: Vec<Pos> = (0..4)
+        .map(|i| {
+            Pos::new(
+                chain(),
+                0,
+                LENGTH,
+                equal.clone(),
+                Hash::ZERO,
+                Some(keys()[i].clone()),
+                cfg(),
+            )
+        })
+        .collect();
+    for r in rs.iter_mut() {
+        let _ = r.handle(NOW, Input::Bft(pbft::Input::Submit(tx(1))));
+    }
+    let committed = run_for(&mut rs, Some(silent), NOW, 20, 40);
+    let leader = s.leader(&equal, 1);
+    assert_ne!(leader, addr(silent), "round robin moves the leader on");
+    for (i, c) in committed.iter().enumerate() {
+        if i == silent {
+            continue;
+        }
+        assert_eq!(c.len(), 1, "replica {i} commits height 1");
+        assert_eq!(c[0].view, 1);
+        assert_eq!(c[0].proposal.proposer(), leader);
+    }
+}
+
+#[test]
+fn a_key_outside_the_set_follows_without_voting() {
+    let outsider = devkit::key(99);
+    let mut r = Pos::new(chain(), 0, LENGTH, set(), Hash::ZERO, Some(outsider), cfg());
+    let p = drawn(1, &Hash::ZERO);
+    let (_, m) = pre_prepare(p, 1, vec![tx(1)]);
+    let effects = message(&mut r, m);
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::Broadcast(_) | Effect::Persist(_))),
+        "{effects:?}"
+    );
+}
+
+#[test]
+fn after_an_epoch_the_last_commit_is_resent_for_replicas_still_in_it() {
+    let mut rs: Vec<Pos> = (0..4).map(replica).collect();
+    let mut queue = Vec::new();
+    for n in 0..12 {
+        for (i, x) in rs.iter_mut().enumerate() {
+            for e in x.handle(NOW, Input::Bft(pbft::Input::Submit(tx(n)))) {
+                queue.push((i, e));
+            }
+        }
+    }
+    run(&mut rs, queue);
+    let r = &mut rs[1];
+    let last = r.bft().last_commit().expect("its commit for height 3");
+    assert_eq!(last.message.statement().height, 3);
+    let _ = r.handle(
+        NOW,
+        Input::NextEpoch {
+            epoch: 1,
+            validators: set(),
+        },
+    );
+    let effects = r.handle(NOW + 50, Input::Bft(pbft::Input::Tick));
+    assert!(effects.contains(&Effect::Broadcast(last)), "{effects:?}");
+}
+
+/// A replica that has delivered epoch 0 (heights 1..=3) and started epoch 1.
+fn replica_in_epoch_one() -> Pos {
+    let mut rs: Vec<Pos> = (0..4).map(replica).collect();
+    let mut queue = Vec::new();
+    for n in 0..12 {
+        for (i, x) in rs.iter_mut().enumerate() {
+            for e in x.handle(NOW, Input::Bft(pbft::Input::Submit(tx(n)))) {
+                queue.push((i, e));
+            }
+        }
+    }
+    run(&mut rs, queue);
+    let mut r = rs.swap_remove(0);
+    let _ = r.handle(
+        NOW,
+        Input::NextEpoch {
+            epoch: 1,
+            validators: set(),
+        },
+    );
+    assert_eq!(r.epoch(), 1);
+    r
+}
+
+#[test]
+fn a_view_change_from_the_previous_epoch_is_late_not_lying() {
+    let mut r = replica_in_epoch_one();
+    let vc = pbft::ViewChange {
+        new_view: 1,
+        checkpoint: pbft::CheckpointCert::default(),
+        prepared: vec![],
+    };
+    let m = Signed::sign(&chain(), &keys()[1], Message::ViewChange(vc));
+    let reasons = rejected(&message(&mut r, m));
+    assert_eq!(
+        reasons,
+        vec![Reject::OutOfWindow {
+            seq: 0,
+            low: 3,
+            high: 7
+        }]
+    );
+    assert!(!reasons[0].is_misbehaviour());
+}
+
+#[test]
+fn blocks_past_the_epoch_are_not_synced_until_the_next_set_is_known() {
+    let mut rs: Vec<Pos> = (0..4).map(replica).collect();
+    let mut queue = Vec::new();
+    for n in 0..12 {
+        for (i, x) in rs.iter_mut().enumerate() {
+            for e in x.handle(NOW, Input::Bft(pbft::Input::Submit(tx(n)))) {
+                queue.push((i, e));
+            }
+        }
+    }
+    run(&mut rs, queue);
+    let r = &mut rs[0];
+    assert!(r.awaits_next_epoch());
+    // Height 4 belongs to epoch 1, certified by epoch 1's set: not now.
+    let block = pbft::CommittedBlock {
+        view: 0,
+        proposal: Arc::new(Proposal::new(4, NOW, addr(1), vec![])),
+        commits: vec![],
+    };
+    let synced = pbft::Input::Synced {
+        from: addr(1),
+        block,
+    };
+    assert_eq!(r.handle(NOW, Input::Bft(synced)), vec![]);
+    assert_eq!(r.bft().committed(), 3);
+}

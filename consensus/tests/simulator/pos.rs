@@ -10,6 +10,9 @@ use pyralog_ledger::{Address, Hash, Keypair, devkit};
 use super::sim::SLASH_PPM;
 use super::{Mix, Outcome, Protocol, seeds_per_mix, sweep_with};
 
+/// Seeds per pos mix by default (see `PBFT_SEEDS`).
+pub(crate) const POS_SEEDS: u64 = 8;
+
 /// Genesis stakes of the four validators of most mixes (the seven of the
 /// mixed one have 1000 each); see `sim::Sim::new`.
 fn genesis_stake(key: &Address) -> u64 {
@@ -97,11 +100,16 @@ fn check_set_changes(out: &Outcome, replay: &str) {
 /// Runs the pos sweep of `mix`; returns how many runs found an equivocator.
 fn pos_sweep(mix: Mix) -> u64 {
     let mut caught = 0;
-    sweep_with(mix, Protocol::Pos, seeds_per_mix(16), |out, replay| {
-        check_slashing(out, replay, mix);
-        check_set_changes(out, replay);
-        caught += u64::from(!out.accused.is_empty());
-    });
+    sweep_with(
+        mix,
+        Protocol::Pos,
+        seeds_per_mix(POS_SEEDS),
+        |out, replay| {
+            check_slashing(out, replay, mix);
+            check_set_changes(out, replay);
+            caught += u64::from(!out.accused.is_empty());
+        },
+    );
     println!("pos {}: equivocators caught in {caught} runs", mix.name());
     caught
 }
@@ -125,7 +133,7 @@ fn pos_crash_and_restart() {
 fn pos_twins_are_slashed_and_tombstoned_exactly_once() {
     let caught = pos_sweep(Mix::Twins);
     assert!(
-        caught * 2 > seeds_per_mix(16),
+        caught * 2 > seeds_per_mix(POS_SEEDS),
         "twins caught in {caught} runs only"
     );
 }
