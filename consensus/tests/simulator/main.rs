@@ -14,7 +14,9 @@
 //! Pos runs (`pos.rs`) add, on each node's ledger state executed with the real
 //! rules: the validator set changes at epoch boundaries (a newcomer registers
 //! and stakes, validator 0 unstakes), every equivocating validator found is
-//! slashed and tombstoned exactly once, and no honest validator is slashed.
+//! slashed and tombstoned exactly once, and no honest validator is slashed,
+//! also not by forged evidence submitted mid-run (a tampered signature, two
+//! votes for different heights).
 //!
 //! A failing run prints the command that replays it. A longer run:
 //! `PYRALOG_SIM_SEEDS=2000 cargo test --release -p pyralog-consensus --test simulator`

@@ -24,6 +24,14 @@ fn genesis_stake(key: &Address) -> u64 {
 
 /// What every pos run must show on every honest node's ledger.
 fn check_slashing(out: &Outcome, replay: &str, mix: Mix) {
+    // The forged evidence was executed and refused (it never slashed: below).
+    for why in ["bad signature", "invalid proof"] {
+        assert!(
+            out.refused_evidence.get(why).is_some_and(|n| *n > 0),
+            "no forged evidence refused for {why}: {:?}\nreplay: {replay}",
+            out.refused_evidence
+        );
+    }
     for accused in &out.accused {
         assert!(
             out.byzantine_keys.contains(accused),
@@ -97,9 +105,11 @@ fn check_set_changes(out: &Outcome, replay: &str) {
     }
 }
 
-/// Runs the pos sweep of `mix`; returns how many runs found an equivocator.
-fn pos_sweep(mix: Mix) -> u64 {
+/// Runs the pos sweep of `mix`; returns how many runs found an equivocator,
+/// and how many duplicate evidence transactions the ledgers refused.
+fn pos_sweep(mix: Mix) -> (u64, u64) {
     let mut caught = 0;
+    let mut duplicates = 0;
     sweep_with(
         mix,
         Protocol::Pos,
@@ -108,10 +118,18 @@ fn pos_sweep(mix: Mix) -> u64 {
             check_slashing(out, replay, mix);
             check_set_changes(out, replay);
             caught += u64::from(!out.accused.is_empty());
+            duplicates += out
+                .refused_evidence
+                .get("duplicate evidence")
+                .copied()
+                .unwrap_or(0);
         },
     );
-    println!("pos {}: equivocators caught in {caught} runs", mix.name());
-    caught
+    println!(
+        "pos {}: equivocators caught in {caught} runs; {duplicates} duplicate evidence transactions refused",
+        mix.name()
+    );
+    (caught, duplicates)
 }
 
 #[test]
@@ -131,7 +149,10 @@ fn pos_crash_and_restart() {
 
 #[test]
 fn pos_twins_are_slashed_and_tombstoned_exactly_once() {
-    let caught = pos_sweep(Mix::Twins);
+    let (caught, duplicates) = pos_sweep(Mix::Twins);
+    // Every honest node that saw the pair reported it: the reports after the
+    // first were refused as duplicates, and the checks above saw one slash.
+    assert!(duplicates > 0, "no duplicate evidence was refused");
     assert!(
         caught * 2 > seeds_per_mix(POS_SEEDS),
         "twins caught in {caught} runs only"
@@ -140,7 +161,7 @@ fn pos_twins_are_slashed_and_tombstoned_exactly_once() {
 
 #[test]
 fn pos_equivocating_proposer() {
-    let caught = pos_sweep(Mix::Equivocator);
+    let (caught, _) = pos_sweep(Mix::Equivocator);
     assert!(caught > 0, "no equivocator caught");
 }
 

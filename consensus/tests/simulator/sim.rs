@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, OnceLock};
 
 use pyralog_consensus::Engine;
-use pyralog_consensus::bft::{Evidence, Member, ValidatorSet};
+use pyralog_consensus::bft::{Evidence, Kind, Member, Statement, ValidatorSet};
 use pyralog_consensus::pbft::{
     CommittedBlock, Config, Effect, Input, Message, Pbft, Proposal, Record, Signed,
 };
@@ -130,6 +130,9 @@ const EVIDENCE_MARGIN_MS: u64 = 6_000;
 /// everything (so the set grows, then shrinks, at epoch boundaries).
 const NEWCOMER_AT_MS: u64 = 1_500;
 const LEAVER_AT_MS: u64 = 5_000;
+/// Pos: when forged evidence against validator 1 is submitted (a tampered
+/// signature, and two votes for different heights); it must slash nothing.
+const FORGED_AT_MS: u64 = 3_000;
 /// Pos: the slash for equivocation, in parts per million.
 pub(crate) const SLASH_PPM: u64 = 100_000;
 
@@ -315,6 +318,8 @@ enum Event {
     Staking {
         leave: bool,
     },
+    /// Pos: forged evidence is submitted.
+    Forged,
     FetchRequest {
         to: usize,
         from: usize,
@@ -365,6 +370,10 @@ pub(crate) struct Outcome {
     pub(crate) epochs: u64,
     /// Pos: the distinct validator sets the honest nodes voted with.
     pub(crate) sets: BTreeSet<Vec<Address>>,
+    /// Pos: evidence transactions honest nodes executed and refused, by the
+    /// reason's root cause (forged: `bad signature`, `invalid proof`;
+    /// duplicates: `duplicate evidence`).
+    pub(crate) refused_evidence: BTreeMap<String, u64>,
 }
 
 pub(crate) struct Sim {
@@ -504,6 +513,7 @@ impl Sim {
                 byzantine_keys: BTreeSet::new(),
                 epochs: 0,
                 sets: BTreeSet::new(),
+                refused_evidence: BTreeMap::new(),
             },
             protocol,
             world,
@@ -561,6 +571,7 @@ impl Sim {
         if self.protocol == Protocol::Pos {
             self.at(NEWCOMER_AT_MS, Event::Staking { leave: false });
             self.at(LEAVER_AT_MS, Event::Staking { leave: true });
+            self.at(FORGED_AT_MS, Event::Forged);
         }
     }
 
@@ -727,6 +738,48 @@ impl Sim {
                     }
                 }
             }
+            Event::Forged => {
+                self.log(&[b"forged"]);
+                let key = self.nodes[1].key.clone();
+                let st = |height: u64, tag: &[u8]| Statement {
+                    kind: Kind::Prepare,
+                    round: 0,
+                    height,
+                    digest: Hash::of(Domain::Consensus, tag),
+                };
+                let (a, b) = (st(2, b"a"), st(2, b"b"));
+                let mut tampered = Evidence {
+                    validator: key.address(),
+                    first: a,
+                    first_sig: a.sign(&chain(), &key),
+                    second: b,
+                    second_sig: b.sign(&chain(), &key),
+                };
+                tampered.second_sig.0[7] ^= 0x40;
+                let c = st(3, b"b");
+                let apart = Evidence {
+                    second: c,
+                    second_sig: c.sign(&chain(), &key),
+                    ..tampered.clone()
+                };
+                let apart = Evidence {
+                    first_sig: a.sign(&chain(), &key),
+                    ..apart
+                };
+                for ev in [tampered, apart] {
+                    self.reporters += 1;
+                    let reporter = devkit::key(10_000 + self.reporters);
+                    let tx = signed_tx(
+                        &reporter,
+                        0,
+                        0,
+                        Payload::Evidence {
+                            data: ev.to_bytes(),
+                        },
+                    );
+                    self.submit_everywhere(tx);
+                }
+            }
             Event::Staking { leave } => {
                 self.log(&[b"staking", &[u8::from(leave)]]);
                 let txs = if leave {
@@ -863,13 +916,33 @@ impl Sim {
             timestamp_ms: block.proposal.timestamp_ms(),
             proposer: block.proposal.proposer(),
         };
-        let writes = {
-            let (overlay, _failed) = world
+        let (writes, failed) = {
+            let (overlay, failed) = world
                 .rules
                 .execute_ordered_all(state, &ctx, block.proposal.txs(), None)
                 .expect("in-memory state never fails");
-            overlay.into_writes()
+            (overlay.into_writes(), failed)
         };
+        if n.behaviour == Behaviour::Honest {
+            for (id, e) in &failed {
+                let evidence = block.proposal.txs().iter().any(|t| {
+                    t.id() == *id && matches!(t.tx().body.payload, Payload::Evidence { .. })
+                });
+                if evidence {
+                    let why = match e.root_cause() {
+                        Error::BadSignature => "bad signature",
+                        Error::BadProof(_) => "invalid proof",
+                        Error::EvidenceDuplicate { .. } => "duplicate evidence",
+                        _ => "other",
+                    };
+                    *self
+                        .outcome
+                        .refused_evidence
+                        .entry(why.to_owned())
+                        .or_default() += 1;
+                }
+            }
+        }
         state.0.extend(writes);
         let epoch = epoch_of(state);
         if epoch != before {
