@@ -120,9 +120,9 @@ pub struct Unbonding {
 }
 
 /// Who voted for a block, as consensus agreed on it. Every replica must pass
-/// the same list for the same block (an engine carries it inside a later
-/// proposal); a replica's own commit certificate is not agreed and must not be
-/// used.
+/// the same list for the same block: the `pos` engine carries it inside a
+/// later proposal (`pbft::LastCommit`); a replica's own commit certificate is
+/// not agreed (any quorum will do) and must not be used.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BlockVotes {
     /// The height voted for.

@@ -30,8 +30,9 @@ use pyralog_ledger::block::VerifiedTx;
 use pyralog_ledger::{Address, ChainId, Hash, Keypair, PowKey, Signature};
 
 pub use messages::{
-    CheckpointCert, CommittedBlock, Message, NewView, PreparedCert, Proposal, Reproposal, Signed,
-    SignedViewChange, ViewChange, caps, committed_bytes, engine_data,
+    CheckpointCert, CommittedBlock, LastCommit, Message, NewView, PreparedCert, Proposal,
+    Reproposal, Signed, SignedViewChange, ViewChange, caps, committed_bytes, engine_data,
+    engine_data_of,
 };
 pub use proposers::{Proposers, RoundRobin, StakeWeighted, draw};
 use pyralog_ledger::Error;
@@ -422,6 +423,9 @@ pub struct Pbft<P: Proposers = RoundRobin> {
     /// view left open; its leader proposes it, so every view with an honest
     /// leader orders at least one block (0: none).
     first_fresh: u64,
+    /// The last block delivered, whose commits a per-height proposer carries
+    /// in its next proposal (its slot may be pruned by a checkpoint).
+    delivered: Option<CommittedBlock>,
     key: Option<Keypair>,
     cfg: Config,
     view: u64,
@@ -511,6 +515,7 @@ impl<P: Proposers> Pbft<P> {
             digests: BTreeMap::from([(span.base, span.base_digest)]),
             early: BTreeMap::new(),
             first_fresh: 0,
+            delivered: None,
             key,
             cfg,
             view: 0,
@@ -874,6 +879,9 @@ impl<P: Proposers> Pbft<P> {
         if proposal.proposer() != from {
             return Err(Reject::BadProposal("the proposer field is not the signer"));
         }
+        if let Some(lc) = proposal.last_commit() {
+            self.check_last_commit(seq, lc)?;
+        }
         if proposal.txs().len() > self.cfg.max_block_txs {
             return Err(Reject::BadProposal("too many transactions"));
         }
@@ -881,6 +889,54 @@ impl<P: Proposers> Pbft<P> {
             return Err(Reject::BadProposal("timestamp in the future"));
         }
         self.accept(view, proposal, sig, from, out)
+    }
+
+    /// A proposal's [`LastCommit`] (per-height proposers only): an earlier
+    /// height of this span, a quorum of valid commit signatures, and the
+    /// digest this replica delivered there if it did.
+    fn check_last_commit(&self, seq: u64, lc: &LastCommit) -> Result<(), Reject> {
+        if !P::PER_HEIGHT {
+            return Err(Reject::BadProposal(
+                "a last commit under round-robin proposers",
+            ));
+        }
+        if lc.height <= self.span.base || lc.height >= seq {
+            return Err(Reject::BadProposal(
+                "a last commit outside the span before it",
+            ));
+        }
+        if let Some(d) = self.digests.get(&lc.height)
+            && *d != lc.digest
+        {
+            return Err(Reject::BadProposal("a last commit for another block"));
+        }
+        check_certificate(&self.chain, &self.validators, &lc.statement(), &lc.commits)
+            .map_err(Reject::BadCertificate)
+    }
+
+    /// The commits this replica holds for its last delivered block, to carry
+    /// in its next proposal (per-height proposers): all it has received, not
+    /// only the quorum that committed it, so voters are not left out.
+    fn last_commit_to_carry(&self) -> Option<Arc<LastCommit>> {
+        let height = self.committed;
+        if height <= self.span.base {
+            return None;
+        }
+        let block = self
+            .delivered
+            .as_ref()
+            .filter(|b| b.proposal.seq() == height)?;
+        let digest = block.proposal.digest();
+        let mut commits = self.commits.signatures(block.view, height, &digest);
+        if commits.len() < block.commits.len() {
+            commits.clone_from(&block.commits);
+        }
+        Some(Arc::new(LastCommit {
+            height,
+            view: block.view,
+            digest,
+            commits,
+        }))
     }
 
     /// Per-height proposers: pre-prepares kept aside whose parent is now known.
@@ -1129,6 +1185,9 @@ impl<P: Proposers> Pbft<P> {
     fn deliver(&mut self, now: u64, block: CommittedBlock, out: &mut Vec<Effect>) {
         self.committed = block.proposal.seq();
         self.digests.insert(self.committed, block.proposal.digest());
+        if P::PER_HEIGHT {
+            self.delivered = Some(block.clone());
+        }
         self.next_seq = self.next_seq.max(self.committed);
         for tx in block.proposal.txs() {
             self.pool.remove(&tx.id());
@@ -1855,7 +1914,8 @@ impl<P: Proposers> Pbft<P> {
                 break;
             }
             let txs = self.pool.take(self.cfg.max_block_txs);
-            let proposal = Arc::new(Proposal::new(seq, now, me, txs));
+            let last = self.last_commit_to_carry();
+            let proposal = Arc::new(Proposal::with_last_commit(seq, now, me, txs, last));
             let pre = Message::PrePrepare {
                 view,
                 proposal: proposal.clone(),

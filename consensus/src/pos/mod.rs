@@ -14,6 +14,10 @@
 //!
 //! What the host does, beyond what [`crate::pbft`] describes:
 //!
+//! - executes a committed block with the votes its proposal carries
+//!   (`Proposal::last_commit`, as `pyralog_ledger::staking::BlockVotes` to
+//!   `Store::commit_ordered_with_votes`), and stores it with
+//!   [`pbft::engine_data_of`] so [`pbft::committed_bytes`] serves it intact;
 //! - after executing an epoch's last block, feeds [`Input::NextEpoch`] with the
 //!   set its state now holds;
 //! - on [`Effect::Evidence`], gossips the evidence and submits it in an

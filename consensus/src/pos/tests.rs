@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::bft::{Member, Statement};
-use crate::pbft::{Message, Proposal, Proposers, Signed};
+use crate::pbft::{LastCommit, Message, Proposal, Proposers, Signed};
 use pyralog_ledger::block::{VerifiedTx, verify_tx};
 use pyralog_ledger::{Domain, devkit};
 
@@ -664,4 +664,196 @@ fn blocks_past_the_epoch_are_not_synced_until_the_next_set_is_known() {
     };
     assert_eq!(r.handle(NOW, Input::Bft(synced)), vec![]);
     assert_eq!(r.bft().committed(), 3);
+}
+
+fn commit_sig(i: usize, view: u64, height: u64, digest: Hash) -> crate::bft::VoteSig {
+    let st = Statement {
+        kind: Kind::Commit,
+        round: view,
+        height,
+        digest,
+    };
+    crate::bft::VoteSig {
+        validator: addr(i),
+        signature: st.sign(&chain(), &keys()[i]),
+    }
+}
+
+/// Like [`run`], returning the blocks replica 0 committed.
+fn run_blocks(rs: &mut [Pos], mut queue: Vec<(usize, Effect)>) -> Vec<pbft::CommittedBlock> {
+    let mut blocks = Vec::new();
+    while let Some((from, e)) = (!queue.is_empty()).then(|| queue.remove(0)) {
+        match e {
+            Effect::Broadcast(m) => {
+                for (to, r) in rs.iter_mut().enumerate() {
+                    if to != from {
+                        for e in message(r, m.clone()) {
+                            queue.push((to, e));
+                        }
+                    }
+                }
+            }
+            Effect::Commit(b) => {
+                if from == 0 {
+                    blocks.push(b.clone());
+                }
+                let executed = pbft::Input::Executed {
+                    seq: b.proposal.seq(),
+                    state_root: Hash::ZERO,
+                };
+                for e in rs[from].handle(NOW, Input::Bft(executed)) {
+                    queue.push((from, e));
+                }
+            }
+            _ => {}
+        }
+    }
+    blocks
+}
+
+fn submit_all(rs: &mut [Pos], n: u64) -> Vec<(usize, Effect)> {
+    let mut queue = Vec::new();
+    for (i, x) in rs.iter_mut().enumerate() {
+        for e in x.handle(NOW, Input::Bft(pbft::Input::Submit(tx(n)))) {
+            queue.push((i, e));
+        }
+    }
+    queue
+}
+
+#[test]
+fn proposals_carry_the_commits_of_the_block_before_and_they_are_agreed() {
+    let mut rs: Vec<Pos> = (0..4).map(replica).collect();
+    // One block at a time, so each proposer has delivered the one before.
+    let mut blocks = Vec::new();
+    for n in 0..3 {
+        let queue = submit_all(&mut rs, n);
+        blocks.extend(run_blocks(&mut rs, queue));
+    }
+    assert_eq!(blocks.len(), 3);
+    assert!(
+        blocks[0].proposal.last_commit().is_none(),
+        "nothing before 1"
+    );
+    for w in blocks.windows(2) {
+        let lc = w[1].proposal.last_commit().unwrap_or_else(|| {
+            panic!(
+                "a last commit in {:?} (blocks {})",
+                w[1].proposal.seq(),
+                blocks.len()
+            )
+        });
+        assert_eq!(lc.height, w[0].proposal.seq());
+        // The commits the proposer held, a quorum at least; all four for
+        // height 1 (height 2's late ones went with its checkpoint).
+        assert!(lc.commits.len() >= 3);
+        if lc.height == 1 {
+            assert_eq!(lc.commits.len(), 4, "not only the quorum that committed it");
+        }
+        assert_eq!(lc.digest, blocks[lc.height as usize - 1].proposal.digest());
+        assert_eq!(
+            crate::bft::check_certificate(&chain(), &set(), &lc.statement(), &lc.commits),
+            Ok(())
+        );
+    }
+    // Stored and served as it was: the engine data keeps the last commit.
+    let b = &blocks[2];
+    let stored = pyralog_ledger::Block {
+        header: pyralog_ledger::Header {
+            chain_id: chain(),
+            height: b.proposal.seq(),
+            parent: Hash::ZERO,
+            state_root: Hash::ZERO,
+            tx_root: Hash::ZERO,
+            proposer: b.proposal.proposer(),
+            timestamp_ms: b.proposal.timestamp_ms(),
+            engine_data: pbft::engine_data_of(b),
+        },
+        txs: b.proposal.txs().iter().map(|t| t.tx().clone()).collect(),
+        certificate: pyralog_ledger::Certificate {
+            round: b.view,
+            votes: b
+                .commits
+                .iter()
+                .map(|v| pyralog_ledger::Vote {
+                    validator: v.validator,
+                    signature: v.signature,
+                })
+                .collect(),
+        },
+    };
+    let bytes = pbft::committed_bytes(&stored).expect("bytes");
+    use pyralog_ledger::codec::Decode;
+    assert_eq!(
+        pbft::CommittedBlock::from_bytes(&bytes).expect("decodes"),
+        b.clone()
+    );
+}
+
+#[test]
+fn a_bad_last_commit_is_refused() {
+    let mut rs: Vec<Pos> = (0..4).map(replica).collect();
+    let queue = submit_all(&mut rs, 0);
+    run(&mut rs, queue);
+    let r = &mut rs[0];
+    assert_eq!(r.bft().committed(), 1);
+    let d1 = r.bft().last_digest().expect("digest of 1");
+    let p = drawn(2, &d1);
+    let view = 0;
+    let lc = |height: u64, digest: Hash, signers: &[usize]| {
+        Arc::new(LastCommit {
+            height,
+            view,
+            digest,
+            commits: signers
+                .iter()
+                .map(|i| commit_sig(*i, view, height, digest))
+                .collect(),
+        })
+    };
+    let propose = |last: Arc<LastCommit>| {
+        let prop = Arc::new(Proposal::with_last_commit(
+            2,
+            NOW,
+            addr(p),
+            vec![tx(1)],
+            Some(last),
+        ));
+        Signed::sign(
+            &chain(),
+            &keys()[p],
+            Message::PrePrepare {
+                view,
+                proposal: prop,
+            },
+        )
+    };
+    let backup = (p + 1) % 4;
+    let mut cases = vec![
+        // Not before this height.
+        (
+            lc(2, d1, &[0, 1, 2, 3]),
+            Reject::BadProposal("a last commit outside the span before it"),
+        ),
+        // Another block at height 1.
+        (
+            lc(1, Hash::of(Domain::Consensus, b"x"), &[0, 1, 2, 3]),
+            Reject::BadProposal("a last commit for another block"),
+        ),
+    ];
+    // Too little power: validators 0 and 1 hold 3 of 10.
+    cases.push((
+        lc(1, d1, &[0, 1]),
+        Reject::BadCertificate(crate::bft::CertError::NoQuorum {
+            power: 3,
+            needed: 7,
+        }),
+    ));
+    for (last, reason) in cases {
+        let effects = message(&mut rs[backup], propose(last));
+        assert_eq!(rejected(&effects), vec![reason]);
+    }
+    // A valid one is accepted (a prepare follows).
+    let effects = message(&mut rs[backup], propose(lc(1, d1, &[1, 2, 3])));
+    assert!(rejected(&effects).is_empty(), "{effects:?}");
 }

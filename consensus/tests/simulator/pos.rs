@@ -7,7 +7,7 @@ use pyralog_consensus::bft::{Member, ValidatorSet};
 use pyralog_consensus::pbft::{Proposal, Proposers, RoundRobin, StakeWeighted};
 use pyralog_ledger::{Address, Hash, Keypair, devkit};
 
-use super::sim::SLASH_PPM;
+use super::sim::{DOWNTIME_PPM, SLASH_PPM};
 use super::{Mix, Outcome, Protocol, seeds_per_mix, sweep_with};
 
 /// Seeds per pos mix by default (see `PBFT_SEEDS`).
@@ -50,34 +50,46 @@ fn check_slashing(out: &Outcome, replay: &str, mix: Mix) {
                 continue;
             }
             if out.accused.contains(&key) {
-                // Exactly one slash: one cut of its stake, rounded up.
+                // Exactly one slash for equivocation: one cut of its stake,
+                // rounded up (after a downtime slash, if one came first).
                 let stake = if mix == Mix::Mixed {
                     1000
                 } else {
                     genesis_stake(&key)
                 };
-                let cut = (stake * SLASH_PPM).div_ceil(1_000_000);
+                let cut = |amount: u64, ppm: u64| (amount * ppm).div_ceil(1_000_000);
+                let once = cut(stake, SLASH_PPM);
+                let down = cut(stake, DOWNTIME_PPM);
+                let after_downtime = down + cut(stake - down, SLASH_PPM);
                 assert!(
-                    s.state.tombstoned && s.state.slashed == cut && s.info.stake == stake - cut,
-                    "equivocator {key} on node {node}: slashed {} (expected once: {cut}), tombstoned {}\nreplay: {replay}",
+                    s.state.tombstoned
+                        && (s.state.slashed == once || s.state.slashed == after_downtime)
+                        && s.info.stake == stake - s.state.slashed,
+                    "equivocator {key} on node {node}: slashed {} (expected once: {once}), tombstoned {}\nreplay: {replay}",
                     s.state.slashed,
                     s.state.tombstoned
                 );
             } else {
-                // Found by no honest node in time: at most one slash anyway.
-                assert!(s.state.slashed <= stake_cut_bound(&key, mix), "{s:?}");
+                // Found late or by a Byzantine node only: still at most one
+                // slash for equivocation (and one for downtime).
+                assert!(
+                    s.state.slashed <= stake_cut_bound(&key, mix),
+                    "{s:?}\nreplay: {replay}"
+                );
             }
         }
     }
 }
 
+/// The most a Byzantine validator may lose: one equivocation slash and one
+/// downtime slash.
 fn stake_cut_bound(key: &Address, mix: Mix) -> u64 {
     let stake = if mix == Mix::Mixed {
         1000
     } else {
         genesis_stake(key)
     };
-    (stake * SLASH_PPM).div_ceil(1_000_000)
+    (stake * SLASH_PPM).div_ceil(1_000_000) + (stake * DOWNTIME_PPM).div_ceil(1_000_000)
 }
 
 /// The validator set must change at boundaries: the newcomer joins, and
@@ -165,9 +177,40 @@ fn pos_equivocating_proposer() {
     assert!(caught > 0, "no equivocator caught");
 }
 
+/// A silent validator's commits are in no proposal's last commit: it misses
+/// every counted block, and the ledger jails it for downtime with one small
+/// slash (honest validators, checked in every run, are never jailed).
 #[test]
-fn pos_silent_validator() {
-    pos_sweep(Mix::Silent);
+fn pos_silent_validator_is_jailed_for_downtime() {
+    let mut jailed = 0;
+    sweep_with(
+        Mix::Silent,
+        Protocol::Pos,
+        seeds_per_mix(POS_SEEDS),
+        |out, replay| {
+            check_slashing(out, replay, Mix::Silent);
+            check_set_changes(out, replay);
+            let Some((_, all)) = out.standings.first() else {
+                return;
+            };
+            for s in all {
+                if out.byzantine_keys.contains(&s.info.public_key) && s.state.jailed {
+                    let stake = genesis_stake(&s.info.public_key);
+                    let cut = (stake * DOWNTIME_PPM).div_ceil(1_000_000);
+                    assert!(
+                        !s.state.tombstoned && s.state.slashed == cut,
+                        "downtime: {s:?}\nreplay: {replay}"
+                    );
+                    jailed += 1;
+                }
+            }
+        },
+    );
+    println!("pos silent: jailed for downtime in {jailed} runs");
+    assert!(
+        jailed * 2 > seeds_per_mix(POS_SEEDS),
+        "silent validator jailed in {jailed} runs only"
+    );
 }
 
 #[test]

@@ -14,7 +14,7 @@ use pyralog_consensus::pos::{self, Pos};
 use pyralog_ledger::block::{VerifiedTx, verify_tx};
 use pyralog_ledger::codec::Encode;
 use pyralog_ledger::machine::{BlockContext, Overlay, StateView};
-use pyralog_ledger::staking::{self, ValidatorSummary};
+use pyralog_ledger::staking::{self, BlockVotes, ValidatorSummary};
 use pyralog_ledger::{
     Address, ChainId, Domain, Engine as EngineKind, Error, Genesis, Hash, Keypair, Payload, Rules,
     StateKey, devkit,
@@ -135,6 +135,10 @@ const LEAVER_AT_MS: u64 = 5_000;
 const FORGED_AT_MS: u64 = 3_000;
 /// Pos: the slash for equivocation, in parts per million.
 pub(crate) const SLASH_PPM: u64 = 100_000;
+/// Pos: the slash for downtime, in parts per million.
+pub(crate) const DOWNTIME_PPM: u64 = 10_000;
+/// Pos: the downtime window, in counted blocks.
+pub(crate) const DOWNTIME_WINDOW: u64 = 16;
 
 /// Which engine a run drives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -208,6 +212,12 @@ fn pos_genesis(keys: &[Keypair], stakes: &[u64]) -> Genesis {
     p.tx_validity_epochs = 16;
     p.slash_double_sign = SLASH_PPM as f64 / 1e6;
     p.staking.min_validator_stake = 100;
+    // Downtime: missing more than 90% of 16 counted blocks. A silent
+    // validator misses them all; an honest one that crashed or sat in a
+    // partition for a few seconds misses far fewer.
+    p.downtime_window = DOWNTIME_WINDOW;
+    p.staking.downtime_max_missed = 0.9;
+    p.slash_downtime = DOWNTIME_PPM as f64 / 1e6;
     p.staking.evidence_max_age_epochs = 1;
     let vals: Vec<(&Keypair, String)> = keys
         .iter()
@@ -917,9 +927,14 @@ impl Sim {
             proposer: block.proposal.proposer(),
         };
         let (writes, failed) = {
+            // The commits the proposal carries: agreed, so they count.
+            let votes = block.proposal.last_commit().map(|lc| BlockVotes {
+                height: lc.height,
+                signers: lc.commits.iter().map(|v| v.validator).collect(),
+            });
             let (overlay, failed) = world
                 .rules
-                .execute_ordered_all(state, &ctx, block.proposal.txs(), None)
+                .execute_ordered_all(state, &ctx, block.proposal.txs(), votes.as_ref())
                 .expect("in-memory state never fails");
             (overlay.into_writes(), failed)
         };
