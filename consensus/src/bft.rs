@@ -11,13 +11,18 @@
 
 use std::collections::BTreeMap;
 
-use pyralog_ledger::codec::{Decode, Encode, Reader, put_u64};
-use pyralog_ledger::hash::Domain;
+use pyralog_ledger::codec::{Decode, Encode, Reader};
 use pyralog_ledger::keys::{self, SigDomain};
-use pyralog_ledger::{Address, ChainId, Error, Hash, Keypair, Signature};
+use pyralog_ledger::{Address, ChainId, Error, Hash, Signature};
+
+pub use pyralog_ledger::evidence::{Evidence, Kind, Statement};
 
 /// The most validators a set may have.
 pub const MAX_VALIDATORS: usize = 1024;
+
+/// The most voting power one validator may have: small enough that the sum
+/// over a full set, times four, fits in a `u64`.
+pub const MAX_POWER: u64 = u64::MAX / (4 * MAX_VALIDATORS as u64);
 
 /// One validator and its voting power.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,6 +44,8 @@ pub enum SetError {
     Duplicate(Address),
     /// A validator with no power.
     ZeroPower(Address),
+    /// A validator with more than [`MAX_POWER`].
+    TooMuchPower(Address),
 }
 
 impl std::fmt::Display for SetError {
@@ -48,6 +55,9 @@ impl std::fmt::Display for SetError {
             SetError::TooMany(n) => write!(f, "{n} validators; at most {MAX_VALIDATORS}"),
             SetError::Duplicate(a) => write!(f, "validator {a} is listed twice"),
             SetError::ZeroPower(a) => write!(f, "validator {a} has no voting power"),
+            SetError::TooMuchPower(a) => {
+                write!(f, "validator {a} has more than {MAX_POWER} voting power")
+            }
         }
     }
 }
@@ -79,11 +89,14 @@ impl ValidatorSet {
             if m.power == 0 {
                 return Err(SetError::ZeroPower(m.address));
             }
+            if m.power > MAX_POWER {
+                return Err(SetError::TooMuchPower(m.address));
+            }
             if index.insert(m.address, i).is_some() {
                 return Err(SetError::Duplicate(m.address));
             }
-            // Powers are bounded so that 3 × total fits in u64 comfortably.
-            total = total.saturating_add(m.power.min(u64::MAX / (4 * MAX_VALIDATORS as u64)));
+            // Bounded above, so neither this sum nor 3 × total overflows.
+            total += m.power;
         }
         Ok(ValidatorSet {
             members,
@@ -157,6 +170,23 @@ impl ValidatorSet {
         self.total / 3 + 1
     }
 
+    /// The member a uniform 64-bit `draw` lands on when each member owns a
+    /// share of the draws proportional to its power: the draw is scaled to
+    /// `[0, total)` (exactly, in 128 bits) and the members' powers are laid
+    /// end to end in set order.
+    pub fn weighted(&self, draw: u64) -> &Member {
+        let target = ((u128::from(draw) * u128::from(self.total)) >> 64) as u64;
+        let mut end = 0u64;
+        for m in &self.members {
+            end += m.power;
+            if target < end {
+                return m;
+            }
+        }
+        // Unreachable: target < total = the sum of the powers.
+        &self.members[self.members.len() - 1]
+    }
+
     /// The round-robin proposer of `round`.
     pub fn round_robin(&self, round: u64) -> &Member {
         &self.members[(round % self.members.len() as u64) as usize]
@@ -178,109 +208,6 @@ impl ValidatorSet {
     #[cfg(feature = "fault-injection")]
     pub fn break_quorum_rule(&mut self) {
         self.broken_quorum = true;
-    }
-}
-
-/// The kinds of statement validators sign.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Kind {
-    /// PBFT: the primary assigns a proposal to a sequence number in a view.
-    PrePrepare = 0,
-    /// PBFT: a backup accepts the primary's assignment.
-    Prepare = 1,
-    /// PBFT: a replica has a prepared certificate for the assignment.
-    Commit = 2,
-    /// PBFT: the state root after a sequence number.
-    Checkpoint = 3,
-    /// PBFT: a replica's move to a new view (the digest is the message's hash).
-    ViewChange = 4,
-    /// PBFT: the new primary's start of its view (the digest is the message's hash).
-    NewView = 5,
-}
-
-impl Kind {
-    fn from_u8(b: u8) -> Option<Kind> {
-        Some(match b {
-            0 => Kind::PrePrepare,
-            1 => Kind::Prepare,
-            2 => Kind::Commit,
-            3 => Kind::Checkpoint,
-            4 => Kind::ViewChange,
-            5 => Kind::NewView,
-            _ => return None,
-        })
-    }
-
-    /// A short name for logs and errors.
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::PrePrepare => "pre-prepare",
-            Kind::Prepare => "prepare",
-            Kind::Commit => "commit",
-            Kind::Checkpoint => "checkpoint",
-            Kind::ViewChange => "view-change",
-            Kind::NewView => "new-view",
-        }
-    }
-}
-
-/// What a validator signs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Statement {
-    /// What kind.
-    pub kind: Kind,
-    /// The round (PBFT's view).
-    pub round: u64,
-    /// The height (PBFT's sequence number).
-    pub height: u64,
-    /// What is being voted for.
-    pub digest: Hash,
-}
-
-impl Statement {
-    /// The hash signed for this statement on `chain`.
-    pub fn signing_hash(&self, chain: &ChainId) -> Hash {
-        let mut out = Vec::with_capacity(96);
-        out.extend_from_slice(b"statement");
-        chain.encode(&mut out);
-        self.encode(&mut out);
-        Hash::of(Domain::Consensus, &out)
-    }
-
-    /// Signs the statement.
-    pub fn sign(&self, chain: &ChainId, key: &Keypair) -> Signature {
-        key.sign(SigDomain::Consensus, &self.signing_hash(chain))
-    }
-
-    /// Checks `signer`'s signature on the statement.
-    pub fn verify(&self, chain: &ChainId, signer: &Address, sig: &Signature) -> Result<(), Error> {
-        keys::verify(SigDomain::Consensus, &self.signing_hash(chain), signer, sig)
-    }
-}
-
-impl Encode for Statement {
-    fn encode(&self, out: &mut Vec<u8>) {
-        out.push(self.kind as u8);
-        put_u64(out, self.round);
-        put_u64(out, self.height);
-        self.digest.encode(out);
-    }
-}
-
-impl Decode for Statement {
-    const MIN_SIZE: usize = 1 + 8 + 8 + 32;
-    fn decode(r: &mut Reader<'_>) -> Result<Self, Error> {
-        let tag = r.u8("statement kind")?;
-        let kind = Kind::from_u8(tag).ok_or(Error::UnknownTag {
-            what: "statement kind",
-            tag,
-        })?;
-        Ok(Statement {
-            kind,
-            round: r.u64("round")?,
-            height: r.u64("height")?,
-            digest: Hash::decode(r)?,
-        })
     }
 }
 
@@ -307,60 +234,6 @@ impl Decode for VoteSig {
         Ok(VoteSig {
             validator: Address::decode(r)?,
             signature: Signature::decode(r)?,
-        })
-    }
-}
-
-/// Two statements by one validator with the same kind, round and height but
-/// different digests. Checkable by anyone who knows the chain.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Evidence {
-    /// The equivocating validator.
-    pub validator: Address,
-    /// The first statement seen.
-    pub first: Statement,
-    /// Its signature.
-    pub first_sig: Signature,
-    /// The conflicting statement.
-    pub second: Statement,
-    /// Its signature.
-    pub second_sig: Signature,
-}
-
-impl Evidence {
-    /// Whether this is real evidence: two valid signatures by the validator on
-    /// conflicting statements.
-    pub fn verify(&self, chain: &ChainId) -> Result<(), Error> {
-        let (a, b) = (&self.first, &self.second);
-        if a.kind != b.kind || a.round != b.round || a.height != b.height || a.digest == b.digest {
-            return Err(Error::BadProof(
-                "the two statements do not conflict".to_owned(),
-            ));
-        }
-        a.verify(chain, &self.validator, &self.first_sig)?;
-        b.verify(chain, &self.validator, &self.second_sig)
-    }
-}
-
-impl Encode for Evidence {
-    fn encode(&self, out: &mut Vec<u8>) {
-        self.validator.encode(out);
-        self.first.encode(out);
-        self.first_sig.encode(out);
-        self.second.encode(out);
-        self.second_sig.encode(out);
-    }
-}
-
-impl Decode for Evidence {
-    const MIN_SIZE: usize = 32 + 2 * (Statement::MIN_SIZE + 64);
-    fn decode(r: &mut Reader<'_>) -> Result<Self, Error> {
-        Ok(Evidence {
-            validator: Address::decode(r)?,
-            first: Statement::decode(r)?,
-            first_sig: Signature::decode(r)?,
-            second: Statement::decode(r)?,
-            second_sig: Signature::decode(r)?,
         })
     }
 }
@@ -563,7 +436,8 @@ impl std::fmt::Display for CertError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pyralog_ledger::devkit;
+    use pyralog_ledger::hash::Domain;
+    use pyralog_ledger::{Keypair, devkit};
 
     fn set(n: u64) -> (Vec<Keypair>, ValidatorSet) {
         let keys: Vec<Keypair> = (0..n).map(devkit::key).collect();
@@ -601,6 +475,27 @@ mod tests {
     }
 
     #[test]
+    fn a_weighted_draw_lands_on_each_member_in_proportion_to_its_power() {
+        let (a, b) = (devkit::key(0).address(), devkit::key(1).address());
+        let s = ValidatorSet::new(vec![
+            Member {
+                address: a,
+                power: 1,
+            },
+            Member {
+                address: b,
+                power: 3,
+            },
+        ])
+        .expect("set");
+        // The draws are cut into [0, 1/4) for a and [1/4, 1) for b.
+        assert_eq!(s.weighted(0).address, a);
+        assert_eq!(s.weighted((1 << 62) - 1).address, a);
+        assert_eq!(s.weighted(1 << 62).address, b);
+        assert_eq!(s.weighted(u64::MAX).address, b);
+    }
+
+    #[test]
     fn sets_refuse_empty_duplicate_and_powerless_members() {
         assert_eq!(ValidatorSet::new(vec![]), Err(SetError::Empty));
         let a = devkit::key(0).address();
@@ -611,6 +506,13 @@ mod tests {
                 power: 0
             }]),
             Err(SetError::ZeroPower(a))
+        );
+        assert_eq!(
+            ValidatorSet::new(vec![Member {
+                address: a,
+                power: MAX_POWER + 1
+            }]),
+            Err(SetError::TooMuchPower(a))
         );
     }
 

@@ -17,10 +17,11 @@
 //!   signed statements, quorums, vote bookkeeping and equivocation evidence.
 //! - [`pbft`]: the `pbft` engine (Castro and Liskov): three phases, checkpoints,
 //!   view changes, state transfer.
+//! - [`pos`]: the `pos` engine: the PBFT machinery with stake-weighted
+//!   proposers per height, one validator set per epoch, and evidence.
 //! - [`timelock`]: Rivest–Shamir–Wagner time-lock puzzles: seal with the
 //!   factors' shortcut, solve by sequential squaring with checkpoints.
 //!
-//! Proof of stake (issue 6) comes next to them, on the same [`bft`] core.
 
 pub mod admission;
 pub mod announce;
@@ -28,6 +29,7 @@ pub mod bft;
 pub mod engine;
 pub mod gossip;
 pub mod pbft;
+pub mod pos;
 pub mod timelock;
 
 pub use engine::Engine;

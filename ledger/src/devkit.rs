@@ -37,6 +37,7 @@ pub fn devnet_params(min_difficulty: u32) -> Params {
         tx_validity_epochs: 2,
         bucket_bits: crate::merkle::DEFAULT_BUCKET_BITS,
         limits: Limits::default(),
+        staking: crate::genesis::StakingParams::default(),
     }
 }
 

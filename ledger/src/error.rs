@@ -185,6 +185,95 @@ pub enum Error {
         /// The piece of work that brings them.
         arrives_with: &'static str,
     },
+    // --- proof of stake -----------------------------------------------------
+    /// A staking transaction naming a key that is not a registered validator.
+    #[error("{validator} is not a registered validator")]
+    UnknownValidator {
+        /// The key (human form).
+        validator: String,
+    },
+    /// A second registration of one validator key.
+    #[error("validator {validator} is already registered")]
+    ValidatorAlreadyRegistered {
+        /// The key (human form).
+        validator: String,
+    },
+    /// An account that already operates a validator registers another.
+    #[error("account {account} already operates validator {validator}; one validator per account")]
+    AlreadyOperator {
+        /// The account (human form).
+        account: String,
+        /// Its validator (human form).
+        validator: String,
+    },
+    /// `Unjail` from an account that operates no validator.
+    #[error("account {account} operates no validator")]
+    NotAnOperator {
+        /// The account (human form).
+        account: String,
+    },
+    /// `Unjail` for a validator that is not in jail.
+    #[error("validator {validator} is not jailed")]
+    NotJailed {
+        /// The key (human form).
+        validator: String,
+    },
+    /// A validator removed for good after equivocation.
+    #[error("validator {validator} is tombstoned for equivocation and can never validate again")]
+    ValidatorTombstoned {
+        /// The key (human form).
+        validator: String,
+    },
+    /// An `Unstake` of more than is bonded.
+    #[error("unstake of {needed}: only {bonded} is bonded to this validator")]
+    InsufficientBond {
+        /// The amount asked.
+        needed: u64,
+        /// The bond.
+        bonded: u64,
+    },
+    /// A bounded staking list is full.
+    #[error("{what} is full ({max}); try again after it drains")]
+    StakingFull {
+        /// The list.
+        what: &'static str,
+        /// Its bound.
+        max: usize,
+    },
+    /// A `RegisterValidator` with a malformed field.
+    #[error("bad validator registration: {0}")]
+    BadRegistration(String),
+    /// Evidence for a height further back than the chain keeps slashable.
+    #[error(
+        "evidence for height {height} is expired: the oldest height still slashable is {oldest}"
+    )]
+    EvidenceExpired {
+        /// The evidence's height.
+        height: u64,
+        /// The oldest height accepted now.
+        oldest: u64,
+    },
+    /// Evidence for a height the chain has not reached.
+    #[error("evidence for height {height} is from the future: the chain is at {current}")]
+    EvidenceFromFuture {
+        /// The evidence's height.
+        height: u64,
+        /// The current height.
+        current: u64,
+    },
+    /// Evidence against a validator already punished for equivocation.
+    #[error("duplicate evidence: validator {validator} was already slashed and tombstoned")]
+    EvidenceDuplicate {
+        /// The key (human form).
+        validator: String,
+    },
+    /// Conflicting statements of a kind that honest validators may re-sign
+    /// differently (a view-change after a restart), so not slashable.
+    #[error("two {kind} statements are not slashable evidence")]
+    EvidenceNotSlashable {
+        /// The statement kind.
+        kind: &'static str,
+    },
     /// A payload that needs a total order, under an engine that has none.
     #[error("{payload} needs an ordering engine (pbft or pos); this network runs gossip")]
     NeedsOrderingEngine {
@@ -375,6 +464,8 @@ impl Error {
             | Error::StateRootMismatch { .. }
             | Error::BatchFromFuture { .. }
             | Error::BadProof(_)
+            | Error::BadRegistration(_)
+            | Error::EvidenceNotSlashable { .. }
             | Error::NotSealedFormat { .. }
             | Error::UnsupportedVersion { .. } => true,
             _ => false,

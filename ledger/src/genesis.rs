@@ -104,6 +104,45 @@ pub struct Params {
     /// Size limits.
     #[serde(default)]
     pub limits: Limits,
+    /// Proof of stake: the validator set's size, rewards, downtime and
+    /// evidence rules (read only by `pos` networks).
+    #[serde(default)]
+    pub staking: StakingParams,
+}
+
+/// Proof-of-stake parameters (`params.staking`; every field has a default).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StakingParams {
+    /// The most validators in an epoch's set (the top K by stake).
+    pub max_validators: u64,
+    /// The least bonded stake that makes a validator eligible for the set.
+    pub min_validator_stake: u64,
+    /// Coins minted per block and paid to validators' operators.
+    pub block_reward: u64,
+    /// The proposer's part of the block reward, 0 to 1; the rest goes to the
+    /// voters by power.
+    pub proposer_share: f64,
+    /// The share of a downtime window a validator may miss; missing more costs
+    /// `slash_downtime` and jail.
+    pub downtime_max_missed: f64,
+    /// How many epochs back evidence may point; older evidence is expired. At
+    /// most `unbonding_epochs`, so the stake it would slash is still bonded or
+    /// unbonding.
+    pub evidence_max_age_epochs: u64,
+}
+
+impl Default for StakingParams {
+    fn default() -> Self {
+        StakingParams {
+            max_validators: 100,
+            min_validator_stake: 1,
+            block_reward: 10,
+            proposer_share: 0.2,
+            downtime_max_missed: 0.5,
+            evidence_max_age_epochs: 1,
+        }
+    }
 }
 
 /// Proof-of-work admission parameters.
@@ -372,8 +411,71 @@ impl GenesisFile {
                 ),
             );
         }
-        if self.engine == Engine::Pos && self.validators.is_empty() {
-            bad("validators", "pos needs at least one validator".into());
+        if self.engine == Engine::Pos {
+            if self.validators.is_empty() {
+                bad("validators", "pos needs at least one validator".into());
+            }
+            let s = &p.staking;
+            if s.max_validators == 0 || s.max_validators > crate::staking::MAX_ACTIVE as u64 {
+                bad(
+                    "params.staking.max_validators",
+                    format!(
+                        "{} is outside 1..={}",
+                        s.max_validators,
+                        crate::staking::MAX_ACTIVE
+                    ),
+                );
+            }
+            if s.min_validator_stake == 0 {
+                bad(
+                    "params.staking.min_validator_stake",
+                    "must be at least 1".into(),
+                );
+            }
+            for (field, v) in [
+                ("params.staking.proposer_share", s.proposer_share),
+                ("params.staking.downtime_max_missed", s.downtime_max_missed),
+            ] {
+                if !(0.0..=1.0).contains(&v) {
+                    bad(field, format!("{v} is not a share between 0 and 1"));
+                }
+            }
+            if p.unbonding_epochs == 0 {
+                bad(
+                    "params.unbonding_epochs",
+                    "pos needs at least 1, so misbehaviour found late can still be slashed".into(),
+                );
+            }
+            if s.evidence_max_age_epochs == 0 || s.evidence_max_age_epochs > p.unbonding_epochs {
+                bad(
+                    "params.staking.evidence_max_age_epochs",
+                    format!(
+                        "{} is outside 1..=params.unbonding_epochs ({}): older evidence could point at stake already returned",
+                        s.evidence_max_age_epochs, p.unbonding_epochs
+                    ),
+                );
+            }
+            if self.validators.len() > crate::staking::MAX_REGISTERED {
+                bad(
+                    "validators",
+                    format!(
+                        "{} validators; at most {}",
+                        self.validators.len(),
+                        crate::staking::MAX_REGISTERED
+                    ),
+                );
+            }
+            for (i, v) in self.validators.iter().enumerate() {
+                if v.stake > 0 && v.stake < s.min_validator_stake {
+                    bad(
+                        &format!("validators[{i}].stake"),
+                        format!(
+                            "{} is below params.staking.min_validator_stake ({})",
+                            v.stake, s.min_validator_stake
+                        ),
+                    );
+                }
+            }
         }
         for (i, b) in self.bootnodes.iter().enumerate() {
             if !b.starts_with('/') {
@@ -428,8 +530,9 @@ impl Genesis {
     }
 }
 
-/// A share as parts per million, for the canonical encoding.
-fn ppm(share: f64) -> u32 {
+/// A share as parts per million, for the canonical encoding and for the
+/// state machine's integer arithmetic.
+pub(crate) fn ppm(share: f64) -> u32 {
     (share.clamp(0.0, 1.0) * 1_000_000.0).round() as u32
 }
 
@@ -460,6 +563,16 @@ impl Encode for Genesis {
             l.max_txs_per_block,
         ] {
             put_u64(out, v);
+        }
+        if self.engine == Engine::Pos {
+            // Only pos reads these; other engines' genesis hashes are unchanged.
+            let s = &p.staking;
+            put_u64(out, s.max_validators);
+            put_u64(out, s.min_validator_stake);
+            put_u64(out, s.block_reward);
+            put_u32(out, ppm(s.proposer_share));
+            put_u32(out, ppm(s.downtime_max_missed));
+            put_u64(out, s.evidence_max_age_epochs);
         }
         put_len(out, self.accounts.len());
         for (a, b) in &self.accounts {

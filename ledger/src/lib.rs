@@ -18,6 +18,8 @@
 //! - [`merkle`]: the bucketed state tree, proofs, bucket diffs.
 //! - [`store`]: redb: one write transaction per block or batch.
 //! - [`timelock`]: sealed values: the format, the answer's commitment, opening.
+//! - [`evidence`]: signed consensus statements and equivocation evidence.
+//! - [`staking`]: proof of stake: bonds, epochs, rewards, slashing, jail.
 //! - [`genesis`]: `genesis.json`, its validation and the chain parameters.
 //! - [`devkit`]: deterministic keys, devnet genesis, stamped transactions.
 //!
@@ -37,12 +39,14 @@ pub mod chain;
 pub mod codec;
 pub mod devkit;
 pub mod error;
+pub mod evidence;
 pub mod genesis;
 pub mod hash;
 pub mod keys;
 pub mod machine;
 pub mod merkle;
 pub mod pow;
+pub mod staking;
 pub mod state;
 pub mod store;
 pub mod timelock;

@@ -95,6 +95,14 @@ impl<'v> Overlay<'v> {
         }
     }
 
+    /// Any other entry's bytes as they stand with the pending writes.
+    pub fn raw(&self, key: &StateKey) -> Result<Option<Vec<u8>>, Error> {
+        if let Some(v) = self.others.get(key) {
+            return Ok(Some(v.clone()));
+        }
+        self.view.read(key)
+    }
+
     /// A record that exists and is not deleted, or `RecordNotFound`.
     pub fn live_record(&self, ns: &Address, key: &[u8]) -> Result<RecordEntry, Error> {
         self.record(ns, key)?
@@ -411,9 +419,35 @@ impl Rules {
                 self.write_records(overlay, *namespace, order, vec![write]);
                 overlay.set_account(sender, account);
             }
-            other => return Err(not_yet(other)),
+            staking @ (Payload::RegisterValidator { .. }
+            | Payload::Stake { .. }
+            | Payload::Unstake { .. }
+            | Payload::Unjail
+            | Payload::Evidence { .. }) => {
+                if self.genesis.engine != Engine::Pos {
+                    return Err(not_yet(staking));
+                }
+                crate::staking::execute(self, overlay, ctx, sender, account, staking)?;
+            }
         }
         Ok(())
+    }
+
+    /// What a block does after its transactions: under `pos`, rewards,
+    /// downtime accounting and epoch changes ([`crate::staking`]); nothing
+    /// under other engines. `votes` must be agreed by consensus (see
+    /// [`crate::staking::BlockVotes`]); `None` counts no downtime and shares
+    /// the voters' reward over the whole set.
+    pub fn end_block(
+        &self,
+        overlay: &mut Overlay<'_>,
+        ctx: &BlockContext,
+        votes: Option<&crate::staking::BlockVotes>,
+    ) -> Result<(), Error> {
+        if self.genesis.engine != Engine::Pos {
+            return Ok(());
+        }
+        crate::staking::end_block(self, overlay, ctx, votes)
     }
 
     fn write_records(
@@ -472,6 +506,7 @@ impl Rules {
                     source: Box::new(e),
                 })?;
         }
+        self.end_block(&mut overlay, &ctx, None)?;
         Ok(overlay)
     }
 
@@ -532,17 +567,23 @@ impl Rules {
                 Err(e) => rejected.push((tx.id(), e)),
             }
         }
+        if let Err(e) = self.end_block(&mut overlay, ctx, None) {
+            // Only a broken store fails here; the block then cannot be built.
+            rejected.push((Hash::ZERO, e));
+        }
         (overlay, included, rejected)
     }
 
     /// Executes ordered transactions all of which stay in the block: each one
     /// that fails its rules is skipped (no effect) and returned with its error.
+    /// Then the block's end ([`Rules::end_block`], with the agreed `votes`).
     /// Only a storage failure is an error.
     pub fn execute_ordered_all<'v>(
         &self,
         view: &'v dyn StateView,
         ctx: &BlockContext,
         txs: &[VerifiedTx],
+        votes: Option<&crate::staking::BlockVotes>,
     ) -> Result<(Overlay<'v>, Vec<(Hash, Error)>), Error> {
         over_limit(
             "block transactions",
@@ -560,6 +601,7 @@ impl Rules {
                 Err(e) => failed.push((tx.id(), e)),
             }
         }
+        self.end_block(&mut overlay, ctx, votes)?;
         Ok((overlay, failed))
     }
 
@@ -679,6 +721,6 @@ fn over_limit(what: &'static str, len: u64, max: u64) -> Result<(), Error> {
 fn not_yet(payload: &Payload) -> Error {
     Error::PayloadNotSupported {
         payload: payload.name(),
-        arrives_with: "proof of stake (issue 6)",
+        arrives_with: "a pos network (proof of stake, issue 6)",
     }
 }

@@ -14,6 +14,9 @@ use crate::hash::Hash;
 use crate::keys::Address;
 use crate::tx::caps;
 
+/// The address part of [`StateKey::Staking`]'s bytes (no account has it).
+const STAKING_ADDRESS: Address = Address([0; 32]);
+
 /// Where an entry lives.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum StateKey {
@@ -23,6 +26,23 @@ pub enum StateKey {
     Record(Address, Vec<u8>),
     /// A validator's registration.
     Validator(Address),
+    /// Proof of stake's chain-wide entry: the epoch, its validator set, the
+    /// registered validators ([`crate::staking::StakingState`]).
+    Staking,
+    /// A validator's standing: operator, jail, slashes, downtime window,
+    /// delegators ([`crate::staking::ValidatorState`]).
+    ValidatorState(Address),
+    /// What `delegator` has bonded to `validator` (a `u64`).
+    Bond {
+        /// The account that bonded.
+        delegator: Address,
+        /// The validator.
+        validator: Address,
+    },
+    /// A validator's unbonding queue ([`crate::staking::Unbonding`]).
+    Unbonding(Address),
+    /// The validator an account operates (its key, 32 bytes).
+    Operator(Address),
 }
 
 impl StateKey {
@@ -32,6 +52,14 @@ impl StateKey {
             StateKey::Account(a) => (0, a, &[]),
             StateKey::Record(a, k) => (1, a, k),
             StateKey::Validator(a) => (2, a, &[]),
+            StateKey::Staking => (3, &STAKING_ADDRESS, &[]),
+            StateKey::ValidatorState(a) => (4, a, &[]),
+            StateKey::Bond {
+                delegator,
+                validator,
+            } => (5, delegator, &validator.0),
+            StateKey::Unbonding(a) => (6, a, &[]),
+            StateKey::Operator(a) => (7, a, &[]),
         };
         let mut out = Vec::with_capacity(33 + rest.len());
         out.push(kind);
@@ -52,6 +80,18 @@ impl StateKey {
             (0, true) => Ok(StateKey::Account(Address(a))),
             (1, _) if rest.len() <= caps::KEY => Ok(StateKey::Record(Address(a), rest.to_vec())),
             (2, true) => Ok(StateKey::Validator(Address(a))),
+            (3, true) if a == STAKING_ADDRESS.0 => Ok(StateKey::Staking),
+            (4, true) => Ok(StateKey::ValidatorState(Address(a))),
+            (5, false) if rest.len() == 32 => {
+                let mut v = [0u8; 32];
+                v.copy_from_slice(rest);
+                Ok(StateKey::Bond {
+                    delegator: Address(a),
+                    validator: Address(v),
+                })
+            }
+            (6, true) => Ok(StateKey::Unbonding(Address(a))),
+            (7, true) => Ok(StateKey::Operator(Address(a))),
             (tag, _) => Err(Error::UnknownTag {
                 what: "state key",
                 tag,

@@ -335,23 +335,7 @@ impl Store {
             rules: Rules::new(genesis.clone()),
         };
         let json = serde_json::to_string(file).map_err(|e| Error::GenesisJson(e.to_string()))?;
-        let empty = EmptyView;
-        let mut overlay = Overlay::new(&empty);
-        for (addr, balance) in &genesis.accounts {
-            let mut acc = overlay.account(addr)?;
-            acc.balance = *balance;
-            overlay.set_account(*addr, acc);
-        }
-        for v in &genesis.validators {
-            let mut acc = overlay.account(&v.public_key)?;
-            acc.stake = acc
-                .stake
-                .checked_add(v.stake)
-                .ok_or(Error::Overflow("stake"))?;
-            overlay.set_account(v.public_key, acc);
-            overlay.set_raw(StateKey::Validator(v.public_key), v.to_bytes());
-        }
-        let writes = overlay.into_writes();
+        let writes = genesis_state(&genesis)?;
         let tip = store.tip;
         store.commit(writes, None, |txn, root| {
             // Create every table now, so readers never meet a missing one.
@@ -400,6 +384,41 @@ impl Store {
             bits: self.tree.bits(),
         }
         .read(key)
+    }
+
+    /// Runs `f` over a read-only overlay of the committed state.
+    fn with_overlay<T>(
+        &self,
+        f: impl FnOnce(&Overlay<'_>) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(STATE)?;
+        let view = TableView {
+            table: &table,
+            bits: self.tree.bits(),
+        };
+        f(&Overlay::new(&view))
+    }
+
+    /// Proof of stake's chain-wide entry: the epoch and its validator set
+    /// (empty on networks that are not `pos`).
+    pub fn staking(&self) -> Result<crate::staking::StakingState, Error> {
+        self.with_overlay(crate::staking::staking_state)
+    }
+
+    /// Every registered validator with stake, power and standing (`pos`).
+    pub fn validators(&self) -> Result<Vec<crate::staking::ValidatorSummary>, Error> {
+        self.with_overlay(crate::staking::summaries)
+    }
+
+    /// What `delegator` has bonded to `validator`.
+    pub fn bond(&self, delegator: &Address, validator: &Address) -> Result<u64, Error> {
+        self.with_overlay(|o| crate::staking::bond_of(o, delegator, validator))
+    }
+
+    /// A validator's unbonding queue.
+    pub fn unbonding(&self, validator: &Address) -> Result<crate::staking::Unbonding, Error> {
+        self.with_overlay(|o| crate::staking::unbonding_of(o, validator))
     }
 
     /// An account (zero if it was never touched).
@@ -581,6 +600,31 @@ impl Store {
         certificate: Certificate,
         records: &[Vec<u8>],
     ) -> Result<(Tip, Vec<(Hash, Error)>), Error> {
+        self.commit_ordered_with_votes(
+            proposer,
+            timestamp_ms,
+            txs,
+            engine_data,
+            certificate,
+            records,
+            None,
+        )
+    }
+
+    /// [`Store::commit_ordered`] with the votes consensus agreed on for some
+    /// block (under `pos`, they count towards rewards and downtime; see
+    /// [`crate::staking::BlockVotes`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn commit_ordered_with_votes(
+        &mut self,
+        proposer: Address,
+        timestamp_ms: u64,
+        txs: Vec<VerifiedTx>,
+        engine_data: Vec<u8>,
+        certificate: Certificate,
+        records: &[Vec<u8>],
+        votes: Option<&crate::staking::BlockVotes>,
+    ) -> Result<(Tip, Vec<(Hash, Error)>), Error> {
         let tip = self.tip;
         let ctx = BlockContext {
             height: tip.height + 1,
@@ -605,7 +649,7 @@ impl Store {
                 table: &table,
                 bits: self.tree.bits(),
             };
-            let (overlay, failed) = self.rules.execute_ordered_all(&view, &ctx, &txs)?;
+            let (overlay, failed) = self.rules.execute_ordered_all(&view, &ctx, &txs, votes)?;
             (overlay.into_writes(), failed)
         };
         let tip = self.commit(writes, None, |txn, root| {
@@ -894,6 +938,33 @@ impl Store {
         self.tip = tip;
         Ok(tip)
     }
+}
+
+/// The state a genesis starts with, as `(key, encoded entry)` writes: funded
+/// accounts, validators with their stake, and under `pos` the staking entries.
+/// A store commits these at creation; an in-memory replica (the simulator)
+/// can start from them too.
+pub fn genesis_state(genesis: &Genesis) -> Result<Vec<(StateKey, Vec<u8>)>, Error> {
+    let empty = EmptyView;
+    let mut overlay = Overlay::new(&empty);
+    for (addr, balance) in &genesis.accounts {
+        let mut acc = overlay.account(addr)?;
+        acc.balance = *balance;
+        overlay.set_account(*addr, acc);
+    }
+    for v in &genesis.validators {
+        let mut acc = overlay.account(&v.public_key)?;
+        acc.stake = acc
+            .stake
+            .checked_add(v.stake)
+            .ok_or(Error::Overflow("stake"))?;
+        overlay.set_account(v.public_key, acc);
+        overlay.set_raw(StateKey::Validator(v.public_key), v.to_bytes());
+    }
+    if genesis.engine == crate::chain::Engine::Pos {
+        crate::staking::genesis_writes(genesis, &mut overlay)?;
+    }
+    Ok(overlay.into_writes())
 }
 
 /// Stores a block, indexes its transactions and moves the tip to it; `root`

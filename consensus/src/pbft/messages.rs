@@ -41,12 +41,80 @@ pub struct Proposal {
     timestamp_ms: u64,
     proposer: Address,
     txs: Vec<VerifiedTx>,
+    last_commit: Option<Arc<LastCommit>>,
     digest: Hash,
+}
+
+/// The high bit of a proposal's encoded timestamp: a [`LastCommit`] follows
+/// its transactions. A proposal without one encodes exactly as before
+/// `LastCommit` existed, so PBFT's bytes and digests did not change.
+const HAS_LAST_COMMIT: u64 = 1 << 63;
+
+/// The commit signatures of an earlier block that a proof-of-stake proposer
+/// carries in its proposal, so every replica agrees on who voted for that
+/// block (the ledger's rewards and downtime count them; see
+/// `pyralog_ledger::staking::BlockVotes`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LastCommit {
+    /// The block's height.
+    pub height: u64,
+    /// The view its commits were signed in.
+    pub view: u64,
+    /// Its proposal digest.
+    pub digest: Hash,
+    /// The commit signatures the proposer held, a quorum at least.
+    pub commits: Vec<VoteSig>,
+}
+
+impl LastCommit {
+    /// The statement the commits sign.
+    pub fn statement(&self) -> Statement {
+        Statement {
+            kind: Kind::Commit,
+            round: self.view,
+            height: self.height,
+            digest: self.digest,
+        }
+    }
+}
+
+impl Encode for LastCommit {
+    fn encode(&self, out: &mut Vec<u8>) {
+        put_u64(out, self.height);
+        put_u64(out, self.view);
+        self.digest.encode(out);
+        put_list(out, &self.commits);
+    }
+}
+
+impl Decode for LastCommit {
+    const MIN_SIZE: usize = 8 + 8 + 32 + 1;
+    fn decode(r: &mut Reader<'_>) -> Result<Self, Error> {
+        Ok(LastCommit {
+            height: r.u64("last commit height")?,
+            view: r.u64("last commit view")?,
+            digest: Hash::decode(r)?,
+            commits: r.list(caps::SIGS, "last commit signatures")?,
+        })
+    }
 }
 
 impl Proposal {
     /// A proposal; its digest is computed here.
     pub fn new(seq: u64, timestamp_ms: u64, proposer: Address, txs: Vec<VerifiedTx>) -> Proposal {
+        Proposal::with_last_commit(seq, timestamp_ms, proposer, txs, None)
+    }
+
+    /// A proposal that carries an earlier block's commit signatures (proof of
+    /// stake). The timestamp is capped below 2^63 (its high bit is a flag).
+    pub fn with_last_commit(
+        seq: u64,
+        timestamp_ms: u64,
+        proposer: Address,
+        txs: Vec<VerifiedTx>,
+        last_commit: Option<Arc<LastCommit>>,
+    ) -> Proposal {
+        let timestamp_ms = timestamp_ms.min(HAS_LAST_COMMIT - 1);
         let tx_root = tx_root_of_ids(txs.iter().map(VerifiedTx::id));
         let mut out = Vec::with_capacity(96);
         out.extend_from_slice(b"pbft proposal");
@@ -54,14 +122,23 @@ impl Proposal {
         put_u64(&mut out, timestamp_ms);
         proposer.encode(&mut out);
         tx_root.encode(&mut out);
+        if let Some(lc) = &last_commit {
+            lc.encode(&mut out);
+        }
         let digest = Hash::of(Domain::Consensus, &out);
         Proposal {
             seq,
             timestamp_ms,
             proposer,
             txs,
+            last_commit,
             digest,
         }
+    }
+
+    /// The earlier block's commits it carries, if any.
+    pub fn last_commit(&self) -> Option<&LastCommit> {
+        self.last_commit.as_deref()
     }
 
     /// The empty proposal a new primary assigns to a sequence number no
@@ -104,6 +181,7 @@ impl Encode for Proposal {
             self.timestamp_ms,
             &self.proposer,
             self.txs.iter().map(VerifiedTx::tx),
+            self.last_commit(),
         );
     }
 }
@@ -116,13 +194,22 @@ fn encode_proposal<'a>(
     timestamp_ms: u64,
     proposer: &Address,
     txs: impl ExactSizeIterator<Item = &'a Transaction>,
+    last_commit: Option<&LastCommit>,
 ) {
     put_u64(out, seq);
-    put_u64(out, timestamp_ms);
+    let flag = if last_commit.is_some() {
+        HAS_LAST_COMMIT
+    } else {
+        0
+    };
+    put_u64(out, timestamp_ms | flag);
     proposer.encode(out);
     put_len(out, txs.len());
     for t in txs {
         t.encode(out);
+    }
+    if let Some(lc) = last_commit {
+        lc.encode(out);
     }
 }
 
@@ -130,14 +217,20 @@ impl Decode for Proposal {
     const MIN_SIZE: usize = 8 + 8 + 32 + 1;
     fn decode(r: &mut Reader<'_>) -> Result<Self, Error> {
         let seq = r.u64("seq")?;
-        let timestamp_ms = r.u64("timestamp")?;
+        let stamped = r.u64("timestamp")?;
         let proposer = Address::decode(r)?;
         let txs: Vec<Transaction> = r.list(caps::PROPOSAL_TXS, "proposal transactions")?;
-        Ok(Proposal::new(
+        let last_commit = if stamped & HAS_LAST_COMMIT != 0 {
+            Some(Arc::new(LastCommit::decode(r)?))
+        } else {
+            None
+        };
+        Ok(Proposal::with_last_commit(
             seq,
-            timestamp_ms,
+            stamped & !HAS_LAST_COMMIT,
             proposer,
             verify_txs_memo(txs, None)?,
+            last_commit,
         ))
     }
 }
@@ -651,12 +744,29 @@ pub fn engine_data(view: u64, proposal_timestamp_ms: u64) -> Vec<u8> {
     out
 }
 
+/// [`engine_data`] for a committed block whose proposal may carry a
+/// [`LastCommit`] (proof of stake): the same two numbers, then the last commit
+/// if there is one, so [`committed_bytes`] can serve the block as it was.
+pub fn engine_data_of(block: &CommittedBlock) -> Vec<u8> {
+    let p = &block.proposal;
+    let mut out = engine_data(block.view, p.timestamp_ms());
+    if let Some(lc) = p.last_commit() {
+        lc.encode(&mut out);
+    }
+    out
+}
+
 /// The bytes of the [`CommittedBlock`] a stored PBFT block stands for, without
 /// checking its signatures again (the receiver checks them).
 pub fn committed_bytes(block: &pyralog_ledger::Block) -> Result<Vec<u8>, Error> {
     let mut r = Reader::new(&block.header.engine_data);
     let view = r.u64("view")?;
     let timestamp_ms = r.u64("proposal timestamp")?;
+    let last_commit = if r.remaining() > 0 {
+        Some(LastCommit::decode(&mut r)?)
+    } else {
+        None
+    };
     r.finish()?;
     let mut out = Vec::new();
     put_u64(&mut out, view);
@@ -666,6 +776,7 @@ pub fn committed_bytes(block: &pyralog_ledger::Block) -> Result<Vec<u8>, Error> 
         timestamp_ms,
         &block.header.proposer,
         block.txs.iter(),
+        last_commit.as_ref(),
     );
     put_len(&mut out, block.certificate.votes.len());
     for v in &block.certificate.votes {

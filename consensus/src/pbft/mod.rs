@@ -21,6 +21,7 @@
 //! blocks.
 
 mod messages;
+mod proposers;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -29,9 +30,11 @@ use pyralog_ledger::block::VerifiedTx;
 use pyralog_ledger::{Address, ChainId, Hash, Keypair, PowKey, Signature};
 
 pub use messages::{
-    CheckpointCert, CommittedBlock, Message, NewView, PreparedCert, Proposal, Reproposal, Signed,
-    SignedViewChange, ViewChange, caps, committed_bytes, engine_data,
+    CheckpointCert, CommittedBlock, LastCommit, Message, NewView, PreparedCert, Proposal,
+    Reproposal, Signed, SignedViewChange, ViewChange, caps, committed_bytes, engine_data,
+    engine_data_of,
 };
+pub use proposers::{Proposers, RoundRobin, StakeWeighted, draw};
 use pyralog_ledger::Error;
 use pyralog_ledger::codec::{Decode, Encode, Reader, put_u64};
 
@@ -273,13 +276,24 @@ pub enum Reject {
     },
     /// A new-view whose pre-prepares are not the ones its view-changes imply.
     NewViewMismatch,
+    /// A pre-prepare whose proposer depends on a previous block this replica
+    /// does not know yet (per-height proposers); kept aside or resent later.
+    UnknownParent {
+        /// The pre-prepare's sequence number.
+        seq: u64,
+    },
+    /// Evidence that does not hold up (proof of stake).
+    BadEvidence(String),
 }
 
 impl Reject {
     /// Whether the message shows its sender broke the protocol (as opposed to
     /// being late or ahead, which honest replicas are too).
     pub fn is_misbehaviour(&self) -> bool {
-        !matches!(self, Reject::WrongView { .. } | Reject::OutOfWindow { .. })
+        !matches!(
+            self,
+            Reject::WrongView { .. } | Reject::OutOfWindow { .. } | Reject::UnknownParent { .. }
+        )
     }
 }
 
@@ -291,8 +305,9 @@ enum Status {
 
 #[derive(Clone, Debug, Default)]
 struct Slot {
-    /// The pre-prepare accepted: its view, proposal and the primary's signature.
-    accepted: Option<(u64, Arc<Proposal>, Signature)>,
+    /// The pre-prepare accepted: its view, proposal, signature and signer (the
+    /// view's leader, or the sequence number's proposer).
+    accepted: Option<(u64, Arc<Proposal>, Signature, Address)>,
     /// The latest prepared certificate.
     prepared: Option<PreparedCert>,
     /// This replica's commit certificate.
@@ -344,6 +359,21 @@ impl Pool {
         self.in_flight.remove(id);
     }
 
+    /// Moves a transaction another validator proposed from the queue to the
+    /// in-flight set, so it is not proposed twice.
+    fn claim(&mut self, id: &Hash) {
+        if let Some(tx) = self.waiting.remove(id) {
+            self.in_flight.insert(*id, tx);
+        }
+    }
+
+    /// Everything held, waiting or in flight.
+    fn drain(&mut self) -> Vec<VerifiedTx> {
+        let mut out: Vec<VerifiedTx> = std::mem::take(&mut self.in_flight).into_values().collect();
+        out.extend(self.waiting.take(usize::MAX, true));
+        out
+    }
+
     /// Puts transactions of proposals that will not commit back in the queue.
     fn requeue_in_flight(&mut self, now: u64) {
         for (_, tx) in std::mem::take(&mut self.in_flight) {
@@ -352,11 +382,50 @@ impl Pool {
     }
 }
 
-/// One PBFT replica.
+/// The sequence numbers one engine instance orders: `base + 1 ..= limit`.
+/// PBFT orders from genesis without end; proof of stake runs one instance per
+/// epoch, from the block that closed the previous epoch to the epoch's last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    /// The block before the first one (0: the genesis).
+    pub base: u64,
+    /// The proposal digest of block `base` (zero at genesis).
+    pub base_digest: Hash,
+    /// The last sequence number.
+    pub limit: u64,
+}
+
+impl Span {
+    /// From the genesis, without end.
+    pub const GENESIS: Span = Span {
+        base: 0,
+        base_digest: Hash::ZERO,
+        limit: u64::MAX,
+    };
+}
+
+/// The most pre-prepares kept aside until their parent is known.
+pub const MAX_EARLY: usize = 64;
+
+/// One PBFT replica. `P` picks the proposers: [`RoundRobin`] is PBFT,
+/// [`StakeWeighted`] is proof of stake.
 #[derive(Debug)]
-pub struct Pbft {
+pub struct Pbft<P: Proposers = RoundRobin> {
     chain: ChainId,
     validators: ValidatorSet,
+    proposers: P,
+    span: Span,
+    /// Proposal digests of delivered blocks at or above the low watermark.
+    digests: BTreeMap<u64, Hash>,
+    /// Pre-prepares that arrived before their parent (per-height proposers).
+    early: BTreeMap<(u64, u64), (Address, Arc<Proposal>, Signature)>,
+    /// Per-height proposers: the first height the new-view of the current
+    /// view left open; its leader proposes it, so every view with an honest
+    /// leader orders at least one block (0: none).
+    first_fresh: u64,
+    /// The last block delivered, whose commits a per-height proposer carries
+    /// in its next proposal (its slot may be pruned by a checkpoint).
+    delivered: Option<CommittedBlock>,
     key: Option<Keypair>,
     cfg: Config,
     view: u64,
@@ -390,33 +459,79 @@ pub struct Pbft {
     resume_view_change: bool,
 }
 
-impl Pbft {
-    /// A replica at genesis. `key` is this replica's validator key, or `None`
-    /// for a node that only follows.
+impl Pbft<RoundRobin> {
+    /// A PBFT replica at genesis. `key` is this replica's validator key, or
+    /// `None` for a node that only follows.
     pub fn new(
         chain: ChainId,
         validators: ValidatorSet,
         key: Option<Keypair>,
         cfg: Config,
     ) -> Pbft {
+        Pbft::with_proposers(chain, validators, key, cfg, RoundRobin, Span::GENESIS)
+    }
+
+    /// A PBFT replica restarted: `executed` is the last block its store holds,
+    /// and `records` what it persisted, in the order it persisted them.
+    pub fn recover(
+        chain: ChainId,
+        validators: ValidatorSet,
+        key: Option<Keypair>,
+        cfg: Config,
+        executed: u64,
+        records: impl IntoIterator<Item = Record>,
+    ) -> Pbft {
+        Pbft::recover_with(
+            chain,
+            validators,
+            key,
+            cfg,
+            RoundRobin,
+            Span::GENESIS,
+            (executed, Hash::ZERO),
+            records,
+        )
+    }
+}
+
+impl<P: Proposers> Pbft<P> {
+    /// A replica that orders `span` with `proposers`, starting right after
+    /// its base.
+    pub fn with_proposers(
+        chain: ChainId,
+        validators: ValidatorSet,
+        key: Option<Keypair>,
+        cfg: Config,
+        proposers: P,
+        span: Span,
+    ) -> Pbft<P> {
         let timeout = cfg.view_timeout_ms;
         let pool = Pool::new(cfg.max_pool, PowKey::for_chain(&chain));
         Pbft {
             chain,
             validators,
+            proposers,
+            span,
+            digests: BTreeMap::from([(span.base, span.base_digest)]),
+            early: BTreeMap::new(),
+            first_fresh: 0,
+            delivered: None,
             key,
             cfg,
             view: 0,
             status: Status::Normal,
-            low: 0,
-            stable: CheckpointCert::default(),
+            low: span.base,
+            stable: CheckpointCert {
+                seq: span.base,
+                ..CheckpointCert::default()
+            },
             slots: BTreeMap::new(),
             prepares: Votes::new(),
             commits: Votes::new(),
             checkpoints: Votes::new(),
-            committed: 0,
-            executed: 0,
-            next_seq: 0,
+            committed: span.base,
+            executed: span.base,
+            next_seq: span.base,
             signed: BTreeMap::new(),
             view_changes: BTreeMap::new(),
             outbox: BTreeMap::new(),
@@ -434,19 +549,26 @@ impl Pbft {
         }
     }
 
-    /// A replica restarted: `executed` is the last block its store holds, and
-    /// `records` what it persisted, in the order it persisted them.
-    pub fn recover(
+    /// A replica restarted: `executed` is the last block its store holds with
+    /// its proposal digest, and `records` what it persisted since `span`
+    /// began, in the order it persisted them.
+    #[allow(clippy::too_many_arguments)]
+    pub fn recover_with(
         chain: ChainId,
         validators: ValidatorSet,
         key: Option<Keypair>,
         cfg: Config,
-        executed: u64,
+        proposers: P,
+        span: Span,
+        executed: (u64, Hash),
         records: impl IntoIterator<Item = Record>,
-    ) -> Pbft {
-        let mut p = Pbft::new(chain, validators, key, cfg);
+    ) -> Pbft<P> {
+        let mut p = Pbft::with_proposers(chain, validators, key, cfg, proposers, span);
+        let (executed, last_digest) = executed;
+        let executed = executed.max(span.base);
         p.committed = executed;
         p.executed = executed;
+        p.digests.insert(executed, last_digest);
         for r in records {
             match r {
                 Record::View { view, changing } => {
@@ -511,9 +633,66 @@ impl Pbft {
         &self.stable
     }
 
-    /// The primary of `view`.
+    /// The leader of `view`: PBFT's primary, which proposes every sequence
+    /// number of its view; under per-height proposers, the validator that
+    /// runs the change into `view`.
     pub fn primary(&self, view: u64) -> Address {
-        self.validators.round_robin(view).address
+        self.proposers.leader(&self.validators, view)
+    }
+
+    /// The proposal digest of the block before `seq` as this replica knows it
+    /// in `view`: the pre-prepare it accepted in this view, or the block it
+    /// delivered.
+    fn parent_digest(&self, view: u64, seq: u64) -> Option<Hash> {
+        let prev = seq.checked_sub(1)?;
+        if let Some(slot) = self.slots.get(&prev) {
+            if let Some(c) = &slot.committed {
+                return Some(c.proposal.digest());
+            }
+            if let Some((v, p, _, _)) = &slot.accepted
+                && *v == view
+            {
+                return Some(p.digest());
+            }
+        }
+        self.digests.get(&prev).copied()
+    }
+
+    /// Who may propose `seq` in `view`, if this replica knows the parent.
+    fn proposer_of(&self, view: u64, seq: u64) -> Option<Address> {
+        if !P::PER_HEIGHT || (view == self.view && seq == self.first_fresh) {
+            return Some(self.primary(view));
+        }
+        let parent = self.parent_digest(view, seq)?;
+        Some(
+            self.proposers
+                .proposer(&self.validators, view, seq, &parent),
+        )
+    }
+
+    /// The commit this replica signed for its last delivered block, if it
+    /// still holds it (a heartbeat for replicas that are behind).
+    pub fn last_commit(&self) -> Option<Signed> {
+        self.outbox
+            .iter()
+            .rev()
+            .find(|((k, _, h), _)| *k == Kind::Commit && *h == self.committed)
+            .map(|(_, m)| m.clone())
+    }
+
+    /// The proposal digest of the last delivered block, if known.
+    pub fn last_digest(&self) -> Option<Hash> {
+        self.digests.get(&self.committed).copied()
+    }
+
+    /// The sequence numbers this instance orders.
+    pub fn span(&self) -> Span {
+        self.span
+    }
+
+    /// Takes every transaction the pool holds (for the next epoch's instance).
+    pub fn drain_pool(&mut self) -> Vec<VerifiedTx> {
+        self.pool.drain()
     }
 
     /// The validator set.
@@ -540,7 +719,9 @@ impl Pbft {
     }
 
     fn high(&self) -> u64 {
-        self.low.saturating_add(self.cfg.window)
+        self.low
+            .saturating_add(self.cfg.window)
+            .min(self.span.limit)
     }
 
     // ---- signing ----
@@ -549,6 +730,11 @@ impl Pbft {
     /// its slot; persists the statement first.
     fn sign(&mut self, message: Message, out: &mut Vec<Effect>) -> Option<Signed> {
         let key = self.key.as_ref()?;
+        if !self.validators.contains(&key.address()) {
+            // A key outside this set (a proof-of-stake validator waiting for
+            // its epoch) follows without voting.
+            return None;
+        }
         let st = message.statement();
         if matches!(st.kind, Kind::PrePrepare | Kind::Prepare | Kind::Commit) {
             let slot = (st.kind, st.round, st.height);
@@ -594,7 +780,12 @@ impl Pbft {
             let seen = self.ahead.entry(from).or_default();
             *seen = (*seen).max(st.height);
         }
-        if matches!(st.kind, Kind::Prepare | Kind::Commit) {
+        // Views are numbered per instance: a vote for a height outside this
+        // instance's span (the previous epoch's) says nothing about ours.
+        if matches!(st.kind, Kind::Prepare | Kind::Commit)
+            && st.height > self.span.base
+            && st.height <= self.span.limit
+        {
             let seen = self.views_seen.entry(from).or_default();
             *seen = (*seen).max(st.round);
         }
@@ -672,14 +863,24 @@ impl Pbft {
         out: &mut Vec<Effect>,
     ) -> Result<(), Reject> {
         self.check_normal(view)?;
-        let primary = self.primary(view);
+        let seq = proposal.seq();
+        self.check_window(seq)?;
+        let Some(primary) = self.proposer_of(view, seq) else {
+            // Per-height proposers: the parent is not known yet. Keep the
+            // pre-prepare aside (bounded); it is tried again once it is.
+            if self.early.len() < MAX_EARLY || self.early.contains_key(&(view, seq)) {
+                self.early.insert((view, seq), (from, proposal, sig));
+            }
+            return Err(Reject::UnknownParent { seq });
+        };
         if from != primary {
             return Err(Reject::NotPrimary { view, primary });
         }
-        let seq = proposal.seq();
-        self.check_window(seq)?;
         if proposal.proposer() != from {
             return Err(Reject::BadProposal("the proposer field is not the signer"));
+        }
+        if let Some(lc) = proposal.last_commit() {
+            self.check_last_commit(seq, lc)?;
         }
         if proposal.txs().len() > self.cfg.max_block_txs {
             return Err(Reject::BadProposal("too many transactions"));
@@ -687,7 +888,83 @@ impl Pbft {
         if proposal.timestamp_ms() > now.saturating_add(self.cfg.max_clock_skew_ms) {
             return Err(Reject::BadProposal("timestamp in the future"));
         }
-        self.accept(view, proposal, sig, out)
+        self.accept(view, proposal, sig, from, out)
+    }
+
+    /// A proposal's [`LastCommit`] (per-height proposers only): an earlier
+    /// height of this span, a quorum of valid commit signatures, and the
+    /// digest this replica delivered there if it did.
+    fn check_last_commit(&self, seq: u64, lc: &LastCommit) -> Result<(), Reject> {
+        if !P::PER_HEIGHT {
+            return Err(Reject::BadProposal(
+                "a last commit under round-robin proposers",
+            ));
+        }
+        if lc.height <= self.span.base || lc.height >= seq {
+            return Err(Reject::BadProposal(
+                "a last commit outside the span before it",
+            ));
+        }
+        if let Some(d) = self.digests.get(&lc.height)
+            && *d != lc.digest
+        {
+            return Err(Reject::BadProposal("a last commit for another block"));
+        }
+        check_certificate(&self.chain, &self.validators, &lc.statement(), &lc.commits)
+            .map_err(Reject::BadCertificate)
+    }
+
+    /// The commits this replica holds for its last delivered block, to carry
+    /// in its next proposal (per-height proposers): all it has received, not
+    /// only the quorum that committed it, so voters are not left out.
+    fn last_commit_to_carry(&self) -> Option<Arc<LastCommit>> {
+        let height = self.committed;
+        if height <= self.span.base {
+            return None;
+        }
+        let block = self
+            .delivered
+            .as_ref()
+            .filter(|b| b.proposal.seq() == height)?;
+        let digest = block.proposal.digest();
+        let mut commits = self.commits.signatures(block.view, height, &digest);
+        if commits.len() < block.commits.len() {
+            commits.clone_from(&block.commits);
+        }
+        Some(Arc::new(LastCommit {
+            height,
+            view: block.view,
+            digest,
+            commits,
+        }))
+    }
+
+    /// Per-height proposers: pre-prepares kept aside whose parent is now known.
+    fn retry_early(&mut self, now: u64, out: &mut Vec<Effect>) {
+        if !P::PER_HEIGHT {
+            return;
+        }
+        let view = self.view;
+        loop {
+            let ready: Vec<(u64, u64)> = self
+                .early
+                .keys()
+                .filter(|(v, s)| *v == view && self.parent_digest(*v, *s).is_some())
+                .copied()
+                .collect();
+            if ready.is_empty() {
+                break;
+            }
+            for key in ready {
+                if let Some((from, proposal, sig)) = self.early.remove(&key)
+                    && let Err(reason) = self.on_pre_prepare(now, from, view, proposal, sig, out)
+                {
+                    out.push(Effect::Rejected { from, reason });
+                }
+            }
+        }
+        let low = self.low;
+        self.early.retain(|(v, s), _| *v >= view && *s > low);
     }
 
     /// Accepts a pre-prepare (from the primary, or from a new-view) and
@@ -697,19 +974,20 @@ impl Pbft {
         view: u64,
         proposal: Arc<Proposal>,
         sig: Signature,
+        signer: Address,
         out: &mut Vec<Effect>,
     ) -> Result<(), Reject> {
         let seq = proposal.seq();
         let digest = proposal.digest();
-        let primary = self.primary(view);
         let slot = self.slots.entry(seq).or_default();
         if let Some(c) = &slot.committed
             && c.proposal.digest() != digest
         {
             return Err(Reject::BadProposal("conflicts with a committed proposal"));
         }
-        if let Some((v, p, first_sig)) = &slot.accepted
+        if let Some((v, p, first_sig, first_signer)) = &slot.accepted
             && *v == view
+            && (*first_signer == signer || p.digest() == digest)
         {
             if p.digest() == digest {
                 return Ok(());
@@ -721,7 +999,7 @@ impl Pbft {
                 digest: p.digest(),
             };
             out.push(Effect::Evidence(Evidence {
-                validator: primary,
+                validator: signer,
                 first,
                 first_sig: *first_sig,
                 second: Statement { digest, ..first },
@@ -729,13 +1007,27 @@ impl Pbft {
             }));
             return Err(Reject::Equivocation);
         }
-        slot.accepted = Some((view, proposal, sig));
-        if !self.is_primary()
+        if let Some((v, _, _, _)) = &slot.accepted
+            && *v == view
+        {
+            // Another signer for a slot already taken in this view (a leader's
+            // re-proposal against a proposer's): the first stands.
+            return Err(Reject::BadProposal("the slot is taken in this view"));
+        }
+        if P::PER_HEIGHT {
+            for tx in proposal.txs() {
+                self.pool.claim(&tx.id());
+            }
+            self.next_seq = self.next_seq.max(seq);
+        }
+        let slot = self.slots.entry(seq).or_default();
+        slot.accepted = Some((view, proposal, sig, signer));
+        if self.me() != Some(signer)
             && let Some(m) = self.sign(Message::Prepare { view, seq, digest }, out)
         {
             let power = self.validators.power_of(&m.signer);
             let st = m.message.statement();
-            let _ = Pbft::record(&mut self.prepares, &st, m.signer, m.signature, power, out);
+            let _ = Self::record(&mut self.prepares, &st, m.signer, m.signature, power, out);
             self.send(m, out);
         }
         self.check_prepared(seq, out);
@@ -755,7 +1047,12 @@ impl Pbft {
     ) -> Result<(), Reject> {
         self.check_normal(view)?;
         self.check_window(seq)?;
-        if from == self.primary(view) {
+        let signer = match self.slots.get(&seq).and_then(|s| s.accepted.as_ref()) {
+            Some((v, _, _, signer)) if *v == view => Some(*signer),
+            _ if !P::PER_HEIGHT => Some(self.primary(view)),
+            _ => None,
+        };
+        if signer == Some(from) {
             return Err(Reject::PrepareFromPrimary);
         }
         let st = Statement {
@@ -765,7 +1062,7 @@ impl Pbft {
             digest,
         };
         let power = self.validators.power_of(&from);
-        if Pbft::record(&mut self.prepares, &st, from, sig, power, out)? {
+        if Self::record(&mut self.prepares, &st, from, sig, power, out)? {
             self.check_prepared(seq, out);
             self.deliver_ready(now, out);
         }
@@ -779,23 +1076,36 @@ impl Pbft {
         let Some(slot) = self.slots.get(&seq) else {
             return;
         };
-        let Some((v, proposal, pre_sig)) = &slot.accepted else {
+        let Some((v, proposal, pre_sig, signer)) = &slot.accepted else {
             return;
         };
         if *v != view || slot.prepared.as_ref().is_some_and(|c| c.view == view) {
             return;
         }
         let digest = proposal.digest();
-        let primary = self.primary(view);
-        let power = self.prepares.power(view, seq, &digest) + self.validators.power_of(&primary);
+        // The pre-prepare stands for its signer's prepare; a prepare it sent
+        // as well (per-height proposers learn the signer late) is not counted.
+        let own = if self.prepares.vote_of(view, seq, signer) == Some(digest) {
+            self.validators.power_of(signer)
+        } else {
+            0
+        };
+        let power =
+            self.prepares.power(view, seq, &digest) - own + self.validators.power_of(signer);
         if power < self.validators.quorum() {
             return;
         }
+        let signer = *signer;
         let cert = PreparedCert {
             view,
             proposal: proposal.clone(),
             pre_prepare: *pre_sig,
-            prepares: self.prepares.signatures(view, seq, &digest),
+            prepares: self
+                .prepares
+                .signatures(view, seq, &digest)
+                .into_iter()
+                .filter(|s| s.validator != signer)
+                .collect(),
         };
         out.push(Effect::Persist(Record::Prepared(cert.clone())));
         if let Some(slot) = self.slots.get_mut(&seq) {
@@ -804,7 +1114,7 @@ impl Pbft {
         if let Some(m) = self.sign(Message::Commit { view, seq, digest }, out) {
             let power = self.validators.power_of(&m.signer);
             let st = m.message.statement();
-            let _ = Pbft::record(&mut self.commits, &st, m.signer, m.signature, power, out);
+            let _ = Self::record(&mut self.commits, &st, m.signer, m.signature, power, out);
             self.send(m, out);
         }
         self.check_committed(seq);
@@ -830,7 +1140,7 @@ impl Pbft {
             digest,
         };
         let power = self.validators.power_of(&from);
-        if Pbft::record(&mut self.commits, &st, from, sig, power, out)? {
+        if Self::record(&mut self.commits, &st, from, sig, power, out)? {
             self.check_committed(seq);
             self.deliver_ready(now, out);
         }
@@ -874,6 +1184,11 @@ impl Pbft {
 
     fn deliver(&mut self, now: u64, block: CommittedBlock, out: &mut Vec<Effect>) {
         self.committed = block.proposal.seq();
+        self.digests.insert(self.committed, block.proposal.digest());
+        if P::PER_HEIGHT {
+            self.delivered = Some(block.clone());
+        }
+        self.next_seq = self.next_seq.max(self.committed);
         for tx in block.proposal.txs() {
             self.pool.remove(&tx.id());
         }
@@ -893,7 +1208,7 @@ impl Pbft {
         if let Some(m) = self.sign(Message::Checkpoint { seq, state_root }, out) {
             let power = self.validators.power_of(&m.signer);
             let st = m.message.statement();
-            let _ = Pbft::record(
+            let _ = Self::record(
                 &mut self.checkpoints,
                 &st,
                 m.signer,
@@ -936,7 +1251,7 @@ impl Pbft {
             digest: state_root,
         };
         let power = self.validators.power_of(&from);
-        if Pbft::record(&mut self.checkpoints, &st, from, sig, power, out)? {
+        if Self::record(&mut self.checkpoints, &st, from, sig, power, out)? {
             self.check_stable(seq, state_root, out);
         }
         Ok(())
@@ -970,10 +1285,13 @@ impl Pbft {
         self.outbox
             .retain(|(k, _, h), _| *h > seq || matches!(k, Kind::ViewChange | Kind::NewView));
         self.next_seq = self.next_seq.max(seq);
+        // Keep the digest at the watermark: the next block's proposer hangs on it.
+        let keep = seq.min(self.committed);
+        self.digests.retain(|s, _| *s >= keep);
     }
 
     fn on_synced(&mut self, now: u64, from: Address, block: CommittedBlock, out: &mut Vec<Effect>) {
-        if block.proposal.seq() != self.committed + 1 {
+        if block.proposal.seq() != self.committed + 1 || block.proposal.seq() > self.span.limit {
             return;
         }
         if let Err(e) = check_certificate(
@@ -1051,10 +1369,18 @@ impl Pbft {
     /// primary's pre-prepare and enough prepares).
     fn check_view_change(&self, vc: &ViewChange) -> Result<(), Reject> {
         let cp = &vc.checkpoint;
-        if cp.seq == 0 {
+        if cp.seq < self.span.base {
+            // From a replica still in an earlier epoch: late, not lying.
+            return Err(Reject::OutOfWindow {
+                seq: cp.seq,
+                low: self.low,
+                high: self.high(),
+            });
+        } else if cp.seq == self.span.base {
+            // The genesis, or the start of an epoch: agreed, so unsigned.
             if cp.state_root != Hash::ZERO || !cp.votes.is_empty() {
                 return Err(Reject::BadViewChange(
-                    "the genesis checkpoint carries no votes".into(),
+                    "the starting checkpoint carries no votes".into(),
                 ));
             }
         } else {
@@ -1086,10 +1412,24 @@ impl Pbft {
     }
 
     fn check_prepared_cert(&self, p: &PreparedCert) -> Result<(), String> {
-        let primary = self.primary(p.view);
-        p.pre_prepare_statement()
-            .verify(&self.chain, &primary, &p.pre_prepare)
-            .map_err(|_| "the pre-prepare is not the primary's".to_owned())?;
+        let leader = self.primary(p.view);
+        let st = p.pre_prepare_statement();
+        // Per-height proposers: the pre-prepare is the view leader's (a
+        // re-proposal) or the proposal's own proposer's. Which proposer was
+        // due depends on a parent the checker may not know; the prepares of
+        // the quorum below are what vouch that it was checked.
+        let primary = if st.verify(&self.chain, &leader, &p.pre_prepare).is_ok() {
+            leader
+        } else if P::PER_HEIGHT
+            && self.validators.contains(&p.proposal.proposer())
+            && st
+                .verify(&self.chain, &p.proposal.proposer(), &p.pre_prepare)
+                .is_ok()
+        {
+            p.proposal.proposer()
+        } else {
+            return Err("the pre-prepare is not the primary's".to_owned());
+        };
         // The proposer may be an earlier view's primary: a new-view carries
         // prepared proposals over, and the new primary's pre-prepare is what
         // assigns them in its view.
@@ -1345,6 +1685,7 @@ impl Pbft {
         accepted: Vec<(Arc<Proposal>, Signature)>,
         out: &mut Vec<Effect>,
     ) {
+        let cp_seq = cp.seq;
         self.view = view;
         self.status = Status::Normal;
         out.push(Effect::Persist(Record::View {
@@ -1360,14 +1701,19 @@ impl Pbft {
         }
         self.pool.requeue_in_flight(now);
         let mut top = self.low.max(self.committed);
+        // What every replica of the view computes alike: past the checkpoint
+        // and the re-proposals, not past its own commits.
+        let reproposed = accepted.iter().map(|(p, _)| p.seq()).max().unwrap_or(0);
+        self.first_fresh = reproposed.max(cp_seq).saturating_add(1);
         for (p, sig) in accepted {
             for tx in p.txs() {
                 self.pool.remove(&tx.id());
             }
             top = top.max(p.seq());
             if p.seq() > self.low {
-                // The new-view was checked as a whole; these are the primary's.
-                let _ = self.accept(view, p, sig, out);
+                // The new-view was checked as a whole; these are the leader's.
+                let leader = self.primary(view);
+                let _ = self.accept(view, p, sig, leader, out);
             }
         }
         self.next_seq = top;
@@ -1377,11 +1723,16 @@ impl Pbft {
         self.deadline = None;
         self.arm_deadline(now);
         self.deliver_ready(now, out);
+        self.retry_early(now, out);
     }
 
     // ---- time ----
 
     fn has_outstanding(&self) -> bool {
+        if self.committed >= self.span.limit {
+            // The span is done: nothing to wait for until the host moves on.
+            return false;
+        }
         self.pool.len() > 0
             || self
                 .slots
@@ -1492,6 +1843,10 @@ impl Pbft {
     /// The primary proposes while it has transactions, room in the window and
     /// fewer than `max_in_flight` proposals outstanding.
     fn propose(&mut self, now: u64, out: &mut Vec<Effect>) {
+        if P::PER_HEIGHT {
+            self.propose_own_heights(now, out);
+            return;
+        }
         if self.status != Status::Normal || !self.is_primary() {
             return;
         }
@@ -1525,13 +1880,61 @@ impl Pbft {
             self.next_seq = seq;
             let sig = m.signature;
             self.send(m, out);
-            let _ = self.accept(view, proposal, sig, out);
+            let _ = self.accept(view, proposal, sig, me, out);
         }
         self.deliver_ready(now, out);
     }
+
+    /// Per-height proposers: this replica proposes the next sequence number
+    /// when the draw from its parent names it, under the same limits as a
+    /// PBFT primary (in flight, window, batching).
+    fn propose_own_heights(&mut self, now: u64, out: &mut Vec<Effect>) {
+        if self.status != Status::Normal {
+            return;
+        }
+        let Some(me) = self.me() else {
+            return;
+        };
+        let view = self.view;
+        while self.next_seq < self.committed + self.cfg.max_in_flight
+            && self.next_seq < self.high()
+            && (self.pool.waiting.len() >= self.cfg.max_block_txs
+                || self
+                    .pool
+                    .oldest()
+                    .is_some_and(|t| now.saturating_sub(t) >= self.cfg.batch_delay_ms))
+        {
+            let seq = self.next_seq + 1;
+            if self.proposer_of(view, seq) != Some(me)
+                || self
+                    .slots
+                    .get(&seq)
+                    .is_some_and(|s| s.accepted.as_ref().is_some_and(|(v, ..)| *v == view))
+            {
+                break;
+            }
+            let txs = self.pool.take(self.cfg.max_block_txs);
+            let last = self.last_commit_to_carry();
+            let proposal = Arc::new(Proposal::with_last_commit(seq, now, me, txs, last));
+            let pre = Message::PrePrepare {
+                view,
+                proposal: proposal.clone(),
+            };
+            let Some(m) = self.sign(pre, out) else {
+                // Signed another proposal for this slot before a restart.
+                self.pool.requeue_in_flight(now);
+                break;
+            };
+            let sig = m.signature;
+            self.send(m, out);
+            let _ = self.accept(view, proposal, sig, me, out);
+        }
+        self.deliver_ready(now, out);
+        self.retry_early(now, out);
+    }
 }
 
-impl Engine for Pbft {
+impl<P: Proposers> Engine for Pbft<P> {
     type Input = Input;
     type Effect = Effect;
 

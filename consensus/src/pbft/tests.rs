@@ -785,3 +785,62 @@ fn a_replica_restarted_while_changing_view_asks_for_that_view_again() {
         .collect();
     assert_eq!(asked, vec![3]);
 }
+
+#[test]
+fn a_pbft_pre_prepare_carrying_a_last_commit_is_refused() {
+    let mut r = replica(1);
+    let lc = Arc::new(LastCommit {
+        height: 1,
+        view: 0,
+        digest: Hash::ZERO,
+        commits: vec![],
+    });
+    let p = Arc::new(Proposal::with_last_commit(
+        2,
+        NOW,
+        addr(0),
+        vec![tx(1)],
+        Some(lc),
+    ));
+    let m = signed(
+        0,
+        Message::PrePrepare {
+            view: 0,
+            proposal: p,
+        },
+    );
+    assert_eq!(
+        rejected(&feed(&mut r, m)),
+        vec![Reject::BadProposal(
+            "a last commit under round-robin proposers"
+        )]
+    );
+}
+
+#[test]
+fn a_proposal_without_a_last_commit_encodes_as_before_and_one_with_it_round_trips() {
+    // Without: the timestamp's high bit is clear and nothing follows the
+    // transactions (PBFT's bytes are unchanged).
+    let plain = Proposal::new(3, NOW, addr(0), vec![tx(1)]);
+    let bytes = plain.to_bytes();
+    assert_eq!(&bytes[8..16], &NOW.to_le_bytes());
+    assert_eq!(Proposal::from_bytes(&bytes).as_ref(), Ok(&plain));
+    // With: flagged, carried, and part of the digest.
+    let lc = Arc::new(LastCommit {
+        height: 2,
+        view: 1,
+        digest: Hash::of(pyralog_ledger::Domain::Consensus, b"block 2"),
+        commits: vec![VoteSig {
+            validator: addr(1),
+            signature: Signature([3; 64]),
+        }],
+    });
+    let carried = Proposal::with_last_commit(3, NOW, addr(0), vec![tx(1)], Some(lc.clone()));
+    assert_ne!(carried.digest(), plain.digest());
+    let bytes = carried.to_bytes();
+    assert_eq!(bytes[15] & 0x80, 0x80);
+    let back = Proposal::from_bytes(&bytes).expect("decodes");
+    assert_eq!(back, carried);
+    assert_eq!(back.last_commit(), Some(&*lc));
+    assert_eq!(back.timestamp_ms(), NOW);
+}

@@ -1,45 +1,39 @@
-//! The deterministic simulator: the real PBFT engine under virtual time, on a
-//! seeded network that delays, drops, duplicates, reorders and partitions
-//! messages, with validators that crash and restart from what they persisted,
-//! and Byzantine validators built from the real engine (twins, an equivocating
-//! primary, a silent validator, one that sends garbage).
-//!
-//! Every run checks:
-//! - **safety**: no two honest validators commit different blocks at one height;
-//! - **liveness**: after the faults heal (with at most f faulty), every honest
-//!   validator keeps committing;
-//! - **determinism**: a seed run twice gives the same event digest.
-//!
-//! A failing run prints the command that replays it. A longer run:
-//! `PYRALOG_SIM_SEEDS=2000 cargo test --release -p pyralog-consensus --test simulator`
-//! (seeds per fault mix; the default is 63, about 500 runs in all).
+//! The simulator's machinery, shared by the PBFT and pos runs: virtual time,
+//! the seeded faulty network, the validators (honest and Byzantine) and, for
+//! pos, each validator's ledger state, executed with the real rules.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, OnceLock};
 
 use pyralog_consensus::Engine;
-use pyralog_consensus::bft::ValidatorSet;
+use pyralog_consensus::bft::{Evidence, Kind, Member, Statement, ValidatorSet};
 use pyralog_consensus::pbft::{
     CommittedBlock, Config, Effect, Input, Message, Pbft, Proposal, Record, Signed,
 };
+use pyralog_consensus::pos::{self, Pos};
 use pyralog_ledger::block::{VerifiedTx, verify_tx};
 use pyralog_ledger::codec::Encode;
-use pyralog_ledger::{Address, ChainId, Domain, Hash, Keypair, devkit};
+use pyralog_ledger::machine::{BlockContext, Overlay, StateView};
+use pyralog_ledger::staking::{self, BlockVotes, ValidatorSummary};
+use pyralog_ledger::{
+    Address, ChainId, Domain, Engine as EngineKind, Error, Genesis, Hash, Keypair, Payload, Rules,
+    StateKey, devkit,
+};
 
 /// A small deterministic generator (splitmix64); the simulator's only source
 /// of chance.
 #[derive(Clone, Debug)]
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     }
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         if n == 0 { 0 } else { self.next() % n }
     }
     fn chance(&mut self, per_mille: u64) -> bool {
@@ -51,7 +45,7 @@ impl Rng {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Behaviour {
+pub(crate) enum Behaviour {
     Honest,
     /// Runs the real engine but sends nothing.
     Silent,
@@ -67,7 +61,7 @@ enum Behaviour {
 
 /// The fault mixes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Mix {
+pub(crate) enum Mix {
     /// Delays, reordering, duplicates and drops.
     Network,
     /// The network faults and partitions that come and go.
@@ -89,7 +83,7 @@ enum Mix {
 }
 
 impl Mix {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Mix::Network => "network",
             Mix::Partition => "partition",
@@ -103,7 +97,7 @@ impl Mix {
         }
     }
 
-    fn parse(s: &str) -> Option<Mix> {
+    pub(crate) fn parse(s: &str) -> Option<Mix> {
         [
             Mix::Network,
             Mix::Partition,
@@ -128,6 +122,145 @@ const SUBMIT_EVERY_MS: u64 = 400;
 const SUBMIT_BURST: u64 = 3;
 /// Blocks every honest validator must commit after the faults heal.
 const BLOCKS_AFTER_HEAL: u64 = 3;
+/// Pos: blocks per epoch.
+pub(crate) const EPOCH_LENGTH: u64 = 8;
+/// Pos: evidence found this long before the end must have been executed.
+const EVIDENCE_MARGIN_MS: u64 = 6_000;
+/// Pos: when the newcomer registers and stakes, and when validator 0 unstakes
+/// everything (so the set grows, then shrinks, at epoch boundaries).
+const NEWCOMER_AT_MS: u64 = 1_500;
+const LEAVER_AT_MS: u64 = 5_000;
+/// Pos: when forged evidence against validator 1 is submitted (a tampered
+/// signature, and two votes for different heights); it must slash nothing.
+const FORGED_AT_MS: u64 = 3_000;
+/// Pos: the slash for equivocation, in parts per million.
+pub(crate) const SLASH_PPM: u64 = 100_000;
+/// Pos: the slash for downtime, in parts per million.
+pub(crate) const DOWNTIME_PPM: u64 = 10_000;
+/// Pos: the downtime window, in counted blocks.
+pub(crate) const DOWNTIME_WINDOW: u64 = 16;
+
+/// Which engine a run drives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    /// PBFT: equal power, round-robin primaries.
+    Pbft,
+    /// Proof of stake: power by stake, proposers drawn per height, epochs.
+    Pos,
+}
+
+/// The engine a node runs.
+#[derive(Debug)]
+enum Replica {
+    Pbft(Box<Pbft>),
+    Pos(Box<Pos>),
+}
+
+impl Replica {
+    fn handle(&mut self, now: u64, input: Input) -> Vec<Effect> {
+        match self {
+            Replica::Pbft(p) => p.handle(now, input),
+            Replica::Pos(p) => p.handle(now, pos::Input::Bft(input)),
+        }
+    }
+
+    fn view(&self) -> u64 {
+        match self {
+            Replica::Pbft(p) => p.view(),
+            Replica::Pos(p) => p.bft().view(),
+        }
+    }
+
+    fn is_changing_view(&self) -> bool {
+        match self {
+            Replica::Pbft(p) => p.is_changing_view(),
+            Replica::Pos(p) => p.bft().is_changing_view(),
+        }
+    }
+}
+
+/// The state a pos node's store would hold, in memory, executed with the
+/// real ledger rules.
+#[derive(Clone, Debug, Default)]
+struct MemState(BTreeMap<StateKey, Vec<u8>>);
+
+impl StateView for MemState {
+    fn read(&self, key: &StateKey) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self.0.get(key).cloned())
+    }
+}
+
+/// The chain a pos run starts from.
+struct PosWorld {
+    rules: Rules,
+    genesis_state: MemState,
+}
+
+/// The newcomer's key, the account that funds it, and the reporters'.
+fn newcomer() -> Keypair {
+    devkit::key(700)
+}
+
+fn whale() -> Keypair {
+    devkit::key(701)
+}
+
+fn pos_genesis(keys: &[Keypair], stakes: &[u64]) -> Genesis {
+    let mut p = devkit::devnet_params(0);
+    p.epoch_length = EPOCH_LENGTH;
+    p.unbonding_epochs = 1;
+    p.tx_validity_epochs = 16;
+    p.slash_double_sign = SLASH_PPM as f64 / 1e6;
+    p.staking.min_validator_stake = 100;
+    // Downtime: missing more than 90% of 16 counted blocks. A silent
+    // validator misses them all; an honest one that crashed or sat in a
+    // partition for a few seconds misses far fewer.
+    p.downtime_window = DOWNTIME_WINDOW;
+    p.staking.downtime_max_missed = 0.9;
+    p.slash_downtime = DOWNTIME_PPM as f64 / 1e6;
+    p.staking.evidence_max_age_epochs = 1;
+    let vals: Vec<(&Keypair, String)> = keys
+        .iter()
+        .map(|k| (k, "/ip4/127.0.0.1/tcp/1".to_owned()))
+        .collect();
+    let mut file = devkit::genesis_file(
+        "sim",
+        EngineKind::Pos,
+        p,
+        &[(&whale(), 1_000_000_000)],
+        &vals,
+    );
+    for (v, s) in file.validators.iter_mut().zip(stakes) {
+        v.stake = *s;
+    }
+    file.validate().expect("a valid pos genesis")
+}
+
+/// The validator set a pos state holds for its current epoch.
+fn set_of(state: &MemState) -> ValidatorSet {
+    let active = staking::active_set(&Overlay::new(state)).expect("staking state");
+    ValidatorSet::new(
+        active
+            .into_iter()
+            .map(|p| Member {
+                address: p.validator,
+                power: p.power,
+            })
+            .collect(),
+    )
+    .expect("a set")
+}
+
+fn epoch_of(state: &MemState) -> u64 {
+    staking::staking_state(&Overlay::new(state))
+        .expect("staking state")
+        .epoch
+}
+
+/// A signed, stamped transaction of `key` with `nonce` at `epoch`.
+fn signed_tx(key: &Keypair, nonce: u64, epoch: u64, payload: Payload) -> VerifiedTx {
+    verify_tx(devkit::tx(&chain(), key, nonce, epoch, payload, 0)).expect("valid")
+}
 
 fn chain() -> ChainId {
     "sim".parse().expect("chain id")
@@ -191,6 +324,12 @@ enum Event {
         groups: Vec<u8>,
     },
     Heal,
+    /// Pos: the newcomer registers and stakes, or validator 0 unstakes all.
+    Staking {
+        leave: bool,
+    },
+    /// Pos: forged evidence is submitted.
+    Forged,
     FetchRequest {
         to: usize,
         from: usize,
@@ -206,7 +345,9 @@ enum Event {
 struct Node {
     key: Keypair,
     behaviour: Behaviour,
-    engine: Pbft,
+    engine: Replica,
+    /// Pos: the state after the last executed block.
+    state: Option<MemState>,
     up: bool,
     /// What the engine persisted.
     disk: Vec<Record>,
@@ -219,16 +360,33 @@ struct Node {
 
 /// What a run found.
 #[derive(Debug)]
-struct Outcome {
-    digest: Hash,
-    safety: Vec<String>,
-    liveness: Vec<String>,
-    commits: u64,
-    view_changes: u64,
-    rejections: u64,
+pub(crate) struct Outcome {
+    pub(crate) digest: Hash,
+    pub(crate) safety: Vec<String>,
+    pub(crate) liveness: Vec<String>,
+    pub(crate) commits: u64,
+    pub(crate) view_changes: u64,
+    pub(crate) rejections: u64,
+    /// Pos: the validators honest nodes found equivocating (evidence emitted
+    /// before the end's margin), by key.
+    pub(crate) accused: BTreeSet<Address>,
+    /// Pos: every validator's standing on each honest node at the end.
+    pub(crate) standings: Vec<(usize, Vec<ValidatorSummary>)>,
+    /// Pos: the keys of validators run honestly.
+    pub(crate) honest_keys: BTreeSet<Address>,
+    /// Pos: the keys of Byzantine validators (twins, equivocators, ...).
+    pub(crate) byzantine_keys: BTreeSet<Address>,
+    /// Pos: the highest epoch an honest node reached, and the sets it saw.
+    pub(crate) epochs: u64,
+    /// Pos: the distinct validator sets the honest nodes voted with.
+    pub(crate) sets: BTreeSet<Vec<Address>>,
+    /// Pos: evidence transactions honest nodes executed and refused, by the
+    /// reason's root cause (forged: `bad signature`, `invalid proof`;
+    /// duplicates: `duplicate evidence`).
+    pub(crate) refused_evidence: BTreeMap<String, u64>,
 }
 
-struct Sim {
+pub(crate) struct Sim {
     rng: Rng,
     now: u64,
     queue: BTreeMap<(u64, u64), Event>,
@@ -244,19 +402,48 @@ struct Sim {
     decided: BTreeMap<u64, (usize, Hash)>,
     trace: blake3::Hasher,
     outcome: Outcome,
+    protocol: Protocol,
+    world: Option<Arc<PosWorld>>,
+    /// Pos: reporters used so far (each evidence transaction has its own).
+    reporters: u64,
 }
 
 impl Sim {
-    fn new(seed: u64, mix: Mix, broken_quorum: bool) -> Sim {
+    pub(crate) fn new(seed: u64, mix: Mix, protocol: Protocol, broken_quorum: bool) -> Sim {
         let mut rng = Rng(seed ^ 0x005E_ED0F_5EED);
         let n = if mix == Mix::Mixed { 7 } else { 4 };
         let keys: Vec<Keypair> = (0..n).map(|i| devkit::key(500 + i)).collect();
-        let mut validators = ValidatorSet::equal(keys.iter().map(Keypair::address)).expect("set");
+        let world = (protocol == Protocol::Pos).then(|| {
+            // Stakes such that no Byzantine validator holds a third of the
+            // power, before or after the set changes.
+            let stakes: Vec<u64> = if mix == Mix::Mixed {
+                vec![1000; n as usize]
+            } else {
+                vec![1000, 1100, 1200, 1300]
+            };
+            let genesis = pos_genesis(&keys, &stakes);
+            let genesis_state = MemState(
+                pyralog_ledger::store::genesis_state(&genesis)
+                    .expect("genesis state")
+                    .into_iter()
+                    .collect(),
+            );
+            Arc::new(PosWorld {
+                rules: Rules::new(genesis),
+                genesis_state,
+            })
+        });
+        let mut validators = match &world {
+            Some(w) => set_of(&w.genesis_state),
+            None => ValidatorSet::equal(keys.iter().map(Keypair::address)).expect("set"),
+        };
         if broken_quorum {
             validators.break_quorum_rule();
         }
         let mut behaviours = vec![Behaviour::Honest; n as usize];
-        let pick = |rng: &mut Rng| rng.below(n) as usize;
+        // Under pos, validator 0 leaves the set mid-run: faults go elsewhere.
+        let first = u64::from(protocol == Protocol::Pos);
+        let pick = |rng: &mut Rng| (first + rng.below(n - first)) as usize;
         match mix {
             Mix::Twins | Mix::Equivocator | Mix::Silent | Mix::Garbage => {
                 let b = match mix {
@@ -266,7 +453,11 @@ impl Sim {
                     _ => Behaviour::Garbage,
                 };
                 // The equivocator and twins matter most as the first primary.
-                let at = if rng.chance(500) { 0 } else { pick(&mut rng) };
+                let at = if rng.chance(500) {
+                    first as usize
+                } else {
+                    pick(&mut rng)
+                };
                 behaviours[at] = b;
             }
             Mix::Mixed => {
@@ -286,15 +477,20 @@ impl Sim {
             }
             _ => {}
         }
+        let w = world.as_deref();
         let mut nodes: Vec<Node> = keys
             .iter()
             .zip(&behaviours)
-            .map(|(k, b)| Node::new(k.clone(), *b, &validators))
+            .map(|(k, b)| Node::new(k.clone(), *b, &validators, w))
             .collect();
         // A twin is an extra node with the key of the validator marked Twin;
         // that validator itself runs honestly (the pair is the fault).
         if let Some(t) = behaviours.iter().position(|b| *b == Behaviour::Twin) {
-            nodes.push(Node::new(keys[t].clone(), Behaviour::Twin, &validators));
+            nodes.push(Node::new(keys[t].clone(), Behaviour::Twin, &validators, w));
+        }
+        // Pos: a node whose validator registers and stakes during the run.
+        if world.is_some() {
+            nodes.push(Node::new(newcomer(), Behaviour::Honest, &validators, w));
         }
         let (drop, dup, delay) = match mix {
             Mix::SplitBrain => (0, 0, 20),
@@ -321,7 +517,17 @@ impl Sim {
                 commits: 0,
                 view_changes: 0,
                 rejections: 0,
+                accused: BTreeSet::new(),
+                standings: Vec::new(),
+                honest_keys: BTreeSet::new(),
+                byzantine_keys: BTreeSet::new(),
+                epochs: 0,
+                sets: BTreeSet::new(),
+                refused_evidence: BTreeMap::new(),
             },
+            protocol,
+            world,
+            reporters: 0,
         };
         sim.plan(mix);
         sim
@@ -372,6 +578,11 @@ impl Sim {
             _ => {}
         }
         self.at(FAULTS_END_MS, Event::Heal);
+        if self.protocol == Protocol::Pos {
+            self.at(NEWCOMER_AT_MS, Event::Staking { leave: false });
+            self.at(LEAVER_AT_MS, Event::Staking { leave: true });
+            self.at(FORGED_AT_MS, Event::Forged);
+        }
     }
 
     fn connected(&self, a: usize, b: usize) -> bool {
@@ -414,7 +625,7 @@ impl Sim {
             .collect()
     }
 
-    fn run(mut self) -> Outcome {
+    pub(crate) fn run(mut self) -> Outcome {
         while let Some(((t, _), event)) = self.queue.pop_first() {
             if t > RUN_END_MS {
                 break;
@@ -423,6 +634,22 @@ impl Sim {
             self.step(event);
         }
         self.check_liveness();
+        for (i, n) in self.nodes.iter().enumerate() {
+            match n.behaviour {
+                Behaviour::Honest => {
+                    self.outcome.honest_keys.insert(n.key.address());
+                }
+                _ => {
+                    self.outcome.byzantine_keys.insert(n.key.address());
+                }
+            }
+            if n.behaviour == Behaviour::Honest
+                && let Some(state) = &n.state
+            {
+                let all = staking::summaries(&Overlay::new(state)).expect("summaries");
+                self.outcome.standings.push((i, all));
+            }
+        }
         self.outcome.digest = Hash(*self.trace.finalize().as_bytes());
         self.outcome
     }
@@ -459,11 +686,7 @@ impl Sim {
             Event::Submit { n } => {
                 for i in 0..SUBMIT_BURST as usize {
                     let tx = txs()[n * SUBMIT_BURST as usize + i].clone();
-                    for node in 0..self.nodes.len() {
-                        if self.nodes[node].up {
-                            self.input(node, Input::Submit(tx.clone()));
-                        }
-                    }
+                    self.submit_everywhere(tx);
                 }
             }
             Event::Crash { node } => {
@@ -473,14 +696,40 @@ impl Sim {
             Event::Restart { node } => {
                 self.log(&[b"restart", &(node as u64).to_le_bytes()]);
                 let n = &mut self.nodes[node];
-                n.engine = Pbft::recover(
-                    chain(),
-                    self.validators.clone(),
-                    Some(n.key.clone()),
-                    sim_config(),
-                    n.blocks.len() as u64,
-                    n.disk.clone(),
-                );
+                n.engine = match &n.state {
+                    None => Replica::Pbft(Box::new(Pbft::recover(
+                        chain(),
+                        self.validators.clone(),
+                        Some(n.key.clone()),
+                        sim_config(),
+                        n.blocks.len() as u64,
+                        n.disk.clone(),
+                    ))),
+                    Some(state) => {
+                        // What a restarted pos node reads from its store: the
+                        // epoch and set its state holds, the digest of the
+                        // block that opened the epoch, and its last block.
+                        let epoch = epoch_of(state);
+                        let span = pos::epoch_span(epoch, EPOCH_LENGTH, Hash::ZERO);
+                        let digest = |h: u64| {
+                            h.checked_sub(1)
+                                .and_then(|i| n.blocks.get(i as usize))
+                                .map_or(Hash::ZERO, |b| b.proposal.digest())
+                        };
+                        let executed = n.blocks.len() as u64;
+                        Replica::Pos(Box::new(Pos::recover(
+                            chain(),
+                            epoch,
+                            EPOCH_LENGTH,
+                            set_of(state),
+                            digest(span.base),
+                            Some(n.key.clone()),
+                            sim_config(),
+                            (executed, digest(executed)),
+                            n.disk.clone(),
+                        )))
+                    }
+                };
                 n.up = true;
             }
             Event::Partition { groups } => {
@@ -497,6 +746,94 @@ impl Sim {
                         }
                         self.nodes[node].committed_at_heal = self.nodes[node].blocks.len() as u64;
                     }
+                }
+            }
+            Event::Forged => {
+                self.log(&[b"forged"]);
+                let key = self.nodes[1].key.clone();
+                let st = |height: u64, tag: &[u8]| Statement {
+                    kind: Kind::Prepare,
+                    round: 0,
+                    height,
+                    digest: Hash::of(Domain::Consensus, tag),
+                };
+                let (a, b) = (st(2, b"a"), st(2, b"b"));
+                let mut tampered = Evidence {
+                    validator: key.address(),
+                    first: a,
+                    first_sig: a.sign(&chain(), &key),
+                    second: b,
+                    second_sig: b.sign(&chain(), &key),
+                };
+                tampered.second_sig.0[7] ^= 0x40;
+                let c = st(3, b"b");
+                let apart = Evidence {
+                    second: c,
+                    second_sig: c.sign(&chain(), &key),
+                    ..tampered.clone()
+                };
+                let apart = Evidence {
+                    first_sig: a.sign(&chain(), &key),
+                    ..apart
+                };
+                for ev in [tampered, apart] {
+                    self.reporters += 1;
+                    let reporter = devkit::key(10_000 + self.reporters);
+                    let tx = signed_tx(
+                        &reporter,
+                        0,
+                        0,
+                        Payload::Evidence {
+                            data: ev.to_bytes(),
+                        },
+                    );
+                    self.submit_everywhere(tx);
+                }
+            }
+            Event::Staking { leave } => {
+                self.log(&[b"staking", &[u8::from(leave)]]);
+                let txs = if leave {
+                    let v = self.nodes[0].key.clone();
+                    let stake = if self.nodes[0].behaviour == Behaviour::Honest {
+                        1000
+                    } else {
+                        return;
+                    };
+                    vec![signed_tx(
+                        &v,
+                        0,
+                        0,
+                        Payload::Unstake {
+                            validator: v.address(),
+                            amount: stake,
+                        },
+                    )]
+                } else {
+                    let key = newcomer().address();
+                    vec![
+                        signed_tx(
+                            &whale(),
+                            0,
+                            0,
+                            Payload::RegisterValidator {
+                                validator_key: key,
+                                p2p: "/ip4/127.0.0.1/tcp/2".into(),
+                                moniker: "newcomer".into(),
+                            },
+                        ),
+                        signed_tx(
+                            &whale(),
+                            1,
+                            0,
+                            Payload::Stake {
+                                validator: key,
+                                amount: 1200,
+                            },
+                        ),
+                    ]
+                };
+                for tx in txs {
+                    self.submit_everywhere(tx);
                 }
             }
             Event::FetchRequest { to, from, after } => {
@@ -540,6 +877,110 @@ impl Sim {
         }
     }
 
+    /// Gives a transaction to every node that is up (gossip, without faults).
+    fn submit_everywhere(&mut self, tx: VerifiedTx) {
+        for node in 0..self.nodes.len() {
+            if self.nodes[node].up {
+                self.input(node, Input::Submit(tx.clone()));
+            }
+        }
+    }
+
+    /// Pos: a node found equivocation. Its host gossips the evidence and
+    /// submits it in a transaction of its own (here: a fresh reporter each
+    /// time, so nonces never collide); the ledger slashes once.
+    fn report(&mut self, node: usize, ev: Evidence) {
+        if self.nodes[node].behaviour == Behaviour::Honest
+            && self.now + EVIDENCE_MARGIN_MS <= RUN_END_MS
+        {
+            self.outcome.accused.insert(ev.validator);
+        }
+        let epoch = self.nodes[node].state.as_ref().map_or(0, epoch_of);
+        self.reporters += 1;
+        let reporter = devkit::key(10_000 + self.reporters);
+        let tx = signed_tx(
+            &reporter,
+            0,
+            epoch,
+            Payload::Evidence {
+                data: ev.to_bytes(),
+            },
+        );
+        self.log(&[b"evidence", &ev.to_bytes()]);
+        self.submit_everywhere(tx);
+    }
+
+    /// Pos: executes a committed block on the node's state with the real
+    /// rules; after an epoch's last block, hands the engine the next set.
+    fn execute(&mut self, node: usize, block: &CommittedBlock) {
+        let Some(world) = self.world.clone() else {
+            return;
+        };
+        let n = &mut self.nodes[node];
+        let Some(state) = n.state.as_mut() else {
+            return;
+        };
+        let before = epoch_of(state);
+        let ctx = BlockContext {
+            height: block.proposal.seq(),
+            timestamp_ms: block.proposal.timestamp_ms(),
+            proposer: block.proposal.proposer(),
+        };
+        let (writes, failed) = {
+            // The commits the proposal carries: agreed, so they count.
+            let votes = block.proposal.last_commit().map(|lc| BlockVotes {
+                height: lc.height,
+                signers: lc.commits.iter().map(|v| v.validator).collect(),
+            });
+            let (overlay, failed) = world
+                .rules
+                .execute_ordered_all(state, &ctx, block.proposal.txs(), votes.as_ref())
+                .expect("in-memory state never fails");
+            (overlay.into_writes(), failed)
+        };
+        if n.behaviour == Behaviour::Honest {
+            for (id, e) in &failed {
+                let evidence = block.proposal.txs().iter().any(|t| {
+                    t.id() == *id && matches!(t.tx().body.payload, Payload::Evidence { .. })
+                });
+                if evidence {
+                    let why = match e.root_cause() {
+                        Error::BadSignature => "bad signature",
+                        Error::BadProof(_) => "invalid proof",
+                        Error::EvidenceDuplicate { .. } => "duplicate evidence",
+                        _ => "other",
+                    };
+                    *self
+                        .outcome
+                        .refused_evidence
+                        .entry(why.to_owned())
+                        .or_default() += 1;
+                }
+            }
+        }
+        state.0.extend(writes);
+        let epoch = epoch_of(state);
+        if epoch != before {
+            let validators = set_of(state);
+            if n.behaviour == Behaviour::Honest {
+                self.outcome.epochs = self.outcome.epochs.max(epoch);
+                self.outcome
+                    .sets
+                    .insert(validators.members().iter().map(|m| m.address).collect());
+            }
+            self.log(&[b"epoch", &(node as u64).to_le_bytes(), &epoch.to_le_bytes()]);
+            let Replica::Pos(engine) = &mut self.nodes[node].engine else {
+                return;
+            };
+            let effects = engine.handle(self.now, pos::Input::NextEpoch { epoch, validators });
+            for e in effects {
+                if let Some(next) = self.effect(node, e) {
+                    self.input(node, next);
+                }
+            }
+        }
+    }
+
     /// Feeds one input to a node's engine and carries out what it asks.
     fn input(&mut self, node: usize, input: Input) {
         let mut work = vec![input];
@@ -560,6 +1001,16 @@ impl Sim {
                 None
             }
             Effect::Broadcast(m) => {
+                if std::env::var_os("PYRALOG_SIM_TRACE").is_some() {
+                    let st = m.message.statement();
+                    println!(
+                        "{} node {node} sends {} for view {} height {}",
+                        self.now,
+                        st.kind.name(),
+                        st.round,
+                        st.height
+                    );
+                }
                 self.broadcast(node, m);
                 None
             }
@@ -587,8 +1038,9 @@ impl Sim {
                 n.root = Hash(*h.finalize().as_bytes());
                 let root = n.root;
                 let honest = n.behaviour == Behaviour::Honest;
-                n.blocks.push(block);
+                n.blocks.push(block.clone());
                 self.outcome.commits += 1;
+                self.execute(node, &block);
                 self.log(&[
                     b"commit",
                     &(node as u64).to_le_bytes(),
@@ -636,7 +1088,12 @@ impl Sim {
                 self.outcome.rejections += 1;
                 None
             }
-            Effect::Evidence(_) => None,
+            Effect::Evidence(ev) => {
+                if self.protocol == Protocol::Pos {
+                    self.report(node, ev);
+                }
+                None
+            }
             Effect::ViewChanged { view } => {
                 if std::env::var_os("PYRALOG_SIM_TRACE").is_some() {
                     println!("{} node {node} entered view {view}", self.now);
@@ -742,10 +1199,14 @@ impl Sim {
             let after = n.blocks.len() as u64 - n.committed_at_heal;
             if after < BLOCKS_AFTER_HEAL {
                 self.outcome.liveness.push(format!(
-                    "node {i} committed {after} blocks after the faults healed (height {}, view {}, changing {})",
+                    "node {i} committed {after} blocks after the faults healed (height {}, view {}, changing {}{})",
                     n.blocks.len(),
                     n.engine.view(),
                     n.engine.is_changing_view(),
+                    match &n.engine {
+                        Replica::Pos(p) => format!(", epoch {}", p.epoch()),
+                        Replica::Pbft(_) => String::new(),
+                    },
                 ));
             }
         }
@@ -753,9 +1214,32 @@ impl Sim {
 }
 
 impl Node {
-    fn new(key: Keypair, behaviour: Behaviour, validators: &ValidatorSet) -> Node {
+    fn new(
+        key: Keypair,
+        behaviour: Behaviour,
+        validators: &ValidatorSet,
+        world: Option<&PosWorld>,
+    ) -> Node {
+        let engine = match world {
+            None => Replica::Pbft(Box::new(Pbft::new(
+                chain(),
+                validators.clone(),
+                Some(key.clone()),
+                sim_config(),
+            ))),
+            Some(_) => Replica::Pos(Box::new(Pos::new(
+                chain(),
+                0,
+                EPOCH_LENGTH,
+                validators.clone(),
+                Hash::ZERO,
+                Some(key.clone()),
+                sim_config(),
+            ))),
+        };
         Node {
-            engine: Pbft::new(chain(), validators.clone(), Some(key.clone()), sim_config()),
+            engine,
+            state: world.map(|w| w.genesis_state.clone()),
             key,
             behaviour,
             up: true,
@@ -765,135 +1249,4 @@ impl Node {
             committed_at_heal: 0,
         }
     }
-}
-
-fn replay_command(seed: u64, mix: Mix) -> String {
-    format!(
-        "PYRALOG_SIM_SEED={seed} PYRALOG_SIM_MIX={} cargo test -p pyralog-consensus --test simulator replay -- --ignored --nocapture",
-        mix.name()
-    )
-}
-
-fn seeds_per_mix() -> u64 {
-    std::env::var("PYRALOG_SIM_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(63)
-}
-
-/// Runs `seeds` seeds of `mix`, checking safety and liveness on every run and
-/// determinism on every eighth.
-fn sweep(mix: Mix) {
-    let mut totals = (0u64, 0u64, 0u64);
-    for seed in 0..seeds_per_mix() {
-        let seed = seed.wrapping_mul(7919).wrapping_add(mix as u64 * 1_000_003);
-        let out = Sim::new(seed, mix, false).run();
-        let replay = replay_command(seed, mix);
-        assert!(
-            out.safety.is_empty(),
-            "safety violated: {:?}\nreplay: {replay}",
-            out.safety
-        );
-        assert!(
-            out.liveness.is_empty(),
-            "liveness violated: {:?}\nreplay: {replay}",
-            out.liveness
-        );
-        assert!(out.commits > 0, "nothing committed\nreplay: {replay}");
-        if seed % 8 == 0 {
-            let again = Sim::new(seed, mix, false).run();
-            assert_eq!(
-                out.digest, again.digest,
-                "two runs of one seed differ\nreplay: {replay}"
-            );
-        }
-        totals.0 += out.commits;
-        totals.1 += out.view_changes;
-        totals.2 += out.rejections;
-    }
-    println!(
-        "{}: {} seeds, {} commits, {} view entries, {} rejections",
-        mix.name(),
-        seeds_per_mix(),
-        totals.0,
-        totals.1,
-        totals.2
-    );
-}
-
-#[test]
-fn network_faults() {
-    sweep(Mix::Network);
-}
-
-#[test]
-fn partitions() {
-    sweep(Mix::Partition);
-}
-
-#[test]
-fn crash_and_restart() {
-    sweep(Mix::Crash);
-}
-
-#[test]
-fn twins() {
-    sweep(Mix::Twins);
-}
-
-#[test]
-fn equivocating_primary() {
-    sweep(Mix::Equivocator);
-}
-
-#[test]
-fn silent_validator() {
-    sweep(Mix::Silent);
-}
-
-#[test]
-fn garbage_sender() {
-    sweep(Mix::Garbage);
-}
-
-#[test]
-fn seven_validators_two_byzantine() {
-    sweep(Mix::Mixed);
-}
-
-/// The simulator must catch a broken quorum rule: with quorums of 2f instead
-/// of 2f+1, a split network commits two different blocks at one height.
-#[test]
-fn a_broken_quorum_rule_is_caught() {
-    let violations = (0..20u64)
-        .filter(|seed| {
-            !Sim::new(*seed, Mix::SplitBrain, true)
-                .run()
-                .safety
-                .is_empty()
-        })
-        .count();
-    assert!(violations > 0, "no seed caught the 2f quorum");
-    // The same runs with the correct rule are safe.
-    for seed in 0..20u64 {
-        let out = Sim::new(seed, Mix::SplitBrain, false).run();
-        assert!(out.safety.is_empty(), "{:?}", out.safety);
-    }
-}
-
-/// Replays one run: `PYRALOG_SIM_SEED=N PYRALOG_SIM_MIX=NAME`.
-#[test]
-#[ignore = "replays the seed named in the environment"]
-fn replay() {
-    let seed: u64 = std::env::var("PYRALOG_SIM_SEED")
-        .expect("set PYRALOG_SIM_SEED")
-        .parse()
-        .expect("a number");
-    let mix = std::env::var("PYRALOG_SIM_MIX")
-        .ok()
-        .and_then(|m| Mix::parse(&m))
-        .expect("set PYRALOG_SIM_MIX to a mix name");
-    let out = Sim::new(seed, mix, false).run();
-    println!("{out:#?}");
-    assert!(out.safety.is_empty() && out.liveness.is_empty());
 }
