@@ -13,7 +13,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pyralog_consensus::Engine as _;
 use pyralog_consensus::gossip::{Digest, Effect, GossipEngine, Input, Rejection};
-use pyralog_consensus::pbft::Pbft;
 use pyralog_ledger::block::{VerifiedBatch, VerifiedTx};
 use pyralog_ledger::codec::{Decode, Encode};
 use pyralog_ledger::{Address, Batch, Engine, Error, Hash, Keypair, Payload, StateKey, Store};
@@ -162,8 +161,8 @@ pub(crate) struct Metrics {
 pub(crate) enum Consensus {
     /// No order: batches and CRDT merge.
     Gossip(Box<GossipEngine<PeerId>>),
-    /// PBFT: ordered, final blocks.
-    Pbft(Box<Pbft>),
+    /// PBFT or proof of stake: ordered, final blocks.
+    Pbft(Box<crate::pbft_host::Ordered>),
 }
 
 /// The node's driver.
@@ -185,6 +184,8 @@ pub struct Driver {
     pub(crate) admission: crate::admission::Admission,
     /// Batch bytes each peer has gossiped this second.
     batch_budget: crate::limit::PerSecond<PeerId>,
+    /// The cluster's validator key (it signs evidence transactions).
+    pub(crate) validator: Keypair,
     /// Batches to merge at the end of the turn, with the gossip message each
     /// came in (to judge once merged).
     merges: Vec<(
@@ -232,19 +233,16 @@ impl Driver {
                 Consensus::Gossip(Box::new(GossipEngine::new(
                     config,
                     store.genesis().chain_id.clone(),
-                    validator,
+                    validator.clone(),
                     store.state_root(),
                     heads,
                     last_hlc,
                 )))
             }
-            Engine::Pbft => Consensus::Pbft(Box::new(crate::pbft_host::engine(&store, validator)?)),
-            Engine::Pos => {
-                return Err(Error::WrongEngine {
-                    engine: store.genesis().engine.name(),
-                    what: "this node (proof of stake arrives with issue 6)",
-                });
-            }
+            Engine::Pbft | Engine::Pos => Consensus::Pbft(Box::new(crate::pbft_host::engine(
+                &store,
+                validator.clone(),
+            )?)),
         };
         Ok(Driver {
             node_id: net.local_peer_id().to_string(),
@@ -262,6 +260,7 @@ impl Driver {
             admission,
             batch_budget: crate::limit::PerSecond::new(BATCH_BYTES_PER_PEER_PER_SEC),
             merges: Vec::new(),
+            validator,
         })
     }
 
@@ -789,7 +788,7 @@ impl Driver {
                 Consensus::Gossip(_) => serde_json::Value::Null,
             },
             "primary": match &self.engine {
-                Consensus::Pbft(p) => serde_json::json!(p.primary(p.view()).to_human()),
+                Consensus::Pbft(p) => serde_json::json!(p.leader().to_human()),
                 Consensus::Gossip(_) => serde_json::Value::Null,
             },
             "pow_difficulty": self.required_difficulty(),
@@ -879,10 +878,36 @@ impl Driver {
     }
 
     fn validators_json(&self) -> Result<serde_json::Value, ApiError> {
-        let primary = match &self.engine {
-            Consensus::Pbft(p) => Some(p.primary(p.view())),
+        let leader = match &self.engine {
+            Consensus::Pbft(p) => Some(p.leader()),
             Consensus::Gossip(_) => None,
         };
+        if self.store.genesis().engine == Engine::Pos {
+            // Every registered validator, with its stake and standing.
+            let list = self.store.validators().map_err(ApiError::internal)?;
+            return Ok(list
+                .iter()
+                .map(|v| {
+                    let status = if leader == Some(v.info.public_key) {
+                        "primary"
+                    } else {
+                        v.status.name()
+                    };
+                    serde_json::json!({
+                        "id": v.info.id,
+                        "address": v.info.public_key.to_human(),
+                        "stake": v.info.stake,
+                        "power": v.power,
+                        "status": status,
+                        "jailed": v.state.jailed,
+                        "tombstoned": v.state.tombstoned,
+                        "slashed": v.state.slashed,
+                        "operator": v.state.operator.to_human(),
+                        "p2p": v.info.p2p,
+                    })
+                })
+                .collect());
+        }
         let list: Vec<serde_json::Value> = self
             .store
             .genesis()
@@ -894,7 +919,7 @@ impl Driver {
                     "address": v.public_key.to_human(),
                     "stake": v.stake,
                     "power": 1,
-                    "status": if primary == Some(v.public_key) { "primary" } else { "active" },
+                    "status": if leader == Some(v.public_key) { "primary" } else { "active" },
                     "jailed": false,
                     "slashed": false,
                 })

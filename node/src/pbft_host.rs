@@ -6,13 +6,15 @@
 use std::time::Duration;
 
 use pyralog_consensus::Engine as _;
-use pyralog_consensus::bft::ValidatorSet;
+use pyralog_consensus::bft::{Member, ValidatorSet};
 use pyralog_consensus::pbft::{
-    CommittedBlock, Config, Effect, Input, Pbft, Record, Signed, committed_bytes, engine_data,
+    CommittedBlock, Config, Effect, Input, Pbft, Record, Signed, committed_bytes, engine_data_of,
 };
+use pyralog_consensus::pos::{self, Pos};
 use pyralog_ledger::block::{Certificate, VerifiedTx, Vote, verify_txs_memo};
 use pyralog_ledger::codec::{Decode, Encode, Reader};
-use pyralog_ledger::{Address, Error, Keypair, Store, Transaction};
+use pyralog_ledger::staking::BlockVotes;
+use pyralog_ledger::{Address, Engine, Error, Hash, Keypair, Payload, Store, Transaction, TxBody};
 use pyralog_p2p::fetch::{BLOCKS, FetchRequest, FetchResponse, MAX_RESPONSE};
 use pyralog_p2p::network::MessageIdOf;
 use pyralog_p2p::{NetCommand, NetEvent, PeerId, Topic, Verdict};
@@ -65,12 +67,94 @@ pub(crate) fn genesis_set(store: &Store) -> Result<ValidatorSet, Error> {
     })
 }
 
-/// The engine for a store whose genesis runs PBFT, recovered from what it
-/// persisted. A node whose key is not a genesis validator follows.
-pub(crate) fn engine(store: &Store, validator: Keypair) -> Result<Pbft, Error> {
+/// The ordering engine a node runs: PBFT over the genesis validators, or
+/// proof of stake (the same machinery, one instance per epoch, the set from
+/// stake).
+#[derive(Debug)]
+pub(crate) enum Ordered {
+    /// `pbft`.
+    Pbft(Pbft),
+    /// `pos`.
+    Pos(Pos),
+}
+
+impl Ordered {
+    fn handle(&mut self, now_ms: u64, input: pos::Input) -> Vec<Effect> {
+        match (self, input) {
+            (Ordered::Pbft(p), pos::Input::Bft(i)) => p.handle(now_ms, i),
+            // Evidence and epochs are proof of stake's.
+            (Ordered::Pbft(_), _) => Vec::new(),
+            (Ordered::Pos(p), i) => p.handle(now_ms, i),
+        }
+    }
+
+    /// Transactions waiting in the pool.
+    pub(crate) fn pool_len(&self) -> usize {
+        match self {
+            Ordered::Pbft(p) => p.pool_len(),
+            Ordered::Pos(p) => p.bft().pool_len(),
+        }
+    }
+
+    /// The pool's capacity.
+    pub(crate) fn pool_capacity(&self) -> usize {
+        match self {
+            Ordered::Pbft(p) => p.pool_capacity(),
+            Ordered::Pos(p) => p.bft().pool_capacity(),
+        }
+    }
+
+    /// The current view (PBFT's; the round under proof of stake).
+    pub(crate) fn view(&self) -> u64 {
+        match self {
+            Ordered::Pbft(p) => p.view(),
+            Ordered::Pos(p) => p.bft().view(),
+        }
+    }
+
+    /// Who leads the current view.
+    pub(crate) fn leader(&self) -> Address {
+        match self {
+            Ordered::Pbft(p) => p.primary(p.view()),
+            Ordered::Pos(p) => p.bft().primary(p.bft().view()),
+        }
+    }
+}
+
+/// The set of the epoch a pos store is in, with power from stake.
+pub(crate) fn staked_set(store: &Store) -> Result<ValidatorSet, Error> {
+    let members = store
+        .staking()?
+        .active
+        .into_iter()
+        .map(|p| Member {
+            address: p.validator,
+            power: p.power,
+        })
+        .collect();
+    ValidatorSet::new(members)
+        .map_err(|e| Error::Corrupt(format!("the epoch's validator set: {e}")))
+}
+
+/// The proposal digest of the stored block at `height` (zero for the genesis).
+fn proposal_digest(store: &Store, height: u64) -> Result<Hash, Error> {
+    if height == 0 {
+        return Ok(Hash::ZERO);
+    }
+    let block = store
+        .block(height)?
+        .ok_or_else(|| Error::Corrupt(format!("block {height} is missing")))?;
+    Ok(CommittedBlock::from_bytes(&committed_bytes(&block)?)?
+        .proposal
+        .digest())
+}
+
+/// The engine for a store whose genesis orders blocks (`pbft` or `pos`),
+/// recovered from what it persisted. Under `pbft`, a node whose key is not a
+/// genesis validator follows; under `pos` it keeps its key, since stake can
+/// bring it into a later epoch's set.
+pub(crate) fn engine(store: &Store, validator: Keypair) -> Result<Ordered, Error> {
     let g = store.genesis();
-    let set = genesis_set(store)?;
-    let key = set.contains(&validator.address()).then_some(validator);
     let mut records = Vec::new();
     for bytes in store.engine_records()? {
         records.push(
@@ -87,14 +171,33 @@ pub(crate) fn engine(store: &Store, validator: Keypair) -> Result<Pbft, Error> {
         max_in_flight: 2,
         ..Config::default()
     };
-    Ok(Pbft::recover(
+    if g.engine == Engine::Pos {
+        let epoch = store.staking()?.epoch;
+        let length = g.params.epoch_length;
+        let base = pos::epoch_span(epoch, length, Hash::ZERO).base;
+        let height = store.tip().height;
+        return Ok(Ordered::Pos(Pos::recover(
+            g.chain_id.clone(),
+            epoch,
+            length,
+            staked_set(store)?,
+            proposal_digest(store, base)?,
+            Some(validator),
+            cfg,
+            (height, proposal_digest(store, height)?),
+            records,
+        )));
+    }
+    let set = genesis_set(store)?;
+    let key = set.contains(&validator.address()).then_some(validator);
+    Ok(Ordered::Pbft(Pbft::recover(
         g.chain_id.clone(),
         set,
         key,
         cfg,
         store.tip().height,
         records,
-    ))
+    )))
 }
 
 /// Transactions relayed by another validator: a count, then each one. All are
@@ -108,7 +211,7 @@ fn decode_relayed(data: &[u8]) -> Result<Vec<VerifiedTx>, Error> {
 }
 
 impl Driver {
-    fn pbft(&mut self) -> Option<&mut Pbft> {
+    fn ordered(&mut self) -> Option<&mut Ordered> {
         match &mut self.engine {
             Consensus::Pbft(p) => Some(p),
             Consensus::Gossip(_) => None,
@@ -120,7 +223,13 @@ impl Driver {
     /// in one turn are made durable by one commit. `gossip` is the message the
     /// input came from, to report a verdict on once its effects are out.
     pub(crate) fn feed_pbft(&mut self, input: Input, gossip: Option<(MessageIdOf, PeerId)>) {
-        let Some(engine) = self.pbft() else {
+        self.feed_ordered(pos::Input::Bft(input), gossip);
+    }
+
+    /// [`Driver::feed_pbft`] for any input of the ordering engine (proof of
+    /// stake's evidence and epochs too).
+    fn feed_ordered(&mut self, input: pos::Input, gossip: Option<(MessageIdOf, PeerId)>) {
+        let Some(engine) = self.ordered() else {
             return;
         };
         let effects = engine.handle(now_ms(), input);
@@ -181,7 +290,8 @@ impl Driver {
                     Effect::Broadcast(m) | Effect::Send { message: m, .. } => self.publish(&m),
                     Effect::Fetch { after, .. } => self.fetch_blocks(after),
                     Effect::Evidence(ev) => {
-                        tracing::warn!(validator = %ev.validator, kind = ev.first.kind.name(), height = ev.first.height, "equivocation")
+                        tracing::warn!(validator = %ev.validator, kind = ev.first.kind.name(), height = ev.first.height, "equivocation");
+                        self.report_evidence(&ev);
                     }
                     Effect::ViewChanged { view } => {
                         self.metrics.view_changes += 1;
@@ -259,13 +369,21 @@ impl Driver {
                 .collect(),
         };
         let p = &block.proposal;
-        let result = self.store.commit_ordered(
+        // Under proof of stake the proposal carries the commits agreed for the
+        // block before: the votes rewards and downtime count.
+        let votes = p.last_commit().map(|lc| BlockVotes {
+            height: lc.height,
+            signers: lc.commits.iter().map(|v| v.validator).collect(),
+        });
+        let epoch_before = self.epoch_of_store();
+        let result = self.store.commit_ordered_with_votes(
             p.proposer(),
             p.timestamp_ms(),
             p.txs().to_vec(),
-            engine_data(block.view, p.timestamp_ms()),
+            engine_data_of(&block),
             certificate,
             records,
+            votes.as_ref(),
         );
         let (tip, failed) = match result {
             Ok(r) => r,
@@ -286,9 +404,91 @@ impl Driver {
                 let _ = w.send(answer.clone());
             }
         }
+        // The block that closed an epoch fixed the next one's set.
+        if let Some(before) = epoch_before
+            && let Some(after) = self.epoch_of_store()
+            && after != before
+        {
+            match staked_set(&self.store) {
+                Ok(validators) => {
+                    tracing::info!(epoch = after, validators = validators.len(), "new epoch");
+                    self.feed_ordered(
+                        pos::Input::NextEpoch {
+                            epoch: after,
+                            validators,
+                        },
+                        None,
+                    );
+                }
+                Err(error) => {
+                    tracing::error!(%error, "cannot read the next epoch's set; stopping");
+                    std::process::exit(2);
+                }
+            }
+        }
         Input::Executed {
             seq,
             state_root: tip.state_root,
+        }
+    }
+
+    /// The epoch a pos store is in (`None` under other engines).
+    fn epoch_of_store(&self) -> Option<u64> {
+        if self.store.genesis().engine != Engine::Pos {
+            return None;
+        }
+        match self.store.staking() {
+            Ok(s) => Some(s.epoch),
+            Err(error) => {
+                tracing::error!(%error, "cannot read the staking state; stopping");
+                std::process::exit(2);
+            }
+        }
+    }
+
+    /// Turns equivocation evidence this node saw into an `Evidence`
+    /// transaction signed by its validator key, taken and relayed like any
+    /// other, so a proposer includes it and every replica slashes the
+    /// offender when the block executes (the ledger refuses duplicates).
+    fn report_evidence(&mut self, ev: &pyralog_ledger::evidence::Evidence) {
+        let key = self.validator.clone();
+        let sender = key.address();
+        let nonce = match self.store.account(&sender) {
+            Ok(a) => a.nonce,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read this validator's account for evidence");
+                return;
+            }
+        };
+        let body = TxBody {
+            chain_id: self.store.genesis().chain_id.clone(),
+            sender,
+            nonce,
+            epoch: self.current_epoch(),
+            payload: Payload::Evidence {
+                data: ev.to_bytes(),
+            },
+        };
+        let bits = self.required_difficulty();
+        let pow = self.store.rules().pow_key();
+        let params = pyralog_ledger::pow::SolveParams {
+            threads: 1,
+            ..pyralog_ledger::pow::SolveParams::new(bits)
+        };
+        let cancel = std::sync::atomic::AtomicBool::new(false);
+        let Ok(stamp) = pyralog_ledger::pow::solve(&pow, &body.id(), params, &cancel, &|_| {})
+        else {
+            tracing::warn!(bits, "no stamp found for an evidence transaction");
+            return;
+        };
+        let tx = body.sign(&key, stamp);
+        match verify_txs_memo(vec![tx], None).map(|mut v| v.pop()) {
+            Ok(Some(tx)) => {
+                if let Err(e) = self.submit_pbft(tx, true) {
+                    tracing::warn!(code = e.code, error = %e.message, "evidence transaction not taken");
+                }
+            }
+            _ => tracing::warn!("an evidence transaction failed its own signature check"),
         }
     }
 

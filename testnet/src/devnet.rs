@@ -59,6 +59,9 @@ pub struct Plan {
     pub min_difficulty: u32,
     /// The `pyralog-testnet` binary that runs the nodes (`pyralog-testnet node ...`).
     pub exe: PathBuf,
+    /// Blocks per epoch (0: 10,000, or 100 under `pos`, where an epoch is
+    /// when stake changes take effect).
+    pub epoch_length: u64,
 }
 
 fn node_command(exe: &Path) -> Command {
@@ -87,12 +90,10 @@ impl Devnet {
     /// Lays out and starts the devnet; returns once every node answers and a
     /// write through the first node is readable on every node.
     pub fn up(plan: &Plan, log: &dyn Fn(&str)) -> Result<Devnet> {
-        if plan.engine == Engine::Pos {
-            bail!("engine pos arrives with issue 6; use --engine gossip or --engine pbft");
-        }
-        if plan.engine == Engine::Pbft && plan.clusters < 4 {
+        if plan.engine != Engine::Gossip && plan.clusters < 4 {
             bail!(
-                "pbft needs at least 4 validators (n = 3f+1 with f = 1); got --clusters {}",
+                "{} needs at least 4 validators (n = 3f+1 with f = 1); got --clusters {}",
+                plan.engine.name(),
                 plan.clusters
             );
         }
@@ -125,8 +126,13 @@ impl Devnet {
         let mut params = devkit::devnet_params(plan.min_difficulty);
         // Epochs of ordered chains count blocks; PBFT's blocks come fast and
         // small when the load is light, so a devnet's epochs are long enough
-        // that transactions signed a few minutes ago are still valid.
-        params.epoch_length = 10_000;
+        // that transactions signed a few minutes ago are still valid. Under
+        // proof of stake an epoch is also when stake takes effect: shorter.
+        params.epoch_length = match (plan.epoch_length, plan.engine) {
+            (0, Engine::Pos) => 100,
+            (0, _) => 10_000,
+            (n, _) => n,
+        };
         let mut file = devkit::genesis_file(
             chain_id,
             plan.engine,
@@ -475,15 +481,18 @@ pub fn transfer(
     to: pyralog_ledger::Address,
     amount: u64,
 ) -> Result<(u16, Value)> {
-    let (chain, epoch, bits) = chain_now(rpc)?;
-    let tx = devkit::tx(
-        &chain,
+    send(
+        rpc,
         signer,
-        nonce_of(rpc, signer)?,
-        epoch,
         pyralog_ledger::Payload::Transfer { to, amount },
-        bits,
-    );
+    )
+}
+
+/// Builds, stamps and submits `payload` from `signer` (its next nonce, the
+/// node's epoch and difficulty) through `rpc`, waiting until it is committed.
+pub fn send(rpc: &str, signer: &Keypair, payload: pyralog_ledger::Payload) -> Result<(u16, Value)> {
+    let (chain, epoch, bits) = chain_now(rpc)?;
+    let tx = devkit::tx(&chain, signer, nonce_of(rpc, signer)?, epoch, payload, bits);
     post_tx(rpc, &hex::encode(tx.to_bytes()), true)
 }
 

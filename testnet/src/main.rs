@@ -195,6 +195,7 @@ fn run(cli: Cli) -> Result<()> {
                 base_port,
                 min_difficulty: 8,
                 exe,
+                epoch_length: 0,
             };
             let quiet = cli.output == Output::Json;
             let log = |m: &str| {
@@ -242,6 +243,7 @@ fn run(cli: Cli) -> Result<()> {
                 base_port,
                 min_difficulty: 8,
                 exe,
+                epoch_length: 0,
             };
             let quiet = cli.output == Output::Json;
             let mut net = devnet::Devnet::up(&plan, &|m| {

@@ -37,6 +37,17 @@ impl std::ops::DerefMut for Running {
 /// ephemeral range (32768 and up), where outgoing connections could take a
 /// port first. Test binaries run one after another.
 pub fn up(engine: Engine, clusters: usize, slot: u16, floor: u32) -> Running {
+    up_with_epochs(engine, clusters, slot, floor, 0)
+}
+
+/// [`up`] with `epoch_length` blocks per epoch (0: the devnet's default).
+pub fn up_with_epochs(
+    engine: Engine,
+    clusters: usize,
+    slot: u16,
+    floor: u32,
+    epoch_length: u64,
+) -> Running {
     let tmp = tempfile::tempdir().expect("dir");
     let base = 10_000 + (std::process::id() % 200) as u16 * 100 + slot * 10;
     Devnet::up(
@@ -47,6 +58,7 @@ pub fn up(engine: Engine, clusters: usize, slot: u16, floor: u32) -> Running {
             base_port: base,
             min_difficulty: floor,
             exe: env!("CARGO_BIN_EXE_pyralog-testnet").into(),
+            epoch_length,
         },
         &|_| {},
     )

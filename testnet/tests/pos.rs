@@ -1,0 +1,237 @@
+//! End-to-end proof of stake, on the user's path: four staked validator
+//! processes finalize transfers; a new account gets funds; a new node starts
+//! with its own validator key and joins by bootnode; the account registers it
+//! and stakes; from the next epoch on it is in the set and proposes blocks;
+//! unstaking takes it out at an epoch boundary and the stake comes back after
+//! the unbonding period.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use pyralog_ledger::{Address, Keypair, Payload};
+use pyralog_testnet::devnet::{Devnet, get, put, send, transfer};
+
+/// Blocks per epoch: short, so the test crosses several.
+const EPOCH: u64 = 12;
+/// The stake the newcomer bonds (the genesis validators have 1,000 each).
+const STAKE: u64 = 3_000;
+
+fn height(rpc: &str) -> u64 {
+    get(rpc, "/status")
+        .ok()
+        .and_then(|s| s["height"].as_u64())
+        .unwrap_or(0)
+}
+
+fn balance(rpc: &str, who: &Address) -> u64 {
+    get(rpc, &format!("/account/{who}"))
+        .ok()
+        .and_then(|a| a["balance"].as_u64())
+        .unwrap_or(0)
+}
+
+/// The newcomer's line in `/validators`, if it is registered.
+fn standing(rpc: &str, validator: &Address) -> Option<serde_json::Value> {
+    get(rpc, "/validators")
+        .ok()?
+        .as_array()?
+        .iter()
+        .find(|v| v["address"].as_str() == Some(&validator.to_human()))
+        .cloned()
+}
+
+/// Finalizes writes through node 0 until the chain is past `target`.
+fn advance_past(net: &Devnet, target: u64, tag: &str) {
+    let rpc = &net.nodes[0].rpc;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut i = 0u64;
+    while height(rpc) <= target {
+        assert!(
+            Instant::now() < deadline,
+            "stuck at height {} on the way past {target}",
+            height(rpc)
+        );
+        put(rpc, &net.faucet, &format!("{tag}-{i}"), "tick", true).expect("a write");
+        i += 1;
+    }
+}
+
+/// The first height of the epoch after the one holding `h`.
+fn next_epoch_start(h: u64) -> u64 {
+    (h / EPOCH + 1) * EPOCH
+}
+
+fn ok(answer: (u16, serde_json::Value), what: &str) {
+    assert_eq!(answer.0, 200, "{what}: {}", answer.1);
+    assert_eq!(answer.1["status"], "final", "{what}: {}", answer.1);
+}
+
+#[test]
+fn a_staker_joins_the_set_proposes_and_leaves_with_its_stake() {
+    let net = common::up_with_epochs(pyralog_ledger::Engine::Pos, 4, 0, 4, EPOCH);
+    let rpc = net.nodes[0].rpc.clone();
+
+    // A new account gets funds.
+    let operator = Keypair::generate().expect("key");
+    ok(
+        transfer(&rpc, &net.faucet, operator.address(), 10_000).expect("transfer"),
+        "funding",
+    );
+    assert_eq!(balance(&rpc, &operator.address()), 10_000);
+
+    // A new node, with its own validator key, joins by bootnode.
+    let home = net.dir.join("newcomer");
+    let port = net.nodes[3]
+        .rpc
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse::<u16>().ok())
+        .expect("port")
+        + 5;
+    let new_rpc = format!("http://127.0.0.1:{port}");
+    let p2p = format!("/ip4/127.0.0.1/tcp/{}", port + 1000);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pyralog-testnet"))
+        .args(["node", "join", "--home", &home.to_string_lossy()])
+        .args(["--genesis", &net.dir.join("genesis.json").to_string_lossy()])
+        .args([
+            "--bootnode",
+            &net.nodes[0].p2p,
+            "--rpc",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(["--p2p", &p2p, "--log-level", "warn"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("join");
+    let guard = Kill(&mut child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get(&new_rpc, "/status").is_err() {
+        assert!(Instant::now() < deadline, "the newcomer never answered");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let seed = std::fs::read_to_string(home.join("validator_key")).expect("validator key");
+    let seed = pyralog_ledger::Hash::from_hex(seed.trim()).expect("hex seed");
+    let validator = Keypair::from_seed(&seed.0).address();
+
+    // The account registers it and stakes.
+    ok(
+        send(
+            &rpc,
+            &operator,
+            Payload::RegisterValidator {
+                validator_key: validator,
+                p2p: p2p.clone(),
+                moniker: "newcomer".into(),
+            },
+        )
+        .expect("register"),
+        "register",
+    );
+    ok(
+        send(
+            &rpc,
+            &operator,
+            Payload::Stake {
+                validator,
+                amount: STAKE,
+            },
+        )
+        .expect("stake"),
+        "stake",
+    );
+    let staked_at = height(&rpc);
+    let line = standing(&rpc, &validator).expect("registered");
+    assert_eq!(line["stake"], STAKE, "{line}");
+    assert_eq!(
+        line["power"], 0,
+        "not in the set before the epoch ends: {line}"
+    );
+
+    // From the next epoch on it is in the set, with power from its stake.
+    let joined = next_epoch_start(staked_at);
+    advance_past(&net, joined, "in");
+    let line = standing(&rpc, &validator).expect("registered");
+    assert_eq!(line["power"], STAKE, "in the set: {line}");
+    // ... and it proposes: with half the power, within a few dozen blocks.
+    let mut proposed = None;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut checked = joined;
+    while proposed.is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the newcomer never proposed a block"
+        );
+        advance_past(&net, checked + 4, "propose");
+        let top = height(&rpc);
+        for h in checked..=top {
+            let block = get(&rpc, &format!("/block/{h}")).expect("block");
+            if block["proposer"].as_str() == Some(&validator.to_human()) {
+                proposed = Some(h);
+                break;
+            }
+        }
+        checked = top + 1;
+    }
+    // The newcomer's own node follows the chain it helps make.
+    let target = height(&rpc);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while height(&new_rpc) < target {
+        assert!(Instant::now() < deadline, "the newcomer's node fell behind");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Unstaking takes it out at the next epoch boundary ...
+    let before_unstake = balance(&rpc, &operator.address());
+    ok(
+        send(
+            &rpc,
+            &operator,
+            Payload::Unstake {
+                validator,
+                amount: STAKE,
+            },
+        )
+        .expect("unstake"),
+        "unstake",
+    );
+    let unstaked_at = height(&rpc);
+    let left = next_epoch_start(unstaked_at);
+    advance_past(&net, left, "out");
+    let line = standing(&rpc, &validator).expect("registered");
+    assert_eq!(line["power"], 0, "out of the set: {line}");
+    // Rewards may arrive meanwhile; the stake does not.
+    let unbonding = balance(&rpc, &operator.address());
+    assert!(
+        unbonding < before_unstake + STAKE,
+        "the stake is still unbonding: {before_unstake} before, {unbonding} now"
+    );
+    // ... and the stake comes back once the unbonding epochs have passed
+    // (plus whatever rewards the operator earned meanwhile).
+    // The devnet's genesis unbonds over two epochs.
+    let unbonding_epochs = 2;
+    let back = left + (unbonding_epochs + 1) * EPOCH;
+    advance_past(&net, back, "unbond");
+    let after = balance(&rpc, &operator.address());
+    assert!(
+        after >= before_unstake + STAKE,
+        "the stake came back: {before_unstake} before, {after} after"
+    );
+    println!(
+        "staked at height {staked_at}, in the set from {joined}, first proposal at {}, \
+         unstaked at {unstaked_at}, out from {left}, balance {before_unstake} -> {after}",
+        proposed.unwrap_or(0)
+    );
+    drop(guard);
+}
+
+/// Kills the child process when the test ends, pass or fail.
+struct Kill<'a>(&'a mut std::process::Child);
+
+impl Drop for Kill<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
