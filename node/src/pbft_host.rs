@@ -71,6 +71,7 @@ pub(crate) fn genesis_set(store: &Store) -> Result<ValidatorSet, Error> {
 /// proof of stake (the same machinery, one instance per epoch, the set from
 /// stake).
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // one per node, boxed in `Consensus`
 pub(crate) enum Ordered {
     /// `pbft`.
     Pbft(Pbft),
@@ -476,7 +477,7 @@ impl Driver {
             ..pyralog_ledger::pow::SolveParams::new(bits)
         };
         let cancel = std::sync::atomic::AtomicBool::new(false);
-        let Ok(stamp) = pyralog_ledger::pow::solve(&pow, &body.id(), params, &cancel, &|_| {})
+        let Ok(stamp) = pyralog_ledger::pow::solve(pow, &body.id(), params, &cancel, &|_| {})
         else {
             tracing::warn!(bits, "no stamp found for an evidence transaction");
             return;

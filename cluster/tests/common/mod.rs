@@ -158,10 +158,19 @@ impl Harness {
 
     /// Starts (or restarts from its folder) member `id`.
     pub async fn start(&mut self, id: NodeId) -> Arc<Member> {
-        let config = MemberConfig::new(id, self.dir.path().join(format!("m{id}")), genesis());
-        let member = Member::start(config, self.net.transport(id))
-            .await
-            .expect("start");
+        // A member just stopped may hold its files for a moment longer, while
+        // openraft's tasks wind down and drop the state machine.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let member = loop {
+            let config = MemberConfig::new(id, self.dir.path().join(format!("m{id}")), genesis());
+            match Member::start(config, self.net.transport(id)).await {
+                Ok(m) => break m,
+                Err(e) if e.to_string().contains("already open") && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("start: {e:?}"),
+            }
+        };
         self.net.register(&member);
         self.members.insert(id, Arc::clone(&member));
         member
