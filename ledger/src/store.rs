@@ -406,6 +406,19 @@ impl Store {
         self.with_overlay(crate::staking::staking_state)
     }
 
+    /// Whether `evidence` would be taken in the next block (`pos`): the
+    /// checks [`crate::staking::check_evidence`] makes, against the state now.
+    /// Admission runs it, so forged, expired, future or duplicate evidence is
+    /// refused before it travels.
+    pub fn check_evidence(&self, evidence: &crate::evidence::Evidence) -> Result<(), Error> {
+        let ctx = BlockContext {
+            height: self.tip.height + 1,
+            timestamp_ms: self.tip.timestamp_ms,
+            proposer: Address([0; 32]),
+        };
+        self.with_overlay(|o| crate::staking::check_evidence(&self.rules, o, &ctx, evidence))
+    }
+
     /// Every registered validator with stake, power and standing (`pos`).
     pub fn validators(&self) -> Result<Vec<crate::staking::ValidatorSummary>, Error> {
         self.with_overlay(crate::staking::summaries)

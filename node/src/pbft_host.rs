@@ -552,13 +552,37 @@ impl Driver {
                 )),
                 Ok(None) => Ok(()),
                 Err(e) => Err(ApiError::internal(e)),
-            });
+            })
+            .and_then(|_| self.check_evidence_tx(&tx));
         checked?;
         if relay {
             self.pending.relay.push(tx.tx().to_bytes());
         }
         self.feed_pbft(Input::Submit(tx), None);
         Ok(())
+    }
+
+    /// An `Evidence` transaction is judged when it arrives, as its block
+    /// would judge it: evidence that is forged, not a conflict, from the
+    /// future, expired or against a validator already tombstoned is refused
+    /// here (and, relayed, costs the peer its score) rather than riding a
+    /// block only to fail there.
+    fn check_evidence_tx(&self, tx: &VerifiedTx) -> Result<(), ApiError> {
+        let Payload::Evidence { data } = &tx.tx().body.payload else {
+            return Ok(());
+        };
+        let refused = |e: &Error| ApiError {
+            status: 400,
+            code: "bad_evidence",
+            message: format!("the evidence is refused: {e}"),
+        };
+        let evidence =
+            pyralog_ledger::evidence::Evidence::from_bytes(data).map_err(|e| refused(&e))?;
+        match self.store.check_evidence(&evidence) {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_fatal() => Err(ApiError::internal(e)),
+            Err(e) => Err(refused(&e)),
+        }
     }
 
     pub(crate) fn pbft_network(&mut self, event: NetEvent) {

@@ -235,3 +235,159 @@ impl Drop for Kill<'_> {
         let _ = self.0.wait();
     }
 }
+
+/// Equivocation by `key` at `height`: two prepares for different digests, or,
+/// with `other_height`, the second for another height (no conflict at all).
+fn evidence(
+    chain: &pyralog_ledger::ChainId,
+    key: &Keypair,
+    height: u64,
+    other_height: Option<u64>,
+) -> pyralog_ledger::evidence::Evidence {
+    use pyralog_ledger::evidence::{Evidence, Kind, Statement};
+    let first = Statement {
+        kind: Kind::Prepare,
+        round: 0,
+        height,
+        digest: pyralog_ledger::Hash([1; 32]),
+    };
+    let second = Statement {
+        height: other_height.unwrap_or(height),
+        digest: pyralog_ledger::Hash([2; 32]),
+        ..first
+    };
+    Evidence {
+        validator: key.address(),
+        first,
+        first_sig: first.sign(chain, key),
+        second,
+        second_sig: second.sign(chain, key),
+    }
+}
+
+fn gossip_rejected(rpc: &str) -> u64 {
+    let mut r = ureq::get(&format!("{rpc}/metrics"))
+        .call()
+        .expect("metrics");
+    r.body_mut()
+        .read_to_string()
+        .expect("text")
+        .lines()
+        .find_map(|l| l.strip_prefix("pyralog_gossip_rejected_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn invalid_evidence_is_refused_at_the_rpc_and_on_gossip() {
+    use pyralog_ledger::Encode;
+    let net = common::up_with_epochs(pyralog_ledger::Engine::Pos, 4, 1, 4, 1_000);
+    let rpc = net.nodes[0].rpc.clone();
+    let (chain, epoch, bits) = pyralog_testnet::devnet::chain_now(&rpc).expect("chain");
+    let seed = std::fs::read_to_string(net.dir.join("keys").join("validator-1.key")).expect("key");
+    let culprit = Keypair::from_seed(&pyralog_ledger::Hash::from_hex(seed.trim()).expect("hex").0);
+    let h = height(&rpc);
+    let refused = |ev: &pyralog_ledger::evidence::Evidence, what: &str| {
+        let (code, body) = send(
+            &rpc,
+            &net.faucet,
+            Payload::Evidence {
+                data: ev.to_bytes(),
+            },
+        )
+        .expect("post");
+        assert_eq!(code, 400, "{what}: {body}");
+        assert_eq!(body["code"], "bad_evidence", "{what}: {body}");
+    };
+
+    // A tampered signature.
+    let mut tampered = evidence(&chain, &culprit, h, None);
+    tampered.second_sig.0[5] ^= 1;
+    refused(&tampered, "a tampered signature");
+    // Two votes for different heights: no conflict.
+    refused(
+        &evidence(&chain, &culprit, h, Some(h + 1)),
+        "different heights",
+    );
+    // Real evidence is taken, and slashes once ...
+    let real = evidence(&chain, &culprit, h, None);
+    ok(
+        send(
+            &rpc,
+            &net.faucet,
+            Payload::Evidence {
+                data: real.to_bytes(),
+            },
+        )
+        .expect("post"),
+        "real evidence",
+    );
+    let line = standing(&rpc, &culprit.address()).expect("a validator");
+    assert_eq!(line["tombstoned"], true, "{line}");
+    assert!(line["slashed"].as_u64() > Some(0), "{line}");
+    // ... so the same evidence again is a duplicate.
+    refused(&real, "a duplicate");
+
+    // On gossip: a peer relays a transaction carrying forged evidence; the
+    // node refuses it and the peer's message is rejected.
+    let nonce = pyralog_testnet::devnet::nonce_of(&rpc, &net.faucet).expect("nonce");
+    // A relay message of one transaction carrying forged evidence; `n` makes
+    // each message distinct (gossipsub drops repeats).
+    let relay = |n: u8| {
+        let mut forged = evidence(&chain, &culprit, h, None);
+        forged.second.digest.0[31] = n;
+        forged.first_sig.0[0] ^= 1;
+        let tx = pyralog_ledger::devkit::tx(
+            &chain,
+            &net.faucet,
+            nonce,
+            epoch,
+            Payload::Evidence {
+                data: forged.to_bytes(),
+            },
+            bits,
+        );
+        let mut data = Vec::new();
+        pyralog_ledger::codec::put_len(&mut data, 1);
+        tx.encode(&mut data);
+        data
+    };
+    let status = get(&rpc, "/status").expect("status");
+    let genesis = pyralog_ledger::Hash::from_hex(status["genesis_hash"].as_str().expect("genesis"))
+        .expect("hash");
+    let before = gossip_rejected(&rpc);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        use pyralog_p2p::{Config, NetCommand, Network, Topic, Topics};
+        let mut rogue = Network::new(Config {
+            key: pyralog_p2p::NodeKey::generate_ed25519(),
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")],
+            bootnodes: vec![net.nodes[0].p2p.parse().expect("addr")],
+            topics: Topics::new(&chain, &genesis),
+            banned: vec![],
+            limits: Default::default(),
+        })
+        .expect("rogue");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut n = 0u8;
+        loop {
+            tokio::select! {
+                _ = rogue.next_event() => {}
+                _ = tick.tick() => {
+                    // A distinct message each time (gossipsub drops repeats).
+                    n = n.wrapping_add(1);
+                    rogue.command(NetCommand::Publish { topic: Topic::Transactions, data: relay(n) });
+                    if gossip_rejected(&rpc) > before { break; }
+                }
+                _ = tokio::time::sleep_until(deadline) => panic!("the node never rejected the forged evidence"),
+            }
+        }
+    });
+    // Nothing was slashed by it: the culprit's slash is the one real piece.
+    let after = standing(&rpc, &culprit.address()).expect("a validator");
+    assert_eq!(after["slashed"], line["slashed"], "{after}");
+}
