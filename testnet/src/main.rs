@@ -56,7 +56,7 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         nodes_per_cluster: usize,
         /// How the network agrees.
-        #[arg(long, value_enum, default_value_t = EngineArg::Gossip)]
+        #[arg(long, value_enum, default_value_t = EngineArg::Pos)]
         engine: EngineArg,
         /// Where the devnet's files go.
         #[arg(long, default_value = "devnet")]

@@ -92,11 +92,16 @@ fn refuses_a_pbft_network_too_small_to_tolerate_a_fault() {
 fn the_public_testnet_genesis_is_valid_and_frozen() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../genesis.json");
     let g = Genesis::load(&path).expect("genesis.json validates");
-    assert_eq!(g.chain_id.as_str(), "pyralog-testnet-1");
+    assert_eq!(g.chain_id.as_str(), "pyralog-testnet-2");
+    assert_eq!(
+        g.engine,
+        pyralog_ledger::Engine::Pos,
+        "the public testnet runs proof of stake"
+    );
     assert_eq!(g.validators.len(), 4);
     // A change to the public genesis is a new network: update deliberately.
     assert_eq!(
         g.hash().to_hex(),
-        "dc51e5006059e5db68e528684ec565ec77a787120a9bd8224994b8eca26ecddd"
+        "e7d2d7983f038f0aa80f948a9c2a870fddbea3f07a00213f6d8f669b46a9a42e"
     );
 }
