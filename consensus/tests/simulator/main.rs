@@ -94,8 +94,8 @@ fn sweep_with(mix: Mix, protocol: Protocol, seeds: u64, mut check: impl FnMut(&O
     );
 }
 
-/// Seeds per PBFT mix by default (the pos mixes run `pos::POS_SEEDS`); with
-/// 63 for each of the eight PBFT mixes is 504 seeds per `cargo test` (issue 4).
+/// Seeds per PBFT mix by default (the pos mixes run `pos::POS_SEEDS`): 63 for
+/// each of the eight mixes makes 504 per `cargo test` (issue 4).
 const PBFT_SEEDS: u64 = 63;
 
 fn sweep(mix: Mix) {
