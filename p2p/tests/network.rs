@@ -60,6 +60,37 @@ async fn until<T>(
     }
 }
 
+/// Publishes `data` on the batches topic from `a` until `b` receives it;
+/// `b` accepts it. Who `b` heard it from, and what.
+async fn accepted_batch(
+    a: &mut Network,
+    b: &mut Network,
+    data: &[u8],
+) -> (libp2p::PeerId, Vec<u8>) {
+    until(
+        a,
+        b,
+        Some((Topic::Batches, data.to_vec())),
+        |e, b| match e {
+            NetEvent::Gossip {
+                topic: Topic::Batches,
+                from,
+                id,
+                data,
+            } => {
+                b.command(NetCommand::Report {
+                    id,
+                    from,
+                    verdict: Verdict::Accept,
+                });
+                Some((from, data))
+            }
+            _ => None,
+        },
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gossip_works_over_quic() {
     let mut a = net_on("/ip4/127.0.0.1/udp/0/quic-v1", vec![]);
@@ -73,29 +104,7 @@ async fn gossip_works_over_quic() {
     let mut b = net(vec![addr]);
     let a_id = a.local_peer_id();
     let data = b"a batch over quic".to_vec();
-    let (from, got) = until(
-        &mut a,
-        &mut b,
-        Some((Topic::Batches, data.clone())),
-        |e, b| match e {
-            NetEvent::Gossip {
-                topic: Topic::Batches,
-                from,
-                id,
-                data,
-            } => {
-                b.command(NetCommand::Report {
-                    id,
-                    from,
-                    verdict: Verdict::Accept,
-                });
-                Some((from, data))
-            }
-            _ => None,
-        },
-    )
-    .await;
-    assert_eq!((from, got), (a_id, data));
+    assert_eq!(accepted_batch(&mut a, &mut b, &data).await, (a_id, data));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,29 +118,7 @@ async fn gossip_is_validated_scored_fetched_and_banned() {
 
     // A message reaches b undecided; b accepts it.
     let data = b"a valid batch".to_vec();
-    let (from, got) = until(
-        &mut a,
-        &mut b,
-        Some((Topic::Batches, data.clone())),
-        |e, b| match e {
-            NetEvent::Gossip {
-                topic: Topic::Batches,
-                from,
-                id,
-                data,
-            } => {
-                b.command(NetCommand::Report {
-                    id,
-                    from,
-                    verdict: Verdict::Accept,
-                });
-                Some((from, data))
-            }
-            _ => None,
-        },
-    )
-    .await;
-    assert_eq!((from, got), (a_id, data));
+    assert_eq!(accepted_batch(&mut a, &mut b, &data).await, (a_id, data));
 
     // Garbage: b rejects it, and a's score at b drops below zero.
     let before = b.peer_score(&a_id).unwrap_or(0.0);
