@@ -1,4 +1,5 @@
-//! The driver's half for the `pbft` engine: it persists the engine's records
+//! The driver's half for the ordering engines, `pbft` and `pos` (the same
+//! machinery; see [`Ordered`]): it persists the engine's records
 //! before anything else it asked for, commits finalized blocks to the store
 //! (with their certificates), relays transactions and consensus messages over
 //! gossip, and serves and fetches blocks for replicas that are behind.
