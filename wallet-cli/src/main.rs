@@ -665,8 +665,18 @@ fn run(cli: Cli) -> Result<()> {
                 Output::Json => outln!("{list}"),
                 Output::Text => {
                     for v in list.as_array().into_iter().flatten() {
+                        // Proof of stake also says who is jailed or slashed.
+                        let mut standing = String::new();
+                        if v["tombstoned"] == true {
+                            standing.push_str(" tombstoned");
+                        } else if v["jailed"] == true {
+                            standing.push_str(" jailed");
+                        }
+                        if let Some(slashed) = v["slashed"].as_u64().filter(|s| *s > 0) {
+                            standing.push_str(&format!(" slashed {slashed}"));
+                        }
                         outln!(
-                            "{} {} stake {} power {} {}",
+                            "{} {} stake {} power {} {}{standing}",
                             v["id"].as_str().unwrap_or("?"),
                             v["address"].as_str().unwrap_or("?"),
                             v["stake"],
