@@ -19,6 +19,8 @@
 //! - [`member`]: one running member ([`Member`]): writes (forwarded to the
 //!   leader), reads at a consistency level, membership, signing.
 //! - [`ledger`]: the shared handle on the member's ledger store.
+//! - [`linearizability`]: a linearizability checker for registers (read,
+//!   write, compare-and-set) and the recorder of the histories it checks.
 //! - [`wire`]: the CBOR envelope for openraft's types.
 //! - [`error`]: the crate's one error type.
 //!
@@ -29,6 +31,7 @@ pub mod command;
 pub mod error;
 pub mod intent;
 pub mod ledger;
+pub mod linearizability;
 pub mod log_store;
 pub mod machine;
 pub mod member;
