@@ -462,7 +462,11 @@ impl LedgerMachine {
         if let Some(stored) = self.stored_block_at(o.height)?
             && (stored.header.proposer != o.proposer
                 || stored.header.engine_data != o.engine_data
-                || !stored.txs.iter().map(Transaction::id).eq(ids.iter().copied()))
+                || !stored
+                    .txs
+                    .iter()
+                    .map(Transaction::id)
+                    .eq(ids.iter().copied()))
         {
             // Another slot already fills this height. Answering with that
             // block would tell whoever proposed this one that its

@@ -288,21 +288,23 @@ async fn an_ordered_slot_at_a_filled_height_is_answered_as_a_replay_or_refused()
     let root = m.view().ledger().read().expect("ledger").state_root();
     // The same slot again (a retry, a replay) answers as the stored block.
     let again = m.write(first).await.expect("committed");
-    assert!(matches!(again, Response::Block { height: 1, .. }), "{again:?}");
+    assert!(
+        matches!(again, Response::Block { height: 1, .. }),
+        "{again:?}"
+    );
     // Another slot at that height is refused and changes nothing.
     let (other, _) = common::ordered_put(1, 0, "k", b"b", None);
     match m.write(other).await.expect("committed") {
         Response::Refused { reason } => assert!(reason.contains("another block"), "{reason}"),
         r => panic!("expected a refusal, got {r:?}"),
     }
-    assert_eq!(
-        m.view().ledger().read().expect("ledger").state_root(),
-        root
-    );
+    assert_eq!(m.view().ledger().read().expect("ledger").state_root(), root);
     // A compare-and-set on a stale version runs, and fails, inside its block.
     let (stale, id) = common::ordered_put(2, 1, "k", b"c", Some(0));
     match m.write(stale).await.expect("committed") {
-        Response::Block { height: 2, failed, .. } => {
+        Response::Block {
+            height: 2, failed, ..
+        } => {
             assert_eq!(failed.len(), 1, "{failed:?}");
             assert_eq!(failed[0].id, id);
         }
