@@ -53,7 +53,9 @@ pub enum Command {
     Block(Block),
     /// A PBFT slot the network committed, to execute in order
     /// (`Store::commit_ordered`). Answer: [`Response::Block`] or
-    /// [`Response::Refused`].
+    /// [`Response::Refused`]. A slot at a height the ledger already holds is
+    /// answered as that block if it is the same slot (same proposer, engine
+    /// data and transactions: a replay), and refused otherwise.
     Ordered(Ordered),
     /// The leader's intent to sign `statement` with the cluster's validator
     /// key (see [`crate::intent`]). Answer: [`Response::Intent`].

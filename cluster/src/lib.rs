@@ -19,16 +19,23 @@
 //! - [`member`]: one running member ([`Member`]): writes (forwarded to the
 //!   leader), reads at a consistency level, membership, signing.
 //! - [`ledger`]: the shared handle on the member's ledger store.
+//! - [`linearizability`]: a linearizability checker for registers (read,
+//!   write, compare-and-set) and the recorder of the histories it checks.
 //! - [`wire`]: the CBOR envelope for openraft's types.
 //! - [`error`]: the crate's one error type.
+//! - `fault` (feature `fault-injection`, tests only): switches that make a
+//!   member misbehave on purpose, to show that the tests would notice.
 //!
 //! Decisions and their alternatives: `docs/adr/0010-clusters-with-openraft.md`.
 #![forbid(unsafe_code)]
 
 pub mod command;
 pub mod error;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 pub mod intent;
 pub mod ledger;
+pub mod linearizability;
 pub mod log_store;
 pub mod machine;
 pub mod member;

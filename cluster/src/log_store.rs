@@ -274,20 +274,31 @@ impl LogStore {
     }
 
     fn read_range<RB: RangeBounds<u64> + Clone>(&self, range: RB) -> Result<Vec<Entry>, Error> {
-        let mut out = BTreeMap::new();
-        {
+        // The file's snapshot and the copy of the unflushed entries are taken
+        // under one hold of the lock. The writer commits an entry before it
+        // takes it out of the unflushed map (under the same lock), so each
+        // entry is in one of the two. Taken apart, an entry committed and
+        // dropped from the map between the two looks would be in neither,
+        // and the range would have a hole (openraft's replication then sends
+        // an append whose entries do not follow its `prev_log_id`).
+        let (txn, unflushed) = {
+            let u = lock(&self.shared.unflushed);
             let txn = self.db().begin_read()?;
-            let log = txn.open_table(RAFT_LOG)?;
-            for row in log.range(range.clone())? {
-                let (k, v) = row?;
-                out.insert(k.value(), decode_entry(v.value())?);
-            }
+            let copy: Vec<(u64, Entry)> = u
+                .range(range.clone())
+                .map(|(i, e)| (*i, e.clone()))
+                .collect();
+            (txn, copy)
+        };
+        let mut out = BTreeMap::new();
+        let log = txn.open_table(RAFT_LOG)?;
+        for row in log.range(range)? {
+            let (k, v) = row?;
+            out.insert(k.value(), decode_entry(v.value())?);
         }
         // Entries not yet on disk are newer than any the file holds at their
         // index.
-        for (i, e) in lock(&self.shared.unflushed).range(range) {
-            out.insert(*i, e.clone());
-        }
+        out.extend(unflushed);
         Ok(out.into_values().collect())
     }
 }
@@ -418,6 +429,36 @@ mod tests {
         assert!(e.to_string().contains("corrupt"), "{e}");
         let e = store.get_log_state().await.expect_err("corrupt");
         assert!(e.to_string().contains("corrupt"), "{e}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_range_read_while_entries_reach_the_disk_has_no_holes() {
+        // Entries move from memory to the file while a reader reads: every
+        // read must still be the whole prefix appended so far.
+        let dir = tempfile::tempdir().expect("tmp");
+        let db = open_cluster_db(&dir.path().join("raft.redb")).expect("open");
+        let mut store = LogStore::new(db).expect("store");
+        let mut reader = store.clone();
+        let total = 2000u64;
+        let appender = tokio::spawn(async move {
+            for i in 1..=total {
+                let e = Entry::new_blank(openraft::testing::log_id::<TypeConfig>(1, 1, i));
+                store.append([e], IOFlushed::noop()).await.expect("append");
+            }
+        });
+        let mut reads = 0u64;
+        loop {
+            let got = reader.try_get_log_entries(1..).await.expect("read");
+            let indexes: Vec<u64> = got.iter().map(|e| e.index()).collect();
+            let expected: Vec<u64> = (1..=indexes.len() as u64).collect();
+            assert_eq!(indexes, expected, "a hole after {reads} reads");
+            reads += 1;
+            if indexes.len() as u64 == total {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        appender.await.expect("appender");
     }
 
     #[tokio::test]

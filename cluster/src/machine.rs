@@ -423,6 +423,15 @@ impl LedgerMachine {
         ops.push(Op::RemovePending(ids));
     }
 
+    /// The block stored at `height`, if the ledger reached it.
+    fn stored_block_at(&self, height: u64) -> Result<Option<pyralog_ledger::Block>, Error> {
+        let store = self.view.ledger.read()?;
+        if height > store.tip().height {
+            return Ok(None);
+        }
+        Ok(store.block(height)?)
+    }
+
     /// If the ledger is already at or past `height`, the answer for a block
     /// there (re-applied after a restart); a different block at that height
     /// is refused.
@@ -450,6 +459,26 @@ impl LedgerMachine {
 
     fn apply_ordered(&mut self, o: &Ordered, ops: &mut Vec<Op>) -> Result<Response, Error> {
         let ids: Vec<Hash> = o.txs.iter().map(Transaction::id).collect();
+        if let Some(stored) = self.stored_block_at(o.height)?
+            && (stored.header.proposer != o.proposer
+                || stored.header.engine_data != o.engine_data
+                || !stored
+                    .txs
+                    .iter()
+                    .map(Transaction::id)
+                    .eq(ids.iter().copied()))
+        {
+            // Another slot already fills this height. Answering with that
+            // block would tell whoever proposed this one that its
+            // transactions were applied.
+            return Ok(Response::Refused {
+                reason: format!(
+                    "height {} already holds another block ({})",
+                    o.height,
+                    stored.header.hash()
+                ),
+            });
+        }
         if let Some(r) = self.already_applied(o.height, None)? {
             self.unpend(ids, ops);
             return Ok(r);

@@ -166,6 +166,9 @@ pub struct Member {
     /// The term in which this member, as leader, last caught up to the read
     /// index before signing (0: never).
     caught_up_term: AtomicU64,
+    /// Misbehaviour a test switched on.
+    #[cfg(feature = "fault-injection")]
+    faults: crate::fault::Faults,
 }
 
 impl std::fmt::Debug for Member {
@@ -213,12 +216,20 @@ impl Member {
             dir: config.dir,
             write_deadline: config.write_deadline,
             caught_up_term: AtomicU64::new(0),
+            #[cfg(feature = "fault-injection")]
+            faults: crate::fault::Faults::default(),
         }))
     }
 
     /// This member's id.
     pub fn id(&self) -> NodeId {
         self.id
+    }
+
+    /// The faults a test may switch on for this member.
+    #[cfg(feature = "fault-injection")]
+    pub fn faults(&self) -> &crate::fault::Faults {
+        &self.faults
     }
 
     /// The openraft handle (for metrics and tests).
@@ -363,7 +374,15 @@ impl Member {
                     });
                 }
             }
-            Consistency::Linearizable => self.linearize().await?,
+            Consistency::Linearizable => {
+                #[cfg(feature = "fault-injection")]
+                let skip = self.faults.stale_reads();
+                #[cfg(not(feature = "fault-injection"))]
+                let skip = false;
+                if !skip {
+                    self.linearize().await?;
+                }
+            }
         }
         let store = self.view.ledger().read()?;
         Ok(f(&store))

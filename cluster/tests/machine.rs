@@ -274,3 +274,40 @@ async fn engine_records_that_would_leave_a_gap_are_refused() {
     .await;
     assert!(r.contains("gap"), "{r}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ordered_slot_at_a_filled_height_is_answered_as_a_replay_or_refused() {
+    let h = common::Harness::cluster_on(1, common::pbft_genesis()).await;
+    let m = h.leader(std::time::Duration::from_secs(10)).await;
+    let (first, _) = common::ordered_put(1, 0, "k", b"a", None);
+    let r = m.write(first.clone()).await.expect("committed");
+    assert!(
+        matches!(r, Response::Block { height: 1, ref failed, .. } if failed.is_empty()),
+        "{r:?}"
+    );
+    let root = m.view().ledger().read().expect("ledger").state_root();
+    // The same slot again (a retry, a replay) answers as the stored block.
+    let again = m.write(first).await.expect("committed");
+    assert!(
+        matches!(again, Response::Block { height: 1, .. }),
+        "{again:?}"
+    );
+    // Another slot at that height is refused and changes nothing.
+    let (other, _) = common::ordered_put(1, 0, "k", b"b", None);
+    match m.write(other).await.expect("committed") {
+        Response::Refused { reason } => assert!(reason.contains("another block"), "{reason}"),
+        r => panic!("expected a refusal, got {r:?}"),
+    }
+    assert_eq!(m.view().ledger().read().expect("ledger").state_root(), root);
+    // A compare-and-set on a stale version runs, and fails, inside its block.
+    let (stale, id) = common::ordered_put(2, 1, "k", b"c", Some(0));
+    match m.write(stale).await.expect("committed") {
+        Response::Block {
+            height: 2, failed, ..
+        } => {
+            assert_eq!(failed.len(), 1, "{failed:?}");
+            assert_eq!(failed[0].id, id);
+        }
+        r => panic!("{r:?}"),
+    }
+}

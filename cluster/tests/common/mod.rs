@@ -20,6 +20,64 @@ pub fn genesis() -> GenesisFile {
     genesis_of(CHAIN)
 }
 
+/// A PBFT genesis (an ordering engine, so compare-and-set runs) with the
+/// same funded user; the cluster's validator and three others.
+pub fn pbft_genesis() -> GenesisFile {
+    let mut params = devkit::devnet_params(2);
+    params.epoch_length = 1_000_000;
+    let others: Vec<Keypair> = (101..104).map(devkit::key).collect();
+    let mut validators = vec![(validator(), "/ip4/127.0.0.1/tcp/1".to_owned())];
+    for (i, k) in others.into_iter().enumerate() {
+        validators.push((k, format!("/ip4/127.0.0.1/tcp/{}", i + 2)));
+    }
+    let refs: Vec<(&Keypair, String)> = validators.iter().map(|(k, a)| (k, a.clone())).collect();
+    devkit::genesis_file(
+        CHAIN,
+        Engine::Pbft,
+        params,
+        &[(&devkit::key(1), 1_000_000)],
+        &refs,
+    )
+}
+
+/// An ordered slot at `height` proposed by the cluster's validator, holding
+/// user 1's `Put` of `key` = `value` with `nonce`, as compare-and-set if
+/// `if_version` is set; and the transaction's id.
+pub fn ordered_put(
+    height: u64,
+    nonce: u64,
+    key: &str,
+    value: &[u8],
+    if_version: Option<u64>,
+) -> (Command, pyralog_ledger::Hash) {
+    let chain: ChainId = CHAIN.parse().expect("chain");
+    let alice = devkit::key(1);
+    let payload = pyralog_ledger::Payload::Put {
+        namespace: alice.address(),
+        ops: vec![pyralog_ledger::PutOp {
+            key: key.as_bytes().to_vec(),
+            value: value.to_vec(),
+            if_version,
+            sealed: false,
+        }],
+    };
+    let tx = devkit::tx(&chain, &alice, nonce, 0, payload, 2);
+    let id = tx.id();
+    let cmd = Command::Ordered(pyralog_cluster::Ordered {
+        height,
+        proposer: validator().address(),
+        timestamp_ms: BASE_MS,
+        txs: vec![tx],
+        engine_data: Vec::new(),
+        certificate: pyralog_ledger::Certificate {
+            round: 0,
+            votes: Vec::new(),
+        },
+        records: Vec::new(),
+    });
+    (cmd, id)
+}
+
 /// The same genesis on another chain id.
 pub fn genesis_of(chain: &str) -> GenesisFile {
     let mut params = devkit::devnet_params(2);
@@ -108,6 +166,7 @@ pub fn record(member: &Member, key: &str) -> Option<Vec<u8>> {
 
 /// A network and a folder holding several members.
 pub struct Harness {
+    pub genesis: GenesisFile,
     pub net: Arc<MemNet>,
     pub dir: tempfile::TempDir,
     pub members: BTreeMap<NodeId, Arc<Member>>,
@@ -123,7 +182,13 @@ pub fn addr(id: NodeId) -> pyralog_cluster::types::Member {
 impl Harness {
     /// An empty harness.
     pub fn new() -> Harness {
+        Harness::on(genesis())
+    }
+
+    /// An empty harness whose members start from `genesis`.
+    pub fn on(genesis: GenesisFile) -> Harness {
         Harness {
+            genesis,
             net: MemNet::new(),
             dir: tempfile::tempdir().expect("tempdir"),
             members: BTreeMap::new(),
@@ -132,7 +197,13 @@ impl Harness {
 
     /// A harness with members `1..=n` started and initialized as voters.
     pub async fn cluster(n: u64) -> Harness {
-        let mut h = Harness::new();
+        Harness::cluster_on(n, genesis()).await
+    }
+
+    /// A harness with members `1..=n` started from `genesis` and initialized
+    /// as voters.
+    pub async fn cluster_on(n: u64, genesis: GenesisFile) -> Harness {
+        let mut h = Harness::on(genesis);
         for id in 1..=n {
             h.start(id).await;
         }
@@ -162,7 +233,11 @@ impl Harness {
         // openraft's tasks wind down and drop the state machine.
         let deadline = Instant::now() + Duration::from_secs(10);
         let member = loop {
-            let config = MemberConfig::new(id, self.dir.path().join(format!("m{id}")), genesis());
+            let config = MemberConfig::new(
+                id,
+                self.dir.path().join(format!("m{id}")),
+                self.genesis.clone(),
+            );
             match Member::start(config, self.net.transport(id)).await {
                 Ok(m) => break m,
                 Err(e) if e.to_string().contains("already open") && Instant::now() < deadline => {
