@@ -18,10 +18,11 @@ use crate::driver::{ApiError, Consensus, Driver, now_ms};
 
 /// What the node knows and says about admission difficulty.
 pub struct Admission {
-    /// The validators whose word counts.
+    /// The validators whose word counts, with their power (under proof of
+    /// stake, the current epoch's set).
     set: ValidatorSet,
-    /// This node's key when it is one of them (it then announces).
-    key: Option<Keypair>,
+    /// This node's validator key; it announces while the key is in the set.
+    key: Keypair,
     peers: PeerDifficulty,
     /// The level last announced, and when.
     announced: Option<(u32, u64)>,
@@ -34,10 +35,13 @@ impl Admission {
     /// For a node of `store`'s chain signing with `key`.
     pub(crate) fn new(store: &Store, key: &Keypair) -> Result<Admission, Error> {
         let g = store.genesis();
-        let set = crate::pbft_host::genesis_set(store)?;
+        let set = match g.engine {
+            pyralog_ledger::Engine::Pos => crate::pbft_host::staked_set(store)?,
+            _ => crate::pbft_host::genesis_set(store)?,
+        };
         let pow = &g.params.pow;
         Ok(Admission {
-            key: set.contains(&key.address()).then(|| key.clone()),
+            key: key.clone(),
             peers: PeerDifficulty::new(
                 g.chain_id.clone(),
                 pow.min_difficulty,
@@ -52,7 +56,14 @@ impl Admission {
     }
 
     fn me(&self) -> Option<Address> {
-        self.key.as_ref().map(Keypair::address)
+        Some(self.key.address()).filter(|a| self.set.contains(a))
+    }
+
+    /// A new epoch's set: its members' words count from now on, with their
+    /// new power; those who left are forgotten.
+    pub(crate) fn set_validators(&mut self, set: ValidatorSet) {
+        self.peers.retain_members(&set);
+        self.set = set;
     }
 }
 
@@ -113,9 +124,10 @@ impl Driver {
     /// Announces this validator's level when it changed (at most every
     /// [`ANNOUNCE_CHANGE_MS`]) or has not been said for [`ANNOUNCE_EVERY_MS`].
     pub(crate) fn announce_difficulty(&mut self) {
-        let Some(key) = &self.admission.key else {
+        if self.admission.me().is_none() {
             return;
-        };
+        }
+        let key = &self.admission.key;
         let now = now_ms();
         let level = self.local_difficulty();
         let due = match self.admission.announced {

@@ -414,6 +414,7 @@ impl Driver {
             match staked_set(&self.store) {
                 Ok(validators) => {
                     tracing::info!(epoch = after, validators = validators.len(), "new epoch");
+                    self.admission.set_validators(validators.clone());
                     self.feed_ordered(
                         pos::Input::NextEpoch {
                             epoch: after,
