@@ -83,7 +83,7 @@ impl Driver {
         let pow = &self.store.genesis().params.pow;
         let (load, capacity) = match &self.engine {
             Consensus::Gossip(e) => (e.pending(), e.pending_capacity()),
-            Consensus::Pbft(p) => (p.pool_len(), p.pool_capacity()),
+            Consensus::Ordered(p) => (p.pool_len(), p.pool_capacity()),
         };
         pyralog_consensus::admission::required_bits(
             pow.min_difficulty,

@@ -162,7 +162,7 @@ pub(crate) enum Consensus {
     /// No order: batches and CRDT merge.
     Gossip(Box<GossipEngine<PeerId>>),
     /// PBFT or proof of stake: ordered, final blocks.
-    Pbft(Box<crate::pbft_host::Ordered>),
+    Ordered(Box<crate::pbft_host::Ordered>),
 }
 
 /// The node's driver.
@@ -239,7 +239,7 @@ impl Driver {
                     last_hlc,
                 )))
             }
-            Engine::Pbft | Engine::Pos => Consensus::Pbft(Box::new(crate::pbft_host::engine(
+            Engine::Pbft | Engine::Pos => Consensus::Ordered(Box::new(crate::pbft_host::engine(
                 &store,
                 validator.clone(),
             )?)),
@@ -281,7 +281,7 @@ impl Driver {
                 _ = &mut shutdown => break,
                 _ = announce.tick() => self.announce_difficulty(),
                 _ = tokio::time::sleep_until(self.next_tick) => {
-                    if matches!(self.engine, Consensus::Pbft(_)) {
+                    if matches!(self.engine, Consensus::Ordered(_)) {
                         self.next_tick = tokio::time::Instant::now() + crate::pbft_host::TICK;
                         self.feed_pbft(pyralog_consensus::pbft::Input::Tick, None);
                     } else {
@@ -319,7 +319,7 @@ impl Driver {
     pub(crate) fn current_epoch(&self) -> u64 {
         match self.engine {
             Consensus::Gossip(_) => self.store.genesis().gossip_epoch(now_ms()),
-            Consensus::Pbft(_) => self.store.rules().block_epoch(self.store.tip().height + 1),
+            Consensus::Ordered(_) => self.store.rules().block_epoch(self.store.tip().height + 1),
         }
     }
 
@@ -346,7 +346,7 @@ impl Driver {
         let mut verdict = None;
         let effects = match &mut self.engine {
             Consensus::Gossip(engine) => engine.handle(now_ms(), input),
-            Consensus::Pbft(_) => Vec::new(),
+            Consensus::Ordered(_) => Vec::new(),
         };
         for effect in effects {
             match effect {
@@ -510,7 +510,7 @@ impl Driver {
         {
             return self.hear_difficulty(from, id, &data);
         }
-        if matches!(self.engine, Consensus::Pbft(_)) {
+        if matches!(self.engine, Consensus::Ordered(_)) {
             return self.pbft_network(event);
         }
         match event {
@@ -706,7 +706,7 @@ impl Driver {
     /// it was not taken (by admission or by the engine).
     fn submit(&mut self, tx: VerifiedTx) -> Result<(), ApiError> {
         let id = tx.id();
-        if matches!(self.engine, Consensus::Pbft(_)) {
+        if matches!(self.engine, Consensus::Ordered(_)) {
             return self.submit_pbft(tx, true);
         }
         if let Err(e) = self.admit(&tx) {
@@ -766,7 +766,7 @@ impl Driver {
         let tip = self.store.tip();
         let (heads, pending) = match &self.engine {
             Consensus::Gossip(e) => (e.digest().heads, e.pending()),
-            Consensus::Pbft(p) => (Default::default(), p.pool_len()),
+            Consensus::Ordered(p) => (Default::default(), p.pool_len()),
         };
         serde_json::json!({
             "chain_id": g.chain_id.to_string(),
@@ -784,11 +784,11 @@ impl Driver {
             "epoch": self.current_epoch(),
             "pending": pending,
             "view": match &self.engine {
-                Consensus::Pbft(p) => serde_json::json!(p.view()),
+                Consensus::Ordered(p) => serde_json::json!(p.view()),
                 Consensus::Gossip(_) => serde_json::Value::Null,
             },
             "primary": match &self.engine {
-                Consensus::Pbft(p) => serde_json::json!(p.leader().to_human()),
+                Consensus::Ordered(p) => serde_json::json!(p.leader().to_human()),
                 Consensus::Gossip(_) => serde_json::Value::Null,
             },
             "pow_difficulty": self.required_difficulty(),
@@ -879,7 +879,7 @@ impl Driver {
 
     fn validators_json(&self) -> Result<serde_json::Value, ApiError> {
         let leader = match &self.engine {
-            Consensus::Pbft(p) => Some(p.leader()),
+            Consensus::Ordered(p) => Some(p.leader()),
             Consensus::Gossip(_) => None,
         };
         if self.store.genesis().engine == Engine::Pos {
@@ -1038,7 +1038,7 @@ impl Driver {
             "Transactions waiting to be sealed.",
             match &self.engine {
                 Consensus::Gossip(e) => e.pending() as u64,
-                Consensus::Pbft(p) => p.pool_len() as u64,
+                Consensus::Ordered(p) => p.pool_len() as u64,
             },
         );
         metric(
@@ -1047,7 +1047,7 @@ impl Driver {
             "Batches merged, summed over origins.",
             match &self.engine {
                 Consensus::Gossip(e) => e.digest().heads.values().sum(),
-                Consensus::Pbft(_) => 0,
+                Consensus::Ordered(_) => 0,
             },
         );
         out

@@ -215,7 +215,7 @@ fn decode_relayed(data: &[u8]) -> Result<Vec<VerifiedTx>, Error> {
 impl Driver {
     fn ordered(&mut self) -> Option<&mut Ordered> {
         match &mut self.engine {
-            Consensus::Pbft(p) => Some(p),
+            Consensus::Ordered(p) => Some(p),
             Consensus::Gossip(_) => None,
         }
     }
