@@ -59,7 +59,7 @@ pub struct Plan {
     pub min_difficulty: u32,
     /// The `pyralog-testnet` binary that runs the nodes (`pyralog-testnet node ...`).
     pub exe: PathBuf,
-    /// Blocks per epoch (0: 10,000, or 100 under `pos`, where an epoch is
+    /// Blocks per epoch (0: 10,000, or 1,000 under `pos`, where an epoch is
     /// when stake changes take effect).
     pub epoch_length: u64,
 }
@@ -127,9 +127,11 @@ impl Devnet {
         // Epochs of ordered chains count blocks; PBFT's blocks come fast and
         // small when the load is light, so a devnet's epochs are long enough
         // that transactions signed a few minutes ago are still valid. Under
-        // proof of stake an epoch is also when stake takes effect: shorter.
+        // proof of stake an epoch is also when stake takes effect: shorter,
+        // but not so short that a loaded devnet (hundreds of small blocks a
+        // second) expires what a client signed a few seconds ago.
         params.epoch_length = match (plan.epoch_length, plan.engine) {
-            (0, Engine::Pos) => 100,
+            (0, Engine::Pos) => 1_000,
             (0, _) => 10_000,
             (n, _) => n,
         };
