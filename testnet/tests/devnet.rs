@@ -481,36 +481,8 @@ fn a_node_that_joins_late_catches_up_by_fetching() {
         .expect("post");
         assert_eq!(code, 200, "{v}");
     }
-    let home = net.dir.join("joiner");
-    let port = net.nodes[1]
-        .rpc
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse::<u16>().ok())
-        .expect("port")
-        + 5;
-    let rpc = format!("http://127.0.0.1:{port}");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pyralog-testnet"))
-        .args([
-            "node",
-            "join",
-            "--home",
-            &home.to_string_lossy(),
-            "--genesis",
-            &net.dir.join("genesis.json").to_string_lossy(),
-        ])
-        .args([
-            "--bootnode",
-            &net.nodes[0].p2p,
-            "--rpc",
-            &format!("127.0.0.1:{port}"),
-            "--p2p",
-            &format!("/ip4/127.0.0.1/tcp/{}", port + 1000),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("join");
+    let joiner = common::Joiner::start(&net, "joiner");
+    let rpc = joiner.rpc.clone();
     // The network's state once both nodes hold every write (a write committed
     // at node 1 may not have reached node 0 yet when the last answer comes).
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -536,8 +508,7 @@ fn a_node_that_joins_late_catches_up_by_fetching() {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(joiner);
     assert!(
         caught_up,
         "the joiner never reached the network's state root"

@@ -81,31 +81,8 @@ fn a_staker_joins_the_set_proposes_and_leaves_with_its_stake() {
     assert_eq!(balance(&rpc, &operator.address()), 10_000);
 
     // A new node, with its own validator key, joins by bootnode.
-    let home = net.dir.join("newcomer");
-    let port = net.nodes[3]
-        .rpc
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse::<u16>().ok())
-        .expect("port")
-        + 5;
-    let new_rpc = format!("http://127.0.0.1:{port}");
-    let p2p = format!("/ip4/127.0.0.1/tcp/{}", port + 1000);
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pyralog-testnet"))
-        .args(["node", "join", "--home", &home.to_string_lossy()])
-        .args(["--genesis", &net.dir.join("genesis.json").to_string_lossy()])
-        .args([
-            "--bootnode",
-            &net.nodes[0].p2p,
-            "--rpc",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .args(["--p2p", &p2p, "--log-level", "warn"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("join");
-    let guard = Kill(&mut child);
+    let joiner = common::Joiner::start(&net, "newcomer");
+    let (new_rpc, p2p, home) = (joiner.rpc.clone(), joiner.p2p.clone(), joiner.home.clone());
     let deadline = Instant::now() + Duration::from_secs(30);
     while get(&new_rpc, "/status").is_err() {
         assert!(Instant::now() < deadline, "the newcomer never answered");
@@ -223,17 +200,7 @@ fn a_staker_joins_the_set_proposes_and_leaves_with_its_stake() {
          unstaked at {unstaked_at}, out from {left}, balance {before_unstake} -> {after}",
         proposed.unwrap_or(0)
     );
-    drop(guard);
-}
-
-/// Kills the child process when the test ends, pass or fail.
-struct Kill<'a>(&'a mut std::process::Child);
-
-impl Drop for Kill<'_> {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    drop(joiner);
 }
 
 /// Equivocation by `key` at `height`: two prepares for different digests, or,

@@ -65,3 +65,55 @@ pub fn up_with_epochs(
     .map(|net| Running { net, _dir: tmp })
     .expect("devnet up")
 }
+
+/// A node started outside the devnet with `pyralog-node join`, bootstrapping
+/// from the devnet's first node; killed when dropped, pass or fail.
+pub struct Joiner {
+    child: std::process::Child,
+    /// Its RPC, `http://127.0.0.1:PORT`.
+    pub rpc: String,
+    /// Where it listens for peers (`/ip4/127.0.0.1/tcp/PORT+1000`).
+    pub p2p: String,
+    /// Its home directory.
+    pub home: std::path::PathBuf,
+}
+
+impl Joiner {
+    /// Starts a node named `name` in the devnet's directory, its RPC five
+    /// ports above the last devnet node's.
+    pub fn start(net: &Devnet, name: &str) -> Joiner {
+        let home = net.dir.join(name);
+        let last = net.nodes.last().expect("a devnet node");
+        let port = last
+            .rpc
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse::<u16>().ok())
+            .expect("port")
+            + 5;
+        let p2p = format!("/ip4/127.0.0.1/tcp/{}", port + 1000);
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_pyralog-testnet"))
+            .args(["node", "join", "--home", &home.to_string_lossy()])
+            .args(["--genesis", &net.dir.join("genesis.json").to_string_lossy()])
+            .args(["--bootnode", &net.nodes[0].p2p])
+            .args(["--rpc", &format!("127.0.0.1:{port}"), "--p2p", &p2p])
+            .args(["--log-level", "warn"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("join");
+        Joiner {
+            child,
+            rpc: format!("http://127.0.0.1:{port}"),
+            p2p,
+            home,
+        }
+    }
+}
+
+impl Drop for Joiner {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
