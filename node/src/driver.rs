@@ -61,7 +61,15 @@ impl ApiError {
             Error::BadNonce { .. } => "bad_nonce",
             Error::CasMismatch { .. } => "cas_mismatch",
             Error::Storage(_) | Error::Corrupt(_) => "internal",
-            _ => "decode",
+            Error::UnexpectedEnd { .. }
+            | Error::TrailingBytes { .. }
+            | Error::UnknownTag { .. }
+            | Error::NonCanonical { .. }
+            | Error::TooLong { .. }
+            | Error::InvalidUtf8 { .. } => "decode",
+            // Every other rule the state machine applies (staking, sealed
+            // records, ...): the message names which.
+            _ => "refused",
         };
         let status = if e.is_fatal() { 500 } else { 400 };
         ApiError {

@@ -159,6 +159,17 @@ fn a_staker_joins_the_set_proposes_and_leaves_with_its_stake() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
+    // A validator that is not jailed cannot be unjailed; the answer says so.
+    let (code, body) = send(&rpc, &operator, Payload::Unjail).expect("unjail");
+    assert_eq!(code, 400, "{body}");
+    assert_eq!(body["code"], "refused", "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not jailed")),
+        "{body}"
+    );
+
     // Unstaking takes it out at the next epoch boundary ...
     let before_unstake = balance(&rpc, &operator.address());
     ok(
