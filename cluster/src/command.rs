@@ -15,6 +15,7 @@ use std::fmt;
 
 use pyralog_consensus::bft::Statement;
 use pyralog_ledger::codec::{Decode, Encode, Reader, put_bytes, put_list, put_u64};
+use pyralog_ledger::staking::BlockVotes;
 use pyralog_ledger::{Address, Batch, Block, Certificate, Hash, Transaction};
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +24,10 @@ use serde::{Deserialize, Serialize};
 pub const MAX_COMMAND_BYTES: usize = 32 << 20;
 /// Engine records in one [`Ordered`] command.
 pub const MAX_RECORDS: usize = 1024;
+/// Batches in one [`Command::Batches`].
+pub const MAX_BATCHES: usize = 256;
+/// Signers named in one [`Ordered`] command's votes.
+pub const MAX_SIGNERS: usize = 4096;
 /// Bytes in one engine record.
 pub const MAX_RECORD_BYTES: usize = 1 << 20;
 
@@ -44,6 +49,15 @@ pub enum Command {
     Batch {
         /// The batch, signed by its origin.
         batch: Batch,
+        /// The leader's clock at proposal, in Unix milliseconds.
+        now_ms: u64,
+    },
+    /// Several gossip batches merged in one ledger commit (one fsync for
+    /// all), each judged on its own as [`Command::Batch`] would be. Answer:
+    /// [`Response::Batches`], one outcome per batch in order.
+    Batches {
+        /// The batches, each signed by its origin.
+        batches: Vec<Batch>,
         /// The leader's clock at proposal, in Unix milliseconds.
         now_ms: u64,
     },
@@ -96,6 +110,9 @@ pub struct Ordered {
     pub certificate: Certificate,
     /// Engine records persisted with the block.
     pub records: Vec<Vec<u8>>,
+    /// Under proof of stake, the votes agreed for the block before (what
+    /// rewards and downtime count); `None` under PBFT.
+    pub votes: Option<BlockVotes>,
 }
 
 /// What applying a command gave.
@@ -130,11 +147,29 @@ pub enum Response {
     /// A signing intent was recorded, or refused because it conflicts with
     /// one already committed.
     Intent(Result<(), crate::intent::Refusal>),
+    /// What each batch of a [`Command::Batches`] came to, in order.
+    Batches(Vec<BatchOutcome>),
     /// The command was refused by the ledger's rules; nothing changed. Every
     /// member refuses it the same way.
     Refused {
         /// Why.
         reason: String,
+    },
+}
+
+/// What one batch of a [`Command::Batches`] came to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BatchOutcome {
+    /// Merged now; the state root after it.
+    Merged(#[serde(with = "crate::wire::hash")] Hash),
+    /// Merged before.
+    Already,
+    /// Refused by the ledger's rules.
+    Refused {
+        /// Why.
+        reason: String,
+        /// Whether the batch was provably invalid (its sender is to blame).
+        peer_fault: bool,
     },
 }
 
@@ -153,6 +188,7 @@ impl fmt::Display for Command {
         match self {
             Command::Write(tx) => write!(f, "write {}", tx.id()),
             Command::Batch { batch, .. } => write!(f, "batch {}#{}", batch.origin, batch.seq),
+            Command::Batches { batches, .. } => write!(f, "{} batches", batches.len()),
             Command::Block(b) => write!(f, "block {}", b.header.height),
             Command::Ordered(o) => write!(f, "ordered {}", o.height),
             Command::Intent(s) => write!(
@@ -183,11 +219,19 @@ impl Encode for Ordered {
         for r in &self.records {
             put_bytes(out, r);
         }
+        match &self.votes {
+            None => out.push(0),
+            Some(v) => {
+                out.push(1);
+                put_u64(out, v.height);
+                put_list(out, &v.signers);
+            }
+        }
     }
 }
 
 impl Decode for Ordered {
-    const MIN_SIZE: usize = 8 + 32 + 8 + 4 + 4 + 12 + 4;
+    const MIN_SIZE: usize = 8 + 32 + 8 + 4 + 4 + 12 + 4 + 1;
     fn decode(r: &mut Reader<'_>) -> Result<Self, pyralog_ledger::Error> {
         let height = r.u64("height")?;
         let proposer = Address::decode(r)?;
@@ -202,6 +246,14 @@ impl Decode for Ordered {
         for _ in 0..n {
             records.push(r.bytes(MAX_RECORD_BYTES, "engine record")?.to_vec());
         }
+        let votes = if r.bool("votes flag")? {
+            Some(BlockVotes {
+                height: r.u64("votes height")?,
+                signers: r.list(MAX_SIGNERS, "vote signers")?,
+            })
+        } else {
+            None
+        };
         Ok(Ordered {
             height,
             proposer,
@@ -210,6 +262,7 @@ impl Decode for Ordered {
             engine_data,
             certificate,
             records,
+            votes,
         })
     }
 }
@@ -242,6 +295,11 @@ impl Encode for Command {
                 out.push(5);
                 put_u64(out, *below);
             }
+            Command::Batches { batches, now_ms } => {
+                out.push(7);
+                put_list(out, batches);
+                put_u64(out, *now_ms);
+            }
             Command::EngineRecords { from, records } => {
                 out.push(6);
                 put_u64(out, *from);
@@ -264,6 +322,10 @@ impl Decode for Command {
                 now_ms: r.u64("now")?,
             },
             2 => Command::Block(Block::decode(r)?),
+            7 => Command::Batches {
+                batches: r.list(MAX_BATCHES, "batches")?,
+                now_ms: r.u64("now")?,
+            },
             3 => Command::Ordered(Ordered::decode(r)?),
             4 => Command::Intent(Statement::decode(r)?),
             5 => Command::PruneIntents {
@@ -389,6 +451,10 @@ mod tests {
                 votes: Vec::new(),
             },
             records: vec![vec![7; 100_000]],
+            votes: Some(BlockVotes {
+                height: 0,
+                signers: vec![pyralog_ledger::devkit::key(2).address()],
+            }),
         });
         let bytes = crate::wire::encode("command", &c, 1 << 20).expect("encode");
         let back: Command = crate::wire::decode("command", &bytes, 1 << 20).expect("decode");

@@ -44,12 +44,12 @@ pub mod snapshot;
 pub mod types;
 pub mod wire;
 
-pub use command::{Command, Ordered, Response};
+pub use command::{BatchOutcome, Command, Ordered, Response};
 pub use error::Error;
 pub use ledger::Ledger;
 pub use log_store::{LogStore, open_cluster_db};
-pub use machine::{LedgerMachine, MachineView, PendingLimits};
+pub use machine::{Applied, LedgerMachine, MachineView, PendingLimits};
 pub use member::{Consistency, Member, MemberConfig, Status};
 pub use network::Transport;
 pub use network::mem::MemNet;
-pub use types::{NodeId, TypeConfig};
+pub use types::{Member as MemberAddr, NodeId, TypeConfig};

@@ -23,7 +23,7 @@ use futures::{Stream, StreamExt};
 use openraft::entry::RaftEntry;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend};
-use pyralog_ledger::block::{VerifiedBatch, VerifiedBlock, verify_txs};
+use pyralog_ledger::block::{VerifiedBatch, VerifiedBlock, verify_txs_memo};
 use pyralog_ledger::codec::{Decode, Encode};
 use pyralog_ledger::{Hash, MergeOutcome, Store, Transaction};
 use redb::{
@@ -32,7 +32,7 @@ use redb::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::command::{Command, Failed, Ordered, Response};
+use crate::command::{BatchOutcome, Command, Failed, Ordered, Response};
 use crate::error::Error;
 use crate::intent::{SigningHistory, Slot};
 use crate::ledger::Ledger;
@@ -92,6 +92,48 @@ struct Current {
     file: String,
 }
 
+/// What applying the log did that the node acts on: the leader's engine
+/// takes new pending writes, and clients waiting on a member hear of their
+/// writes reaching the ledger.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// A write joined the pending set.
+    Write(Transaction),
+    /// These transactions reached the ledger in a merged gossip batch.
+    Batch(Vec<Hash>),
+    /// These transactions reached the ledger in a finalized block; `failed`
+    /// names those kept without effect, with the ledger's reason.
+    Block {
+        /// The block's transactions.
+        ids: Vec<Hash>,
+        /// Those that failed.
+        failed: Vec<(Hash, pyralog_ledger::Error)>,
+    },
+}
+
+/// The most applied events queued for the node; past it they are dropped and
+/// [`MachineView::take_lagged`] says so (the node then rereads the state).
+pub const APPLIED_QUEUE: usize = 65_536;
+
+/// Where applied events go, if the node listens.
+#[derive(Clone, Default)]
+struct Events {
+    tx: Arc<Mutex<Option<tokio::sync::mpsc::Sender<Applied>>>>,
+    lagged: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Events {
+    fn send(&self, event: Applied) {
+        let Ok(guard) = self.tx.lock() else { return };
+        if let Some(tx) = guard.as_ref()
+            && tx.try_send(event).is_err()
+        {
+            self.lagged
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
+}
+
 /// What the rest of the member reads of the state machine: the ledger, the
 /// signing history, the pending writes.
 #[derive(Clone)]
@@ -99,6 +141,7 @@ pub struct MachineView {
     db: Arc<Database>,
     ledger: Ledger,
     history: Arc<RwLock<SigningHistory>>,
+    events: Events,
 }
 
 impl std::fmt::Debug for MachineView {
@@ -108,6 +151,23 @@ impl std::fmt::Debug for MachineView {
 }
 
 impl MachineView {
+    /// Events of what is applied from now on (one listener; a new call
+    /// replaces the last).
+    pub fn subscribe(&self) -> tokio::sync::mpsc::Receiver<Applied> {
+        let (tx, rx) = tokio::sync::mpsc::channel(APPLIED_QUEUE);
+        if let Ok(mut guard) = self.events.tx.lock() {
+            *guard = Some(tx);
+        }
+        rx
+    }
+
+    /// Whether events were dropped since the last call (the queue was full).
+    pub fn take_lagged(&self) -> bool {
+        self.events
+            .lagged
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
+    }
+
     /// The ledger.
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
@@ -257,6 +317,7 @@ impl LedgerMachine {
                 db,
                 ledger,
                 history: Arc::new(RwLock::new(SigningHistory::from_parts(intents, floor))),
+                events: Events::default(),
             },
             applied,
             membership,
@@ -303,8 +364,11 @@ impl LedgerMachine {
         match cmd {
             Command::Write(tx) => {
                 let id = tx.id();
-                if self.pending.contains_key(&id) {
-                    // Resubmitted (a client retry, or a replay): once only.
+                if self.pending.contains_key(&id)
+                    || self.view.ledger.read()?.tx_location(&id)?.is_some()
+                {
+                    // Resubmitted (a client retry, or a replay), or already in
+                    // the ledger (its batch or block came first): once only.
                     return Ok(Response::Pending { id });
                 }
                 let bytes = tx.to_bytes();
@@ -322,11 +386,12 @@ impl LedgerMachine {
                 self.pending.insert(id, bytes.len());
                 self.pending_bytes += bytes.len();
                 ops.push(Op::AddPending(id, bytes));
+                self.view.events.send(Applied::Write(tx.clone()));
                 Ok(Response::Pending { id })
             }
             Command::Batch { batch, now_ms } => {
                 let ids: Vec<Hash> = batch.txs.iter().map(Transaction::id).collect();
-                let verified = match VerifiedBatch::verify(batch.clone()) {
+                let verified = match VerifiedBatch::verify_memo(batch.clone(), None) {
                     Ok(v) => v,
                     Err(e) => return refused(e),
                 };
@@ -345,9 +410,13 @@ impl LedgerMachine {
                     },
                     Err(e) => return refused(e),
                 };
+                if matches!(response, Response::Merged { already: false, .. }) {
+                    self.view.events.send(Applied::Batch(ids.clone()));
+                }
                 self.unpend(ids, ops);
                 Ok(response)
             }
+            Command::Batches { batches, now_ms } => self.apply_batches(batches, *now_ms, ops),
             Command::Block(block) => {
                 let height = block.header.height;
                 let ids: Vec<Hash> = block.txs.iter().map(Transaction::id).collect();
@@ -365,6 +434,10 @@ impl LedgerMachine {
                 };
                 match tip {
                     Ok(tip) => {
+                        self.view.events.send(Applied::Block {
+                            ids: ids.clone(),
+                            failed: Vec::new(),
+                        });
                         self.unpend(ids, ops);
                         Ok(Response::Block {
                             height: tip.height,
@@ -411,6 +484,62 @@ impl LedgerMachine {
                 Ok(Response::Done)
             }
         }
+    }
+
+    /// Merges several batches in one ledger commit; a refused one changes
+    /// nothing and does not stop the others.
+    fn apply_batches(
+        &mut self,
+        batches: &[pyralog_ledger::Batch],
+        now_ms: u64,
+        ops: &mut Vec<Op>,
+    ) -> Result<Response, Error> {
+        let refusal = |e: &pyralog_ledger::Error| BatchOutcome::Refused {
+            reason: e.to_string(),
+            peer_fault: e.is_peer_fault(),
+        };
+        let mut outcomes: Vec<Option<BatchOutcome>> = Vec::with_capacity(batches.len());
+        let mut verified = Vec::with_capacity(batches.len());
+        for batch in batches {
+            match VerifiedBatch::verify_memo(batch.clone(), None) {
+                Ok(v) => {
+                    outcomes.push(None);
+                    verified.push(v);
+                }
+                Err(e) if e.is_fatal() => return Err(Error::Ledger(e)),
+                Err(e) => outcomes.push(Some(refusal(&e))),
+            }
+        }
+        let merged = {
+            let mut store = self.view.ledger.write()?;
+            store.merge_batches(&verified, now_ms)?
+        };
+        let mut merged = verified.iter().zip(merged);
+        let mut out = Vec::with_capacity(outcomes.len());
+        for outcome in outcomes {
+            if let Some(refused) = outcome {
+                out.push(refused);
+                continue;
+            }
+            let Some((batch, result)) = merged.next() else {
+                return Err(Error::Corrupt("a merge without an outcome".into()));
+            };
+            let ids: Vec<Hash> = batch.txs().iter().map(|t| t.id()).collect();
+            out.push(match result {
+                Ok(MergeOutcome::Merged { state_root }) => {
+                    self.view.events.send(Applied::Batch(ids.clone()));
+                    self.unpend(ids, ops);
+                    BatchOutcome::Merged(state_root)
+                }
+                Ok(MergeOutcome::AlreadyMerged) => {
+                    self.unpend(ids, ops);
+                    BatchOutcome::Already
+                }
+                Err(e) if e.is_fatal() => return Err(Error::Ledger(e)),
+                Err(e) => refusal(&e),
+            });
+        }
+        Ok(Response::Batches(out))
     }
 
     /// Forgets pending writes that a batch or block carried.
@@ -492,7 +621,9 @@ impl LedgerMachine {
                 ),
             });
         }
-        let txs = match verify_txs(o.txs.clone()) {
+        // The leader checked these signatures when it took them: its memo
+        // saves a second check in the same process.
+        let txs = match verify_txs_memo(o.txs.clone(), None) {
             Ok(t) => t,
             Err(e) if !e.is_fatal() => {
                 return Ok(Response::Refused {
@@ -503,29 +634,35 @@ impl LedgerMachine {
         };
         let result = {
             let mut store = self.view.ledger.write()?;
-            store.commit_ordered(
+            store.commit_ordered_with_votes(
                 o.proposer,
                 o.timestamp_ms,
                 txs,
                 o.engine_data.clone(),
                 o.certificate.clone(),
                 &o.records,
+                o.votes.as_ref(),
             )
         };
         match result {
             Ok((tip, failed)) => {
                 self.engine_len += o.records.len() as u64;
+                let reasons = failed
+                    .iter()
+                    .map(|(id, e)| Failed {
+                        id: *id,
+                        reason: e.to_string(),
+                    })
+                    .collect();
+                self.view.events.send(Applied::Block {
+                    ids: ids.clone(),
+                    failed,
+                });
                 self.unpend(ids, ops);
                 Ok(Response::Block {
                     height: tip.height,
                     state_root: tip.state_root,
-                    failed: failed
-                        .into_iter()
-                        .map(|(id, e)| Failed {
-                            id,
-                            reason: e.to_string(),
-                        })
-                        .collect(),
+                    failed: reasons,
                 })
             }
             Err(e) if !e.is_fatal() => Ok(Response::Refused {

@@ -249,6 +249,19 @@ impl Member {
         self.raft.initialize(members).await.map_err(raft_err)
     }
 
+    /// Founds a cluster with `members` as voters unless this member has
+    /// been part of one before (its log or vote say so): `Ok(true)` if it
+    /// founded it now, `Ok(false)` if there was nothing to do.
+    pub async fn found(&self, members: BTreeMap<NodeId, MemberAddr>) -> Result<bool, Error> {
+        match self.raft.initialize(members).await {
+            Ok(()) => Ok(true),
+            Err(e) => match e.api_error() {
+                Some(openraft::error::InitializeError::NotAllowed(_)) => Ok(false),
+                _ => Err(raft_err(e)),
+            },
+        }
+    }
+
     /// Stops Raft. The files stay; [`Member::start`] resumes from them.
     pub async fn shutdown(&self) -> Result<(), Error> {
         self.raft.shutdown().await.map_err(raft_err)

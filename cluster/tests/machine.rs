@@ -87,6 +87,7 @@ fn ordered(height: u64, txs: Vec<pyralog_ledger::Transaction>) -> Command {
             votes: Vec::new(),
         },
         records: Vec::new(),
+        votes: None,
     })
 }
 

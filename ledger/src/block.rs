@@ -339,8 +339,26 @@ impl VerifiedBatch {
 
     /// [`VerifiedBatch::verify`], with a cache of senders' decompressed keys.
     pub fn verify_with(
+        batch: Batch,
+        cache: Option<&mut keys::KeyCache>,
+    ) -> Result<VerifiedBatch, Error> {
+        VerifiedBatch::verify_inner(batch, cache, false)
+    }
+
+    /// [`VerifiedBatch::verify_with`], skipping the transaction signatures
+    /// this process has already checked ([`verify_txs_memo`]): a cluster's
+    /// leader checks a batch when it arrives and again when its log applies it.
+    pub fn verify_memo(
+        batch: Batch,
+        cache: Option<&mut keys::KeyCache>,
+    ) -> Result<VerifiedBatch, Error> {
+        VerifiedBatch::verify_inner(batch, cache, true)
+    }
+
+    fn verify_inner(
         mut batch: Batch,
         cache: Option<&mut keys::KeyCache>,
+        memo: bool,
     ) -> Result<VerifiedBatch, Error> {
         let header_hash = batch.header_hash();
         keys::verify(
@@ -350,7 +368,12 @@ impl VerifiedBatch {
             &batch.signature,
         )
         .map_err(|_| Error::BadBatchSignature)?;
-        let txs = verify_txs_with(std::mem::take(&mut batch.txs), cache)?;
+        let txs = std::mem::take(&mut batch.txs);
+        let txs = if memo {
+            verify_txs_memo(txs, cache)?
+        } else {
+            verify_txs_with(txs, cache)?
+        };
         Ok(VerifiedBatch {
             meta: batch,
             txs,

@@ -414,6 +414,11 @@ pub enum Error {
         problems: Vec<String>,
     },
 
+    /// A cluster's state machine refused a change for the reason given (the
+    /// typed error stayed on the member that applied it).
+    #[error("refused: {0}")]
+    Refused(String),
+
     // --- storage -------------------------------------------------------------
     /// The storage engine failed. Fatal: restart and recover.
     #[error("storage failed: {0}")]

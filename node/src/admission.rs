@@ -80,7 +80,7 @@ impl Driver {
     /// This node's own level: the chain's floor, raised as its pool fills
     /// ([`pyralog_consensus::admission::required_bits`]).
     fn local_difficulty(&self) -> u32 {
-        let pow = &self.store.genesis().params.pow;
+        let pow = &self.rules.genesis().params.pow;
         let (load, capacity) = match &self.engine {
             Consensus::Gossip(e) => (e.pending(), e.pending_capacity()),
             Consensus::Ordered(p) => (p.pool_len(), p.pool_capacity()),
@@ -113,7 +113,7 @@ impl Driver {
     /// chain's floor only: their node admitted them under its own load.
     pub(crate) fn check_stamp_now(&self, tx: &VerifiedTx) -> Result<(), ApiError> {
         let required = self.required_difficulty();
-        self.store
+        self.store()
             .rules()
             .pow_key()
             .check(&tx.id(), tx.tx().stamp, required)
@@ -140,7 +140,7 @@ impl Driver {
         if !due {
             return;
         }
-        let chain = &self.store.genesis().chain_id;
+        let chain = &self.rules.genesis().chain_id;
         let data = Announcement::sign(chain, key, level, now).to_bytes();
         self.admission.announced = Some((level, now));
         self.net.command(NetCommand::Publish {

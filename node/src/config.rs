@@ -22,6 +22,35 @@ pub struct Config {
     /// Limits on SQL queries (`POST /query`).
     #[serde(default)]
     pub sql: SqlConfig,
+    /// This node's place in its cluster (a Raft group sharing one validator
+    /// key).
+    #[serde(default)]
+    pub cluster: ClusterConfig,
+}
+
+/// This node's place in its cluster. A cluster of one (the default) needs
+/// nothing here.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// This member's id in the cluster (unique within it, not 0).
+    pub id: u64,
+    /// The cluster's founding members, `ID=MULTIADDR` (the multiaddress ends
+    /// in `/p2p/PEER_ID`). A fresh node whose own id is listed (or a node
+    /// with an empty list, a cluster of one) founds the cluster with these
+    /// members; a node not listed waits to be added (`pyralog-node cluster
+    /// add-learner`). Members answer Raft calls only from these peers and
+    /// from the current membership.
+    pub peers: Vec<String>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            id: 1,
+            peers: Vec::new(),
+        }
+    }
 }
 
 /// Limits on SQL queries. Each query reads one snapshot off the driver's
@@ -139,6 +168,7 @@ impl Config {
             },
             gossip: GossipConfig::default(),
             sql: SqlConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 

@@ -9,7 +9,10 @@
 //! (the sender's score drops), a duplicate is `Ignore`.
 
 use std::collections::HashMap;
+use std::sync::{Arc, RwLockReadGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use pyralog_cluster::{Applied, BatchOutcome, Command as Raft, Ledger, Member, Response};
 
 use pyralog_consensus::Engine as _;
 use pyralog_consensus::gossip::{Digest, Effect, GossipEngine, Input, Rejection};
@@ -175,7 +178,23 @@ pub(crate) enum Consensus {
 
 /// The node's driver.
 pub struct Driver {
-    pub(crate) store: Store,
+    /// This node's cluster member: every ledger change goes through its log.
+    pub(crate) member: Arc<Member>,
+    /// The member's ledger, for reading.
+    ledger: Ledger,
+    /// The chain's rules (fixed by the genesis, so kept out of the lock).
+    pub(crate) rules: pyralog_ledger::Rules,
+    /// What the member's state machine applies.
+    applied: mpsc::Receiver<Applied>,
+    /// Whether this node leads its cluster and runs the engine.
+    pub(crate) leading: bool,
+    /// The gossip engine's settings (to rebuild it on taking the lead).
+    gossip: pyralog_consensus::gossip::Config,
+    /// Records in the ledger's engine log (where the next ones go).
+    pub(crate) engine_len: u64,
+    /// Writes this leader's engine took from its own clients, whose entry in
+    /// the cluster's log it need not take again.
+    own_writes: std::collections::HashSet<Hash>,
     pub(crate) engine: Consensus,
     pub(crate) net: NetHandle,
     pub(crate) waiters: HashMap<Hash, Vec<oneshot::Sender<Result<&'static str, ApiError>>>>,
@@ -213,6 +232,68 @@ pub const BATCH_BYTES_PER_PEER_PER_SEC: usize = 32 << 20;
 /// Network events or requests the driver takes in one turn at most.
 const TURN: usize = 64;
 
+/// Reads the ledger; a poisoned lock (a panic while applying) stops the node.
+pub(crate) fn read_store(ledger: &Ledger) -> RwLockReadGuard<'_, Store> {
+    match ledger.read() {
+        Ok(store) => store,
+        Err(error) => {
+            tracing::error!(%error, "the ledger cannot be read; stopping");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// The engine a store's genesis asks for, recovered from the ledger.
+fn build_engine(
+    store: &Store,
+    validator: &Keypair,
+    config: &pyralog_consensus::gossip::Config,
+) -> Result<Consensus, Error> {
+    let own = validator.address();
+    Ok(match store.genesis().engine {
+        Engine::Gossip => {
+            let heads = store.batch_heads()?;
+            let last_hlc = match heads.get(&own) {
+                Some(seq) => store.batch(&own, *seq)?.map(|b| b.hlc).unwrap_or_default(),
+                None => Default::default(),
+            };
+            Consensus::Gossip(Box::new(GossipEngine::new(
+                config.clone(),
+                store.genesis().chain_id.clone(),
+                validator.clone(),
+                store.state_root(),
+                heads,
+                last_hlc,
+            )))
+        }
+        Engine::Pbft | Engine::Pos => Consensus::Ordered(Box::new(crate::pbft_host::engine(
+            store,
+            validator.clone(),
+        )?)),
+    })
+}
+
+/// Puts a client's write in the cluster's log (from any member: a follower
+/// forwards it to the leader); `Ok` once a majority holds it.
+async fn replicate(member: &Member, tx: pyralog_ledger::Transaction) -> Result<(), ApiError> {
+    match member.write(Raft::Write(tx)).await {
+        Ok(Response::Pending { .. }) => Ok(()),
+        Ok(Response::Refused { reason }) => Err(ApiError {
+            status: 503,
+            code: "pool_full",
+            message: reason,
+        }),
+        Ok(other) => Err(ApiError::internal(format!(
+            "unexpected answer to a write: {other:?}"
+        ))),
+        Err(e) => Err(ApiError {
+            status: 503,
+            code: "no_leader",
+            message: format!("the cluster cannot take writes now ({e}); retry"),
+        }),
+    }
+}
+
 /// The wall clock in Unix milliseconds (the node is where time enters).
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -221,41 +302,37 @@ pub fn now_ms() -> u64 {
 }
 
 impl Driver {
-    /// A driver over an open store and a started network.
+    /// A driver over a started cluster member and network. The engine runs
+    /// only while the member leads its cluster.
     pub fn new(
-        store: Store,
+        member: Arc<Member>,
         net: NetHandle,
         validator: Keypair,
         config: pyralog_consensus::gossip::Config,
         moniker: String,
     ) -> Result<Driver, Error> {
-        let own = validator.address();
-        let admission = crate::admission::Admission::new(&store, &validator)?;
-        let engine = match store.genesis().engine {
-            Engine::Gossip => {
-                let heads = store.batch_heads()?;
-                let last_hlc = match heads.get(&own) {
-                    Some(seq) => store.batch(&own, *seq)?.map(|b| b.hlc).unwrap_or_default(),
-                    None => Default::default(),
-                };
-                Consensus::Gossip(Box::new(GossipEngine::new(
-                    config,
-                    store.genesis().chain_id.clone(),
-                    validator.clone(),
-                    store.state_root(),
-                    heads,
-                    last_hlc,
-                )))
-            }
-            Engine::Pbft | Engine::Pos => Consensus::Ordered(Box::new(crate::pbft_host::engine(
-                &store,
-                validator.clone(),
-            )?)),
+        let ledger = member.view().ledger().clone();
+        let applied = member.view().subscribe();
+        let (engine, admission, engine_len, rules) = {
+            let store = read_store(&ledger);
+            (
+                build_engine(&store, &validator, &config)?,
+                crate::admission::Admission::new(&store, &validator)?,
+                store.engine_records()?.len() as u64,
+                store.rules().clone(),
+            )
         };
         Ok(Driver {
             node_id: net.local_peer_id().to_string(),
-            cluster_id: own,
-            store,
+            cluster_id: validator.address(),
+            member,
+            ledger,
+            rules,
+            applied,
+            leading: false,
+            gossip: config,
+            engine_len,
+            own_writes: Default::default(),
             engine,
             net,
             waiters: HashMap::new(),
@@ -272,6 +349,161 @@ impl Driver {
         })
     }
 
+    /// The ledger, for one read (let go before anything else touches the
+    /// driver).
+    pub(crate) fn store(&self) -> RwLockReadGuard<'_, Store> {
+        read_store(&self.ledger)
+    }
+
+    /// Commits `cmd` through the cluster's log and returns what applying it
+    /// gave; `None` if this node no longer leads (the caller drops what it
+    /// was doing: the new leader takes over). Blocks this task, not the
+    /// runtime.
+    pub(crate) fn write(&mut self, cmd: Raft) -> Option<Response> {
+        let member = Arc::clone(&self.member);
+        let result = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(member.write(cmd))
+        });
+        match result {
+            Ok(r) => Some(r),
+            Err(error) if error.is_fatal() => {
+                tracing::error!(%error, "storage failed; stopping");
+                std::process::exit(2);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "a write through the cluster failed; stepping back");
+                self.leading = false;
+                None
+            }
+        }
+    }
+
+    /// Takes or gives up the engine when leadership changed. A new leader
+    /// first catches up with everything its cluster committed, then rebuilds
+    /// the engine from the ledger and hands it the cluster's pending writes.
+    async fn follow_leadership(&mut self) {
+        let leads = self.member.is_leader();
+        if leads == self.leading {
+            return;
+        }
+        if !leads {
+            tracing::info!("no longer the cluster's leader: the engine stops");
+            self.leading = false;
+            self.own_writes.clear();
+            self.merges.clear();
+            self.pending = Default::default();
+            return;
+        }
+        if let Err(error) = self.member.linearize().await {
+            tracing::warn!(%error, "cannot catch up as the new leader yet");
+            return;
+        }
+        let built = {
+            let store = read_store(&self.ledger);
+            build_engine(&store, &self.validator, &self.gossip)
+                .and_then(|e| Ok((e, store.engine_records()?.len() as u64)))
+        };
+        match built {
+            Ok((engine, len)) => {
+                self.engine = engine;
+                self.engine_len = len;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot recover the engine; stopping");
+                std::process::exit(2);
+            }
+        }
+        tracing::info!("leading the cluster: the engine runs");
+        self.leading = true;
+        self.next_tick = tokio::time::Instant::now();
+        self.take_pending();
+    }
+
+    /// Hands the engine every write the cluster holds pending.
+    fn take_pending(&mut self) {
+        let txs = match self
+            .member
+            .view()
+            .pending(pyralog_cluster::machine::MAX_PENDING)
+        {
+            Ok(t) => t,
+            Err(error) => {
+                tracing::error!(%error, "cannot read the pending writes; stopping");
+                std::process::exit(2);
+            }
+        };
+        for tx in txs {
+            self.take_write(tx);
+        }
+    }
+
+    /// A write the cluster committed: the leader's engine takes it.
+    fn take_write(&mut self, tx: pyralog_ledger::Transaction) {
+        if self.own_writes.remove(&tx.id()) || !self.leading {
+            return;
+        }
+        match self.store().tx_location(&tx.id()) {
+            Ok(None) => {}
+            Ok(Some(_)) => return,
+            Err(error) => {
+                tracing::error!(%error, "the ledger cannot be read; stopping");
+                std::process::exit(2);
+            }
+        }
+        let verified = match pyralog_ledger::block::verify_txs_memo(vec![tx], Some(&mut self.keys))
+        {
+            Ok(mut v) => match v.pop() {
+                Some(v) => v,
+                None => return,
+            },
+            Err(error) => {
+                tracing::warn!(%error, "a pending write does not verify");
+                return;
+            }
+        };
+        let id = verified.id();
+        let refused = match self.engine {
+            Consensus::Ordered(_) => self.submit_pbft(verified, true).err(),
+            Consensus::Gossip(_) => self
+                .feed_and_collect(Input::Submit(verified), None)
+                .into_iter()
+                .find(|(r, _)| *r == id)
+                .map(|(_, e)| e),
+        };
+        if let Some(e) = refused
+            && e.code != "replayed"
+        {
+            tracing::debug!(%id, code = e.code, "the engine did not take a pending write");
+        }
+    }
+
+    /// What the member's state machine applied: new pending writes go to the
+    /// engine (on the leader); clients waiting on this node hear of their
+    /// writes.
+    fn on_applied(&mut self, event: Applied) {
+        match event {
+            Applied::Write(tx) => self.take_write(tx),
+            Applied::Batch(ids) => {
+                for id in ids {
+                    for w in self.waiters.remove(&id).unwrap_or_default() {
+                        let _ = w.send(Ok("committed"));
+                    }
+                }
+            }
+            Applied::Block { ids, failed } => {
+                for id in ids {
+                    let answer = match failed.iter().find(|(f, _)| *f == id) {
+                        Some((_, e)) => Err(ApiError::from_ledger(e)),
+                        None => Ok("final"),
+                    };
+                    for w in self.waiters.remove(&id).unwrap_or_default() {
+                        let _ = w.send(answer.clone());
+                    }
+                }
+            }
+        }
+    }
+
     /// Runs until `shutdown` resolves, answering `requests` on the way.
     pub async fn run(
         mut self,
@@ -283,12 +515,28 @@ impl Driver {
             pyralog_consensus::announce::ANNOUNCE_CHANGE_MS,
         ));
         announce.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // How soon a change of leader is noticed.
+        let mut role = tokio::time::interval(Duration::from_millis(20));
+        role.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            self.follow_leadership().await;
             tokio::select! {
                 biased;
                 _ = &mut shutdown => break,
+                _ = role.tick() => {}
+                Some(event) = self.applied.recv() => {
+                    self.on_applied(event);
+                    for _ in 1..TURN {
+                        let Ok(event) = self.applied.try_recv() else { break };
+                        self.on_applied(event);
+                    }
+                    if self.member.view().take_lagged() {
+                        tracing::warn!("applied events were dropped; rereading the pending writes");
+                        self.take_pending();
+                    }
+                }
                 _ = announce.tick() => self.announce_difficulty(),
-                _ = tokio::time::sleep_until(self.next_tick) => {
+                _ = tokio::time::sleep_until(self.next_tick), if self.leading => {
                     if matches!(self.engine, Consensus::Ordered(_)) {
                         self.next_tick = tokio::time::Instant::now() + crate::pbft_host::TICK;
                         self.feed_pbft(pyralog_consensus::pbft::Input::Tick, None);
@@ -326,8 +574,11 @@ impl Driver {
 
     pub(crate) fn current_epoch(&self) -> u64 {
         match self.engine {
-            Consensus::Gossip(_) => self.store.genesis().gossip_epoch(now_ms()),
-            Consensus::Ordered(_) => self.store.rules().block_epoch(self.store.tip().height + 1),
+            Consensus::Gossip(_) => self.rules.genesis().gossip_epoch(now_ms()),
+            Consensus::Ordered(_) => {
+                let height = self.store().tip().height + 1;
+                self.rules.block_epoch(height)
+            }
         }
     }
 
@@ -352,9 +603,10 @@ impl Driver {
     ) -> Vec<(Hash, ApiError)> {
         let mut unclaimed = Vec::new();
         let mut verdict = None;
+        let is_batch = matches!(input, Input::Batch { .. });
         let effects = match &mut self.engine {
-            Consensus::Gossip(engine) => engine.handle(now_ms(), input),
-            Consensus::Ordered(_) => Vec::new(),
+            Consensus::Gossip(engine) if self.leading => engine.handle(now_ms(), input),
+            _ => Vec::new(),
         };
         for effect in effects {
             match effect {
@@ -389,12 +641,9 @@ impl Driver {
                     verdict.get_or_insert(Verdict::Ignore);
                 }
                 Effect::Committed { ids, .. } => {
+                    // Waiting clients hear of it from the applied log
+                    // ([`Driver::on_applied`]), on whichever member they asked.
                     self.metrics.txs_committed += ids.len() as u64;
-                    for id in ids {
-                        for w in self.waiters.remove(&id).unwrap_or_default() {
-                            let _ = w.send(Ok("committed"));
-                        }
-                    }
                 }
                 Effect::Reject { id, reason } => {
                     let err = match reason {
@@ -439,7 +688,15 @@ impl Driver {
             }
         }
         if let Some((id, from)) = gossip {
-            self.report(id, from, verdict.unwrap_or(Verdict::Ignore));
+            // A follower relays batches whose signatures it checked (the
+            // leader merges them).
+            let relayed = !self.leading && verdict.is_none() && is_batch;
+            let verdict = if relayed {
+                Verdict::Accept
+            } else {
+                verdict.unwrap_or(Verdict::Ignore)
+            };
+            self.report(id, from, verdict);
         }
         unclaimed
     }
@@ -458,27 +715,33 @@ impl Driver {
     /// `Accept`, provably invalid is `Reject`, anything else `Ignore`. What
     /// the outcomes set off (our own sealed batch, say) is merged in turn.
     pub(crate) fn flush_gossip(&mut self) {
-        while !self.merges.is_empty() {
+        while !self.merges.is_empty() && self.leading {
             let take = self.merges.len().min(MERGE_GROUP);
             let (batches, reports): (Vec<VerifiedBatch>, Vec<_>) =
                 self.merges.drain(..take).unzip();
-            let now = now_ms();
-            let outcomes = match self.store.merge_batches(&batches, now) {
-                Ok(outcomes) => {
+            let cmd = Raft::Batches {
+                batches: batches.iter().map(VerifiedBatch::to_batch).collect(),
+                now_ms: now_ms(),
+            };
+            let outcomes = match self.write(cmd) {
+                Some(Response::Batches(outcomes)) if outcomes.len() == batches.len() => {
                     self.metrics.merge_commits += 1;
                     outcomes
                 }
-                Err(error) => {
-                    tracing::error!(%error, "storage failed; stopping");
+                Some(other) => {
+                    tracing::error!(?other, "the cluster answered a merge strangely; stopping");
                     std::process::exit(2);
                 }
+                // No longer the leader: the new one merges what gossip and
+                // anti-entropy bring it.
+                None => return,
             };
             for ((batch, report), outcome) in batches.into_iter().zip(reports).zip(outcomes) {
                 let (origin, seq) = (batch.origin(), batch.seq());
                 let verdict = match outcome {
-                    Ok(_) => {
+                    BatchOutcome::Merged(_) | BatchOutcome::Already => {
                         self.metrics.batches_merged += 1;
-                        let state_root = self.store.state_root();
+                        let state_root = self.store().state_root();
                         self.feed(
                             Input::Merged {
                                 origin,
@@ -489,16 +752,16 @@ impl Driver {
                         );
                         Verdict::Accept
                     }
-                    Err(error) => {
+                    BatchOutcome::Refused { reason, peer_fault } => {
                         self.metrics.batches_refused += 1;
-                        tracing::warn!(%origin, seq, %error, "batch refused");
-                        let verdict = if error.is_peer_fault() {
+                        tracing::warn!(%origin, seq, %reason, "batch refused");
+                        let error = Error::Refused(reason);
+                        self.feed(Input::MergeFailed { origin, seq, error }, None);
+                        if peer_fault {
                             Verdict::Reject
                         } else {
                             Verdict::Ignore
-                        };
-                        self.feed(Input::MergeFailed { origin, seq, error }, None);
-                        verdict
+                        }
                     }
                 };
                 if let Some((id, from)) = report {
@@ -632,7 +895,7 @@ impl Driver {
             .to_seq
             .min(r.from_seq.saturating_add(MAX_BATCHES as u64 - 1));
         for seq in r.from_seq..=last {
-            let Some(batch) = self.store.batch(&r.origin, seq)? else {
+            let Some(batch) = self.store().batch(&r.origin, seq)? else {
                 break;
             };
             let encoded = batch.to_bytes();
@@ -649,29 +912,66 @@ impl Driver {
         match req {
             Request::Submit { tx, wait, reply } => {
                 let id = tx.id();
-                if wait {
-                    // Registered first: the batch may commit within this very
-                    // call, and the engine's answer goes to the waiter.
-                    self.waiters.entry(id).or_default().push(reply);
-                    if let Err(e) = self.submit(*tx) {
-                        // Refused at admission: the engine never saw it.
-                        if let Some(w) = self.waiters.get_mut(&id).and_then(Vec::pop) {
-                            let _ = w.send(Err(e));
-                        }
-                        if self.waiters.get(&id).is_some_and(Vec::is_empty) {
-                            self.waiters.remove(&id);
-                        }
-                    }
-                } else {
-                    let _ = reply.send(self.submit(*tx).map(|()| "pending"));
+                let raw = tx.tx().clone();
+                if let Err(e) = self.submit(*tx) {
+                    let _ = reply.send(Err(e));
+                    return;
                 }
+                // Acknowledged once the cluster's log holds it: a new leader
+                // still has it. With `wait`, the answer comes when it reaches
+                // the ledger ([`Driver::on_applied`]).
+                let waiter = wait.then(|| {
+                    let (w, r) = oneshot::channel();
+                    self.waiters.entry(id).or_default().push(w);
+                    r
+                });
+                let member = Arc::clone(&self.member);
+                tokio::spawn(async move {
+                    let answer = match replicate(&member, raw).await {
+                        Err(e) => Err(e),
+                        Ok(()) => match waiter {
+                            None => Ok("pending"),
+                            Some(r) => r.await.unwrap_or(Err(ApiError::internal(
+                                "the node stopped before the write committed",
+                            ))),
+                        },
+                    };
+                    let _ = reply.send(answer);
+                });
             }
             Request::SubmitMany { txs, reply } => {
-                let answers = txs
-                    .into_iter()
-                    .map(|tx| self.submit(tx).map(|()| "pending"))
-                    .collect();
-                let _ = reply.send(answers);
+                let mut answers: Vec<Result<&'static str, ApiError>> =
+                    Vec::with_capacity(txs.len());
+                let mut raws = Vec::new();
+                for tx in txs {
+                    let raw = tx.tx().clone();
+                    match self.submit(tx) {
+                        Ok(()) => {
+                            raws.push((answers.len(), raw));
+                            answers.push(Ok("pending"));
+                        }
+                        Err(e) => answers.push(Err(e)),
+                    }
+                }
+                let member = Arc::clone(&self.member);
+                tokio::spawn(async move {
+                    let writes: Vec<_> = raws
+                        .into_iter()
+                        .map(|(i, raw)| {
+                            let member = Arc::clone(&member);
+                            (
+                                i,
+                                tokio::spawn(async move { replicate(&member, raw).await }),
+                            )
+                        })
+                        .collect();
+                    for (i, w) in writes {
+                        if let Ok(Err(e)) | Err(e) = w.await.map_err(ApiError::internal) {
+                            answers[i] = Err(e);
+                        }
+                    }
+                    let _ = reply.send(answers);
+                });
             }
             Request::Status(reply) => {
                 let _ = reply.send(self.status());
@@ -680,7 +980,7 @@ impl Driver {
                 let _ = reply.send(self.difficulty());
             }
             Request::Account(a, reply) => {
-                let _ = reply.send(self.store.account(&a).map_err(ApiError::internal).map(|acc| {
+                let _ = reply.send(self.store().account(&a).map_err(ApiError::internal).map(|acc| {
                     serde_json::json!({"address": a.to_human(), "balance": acc.balance, "nonce": acc.nonce, "stake": acc.stake})
                 }));
             }
@@ -705,7 +1005,11 @@ impl Driver {
                 let _ = reply.send(self.validators_json());
             }
             Request::Snapshot(reply) => {
-                let _ = reply.send(self.store.snapshot().map_err(|e| ApiError::from_ledger(&e)));
+                let _ = reply.send(
+                    self.store()
+                        .snapshot()
+                        .map_err(|e| ApiError::from_ledger(&e)),
+                );
             }
         }
     }
@@ -714,6 +1018,14 @@ impl Driver {
     /// it was not taken (by admission or by the engine).
     fn submit(&mut self, tx: VerifiedTx) -> Result<(), ApiError> {
         let id = tx.id();
+        if !self.leading {
+            // The leader's engine takes it once the cluster's log holds it.
+            return match self.engine {
+                Consensus::Ordered(_) => self.admit_ordered(&tx, true),
+                Consensus::Gossip(_) => self.admit(&tx),
+            };
+        }
+        self.own_writes.insert(id);
         if matches!(self.engine, Consensus::Ordered(_)) {
             return self.submit_pbft(tx, true);
         }
@@ -737,8 +1049,7 @@ impl Driver {
     /// The admission checks, cheapest first: chain, size, stamp, window,
     /// namespace (stateless), then what gossip can carry, then replay.
     fn admit(&self, tx: &VerifiedTx) -> Result<(), ApiError> {
-        let rules = self.store.rules();
-        rules
+        self.rules
             .check_stateless(tx, self.current_epoch())
             .map_err(|e| ApiError::from_ledger(&e))?;
         self.check_stamp_now(tx)?;
@@ -756,7 +1067,7 @@ impl Driver {
             }
         }
         if self
-            .store
+            .store()
             .tx_location(&tx.id())
             .map_err(ApiError::internal)?
             .is_some()
@@ -770,8 +1081,9 @@ impl Driver {
     }
 
     fn status(&self) -> serde_json::Value {
-        let g = self.store.genesis();
-        let tip = self.store.tip();
+        let cluster = self.member.status();
+        let g = self.rules.genesis();
+        let tip = self.store().tip();
         let (heads, pending) = match &self.engine {
             Consensus::Gossip(e) => (e.digest().heads, e.pending()),
             Consensus::Ordered(p) => (Default::default(), p.pool_len()),
@@ -782,10 +1094,11 @@ impl Driver {
             "node_id": self.node_id,
             "moniker": self.moniker,
             "cluster_id": self.cluster_id.to_human(),
-            "raft_role": "leader",
+            "raft_role": cluster.role,
+            "cluster": cluster,
             "height": tip.height,
             "batches": heads.values().sum::<u64>(),
-            "state_root": self.store.state_root().to_hex(),
+            "state_root": self.store().state_root().to_hex(),
             "genesis_hash": g.hash().to_hex(),
             "peers": self.net.peers(),
             "syncing": false,
@@ -812,7 +1125,7 @@ impl Driver {
         proof: bool,
     ) -> Result<Option<serde_json::Value>, ApiError> {
         let entry = self
-            .store
+            .store()
             .record(&address, &key)
             .map_err(ApiError::internal)?;
         let Some(entry) = entry.filter(|e| !e.is_tombstone()) else {
@@ -830,11 +1143,11 @@ impl Driver {
         });
         if proof {
             let p = self
-                .store
+                .store()
                 .proof(&StateKey::Record(address, key))
                 .map_err(ApiError::internal)?;
             v["proof"] = serde_json::Value::String(hex::encode(p.to_bytes()));
-            v["state_root"] = serde_json::Value::String(self.store.state_root().to_hex());
+            v["state_root"] = serde_json::Value::String(self.store().state_root().to_hex());
         }
         Ok(Some(v))
     }
@@ -842,7 +1155,7 @@ impl Driver {
     fn tx(&self, id: Hash) -> Result<Option<serde_json::Value>, ApiError> {
         use pyralog_ledger::store::TxLocation;
         Ok(
-            match self.store.tx_location(&id).map_err(ApiError::internal)? {
+            match self.store().tx_location(&id).map_err(ApiError::internal)? {
                 Some(TxLocation::Batch { origin, seq, index }) => Some(serde_json::json!({
                     "hash": id.to_hex(), "status": "committed", "batch": {"origin": origin.to_human(), "seq": seq, "index": index}, "block": null,
                 })),
@@ -858,11 +1171,11 @@ impl Driver {
     }
 
     fn block_json(&self, height: Option<u64>) -> Result<Option<serde_json::Value>, ApiError> {
-        let height = height.unwrap_or(self.store.tip().height);
+        let height = height.unwrap_or(self.store().tip().height);
         if height == 0 {
             return Ok(None);
         }
-        let Some(b) = self.store.block(height).map_err(ApiError::internal)? else {
+        let Some(b) = self.store().block(height).map_err(ApiError::internal)? else {
             return Ok(None);
         };
         let h = &b.header;
@@ -890,9 +1203,9 @@ impl Driver {
             Consensus::Ordered(p) => Some(p.leader()),
             Consensus::Gossip(_) => None,
         };
-        if self.store.genesis().engine == Engine::Pos {
+        if self.rules.genesis().engine == Engine::Pos {
             // Every registered validator, with its stake and standing.
-            let list = self.store.validators().map_err(ApiError::internal)?;
+            let list = self.store().validators().map_err(ApiError::internal)?;
             return Ok(list
                 .iter()
                 .map(|v| {
@@ -917,7 +1230,7 @@ impl Driver {
                 .collect());
         }
         let list: Vec<serde_json::Value> = self
-            .store
+            .store()
             .genesis()
             .validators
             .iter()

@@ -26,6 +26,7 @@ pub mod config;
 pub mod driver;
 pub mod home;
 pub mod limit;
+mod membership;
 mod pbft_host;
 mod query;
 pub mod rpc;

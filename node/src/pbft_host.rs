@@ -20,6 +20,9 @@ use pyralog_p2p::fetch::{BLOCKS, FetchRequest, FetchResponse, MAX_RESPONSE};
 use pyralog_p2p::network::MessageIdOf;
 use pyralog_p2p::{NetCommand, NetEvent, PeerId, Topic, Verdict};
 
+use pyralog_cluster::{Command as RaftCommand, Response};
+use pyralog_consensus::bft::Statement;
+
 use crate::driver::{ApiError, Consensus, Driver, now_ms};
 use crate::limit::PerSecond;
 
@@ -27,6 +30,9 @@ use crate::limit::PerSecond;
 pub(crate) struct Pending {
     /// Records to make durable before anything else.
     records: Vec<Vec<u8>>,
+    /// Statements signed with the cluster's key among them: each intent
+    /// commits through the cluster's log before anything is sent.
+    intents: Vec<Statement>,
     /// Effects to carry out once they are.
     effects: Vec<Effect>,
     /// Verdicts on the gossip messages the inputs came from.
@@ -45,6 +51,7 @@ impl Default for Pending {
     fn default() -> Self {
         Pending {
             records: Vec::new(),
+            intents: Vec::new(),
             effects: Vec::new(),
             reports: Vec::new(),
             relay: Vec::new(),
@@ -231,6 +238,25 @@ impl Driver {
     /// [`Driver::feed_pbft`] for any input of the ordering engine (proof of
     /// stake's evidence and epochs too).
     fn feed_ordered(&mut self, input: pos::Input, gossip: Option<(MessageIdOf, PeerId)>) {
+        if !self.leading {
+            // A follower runs no engine; it relays what is well signed.
+            if let Some((id, from)) = gossip {
+                let verdict = match &input {
+                    pos::Input::Bft(Input::Message(m)) => {
+                        let chain = &self.rules.genesis().chain_id;
+                        let st = m.message.statement();
+                        if st.verify(chain, &m.signer, &m.signature).is_ok() {
+                            Verdict::Accept
+                        } else {
+                            Verdict::Reject
+                        }
+                    }
+                    _ => Verdict::Ignore,
+                };
+                self.pending.reports.push((id, from, verdict));
+            }
+            return;
+        }
         let Some(engine) = self.ordered() else {
             return;
         };
@@ -238,7 +264,12 @@ impl Driver {
         let mut verdict = Verdict::Accept;
         for effect in effects {
             match effect {
-                Effect::Persist(r) => self.pending.records.push(r.to_bytes()),
+                Effect::Persist(r) => {
+                    if let Record::Signed(st) = &r {
+                        self.pending.intents.push(st.clone());
+                    }
+                    self.pending.records.push(r.to_bytes());
+                }
                 Effect::Rejected { from, reason } => {
                     if reason.is_misbehaviour() {
                         tracing::warn!(%from, ?reason, "consensus message rejected");
@@ -262,6 +293,7 @@ impl Driver {
     pub(crate) fn flush_pbft(&mut self) {
         loop {
             let records = std::mem::take(&mut self.pending.records);
+            let intents = std::mem::take(&mut self.pending.intents);
             let effects = std::mem::take(&mut self.pending.effects);
             let reports = std::mem::take(&mut self.pending.reports);
             let relay = std::mem::take(&mut self.pending.relay);
@@ -269,27 +301,50 @@ impl Driver {
                 return;
             }
             // Blocks first: the first one's commit carries the records, so a
-            // turn that finalizes a block costs one fsync, not two.
+            // turn that finalizes a block costs one log entry, not two.
             let (commits, effects): (Vec<Effect>, Vec<Effect>) = effects
                 .into_iter()
                 .partition(|e| matches!(e, Effect::Commit(_)));
             let mut records = Some(records);
             for effect in commits {
                 if let Effect::Commit(block) = effect {
-                    let next = self.commit_block(block, &records.take().unwrap_or_default());
+                    let Some(next) = self.commit_block(block, records.take().unwrap_or_default())
+                    else {
+                        return self.step_back(reports);
+                    };
                     self.feed_pbft(next, None);
                 }
             }
-            if let Some(records) = records
-                && let Err(error) = self.store.append_engine_records(&records)
-            {
-                tracing::error!(%error, "cannot persist consensus state; stopping");
-                std::process::exit(2);
+            if let Some(records) = records.filter(|r| !r.is_empty()) {
+                let count = records.len() as u64;
+                let from = self.engine_len;
+                match self.write(RaftCommand::EngineRecords { from, records }) {
+                    Some(Response::Done) => self.engine_len += count,
+                    Some(other) => {
+                        tracing::error!(?other, "cannot persist consensus state; stopping");
+                        std::process::exit(2);
+                    }
+                    None => return self.step_back(reports),
+                }
             }
+            // No signature leaves before its intent is committed: a leader
+            // that takes over never signs against it (ADR 0010).
+            let Some(refused) = self.authorize(intents) else {
+                return self.step_back(reports);
+            };
             for effect in effects {
                 match effect {
                     Effect::Persist(_) | Effect::Rejected { .. } | Effect::Commit(_) => {}
-                    Effect::Broadcast(m) | Effect::Send { message: m, .. } => self.publish(&m),
+                    Effect::Broadcast(m) | Effect::Send { message: m, .. } => {
+                        if refused.contains(&m.message.statement()) {
+                            tracing::warn!(
+                                height = m.message.statement().height,
+                                "not sent: it conflicts with what this cluster signed before"
+                            );
+                        } else {
+                            self.publish(&m);
+                        }
+                    }
                     Effect::Fetch { after, .. } => self.fetch_blocks(after),
                     Effect::Evidence(ev) => {
                         tracing::warn!(validator = %ev.validator, kind = ev.first.kind.name(), height = ev.first.height, "equivocation");
@@ -354,10 +409,11 @@ impl Driver {
         });
     }
 
-    /// Executes and stores a committed block, with `records` for the engine
-    /// log in the same commit; answers the clients waiting on its
-    /// transactions. Returns the engine's next input.
-    fn commit_block(&mut self, block: CommittedBlock, records: &[Vec<u8>]) -> Input {
+    /// Executes and stores a committed block through the cluster's log, with
+    /// `records` for the engine log in the same entry. Returns the engine's
+    /// next input; `None` if this node no longer leads. Clients waiting on
+    /// its transactions hear from the applied log ([`Driver::on_applied`]).
+    fn commit_block(&mut self, block: CommittedBlock, records: Vec<Vec<u8>>) -> Option<Input> {
         let seq = block.proposal.seq();
         let certificate = Certificate {
             round: block.view,
@@ -378,40 +434,37 @@ impl Driver {
             signers: lc.commits.iter().map(|v| v.validator).collect(),
         });
         let epoch_before = self.epoch_of_store();
-        let result = self.store.commit_ordered_with_votes(
-            p.proposer(),
-            p.timestamp_ms(),
-            p.txs().to_vec(),
-            engine_data_of(&block),
+        let count = records.len() as u64;
+        let height = self.store().tip().height + 1;
+        let ordered = pyralog_cluster::Ordered {
+            height,
+            proposer: p.proposer(),
+            timestamp_ms: p.timestamp_ms(),
+            txs: p.txs().iter().map(|t| t.tx().clone()).collect(),
+            engine_data: engine_data_of(&block),
             certificate,
             records,
-            votes.as_ref(),
-        );
-        let (tip, failed) = match result {
-            Ok(r) => r,
-            Err(error) => {
-                tracing::error!(seq, %error, "cannot commit a finalized block; stopping");
+            votes,
+        };
+        let (state_root, failed) = match self.write(RaftCommand::Ordered(ordered))? {
+            Response::Block {
+                state_root, failed, ..
+            } => (state_root, failed.len()),
+            other => {
+                tracing::error!(seq, ?other, "cannot commit a finalized block; stopping");
                 std::process::exit(2);
             }
         };
+        self.engine_len += count;
         self.metrics.blocks_committed += 1;
-        self.metrics.txs_committed += (p.txs().len() - failed.len()) as u64;
-        for tx in p.txs() {
-            let id = tx.id();
-            let answer = match failed.iter().find(|(f, _)| *f == id) {
-                Some((_, e)) => Err(ApiError::from_ledger(e)),
-                None => Ok("final"),
-            };
-            for w in self.waiters.remove(&id).unwrap_or_default() {
-                let _ = w.send(answer.clone());
-            }
-        }
+        self.metrics.txs_committed += (p.txs().len() - failed) as u64;
         // The block that closed an epoch fixed the next one's set.
         if let Some(before) = epoch_before
             && let Some(after) = self.epoch_of_store()
             && after != before
         {
-            match staked_set(&self.store) {
+            let set = staked_set(&self.store());
+            match set {
                 Ok(validators) => {
                     tracing::info!(epoch = after, validators = validators.len(), "new epoch");
                     self.admission.set_validators(validators.clone());
@@ -429,18 +482,86 @@ impl Driver {
                 }
             }
         }
-        Input::Executed {
-            seq,
-            state_root: tip.state_root,
+        Some(Input::Executed { seq, state_root })
+    }
+
+    /// Commits the intents to sign `statements` through the cluster's log;
+    /// returns those refused (they conflict with what the cluster's key
+    /// signed before, under an earlier leader), or `None` if this node no
+    /// longer leads.
+    fn authorize(&mut self, statements: Vec<Statement>) -> Option<Vec<Statement>> {
+        if statements.is_empty() {
+            return Some(Vec::new());
+        }
+        let member = std::sync::Arc::clone(&self.member);
+        let results = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(async {
+                let tasks: Vec<_> = statements
+                    .iter()
+                    .map(|st| {
+                        let (member, st) = (std::sync::Arc::clone(&member), st.clone());
+                        tokio::spawn(async move { member.authorize_signing(st).await })
+                    })
+                    .collect();
+                let mut out = Vec::with_capacity(tasks.len());
+                for t in tasks {
+                    out.push(t.await);
+                }
+                out
+            })
+        });
+        let mut refused = Vec::new();
+        for (st, result) in statements.into_iter().zip(results) {
+            match result {
+                Ok(Ok(_)) => {}
+                Ok(Err(pyralog_cluster::Error::SigningRefused(why))) => {
+                    tracing::warn!(
+                        height = st.height,
+                        round = st.round,
+                        ?why,
+                        "signing refused"
+                    );
+                    refused.push(st);
+                }
+                Ok(Err(error)) if error.is_fatal() => {
+                    tracing::error!(%error, "storage failed; stopping");
+                    std::process::exit(2);
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "cannot commit a signing intent; stepping back");
+                    self.leading = false;
+                    return None;
+                }
+                Err(error) => {
+                    tracing::error!(%error, "a signing task failed; stopping");
+                    std::process::exit(2);
+                }
+            }
+        }
+        Some(refused)
+    }
+
+    /// Gives up the turn after losing the lead: nothing the engine asked for
+    /// is carried out (the new leader's engine decides), and the messages it
+    /// came from are neither judged nor held against their senders.
+    fn step_back(&mut self, reports: Vec<(MessageIdOf, PeerId, Verdict)>) {
+        self.leading = false;
+        self.pending = Pending::default();
+        for (id, from, _) in reports {
+            self.net.command(NetCommand::Report {
+                id,
+                from,
+                verdict: Verdict::Ignore,
+            });
         }
     }
 
     /// The epoch a pos store is in (`None` under other engines).
     fn epoch_of_store(&self) -> Option<u64> {
-        if self.store.genesis().engine != Engine::Pos {
+        if self.rules.genesis().engine != Engine::Pos {
             return None;
         }
-        match self.store.staking() {
+        match self.store().staking() {
             Ok(s) => Some(s.epoch),
             Err(error) => {
                 tracing::error!(%error, "cannot read the staking state; stopping");
@@ -456,7 +577,7 @@ impl Driver {
     fn report_evidence(&mut self, ev: &pyralog_ledger::evidence::Evidence) {
         let key = self.validator.clone();
         let sender = key.address();
-        let nonce = match self.store.account(&sender) {
+        let nonce = match self.store().account(&sender) {
             Ok(a) => a.nonce,
             Err(error) => {
                 tracing::warn!(%error, "cannot read this validator's account for evidence");
@@ -464,7 +585,7 @@ impl Driver {
             }
         };
         let body = TxBody {
-            chain_id: self.store.genesis().chain_id.clone(),
+            chain_id: self.rules.genesis().chain_id.clone(),
             sender,
             nonce,
             epoch: self.current_epoch(),
@@ -473,7 +594,7 @@ impl Driver {
             },
         };
         let bits = self.required_difficulty();
-        let pow = self.store.rules().pow_key();
+        let pow = self.rules.pow_key();
         let params = pyralog_ledger::pow::SolveParams {
             threads: 1,
             ..pyralog_ledger::pow::SolveParams::new(bits)
@@ -519,7 +640,7 @@ impl Driver {
         let mut bytes = 0;
         let last = r.to_seq.min(r.from_seq.saturating_add(FETCH_BLOCKS - 1));
         for height in r.from_seq..=last {
-            let Some(block) = self.store.block(height)? else {
+            let Some(block) = self.store().block(height)? else {
                 break;
             };
             let encoded = committed_bytes(&block)?;
@@ -535,8 +656,19 @@ impl Driver {
     /// Admits a transaction for PBFT: the stateless checks and replay, then it
     /// goes to this node's pool and, if `relay`, to every other validator's.
     pub(crate) fn submit_pbft(&mut self, tx: VerifiedTx, relay: bool) -> Result<(), ApiError> {
-        let rules = self.store.rules();
-        let checked = rules
+        self.admit_ordered(&tx, relay)?;
+        if relay {
+            self.pending.relay.push(tx.tx().to_bytes());
+        }
+        self.feed_pbft(Input::Submit(tx), None);
+        Ok(())
+    }
+
+    /// The checks [`Driver::submit_pbft`] makes before the pool.
+    pub(crate) fn admit_ordered(&self, tx: &VerifiedTx, relay: bool) -> Result<(), ApiError> {
+        let tx = tx.clone();
+        let checked = self
+            .rules
             .check_stateless(&tx, self.current_epoch())
             .map_err(|e| ApiError::from_ledger(&e))
             // From a client of this node: the difficulty asked now applies.
@@ -547,7 +679,7 @@ impl Driver {
                     Ok(())
                 }
             })
-            .and_then(|_| match self.store.tx_location(&tx.id()) {
+            .and_then(|_| match self.store().tx_location(&tx.id()) {
                 Ok(Some(_)) => Err(ApiError::bad(
                     "replayed",
                     "replayed transaction: it was already committed",
@@ -556,12 +688,7 @@ impl Driver {
                 Err(e) => Err(ApiError::internal(e)),
             })
             .and_then(|_| self.check_evidence_tx(&tx));
-        checked?;
-        if relay {
-            self.pending.relay.push(tx.tx().to_bytes());
-        }
-        self.feed_pbft(Input::Submit(tx), None);
-        Ok(())
+        checked
     }
 
     /// An `Evidence` transaction is judged when it arrives, as its block
@@ -580,7 +707,7 @@ impl Driver {
         };
         let evidence =
             pyralog_ledger::evidence::Evidence::from_bytes(data).map_err(|e| refused(&e))?;
-        match self.store.check_evidence(&evidence) {
+        match self.store().check_evidence(&evidence) {
             Ok(()) => Ok(()),
             Err(e) if e.is_fatal() => Err(ApiError::internal(e)),
             Err(e) => Err(refused(&e)),

@@ -29,6 +29,10 @@ pub const WAIT: Duration = Duration::from_secs(30);
 pub struct RpcState {
     /// The driver's request queue.
     pub driver: mpsc::Sender<Request>,
+    /// This node's cluster member (reads at a consistency level, membership).
+    pub member: std::sync::Arc<pyralog_cluster::Member>,
+    /// The cluster's validator key's address (its signing history).
+    pub validator: pyralog_ledger::Address,
     /// The chain's stamp difficulty bounds.
     pub min_difficulty: u32,
     /// The most a node may require.
@@ -87,6 +91,12 @@ pub fn router(state: RpcState) -> Router {
         .route("/kv/{address}/{key}", get(kv))
         .route("/pow/difficulty", get(difficulty))
         .route("/metrics", get(metrics))
+        .route("/cluster", get(crate::membership::status))
+        .route("/cluster/learners", post(crate::membership::add_learner))
+        .route("/cluster/voters", post(crate::membership::promote))
+        .route("/cluster/remove", post(crate::membership::remove))
+        .route("/cluster/history", get(crate::membership::export_history))
+        .route("/cluster/history", post(crate::membership::import_history))
         .route("/query", post(crate::query::query))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
@@ -350,14 +360,58 @@ async fn tx(
 async fn account(
     State(s): State<RpcState>,
     Path(address): Path<String>,
+    Query(q): Query<ReadQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let a = parse_address(&address)?;
+    consistent(&s, q.consistency.as_deref()).await?;
     ask(&s, |r| Request::Account(a, r)).await?.map(Json)
 }
 
 #[derive(Deserialize)]
 struct KvQuery {
     proof: Option<bool>,
+    consistency: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ReadQuery {
+    consistency: Option<String>,
+}
+
+/// Makes a read wait as its `?consistency=` level asks (as rqlite does):
+/// `none` (the default) reads this member's state as it is; `leader` only
+/// on the member that believes it leads; `linearizable` after this member
+/// has applied everything the cluster committed before the call (Raft's
+/// read index, never a lease or a clock).
+async fn consistent(s: &RpcState, level: Option<&str>) -> Result<(), ApiError> {
+    use pyralog_cluster::Error as E;
+    let level = match level {
+        None | Some("none") => return Ok(()),
+        Some("leader") => pyralog_cluster::Consistency::Leader,
+        Some("linearizable") => pyralog_cluster::Consistency::Linearizable,
+        Some(other) => {
+            return Err(ApiError::bad(
+                "bad_request",
+                format!("consistency={other:?}: use none, leader or linearizable"),
+            ));
+        }
+    };
+    match s.member.read(level, |_| ()).await {
+        Ok(()) => Ok(()),
+        Err(E::NotLeader { leader, .. }) => Err(ApiError {
+            status: 409,
+            code: "not_leader",
+            message: match leader {
+                Some(l) => format!("this member does not lead its cluster; member {l} does"),
+                None => "this member does not lead its cluster, and no leader is known".into(),
+            },
+        }),
+        Err(e) => Err(ApiError {
+            status: 503,
+            code: "no_leader",
+            message: format!("cannot read at that level now: {e}"),
+        }),
+    }
 }
 
 async fn kv(
@@ -368,6 +422,7 @@ async fn kv(
     let a = parse_address(&address)?;
     let key = key.into_bytes();
     let proof = q.proof.unwrap_or(false);
+    consistent(&s, q.consistency.as_deref()).await?;
     match ask(&s, |reply| Request::Record {
         address: a,
         key,

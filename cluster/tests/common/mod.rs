@@ -74,6 +74,7 @@ pub fn ordered_put(
             votes: Vec::new(),
         },
         records: Vec::new(),
+        votes: None,
     });
     (cmd, id)
 }

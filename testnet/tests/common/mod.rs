@@ -48,7 +48,12 @@ pub fn up_with_epochs(
     floor: u32,
     epoch_length: u64,
 ) -> Running {
-    let tmp = tempfile::tempdir().expect("dir");
+    let mut tmp = tempfile::tempdir().expect("dir");
+    if std::env::var_os("PYRALOG_TEST_KEEP").is_some() {
+        // Debugging a failure: the nodes' homes and logs stay.
+        tmp.disable_cleanup(true);
+        eprintln!("devnet in {}", tmp.path().display());
+    }
     let base = 10_000 + (std::process::id() % 200) as u16 * 100 + slot * 10;
     Devnet::up(
         &Plan {
