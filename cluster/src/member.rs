@@ -143,6 +143,11 @@ pub struct Status {
     pub applied: Option<u64>,
     /// The last committed index.
     pub committed: Option<u64>,
+    /// The last index covered by this member's snapshot.
+    pub snapshot: Option<u64>,
+    /// The last index purged from this member's log: a member behind it
+    /// can only catch up from a snapshot.
+    pub purged: Option<u64>,
 }
 
 /// A snapshot being received.
@@ -302,6 +307,8 @@ impl Member {
             learners: membership.learner_ids().collect(),
             applied: m.last_applied.map(|l| l.index),
             committed: m.local_committed.map(|l| l.index),
+            snapshot: m.snapshot.map(|l| l.index),
+            purged: m.purged.map(|l| l.index),
         }
     }
 

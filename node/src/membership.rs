@@ -44,6 +44,13 @@ pub(crate) async fn status(State(s): State<RpcState>) -> Json<pyralog_cluster::S
     Json(s.member.status())
 }
 
+/// This member's view once it has applied what the cluster committed (a
+/// change made through the leader shows here too).
+async fn settled(s: &RpcState) -> Result<Json<pyralog_cluster::Status>, ApiError> {
+    s.member.linearize().await.map_err(cluster_error)?;
+    Ok(Json(s.member.status()))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Learner {
@@ -72,7 +79,7 @@ pub(crate) async fn add_learner(
         .add_learner(l.id, pyralog_cluster::MemberAddr { addr: l.addr })
         .await
         .map_err(cluster_error)?;
-    Ok(Json(s.member.status()))
+    settled(&s).await
 }
 
 #[derive(Deserialize)]
@@ -94,7 +101,7 @@ pub(crate) async fn promote(
 ) -> Result<Json<pyralog_cluster::Status>, ApiError> {
     check_ids(&ids)?;
     s.member.promote(&ids.ids).await.map_err(cluster_error)?;
-    Ok(Json(s.member.status()))
+    settled(&s).await
 }
 
 pub(crate) async fn remove(
@@ -103,7 +110,7 @@ pub(crate) async fn remove(
 ) -> Result<Json<pyralog_cluster::Status>, ApiError> {
     check_ids(&ids)?;
     s.member.remove(&ids.ids).await.map_err(cluster_error)?;
-    Ok(Json(s.member.status()))
+    settled(&s).await
 }
 
 pub(crate) async fn export_history(

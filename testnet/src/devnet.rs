@@ -15,6 +15,8 @@ pub struct NodeSpec {
     pub name: String,
     /// Its cluster's index.
     pub cluster: usize,
+    /// Its id inside its cluster (1, 2, ...).
+    pub member: u64,
     /// Its RPC URL.
     pub rpc: String,
     /// Its p2p multiaddress, with `/p2p/<peer id>`.
@@ -49,6 +51,9 @@ pub struct Devnet {
 pub struct Plan {
     /// Clusters (one validator each).
     pub clusters: usize,
+    /// Nodes in each cluster (one Raft group sharing the cluster's
+    /// validator key).
+    pub nodes_per_cluster: usize,
     /// The engine.
     pub engine: Engine,
     /// Where its files go.
@@ -100,6 +105,13 @@ impl Devnet {
         if plan.clusters == 0 {
             bail!("--clusters must be at least 1");
         }
+        if plan.nodes_per_cluster == 0 || plan.nodes_per_cluster > 7 {
+            bail!(
+                "--nodes-per-cluster must be 1 to 7; got {}",
+                plan.nodes_per_cluster
+            );
+        }
+        let per = plan.nodes_per_cluster;
         if plan.dir.join("devnet.json").exists() {
             bail!(
                 "{} already holds a devnet; remove it or pass another --dir",
@@ -120,7 +132,7 @@ impl Devnet {
         let vals: Vec<(&Keypair, String)> = validators
             .iter()
             .enumerate()
-            .map(|(i, k)| (k, format!("/ip4/127.0.0.1/tcp/{}", p2p_port(i))))
+            .map(|(i, k)| (k, format!("/ip4/127.0.0.1/tcp/{}", p2p_port(i * per))))
             .collect();
         let chain_id = "pyralog-devnet";
         let mut params = devkit::devnet_params(plan.min_difficulty);
@@ -150,35 +162,43 @@ impl Devnet {
         crate::write_secret(&dir.join("keys").join("faucet.key"), &faucet)?;
 
         let mut nodes = Vec::new();
-        for (i, key) in validators.iter().enumerate() {
-            let name = format!("node-{i}");
-            let home = dir.join(&name);
-            let vkey = dir.join("keys").join(format!("validator-{i}.key"));
+        for (c, key) in validators.iter().enumerate() {
+            let vkey = dir.join("keys").join(format!("validator-{c}.key"));
             crate::write_secret(&vkey, key)?;
-            node_once(
-                &exe,
-                &[
-                    "init",
-                    "--home",
-                    &home.to_string_lossy(),
-                    "--genesis",
-                    &genesis.to_string_lossy(),
-                    "--moniker",
-                    &name,
-                    "--validator-key",
-                    &vkey.to_string_lossy(),
-                ],
-            )?;
-            let peer = node_once(&exe, &["peer-id", "--home", &home.to_string_lossy()])?
-                .trim()
-                .to_owned();
-            nodes.push(NodeSpec {
-                name,
-                cluster: i,
-                rpc: format!("http://127.0.0.1:{}", rpc_port(i)),
-                p2p: format!("/ip4/127.0.0.1/tcp/{}/p2p/{peer}", p2p_port(i)),
-                home,
-            });
+            for m in 0..per {
+                let i = c * per + m;
+                let name = if per == 1 {
+                    format!("node-{c}")
+                } else {
+                    format!("node-{c}-{m}")
+                };
+                let home = dir.join(&name);
+                node_once(
+                    &exe,
+                    &[
+                        "init",
+                        "--home",
+                        &home.to_string_lossy(),
+                        "--genesis",
+                        &genesis.to_string_lossy(),
+                        "--moniker",
+                        &name,
+                        "--validator-key",
+                        &vkey.to_string_lossy(),
+                    ],
+                )?;
+                let peer = node_once(&exe, &["peer-id", "--home", &home.to_string_lossy()])?
+                    .trim()
+                    .to_owned();
+                nodes.push(NodeSpec {
+                    name,
+                    cluster: c,
+                    member: m as u64 + 1,
+                    rpc: format!("http://127.0.0.1:{}", rpc_port(i)),
+                    p2p: format!("/ip4/127.0.0.1/tcp/{}/p2p/{peer}", p2p_port(i)),
+                    home,
+                });
+            }
         }
         let mut net = Devnet {
             nodes,
@@ -233,6 +253,19 @@ impl Devnet {
         for peer in self.banned.get(i).into_iter().flatten() {
             cmd.args(["--ban", peer]);
         }
+        // The members of its cluster, itself included (they found it
+        // together).
+        let members: Vec<&NodeSpec> = self
+            .nodes
+            .iter()
+            .filter(|o| o.cluster == n.cluster)
+            .collect();
+        if members.len() > 1 {
+            cmd.args(["--cluster-id", &n.member.to_string()]);
+            for m in members {
+                cmd.args(["--cluster-peer", &format!("{}={}", m.member, m.p2p)]);
+            }
+        }
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -281,7 +314,7 @@ impl Devnet {
             "chain_id": self.chain_id,
             "engine": self.engine.name(),
             "genesis": self.dir.join("genesis.json"),
-            "nodes": self.nodes.iter().map(|n| json!({"name": n.name, "cluster": n.cluster, "rpc": n.rpc, "p2p": n.p2p, "home": n.home})).collect::<Vec<_>>(),
+            "nodes": self.nodes.iter().map(|n| json!({"name": n.name, "cluster": n.cluster, "member": n.member, "rpc": n.rpc, "p2p": n.p2p, "home": n.home})).collect::<Vec<_>>(),
             "faucet": {"key_file": self.dir.join("keys").join("faucet.key"), "address": self.faucet.address().to_human()},
         })
     }

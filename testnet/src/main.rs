@@ -52,7 +52,9 @@ enum Command {
         /// How many clusters (validators).
         #[arg(long, default_value_t = 4)]
         clusters: usize,
-        /// Nodes per cluster (more than one arrives with clusters, issue 5).
+        /// Nodes per cluster: each cluster is a Raft group whose nodes share
+        /// its validator key; the leader runs the engine, and a write to any
+        /// node is forwarded to it.
         #[arg(long, default_value_t = 1)]
         nodes_per_cluster: usize,
         /// How the network agrees.
@@ -190,6 +192,7 @@ fn run(cli: Cli) -> Result<()> {
             let exe = std::env::current_exe().context("cannot find this program's path")?;
             let plan = devnet::Plan {
                 clusters,
+                nodes_per_cluster: 1,
                 engine: engine.into(),
                 dir: tmp.clone(),
                 base_port,
@@ -230,14 +233,10 @@ fn run(cli: Cli) -> Result<()> {
             dir,
             base_port,
         } => {
-            if nodes_per_cluster != 1 {
-                bail!(
-                    "--nodes-per-cluster {nodes_per_cluster}: clusters of more than one node arrive with intra-cluster Raft (issue 5)"
-                );
-            }
             let exe = std::env::current_exe().context("cannot find this program's path")?;
             let plan = devnet::Plan {
                 clusters,
+                nodes_per_cluster,
                 engine: engine.into(),
                 dir,
                 base_port,

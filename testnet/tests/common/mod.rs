@@ -48,6 +48,18 @@ pub fn up_with_epochs(
     floor: u32,
     epoch_length: u64,
 ) -> Running {
+    up_plan(engine, clusters, 1, slot, floor, epoch_length)
+}
+
+/// A devnet whose clusters have `per` nodes each.
+pub fn up_plan(
+    engine: Engine,
+    clusters: usize,
+    per: usize,
+    slot: u16,
+    floor: u32,
+    epoch_length: u64,
+) -> Running {
     let mut tmp = tempfile::tempdir().expect("dir");
     if std::env::var_os("PYRALOG_TEST_KEEP").is_some() {
         // Debugging a failure: the nodes' homes and logs stay.
@@ -58,6 +70,7 @@ pub fn up_with_epochs(
     Devnet::up(
         &Plan {
             clusters,
+            nodes_per_cluster: per,
             engine,
             dir: tmp.path().to_path_buf(),
             base_port: base,
