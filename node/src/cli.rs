@@ -243,7 +243,10 @@ where
 {
     let cli = Cli::parse_from(args);
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log_level));
+        // openraft narrates every election and membership change at info.
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(format!("{},openraft=warn", cli.log_level))
+        });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

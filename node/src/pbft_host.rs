@@ -266,7 +266,7 @@ impl Driver {
             match effect {
                 Effect::Persist(r) => {
                     if let Record::Signed(st) = &r {
-                        self.pending.intents.push(st.clone());
+                        self.pending.intents.push(*st);
                     }
                     self.pending.records.push(r.to_bytes());
                 }
@@ -499,7 +499,7 @@ impl Driver {
                 let tasks: Vec<_> = statements
                     .iter()
                     .map(|st| {
-                        let (member, st) = (std::sync::Arc::clone(&member), st.clone());
+                        let (member, st) = (std::sync::Arc::clone(&member), *st);
                         tokio::spawn(async move { member.authorize_signing(st).await })
                     })
                     .collect();
@@ -666,15 +666,13 @@ impl Driver {
 
     /// The checks [`Driver::submit_pbft`] makes before the pool.
     pub(crate) fn admit_ordered(&self, tx: &VerifiedTx, relay: bool) -> Result<(), ApiError> {
-        let tx = tx.clone();
-        let checked = self
-            .rules
-            .check_stateless(&tx, self.current_epoch())
+        self.rules
+            .check_stateless(tx, self.current_epoch())
             .map_err(|e| ApiError::from_ledger(&e))
             // From a client of this node: the difficulty asked now applies.
             .and_then(|_| {
                 if relay {
-                    self.check_stamp_now(&tx)
+                    self.check_stamp_now(tx)
                 } else {
                     Ok(())
                 }
@@ -687,8 +685,7 @@ impl Driver {
                 Ok(None) => Ok(()),
                 Err(e) => Err(ApiError::internal(e)),
             })
-            .and_then(|_| self.check_evidence_tx(&tx));
-        checked
+            .and_then(|_| self.check_evidence_tx(tx))
     }
 
     /// An `Evidence` transaction is judged when it arrives, as its block
