@@ -176,7 +176,7 @@ mod handler_tests {
         _dir: tempfile::TempDir,
     }
 
-    fn node(sql: SqlConfig, slots: usize) -> Node {
+    async fn node(sql: SqlConfig, slots: usize) -> Node {
         let dir = tempfile::tempdir().expect("dir");
         let faucet = devkit::key(1);
         let validators: Vec<_> = (100..104).map(devkit::key).collect();
@@ -191,6 +191,14 @@ mod handler_tests {
             &[(&faucet, 77)],
             &vals,
         );
+        // The member the RPC needs (it is not queried here: the driver
+        // stand-in below serves snapshots of its own store).
+        let member = pyralog_cluster::Member::start(
+            pyralog_cluster::MemberConfig::new(1, dir.path().join("member"), file.clone()),
+            pyralog_cluster::MemNet::new().transport(1),
+        )
+        .await
+        .expect("member");
         let store = Store::open(&dir.path().join("db"), &file).expect("store");
         let chain = store.genesis().chain_id.clone();
         let (tx, mut rx) = mpsc::channel::<Request>(8);
@@ -204,6 +212,8 @@ mod handler_tests {
         Node {
             state: RpcState {
                 driver: tx,
+                member,
+                validator: validators[0].address(),
                 min_difficulty: 0,
                 max_difficulty: 0,
                 keys: Arc::new(Mutex::new(KeyCache::new(8))),
@@ -235,7 +245,7 @@ mod handler_tests {
 
     #[tokio::test]
     async fn json_and_arrow_answers_name_their_snapshot() {
-        let n = node(SqlConfig::default(), 2);
+        let n = node(SqlConfig::default(), 2).await;
         let r = ask(&n, "SELECT sum(balance) FROM accounts", None)
             .await
             .expect("ok");
@@ -267,7 +277,8 @@ mod handler_tests {
                 max_concurrent: 1,
             },
             1,
-        );
+        )
+        .await;
         let cases = [
             ("DROP TABLE accounts", "read_only"),
             ("SELEC 1", "sql_parse"),
@@ -297,7 +308,7 @@ mod handler_tests {
 
     #[tokio::test]
     async fn one_query_too_many_is_busy() {
-        let n = node(SqlConfig::default(), 0);
+        let n = node(SqlConfig::default(), 0).await;
         let e = ask(&n, "SELECT 1", None).await.expect_err("busy");
         assert_eq!((e.status, e.code), (503, "busy"));
     }
