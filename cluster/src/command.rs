@@ -146,7 +146,7 @@ pub enum Response {
     },
     /// A signing intent was recorded, or refused because it conflicts with
     /// one already committed.
-    Intent(Result<(), crate::intent::Refusal>),
+    Intent(#[serde(with = "crate::wire::intent_answer")] Result<(), crate::intent::Refusal>),
     /// What each batch of a [`Command::Batches`] came to, in order.
     Batches(Vec<BatchOutcome>),
     /// The command was refused by the ledger's rules; nothing changed. Every
@@ -434,6 +434,30 @@ mod tests {
             let back: Command = crate::wire::decode("command", &bytes, 1 << 20).expect("decode");
             assert_eq!(back, c);
             assert_eq!(Command::from_bytes(&c.to_bytes()).expect("canonical"), c);
+        }
+    }
+
+    #[test]
+    fn intent_answers_round_trip_through_the_envelope() {
+        use crate::intent::Refusal;
+        for r in [
+            Response::Intent(Ok(())),
+            Response::Intent(Err(Refusal::Conflict {
+                kind: "prepare".into(),
+                height: 7,
+                round: 2,
+                committed: Hash([1; 32]).to_hex(),
+                requested: Hash([2; 32]).to_hex(),
+            })),
+            Response::Intent(Err(Refusal::BelowFloor {
+                height: 3,
+                floor: 5,
+            })),
+            Response::Intent(Err(Refusal::Full(9))),
+        ] {
+            let bytes = crate::wire::encode("response", &r, 1 << 20).expect("encode");
+            let back: Response = crate::wire::decode("response", &bytes, 1 << 20).expect("decode");
+            assert_eq!(back, r);
         }
     }
 

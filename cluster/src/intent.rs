@@ -7,12 +7,11 @@
 //! knows everything the key may have signed, and refuses to sign a
 //! statement that conflicts with one of them.
 //!
-//! Two statements conflict when they have the same kind, round (view) and
-//! height and different digests: exactly what `consensus::bft::Votes` turns
-//! into `Evidence` and what proof of stake slashes. Signing the very same
-//! statement again is allowed (it adds nothing a peer could use). Below the
-//! *floor* the history has been pruned (or was imported without detail), so
-//! nothing there may be signed at all.
+//! The rule itself ([`SigningHistory`], [`Slot`], [`Verdict`], [`Refusal`])
+//! is `pyralog_consensus::intent`, re-exported here: the consensus
+//! simulator drives the very same code through leader failovers. What this
+//! module adds is the cluster's side: the interchange file, and the
+//! commands that carry an import through Raft.
 //!
 //! The history can be exported and imported as a JSON file in the spirit of
 //! EIP-3076 (the Ethereum validator slashing-protection interchange format):
@@ -24,12 +23,10 @@
 use std::collections::BTreeMap;
 
 use pyralog_consensus::bft::{Kind, Statement};
+pub use pyralog_consensus::intent::{MAX_INTENTS, Refusal, SigningHistory, Slot, Verdict};
 use pyralog_ledger::{Address, ChainId, Hash};
 use serde::{Deserialize, Serialize};
 
-/// The most intents a history holds; the engine prunes final heights with
-/// [`crate::Command::PruneIntents`] long before this.
-pub const MAX_INTENTS: usize = 100_000;
 /// The largest signing-history file accepted.
 pub const MAX_FILE_BYTES: usize = 32 << 20;
 /// The interchange format's name.
@@ -46,186 +43,28 @@ const KINDS: [Kind; 6] = [
     Kind::NewView,
 ];
 
-/// Where a statement sits: at most one digest may ever be signed per slot.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Slot {
-    /// The height (PBFT's sequence number).
-    pub height: u64,
-    /// The round (PBFT's view).
-    pub round: u64,
-    /// The kind of statement.
-    pub kind: Kind,
-}
-
-impl Slot {
-    /// The slot of a statement.
-    pub fn of(s: &Statement) -> Slot {
-        Slot {
-            height: s.height,
-            round: s.round,
-            kind: s.kind,
-        }
-    }
-
-    /// A fixed 17-byte key (height, round big-endian, kind), ordered like the
-    /// slot; the state machine stores intents under it.
-    pub fn key(&self) -> [u8; 17] {
-        let mut k = [0u8; 17];
-        k[..8].copy_from_slice(&self.height.to_be_bytes());
-        k[8..16].copy_from_slice(&self.round.to_be_bytes());
-        k[16] = self.kind as u8;
-        k
-    }
-
-    /// The slot a key names.
-    pub fn from_key(k: &[u8]) -> Option<Slot> {
-        if k.len() != 17 {
-            return None;
-        }
-        let height = u64::from_be_bytes(k[..8].try_into().ok()?);
-        let round = u64::from_be_bytes(k[8..16].try_into().ok()?);
-        let kind = *KINDS.iter().find(|x| **x as u8 == k[16])?;
-        Some(Slot {
-            height,
-            round,
-            kind,
-        })
-    }
-}
-
-/// Why a statement may not be signed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-pub enum Refusal {
-    /// The key already committed to another digest in this slot.
-    #[error(
-        "the cluster already intended to sign {kind} at height {height}, round {round} for {committed}, not {requested}"
-    )]
-    Conflict {
-        /// The statement kind's name.
-        kind: String,
-        /// The height.
-        height: u64,
-        /// The round.
-        round: u64,
-        /// The digest already intended (hex).
-        committed: String,
-        /// The digest asked for (hex).
-        requested: String,
-    },
-    /// The height is below the floor: what was signed there is no longer known.
-    #[error("height {height} is below the signing floor {floor}")]
-    BelowFloor {
-        /// The height asked for.
-        height: u64,
-        /// The floor.
-        floor: u64,
-    },
-    /// The history holds [`MAX_INTENTS`] intents; prune final heights first.
-    #[error("the signing history is full ({0} intents); prune final heights")]
-    Full(usize),
-}
-
-/// Whether a statement is new to the history.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
-    /// Never intended before: commit the intent, then sign.
-    New,
-    /// This exact statement was intended before: it may be signed (again).
-    Repeat,
-}
-
-/// What the cluster's key has intended to sign.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SigningHistory {
-    intents: BTreeMap<Slot, Hash>,
-    floor: u64,
-}
-
-impl SigningHistory {
-    /// An empty history.
-    pub fn new() -> SigningHistory {
-        SigningHistory::default()
-    }
-
-    /// A history from stored parts.
-    pub fn from_parts(intents: BTreeMap<Slot, Hash>, floor: u64) -> SigningHistory {
-        SigningHistory { intents, floor }
-    }
-
-    /// The floor: no height below it may be signed.
-    pub fn floor(&self) -> u64 {
-        self.floor
-    }
-
-    /// How many intents it holds.
-    pub fn len(&self) -> usize {
-        self.intents.len()
-    }
-
-    /// Whether it holds none.
-    pub fn is_empty(&self) -> bool {
-        self.intents.is_empty()
-    }
-
-    /// The digest intended in `slot`, if any.
-    pub fn get(&self, slot: &Slot) -> Option<Hash> {
-        self.intents.get(slot).copied()
-    }
-
-    /// Every intent, in slot order.
-    pub fn iter(&self) -> impl Iterator<Item = (&Slot, &Hash)> {
-        self.intents.iter()
-    }
-
-    /// Whether `s` may be signed, without changing anything.
-    pub fn check(&self, s: &Statement) -> Result<Verdict, Refusal> {
-        if s.height < self.floor {
-            return Err(Refusal::BelowFloor {
-                height: s.height,
-                floor: self.floor,
-            });
-        }
-        match self.intents.get(&Slot::of(s)) {
-            Some(d) if *d == s.digest => Ok(Verdict::Repeat),
-            Some(d) => Err(Refusal::Conflict {
-                kind: s.kind.name().to_string(),
-                height: s.height,
-                round: s.round,
-                committed: d.to_hex(),
-                requested: s.digest.to_hex(),
-            }),
-            None if self.intents.len() >= MAX_INTENTS => Err(Refusal::Full(self.intents.len())),
-            None => Ok(Verdict::New),
-        }
-    }
-
-    /// Records `s` if it may be signed (what applying an intent does).
-    pub fn record(&mut self, s: &Statement) -> Result<Verdict, Refusal> {
-        let verdict = self.check(s)?;
-        if verdict == Verdict::New {
-            self.intents.insert(Slot::of(s), s.digest);
-        }
-        Ok(verdict)
-    }
-
-    /// Forgets intents below `height` and raises the floor to it (never
-    /// lowers it). Returns the slots removed.
-    pub fn prune_below(&mut self, height: u64) -> Vec<Slot> {
-        if height <= self.floor {
-            return Vec::new();
-        }
-        self.floor = height;
-        let keep = self.intents.split_off(&Slot {
-            height,
-            round: 0,
-            kind: Kind::PrePrepare,
-        });
-        let gone = std::mem::replace(&mut self.intents, keep);
-        gone.into_keys().collect()
-    }
-
+/// The extension that reads and writes a [`SigningHistory`] as an
+/// interchange file.
+pub trait HistoryFile {
     /// The history as an interchange file for `validator`.
-    pub fn export(&self, validator: &Address, chain_id: &ChainId, genesis: &Hash) -> Interchange {
+    fn export(&self, validator: &Address, chain_id: &ChainId, genesis: &Hash) -> Interchange;
+
+    /// Checks an interchange file against this history and works out what
+    /// importing it means: the floor to raise to, and the statements to add.
+    /// Nothing changes here; the caller commits the plan through Raft. The
+    /// file is refused whole if it is for another chain, genesis or key, is
+    /// malformed, contradicts itself, or contradicts this history.
+    fn plan_import(
+        &self,
+        file: &Interchange,
+        validator: &Address,
+        chain_id: &ChainId,
+        genesis: &Hash,
+    ) -> Result<ImportPlan, crate::Error>;
+}
+
+impl HistoryFile for SigningHistory {
+    fn export(&self, validator: &Address, chain_id: &ChainId, genesis: &Hash) -> Interchange {
         Interchange {
             metadata: Metadata {
                 format: FORMAT.to_string(),
@@ -235,9 +74,8 @@ impl SigningHistory {
             },
             data: vec![ValidatorHistory {
                 validator: validator.to_string(),
-                floor: self.floor.to_string(),
+                floor: self.floor().to_string(),
                 signed_statements: self
-                    .intents
                     .iter()
                     .map(|(slot, digest)| SignedStatement {
                         kind: slot.kind.name().to_string(),
@@ -250,12 +88,7 @@ impl SigningHistory {
         }
     }
 
-    /// Checks an interchange file against this history and works out what
-    /// importing it means: the floor to raise to, and the statements to add.
-    /// Nothing changes here; the caller commits the plan through Raft. The
-    /// file is refused whole if it is for another chain, genesis or key, is
-    /// malformed, contradicts itself, or contradicts this history.
-    pub fn plan_import(
+    fn plan_import(
         &self,
         file: &Interchange,
         validator: &Address,
@@ -319,7 +152,7 @@ impl SigningHistory {
                     st.round
                 )));
             }
-            if st.height < floor.max(self.floor) {
+            if st.height < floor.max(self.floor()) {
                 // Below the floor the detail does not matter: nothing there
                 // will be signed.
                 continue;
@@ -340,14 +173,14 @@ impl SigningHistory {
         }
         add.sort_by_key(Slot::of);
         add.dedup();
-        if self.intents.len() + add.len() > MAX_INTENTS {
+        if self.len() + add.len() > MAX_INTENTS {
             return Err(bad(format!(
                 "importing would hold {} intents, more than {MAX_INTENTS}",
-                self.intents.len() + add.len()
+                self.len() + add.len()
             )));
         }
         Ok(ImportPlan {
-            floor: (floor > self.floor).then_some(floor),
+            floor: (floor > self.floor()).then_some(floor),
             add,
         })
     }

@@ -36,7 +36,7 @@ use tokio::sync::Mutex;
 
 use crate::command::{Command, Response};
 use crate::error::Error;
-use crate::intent::Verdict;
+use crate::intent::{HistoryFile, Verdict};
 use crate::ledger::Ledger;
 use crate::log_store::{LogStore, open_cluster_db};
 use crate::machine::{LedgerMachine, MachineView};

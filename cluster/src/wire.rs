@@ -87,3 +87,71 @@ pub mod hash {
         d.deserialize_byte_buf(V)
     }
 }
+
+/// Serde for the answer to a signing intent, `Result<(), Refusal>`: the
+/// refusal is `pyralog_consensus`'s, which knows nothing of serde, so it
+/// travels as a mirror of itself (same variants, same fields).
+pub mod intent_answer {
+    use pyralog_consensus::intent::Refusal;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    enum Wire {
+        Conflict {
+            kind: String,
+            height: u64,
+            round: u64,
+            committed: String,
+            requested: String,
+        },
+        BelowFloor {
+            height: u64,
+            floor: u64,
+        },
+        Full(usize),
+    }
+
+    /// Writes the answer.
+    pub fn serialize<S: Serializer>(answer: &Result<(), Refusal>, s: S) -> Result<S::Ok, S::Error> {
+        let wire = answer.as_ref().map_err(|r| match r.clone() {
+            Refusal::Conflict {
+                kind,
+                height,
+                round,
+                committed,
+                requested,
+            } => Wire::Conflict {
+                kind,
+                height,
+                round,
+                committed,
+                requested,
+            },
+            Refusal::BelowFloor { height, floor } => Wire::BelowFloor { height, floor },
+            Refusal::Full(n) => Wire::Full(n),
+        });
+        wire.serialize(s)
+    }
+
+    /// Reads the answer.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Result<(), Refusal>, D::Error> {
+        let wire = Result::<(), Wire>::deserialize(d)?;
+        Ok(wire.map_err(|w| match w {
+            Wire::Conflict {
+                kind,
+                height,
+                round,
+                committed,
+                requested,
+            } => Refusal::Conflict {
+                kind,
+                height,
+                round,
+                committed,
+                requested,
+            },
+            Wire::BelowFloor { height, floor } => Refusal::BelowFloor { height, floor },
+            Wire::Full(n) => Refusal::Full(n),
+        }))
+    }
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::Harness;
 use pyralog_cluster::intent::{
-    FORMAT, Interchange, MAX_FILE_BYTES, Refusal, SigningHistory, Slot, Verdict,
+    FORMAT, HistoryFile, Interchange, MAX_FILE_BYTES, Refusal, SigningHistory, Slot, Verdict,
 };
 use pyralog_cluster::{Command, Error};
 use pyralog_consensus::bft::{Kind, Statement};

@@ -19,6 +19,8 @@
 //!   view changes, state transfer.
 //! - [`pos`]: the `pos` engine: the PBFT machinery with stake-weighted
 //!   proposers per height, one validator set per epoch, and evidence.
+//! - [`intent`]: signing intents: the history of what a validator key
+//!   intended to sign, and the rule that refuses a conflicting statement.
 //! - [`timelock`]: Rivest–Shamir–Wagner time-lock puzzles: seal with the
 //!   factors' shortcut, solve by sequential squaring with checkpoints.
 //!
@@ -28,6 +30,7 @@ pub mod announce;
 pub mod bft;
 pub mod engine;
 pub mod gossip;
+pub mod intent;
 pub mod pbft;
 pub mod pos;
 pub mod timelock;

@@ -347,6 +347,19 @@ pub struct NewView {
 }
 
 impl NewView {
+    /// The sequence number of the checkpoint the view starts from (the
+    /// highest its view-changes carry): the height of its statement. Proof
+    /// of stake numbers views afresh in every epoch, and an epoch's
+    /// checkpoints lie in its own span, so new-views for one view number in
+    /// two epochs are two slots, not a conflict.
+    pub fn checkpoint_seq(&self) -> u64 {
+        self.view_changes
+            .iter()
+            .map(|s| s.view_change.checkpoint.seq)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// The hash its statement signs.
     pub fn hash(&self) -> Hash {
         let mut out = b"pbft new-view".to_vec();
@@ -433,7 +446,7 @@ impl Message {
             Message::NewView(nv) => Statement {
                 kind: Kind::NewView,
                 round: nv.view,
-                height: 0,
+                height: nv.checkpoint_seq(),
                 digest: nv.hash(),
             },
         }

@@ -551,6 +551,37 @@ fn a_view_change_with_a_forged_prepared_certificate_is_rejected() {
     assert!(rejected(&feed(&mut r, signed(3, Message::ViewChange(vc)))).is_empty());
 }
 
+/// A new-view's statement sits at the checkpoint its view starts from:
+/// under proof of stake views start again at 0 every epoch, and the
+/// new-views of one view number in two epochs must not look like a conflict
+/// (nor fall below a pruned signing history's floor).
+#[test]
+fn a_new_view_statement_sits_at_its_starting_checkpoint() {
+    let vc = |seq: u64| ViewChange {
+        new_view: 1,
+        checkpoint: CheckpointCert {
+            seq,
+            ..CheckpointCert::default()
+        },
+        prepared: vec![],
+    };
+    let svc = |i: usize, seq: u64| SignedViewChange {
+        signer: addr(i),
+        view_change: vc(seq),
+        signature: signed(i, Message::ViewChange(vc(seq))).signature,
+    };
+    let nv = |seqs: [u64; 3]| NewView {
+        view: 1,
+        view_changes: (1..=3).zip(seqs).map(|(i, s)| svc(i, s)).collect(),
+        reproposals: vec![],
+    };
+    let a = Message::NewView(nv([8, 12, 8])).statement();
+    assert_eq!((a.kind, a.round, a.height), (Kind::NewView, 1, 12));
+    let b = Message::NewView(nv([16, 16, 20])).statement();
+    assert_eq!((b.round, b.height), (1, 20));
+    assert_ne!(a.digest, b.digest);
+}
+
 #[test]
 fn a_new_view_with_too_few_view_changes_is_rejected() {
     let vc = ViewChange {

@@ -1,12 +1,14 @@
 //! The simulator's machinery, shared by the PBFT and pos runs: virtual time,
-//! the seeded faulty network, the validators (honest and Byzantine) and, for
-//! pos, each validator's ledger state, executed with the real rules.
+//! the seeded faulty network, the validators (honest and Byzantine, single
+//! nodes or clusters) and, for pos, each validator's ledger state, executed
+//! with the real rules.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, OnceLock};
 
 use pyralog_consensus::Engine;
 use pyralog_consensus::bft::{Evidence, Kind, Member, Statement, ValidatorSet};
+use pyralog_consensus::intent::Slot;
 use pyralog_consensus::pbft::{
     CommittedBlock, Config, Effect, Input, Message, Pbft, Proposal, Record, Signed,
 };
@@ -19,6 +21,8 @@ use pyralog_ledger::{
     Address, ChainId, Domain, Engine as EngineKind, Error, Genesis, Hash, Keypair, Payload, Rules,
     StateKey, devkit,
 };
+
+use super::cluster::{Cluster, Point, signed_statements};
 
 /// A small deterministic generator (splitmix64); the simulator's only source
 /// of chance.
@@ -36,10 +40,10 @@ impl Rng {
     pub(crate) fn below(&mut self, n: u64) -> u64 {
         if n == 0 { 0 } else { self.next() % n }
     }
-    fn chance(&mut self, per_mille: u64) -> bool {
+    pub(crate) fn chance(&mut self, per_mille: u64) -> bool {
         self.below(1000) < per_mille
     }
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+    pub(crate) fn range(&mut self, lo: u64, hi: u64) -> u64 {
         lo + self.below(hi.saturating_sub(lo) + 1)
     }
 }
@@ -78,6 +82,9 @@ pub(crate) enum Mix {
     Garbage,
     /// Seven validators, two Byzantine of random kinds, with partitions.
     Mixed,
+    /// The network faults, every validator a cluster whose leader is killed
+    /// mid-step again and again (see `cluster.rs`).
+    ClusterFailover,
     /// For the broken-quorum check: the network split in two halves.
     SplitBrain,
 }
@@ -93,6 +100,7 @@ impl Mix {
             Mix::Silent => "silent",
             Mix::Garbage => "garbage",
             Mix::Mixed => "mixed",
+            Mix::ClusterFailover => "cluster-failover",
             Mix::SplitBrain => "split-brain",
         }
     }
@@ -107,6 +115,7 @@ impl Mix {
             Mix::Silent,
             Mix::Garbage,
             Mix::Mixed,
+            Mix::ClusterFailover,
             Mix::SplitBrain,
         ]
         .into_iter()
@@ -320,6 +329,11 @@ enum Event {
     Restart {
         node: usize,
     },
+    /// A cluster's next leader takes over, unless the term moved on.
+    Failover {
+        node: usize,
+        term: u64,
+    },
     Partition {
         groups: Vec<u8>,
     },
@@ -349,8 +363,10 @@ struct Node {
     /// Pos: the state after the last executed block.
     state: Option<MemState>,
     up: bool,
-    /// What the engine persisted.
+    /// What the engine persisted (for a cluster: the committed records).
     disk: Vec<Record>,
+    /// The cluster this node leads, if the validator is one.
+    cluster: Option<Cluster>,
     /// The committed blocks, in order (the node's store).
     blocks: Vec<CommittedBlock>,
     /// The state root after the last block (a hash chain in the simulator).
@@ -384,6 +400,17 @@ pub(crate) struct Outcome {
     /// reason's root cause (forged: `bad signature`, `invalid proof`;
     /// duplicates: `duplicate evidence`).
     pub(crate) refused_evidence: BTreeMap<String, u64>,
+    /// Honest validator keys that put two statements with one slot and
+    /// different digests on the network (each a description).
+    pub(crate) double_signs: Vec<String>,
+    /// How many such pairs Byzantine keys put on the network.
+    pub(crate) byzantine_double_signs: u64,
+    /// Cluster leaders killed, by the kind of step and the point in it.
+    pub(crate) kills: BTreeMap<(Kind, Point), u64>,
+    /// Cluster leaders that took over.
+    pub(crate) failovers: u64,
+    /// Statements a cluster refused to sign (conflicting with an intent).
+    pub(crate) refused_intents: u64,
 }
 
 pub(crate) struct Sim {
@@ -406,6 +433,14 @@ pub(crate) struct Sim {
     world: Option<Arc<PosWorld>>,
     /// Pos: reporters used so far (each evidence transaction has its own).
     reporters: u64,
+    /// Whether cluster hosts check signing intents (off only to show that
+    /// the double-signing check would fail without them).
+    intent_guard: bool,
+    /// Every statement the network carried, by signer and slot: the first
+    /// digest seen.
+    carried: BTreeMap<(Address, Slot), Hash>,
+    /// Second digests for a slot: (signer, statement, first digest).
+    conflicts: Vec<(Address, Statement, Hash)>,
 }
 
 impl Sim {
@@ -488,6 +523,12 @@ impl Sim {
         if let Some(t) = behaviours.iter().position(|b| *b == Behaviour::Twin) {
             nodes.push(Node::new(keys[t].clone(), Behaviour::Twin, &validators, w));
         }
+        // Every validator a cluster; the newcomer stays a single node.
+        if mix == Mix::ClusterFailover {
+            for node in &mut nodes {
+                node.cluster = Some(Cluster::new(&mut rng));
+            }
+        }
         // Pos: a node whose validator registers and stakes during the run.
         if world.is_some() {
             nodes.push(Node::new(newcomer(), Behaviour::Honest, &validators, w));
@@ -524,13 +565,28 @@ impl Sim {
                 epochs: 0,
                 sets: BTreeSet::new(),
                 refused_evidence: BTreeMap::new(),
+                double_signs: Vec::new(),
+                byzantine_double_signs: 0,
+                kills: BTreeMap::new(),
+                failovers: 0,
+                refused_intents: 0,
             },
             protocol,
             world,
             reporters: 0,
+            intent_guard: true,
+            carried: BTreeMap::new(),
+            conflicts: Vec::new(),
         };
         sim.plan(mix);
         sim
+    }
+
+    /// Test only: cluster hosts sign without checking intents, as if the
+    /// signing history did not exist.
+    pub(crate) fn without_intent_guard(mut self) -> Sim {
+        self.intent_guard = false;
+        self
     }
 
     fn at(&mut self, t: u64, e: Event) {
@@ -568,6 +624,13 @@ impl Sim {
                     let back = (t + self.rng.range(100, 3000)).min(FAULTS_END_MS);
                     self.at(back, Event::Restart { node });
                     t = back + self.rng.range(200, 3000);
+                }
+            }
+            Mix::ClusterFailover => {
+                let Sim { rng, nodes, .. } = self;
+                for c in nodes.iter_mut().filter_map(|n| n.cluster.as_mut()) {
+                    let from = rng.range(100, 1500);
+                    c.arm(rng, from);
                 }
             }
             Mix::SplitBrain => {
@@ -650,6 +713,19 @@ impl Sim {
                 self.outcome.standings.push((i, all));
             }
         }
+        for (signer, st, first) in std::mem::take(&mut self.conflicts) {
+            if self.outcome.byzantine_keys.contains(&signer) {
+                self.outcome.byzantine_double_signs += 1;
+            } else {
+                self.outcome.double_signs.push(format!(
+                    "{signer} signed {} at height {}, round {} for {first} and for {}",
+                    st.kind.name(),
+                    st.height,
+                    st.round,
+                    st.digest
+                ));
+            }
+        }
         self.outcome.digest = Hash(*self.trace.finalize().as_bytes());
         self.outcome
     }
@@ -695,42 +771,32 @@ impl Sim {
             }
             Event::Restart { node } => {
                 self.log(&[b"restart", &(node as u64).to_le_bytes()]);
+                self.recover(node);
+            }
+            Event::Failover { node, term } => {
                 let n = &mut self.nodes[node];
-                n.engine = match &n.state {
-                    None => Replica::Pbft(Box::new(Pbft::recover(
-                        chain(),
-                        self.validators.clone(),
-                        Some(n.key.clone()),
-                        sim_config(),
-                        n.blocks.len() as u64,
-                        n.disk.clone(),
-                    ))),
-                    Some(state) => {
-                        // What a restarted pos node reads from its store: the
-                        // epoch and set its state holds, the digest of the
-                        // block that opened the epoch, and its last block.
-                        let epoch = epoch_of(state);
-                        let span = pos::epoch_span(epoch, EPOCH_LENGTH, Hash::ZERO);
-                        let digest = |h: u64| {
-                            h.checked_sub(1)
-                                .and_then(|i| n.blocks.get(i as usize))
-                                .map_or(Hash::ZERO, |b| b.proposal.digest())
-                        };
-                        let executed = n.blocks.len() as u64;
-                        Replica::Pos(Box::new(Pos::recover(
-                            chain(),
-                            epoch,
-                            EPOCH_LENGTH,
-                            set_of(state),
-                            digest(span.base),
-                            Some(n.key.clone()),
-                            sim_config(),
-                            (executed, digest(executed)),
-                            n.disk.clone(),
-                        )))
-                    }
+                let Some(c) = n.cluster.as_mut() else {
+                    return;
                 };
-                n.up = true;
+                if n.up || c.term != term {
+                    return;
+                }
+                let leader = c.take_over();
+                self.log(&[
+                    b"failover",
+                    &(node as u64).to_le_bytes(),
+                    &term.to_le_bytes(),
+                    &leader.to_le_bytes(),
+                ]);
+                self.outcome.failovers += 1;
+                self.recover(node);
+                if self.now < FAULTS_END_MS {
+                    let from = self.now + self.rng.range(100, 2000);
+                    let Sim { rng, nodes, .. } = self;
+                    if let Some(c) = nodes[node].cluster.as_mut() {
+                        c.arm(rng, from);
+                    }
+                }
             }
             Event::Partition { groups } => {
                 self.log(&[b"partition", &groups]);
@@ -877,10 +943,62 @@ impl Sim {
         }
     }
 
+    /// Starts a node's engine again from what it persisted (for a cluster:
+    /// what its log committed) and the blocks its store holds.
+    fn recover(&mut self, node: usize) {
+        let n = &mut self.nodes[node];
+        n.engine = match &n.state {
+            None => Replica::Pbft(Box::new(Pbft::recover(
+                chain(),
+                self.validators.clone(),
+                Some(n.key.clone()),
+                sim_config(),
+                n.blocks.len() as u64,
+                n.disk.clone(),
+            ))),
+            Some(state) => {
+                // What a restarted pos node reads from its store: the
+                // epoch and set its state holds, the digest of the
+                // block that opened the epoch, and its last block.
+                let epoch = epoch_of(state);
+                let span = pos::epoch_span(epoch, EPOCH_LENGTH, Hash::ZERO);
+                let digest = |h: u64| {
+                    h.checked_sub(1)
+                        .and_then(|i| n.blocks.get(i as usize))
+                        .map_or(Hash::ZERO, |b| b.proposal.digest())
+                };
+                let executed = n.blocks.len() as u64;
+                Replica::Pos(Box::new(Pos::recover(
+                    chain(),
+                    epoch,
+                    EPOCH_LENGTH,
+                    set_of(state),
+                    digest(span.base),
+                    Some(n.key.clone()),
+                    sim_config(),
+                    (executed, digest(executed)),
+                    n.disk.clone(),
+                )))
+            }
+        };
+        n.up = true;
+        let pending: Vec<VerifiedTx> = n
+            .cluster
+            .as_ref()
+            .map(|c| c.pending.values().cloned().collect())
+            .unwrap_or_default();
+        for tx in pending {
+            self.input(node, Input::Submit(tx));
+        }
+    }
+
     /// Gives a transaction to every node that is up (gossip, without faults).
     fn submit_everywhere(&mut self, tx: VerifiedTx) {
         for node in 0..self.nodes.len() {
             if self.nodes[node].up {
+                if let Some(c) = self.nodes[node].cluster.as_mut() {
+                    c.pending.insert(tx.id(), tx.clone());
+                }
                 self.input(node, Input::Submit(tx.clone()));
             }
         }
@@ -973,10 +1091,8 @@ impl Sim {
                 return;
             };
             let effects = engine.handle(self.now, pos::Input::NextEpoch { epoch, validators });
-            for e in effects {
-                if let Some(next) = self.effect(node, e) {
-                    self.input(node, next);
-                }
+            for next in self.perform(node, effects) {
+                self.input(node, next);
             }
         }
     }
@@ -985,10 +1101,145 @@ impl Sim {
     fn input(&mut self, node: usize, input: Input) {
         let mut work = vec![input];
         while let Some(input) = work.pop() {
+            if !self.nodes[node].up {
+                // A cluster's leader died in the middle: the rest is lost.
+                return;
+            }
             let effects = self.nodes[node].engine.handle(self.now, input);
-            for e in effects {
-                if let Some(next) = self.effect(node, e) {
-                    work.push(next);
+            work.extend(self.perform(node, effects));
+        }
+    }
+
+    /// Carries out one step's effects, in order; returns the inputs they
+    /// feed back. A cluster's leader goes through its host
+    /// ([`Sim::cluster_step`]).
+    fn perform(&mut self, node: usize, effects: Vec<Effect>) -> Vec<Input> {
+        if self.nodes[node].cluster.is_some() {
+            return self.cluster_step(node, effects);
+        }
+        effects
+            .into_iter()
+            .filter_map(|e| self.effect(node, e))
+            .collect()
+    }
+
+    /// A cluster leader's host runs one step of its engine: it commits an
+    /// intent for every statement the step would publish (refusing those
+    /// that conflict with the history), hands the step's records to the log,
+    /// then performs the rest in order, dropping every message that carries
+    /// a refused statement. The leader dies where its armed kill says.
+    fn cluster_step(&mut self, node: usize, effects: Vec<Effect>) -> Vec<Input> {
+        let now = self.now;
+        {
+            let Sim { rng, nodes, .. } = self;
+            let n = &mut nodes[node];
+            if let Some(c) = n.cluster.as_mut() {
+                n.disk.extend(c.committed(now));
+                if c.kill.is_some_and(|k| now > k.until) && now < FAULTS_END_MS {
+                    c.arm(rng, now);
+                }
+            }
+        }
+        let mut statements: Vec<Statement> = Vec::new();
+        for e in &effects {
+            match e {
+                Effect::Persist(Record::Signed(st)) => statements.push(*st),
+                Effect::Broadcast(m) | Effect::Send { message: m, .. } => {
+                    statements.extend(signed_statements(m));
+                }
+                _ => {}
+            }
+        }
+        let mut seen = BTreeSet::new();
+        statements.retain(|st| seen.insert(*st));
+        let mut refused = BTreeSet::new();
+        for st in &statements {
+            if self.kill_if_due(node, st.kind, Point::BeforeIntent) {
+                return Vec::new();
+            }
+            if self.intent_guard
+                && let Some(c) = self.nodes[node].cluster.as_mut()
+                && c.history.record(st).is_err()
+            {
+                refused.insert(*st);
+                self.outcome.refused_intents += 1;
+                self.log(&[b"refused", &(node as u64).to_le_bytes(), &st.digest.0]);
+            }
+            if self.kill_if_due(node, st.kind, Point::BeforeSend) {
+                return Vec::new();
+            }
+        }
+        if let Some(c) = self.nodes[node].cluster.as_mut() {
+            for e in &effects {
+                if let Effect::Persist(r) = e {
+                    c.persist(now, r.clone());
+                }
+            }
+        }
+        let mut next = Vec::new();
+        for e in effects {
+            let sent = match &e {
+                Effect::Persist(_) => continue,
+                Effect::Broadcast(m) | Effect::Send { message: m, .. } => {
+                    if signed_statements(m).iter().any(|st| refused.contains(st)) {
+                        continue;
+                    }
+                    Some(m.message.statement().kind)
+                }
+                _ => None,
+            };
+            next.extend(self.effect(node, e));
+            if !self.nodes[node].up {
+                return Vec::new();
+            }
+            if let Some(kind) = sent
+                && self.kill_if_due(node, kind, Point::AfterSend)
+            {
+                return Vec::new();
+            }
+        }
+        next
+    }
+
+    /// Kills a cluster's leader if its armed kill is due at `point` of a
+    /// step that signs `kind`: the log keeps only what it committed, and the
+    /// next leader takes over after an election.
+    fn kill_if_due(&mut self, node: usize, kind: Kind, point: Point) -> bool {
+        let now = self.now;
+        let n = &mut self.nodes[node];
+        let Some(c) = n.cluster.as_mut() else {
+            return false;
+        };
+        if now >= FAULTS_END_MS || !c.kill.is_some_and(|k| k.due(now, kind, point)) {
+            return false;
+        }
+        n.disk.extend(c.committed(now));
+        c.kill();
+        n.up = false;
+        let term = c.term;
+        *self.outcome.kills.entry((kind, point)).or_default() += 1;
+        self.log(&[
+            b"kill",
+            &(node as u64).to_le_bytes(),
+            &[kind as u8, point as u8],
+        ]);
+        let back = now + Cluster::election_ms(&mut self.rng);
+        self.at(back, Event::Failover { node, term });
+        true
+    }
+
+    /// Notes the statements a message puts on the network under its
+    /// signer's key, and every second digest for a slot.
+    fn carry(&mut self, m: &Signed) {
+        for st in signed_statements(m) {
+            match self.carried.entry((m.signer, Slot::of(&st))) {
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(st.digest);
+                }
+                std::collections::btree_map::Entry::Occupied(e) => {
+                    if *e.get() != st.digest {
+                        self.conflicts.push((m.signer, st, *e.get()));
+                    }
                 }
             }
         }
@@ -1016,6 +1267,7 @@ impl Sim {
             }
             Effect::Send { to, message } => {
                 if self.nodes[node].behaviour != Behaviour::Silent {
+                    self.carry(&message);
                     let bytes = Arc::new(message.to_bytes());
                     for n in self.nodes_of(&to) {
                         self.transmit(node, n, bytes.clone());
@@ -1038,6 +1290,11 @@ impl Sim {
                 n.root = Hash(*h.finalize().as_bytes());
                 let root = n.root;
                 let honest = n.behaviour == Behaviour::Honest;
+                if let Some(c) = n.cluster.as_mut() {
+                    for tx in block.proposal.txs() {
+                        c.pending.remove(&tx.id());
+                    }
+                }
                 n.blocks.push(block.clone());
                 self.outcome.commits += 1;
                 self.execute(node, &block);
@@ -1111,6 +1368,7 @@ impl Sim {
         match behaviour {
             Behaviour::Silent => {}
             Behaviour::Honest | Behaviour::Twin => {
+                self.carry(&m);
                 let bytes = Arc::new(m.to_bytes());
                 for to in others {
                     self.transmit(node, to, bytes.clone());
@@ -1118,6 +1376,8 @@ impl Sim {
             }
             Behaviour::Equivocator => {
                 let other = self.equivocate(node, &m);
+                self.carry(&m);
+                self.carry(&other);
                 let a = Arc::new(m.to_bytes());
                 let b = Arc::new(other.to_bytes());
                 for (i, to) in others.into_iter().enumerate() {
@@ -1126,6 +1386,7 @@ impl Sim {
                 }
             }
             Behaviour::Garbage => {
+                self.carry(&m);
                 let good = m.to_bytes();
                 for to in others {
                     let bytes = match self.rng.below(4) {
@@ -1244,6 +1505,7 @@ impl Node {
             behaviour,
             up: true,
             disk: Vec::new(),
+            cluster: None,
             blocks: Vec::new(),
             root: Hash::ZERO,
             committed_at_heal: 0,
