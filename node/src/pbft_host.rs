@@ -328,7 +328,21 @@ impl Driver {
                 }
             }
             // No signature leaves before its intent is committed: a leader
-            // that takes over never signs against it (ADR 0010).
+            // that takes over never signs against it (ADR 0010). Besides the
+            // statements the engine persisted, every statement of ours about
+            // to go out (checkpoints, view-changes, new-views too).
+            let own = self.validator.address();
+            let mut intents = intents;
+            for effect in &effects {
+                if let Effect::Broadcast(m) | Effect::Send { message: m, .. } = effect
+                    && m.signer == own
+                {
+                    let st = m.message.statement();
+                    if !intents.contains(&st) {
+                        intents.push(st);
+                    }
+                }
+            }
             let Some(refused) = self.authorize(intents) else {
                 return self.step_back(reports);
             };
