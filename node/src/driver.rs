@@ -158,6 +158,8 @@ pub(crate) struct Metrics {
     /// Batch messages ignored because their peer was over its share.
     batches_limited: u64,
     pub(crate) view_changes: u64,
+    /// Conflicting signed statements from one validator seen (evidence).
+    pub(crate) equivocations: u64,
     txs_accepted: u64,
     txs_rejected: u64,
     pub(crate) txs_committed: u64,
@@ -1340,6 +1342,12 @@ impl Driver {
             "counter",
             "Finalized blocks this node committed.",
             m.blocks_committed,
+        );
+        metric(
+            "equivocations_seen_total",
+            "counter",
+            "Pairs of conflicting statements signed by one validator that this node received.",
+            m.equivocations,
         );
         metric(
             "view_changes_total",

@@ -24,6 +24,7 @@ pub mod admission;
 pub mod cli;
 pub mod config;
 pub mod driver;
+mod fault;
 pub mod home;
 pub mod limit;
 mod membership;

@@ -343,9 +343,16 @@ impl Driver {
                     }
                 }
             }
+            let signs = !intents.is_empty();
+            if signs {
+                crate::fault::at(crate::fault::Point::BeforeIntent);
+            }
             let Some(refused) = self.authorize(intents) else {
                 return self.step_back(reports);
             };
+            if signs {
+                crate::fault::at(crate::fault::Point::AfterIntent);
+            }
             for effect in effects {
                 match effect {
                     Effect::Persist(_) | Effect::Rejected { .. } | Effect::Commit(_) => {}
@@ -361,6 +368,7 @@ impl Driver {
                     }
                     Effect::Fetch { after, .. } => self.fetch_blocks(after),
                     Effect::Evidence(ev) => {
+                        self.metrics.equivocations += 1;
                         tracing::warn!(validator = %ev.validator, kind = ev.first.kind.name(), height = ev.first.height, "equivocation");
                         self.report_evidence(&ev);
                     }
@@ -369,6 +377,9 @@ impl Driver {
                         tracing::info!(view, "entered view");
                     }
                 }
+            }
+            if signs {
+                crate::fault::at(crate::fault::Point::AfterSend);
             }
             for (id, from, verdict) in reports {
                 if verdict == Verdict::Reject {

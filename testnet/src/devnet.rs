@@ -44,6 +44,9 @@ pub struct Devnet {
     pub engine: Engine,
     /// Per node, the peers it refuses (set by [`Devnet::restart_with_bans`]).
     pub banned: Vec<Vec<String>>,
+    /// Per node, environment variables for its next start (tests' fault
+    /// switches).
+    pub env: Vec<Vec<(String, String)>>,
 }
 
 /// How to lay a devnet out.
@@ -209,6 +212,7 @@ impl Devnet {
             exe,
             engine: plan.engine,
             banned: Vec::new(),
+            env: Vec::new(),
         };
         for i in 0..net.nodes.len() {
             let child = net.spawn(i)?;
@@ -252,6 +256,9 @@ impl Devnet {
         }
         for peer in self.banned.get(i).into_iter().flatten() {
             cmd.args(["--ban", peer]);
+        }
+        for (k, v) in self.env.get(i).into_iter().flatten() {
+            cmd.env(k, v);
         }
         // The members of its cluster, itself included (they found it
         // together).
@@ -374,6 +381,30 @@ impl Devnet {
             terminate(&child);
             reap(&mut child, Instant::now() + STOP_GRACE);
         }
+    }
+
+    /// Sets the environment of node `i` for its next start.
+    pub fn set_env(&mut self, i: usize, vars: &[(&str, &str)]) {
+        if self.env.len() < self.nodes.len() {
+            self.env.resize(self.nodes.len(), Vec::new());
+        }
+        self.env[i] = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+    }
+
+    /// Whether node `i`'s process has ended (it is then forgotten, so
+    /// [`Devnet::restart`] starts it afresh).
+    pub fn exited(&mut self, i: usize) -> bool {
+        let gone = match self.children[i].as_mut() {
+            None => true,
+            Some(c) => !matches!(c.try_wait(), Ok(None)),
+        };
+        if gone {
+            self.children[i] = None;
+        }
+        gone
     }
 
     /// Stops node `i` with SIGKILL.

@@ -349,3 +349,86 @@ fn a_member_is_added_and_another_removed_while_writes_go_on() {
         "{out:?}"
     );
 }
+
+/// A node's count of a Prometheus counter.
+fn counter(rpc: &str, name: &str) -> u64 {
+    let mut r = agent()
+        .get(&format!("{rpc}/metrics"))
+        .call()
+        .expect("metrics");
+    let text = r.body_mut().read_to_string().expect("text");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("pyralog_{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {rpc}/metrics"))
+}
+
+#[test]
+fn pbft_over_clusters_of_three_never_double_signs_when_leaders_die_mid_round() {
+    // Four validators, each a cluster of three. Cluster 0's members are
+    // armed to die (abort, as SIGKILL would) at one step each of their
+    // second turn that signs as leader: before its intents commit, after
+    // they commit but before anything is sent, after it is sent.
+    let mut net = common::up_plan(Engine::Pbft, 4, 3, 3, 8, 0);
+    let points = ["before-intent", "after-intent", "after-send"];
+    for (i, point) in points.iter().enumerate() {
+        net.set_env(
+            i,
+            &[
+                ("PYRALOG_FAULT_CRASH", point),
+                ("PYRALOG_FAULT_CRASH_AFTER", "2"),
+            ],
+        );
+        net.restart(i).expect("restart armed");
+    }
+    let faucet = net.faucet.clone();
+    let via = net.nodes[3].rpc.clone();
+    let mut fired = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut last_push = Instant::now();
+    let mut n = 0;
+    while fired.len() < points.len() && Instant::now() < deadline {
+        // Keep rounds coming: writes through another cluster.
+        let _ = put(&via, &faucet, &format!("k{n}"), "v", false);
+        n += 1;
+        for (i, point) in points.iter().enumerate() {
+            if net.exited(i) {
+                // It died where it was told to (or was killed below); it
+                // comes back unarmed.
+                if !net.env.get(i).is_none_or(Vec::is_empty) {
+                    fired.insert(*point);
+                }
+                net.set_env(i, &[]);
+                net.restart(i).expect("restart");
+            }
+        }
+        // An unarmed leader makes way, so the armed members get to lead.
+        if last_push.elapsed() > Duration::from_secs(2) {
+            last_push = Instant::now();
+            if let Some(l) =
+                (0..3).find(|i| status(&net.nodes[*i].rpc).is_some_and(|s| s["role"] == "leader"))
+                && net.env.get(l).is_none_or(Vec::is_empty)
+            {
+                net.kill(l).expect("kill the unarmed leader");
+                net.restart(l).expect("restart");
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(fired.len(), points.len(), "leaders died at {fired:?} only");
+    // The cluster still signs for its validator: a write through it is final.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while put(&net.nodes[0].rpc, &faucet, "after", "v", true).is_err() {
+        assert!(Instant::now() < deadline, "cluster 0 never finalized again");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // No node ever received two conflicting statements signed by one key.
+    for node in &net.nodes {
+        assert_eq!(
+            counter(&node.rpc, "equivocations_seen_total"),
+            0,
+            "{} saw a validator double-sign",
+            node.name
+        );
+    }
+}
