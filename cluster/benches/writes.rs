@@ -59,11 +59,11 @@ const CHAIN: &str = "pyralog-bench";
 /// Members of each cluster.
 const MEMBERS: u64 = 3;
 /// Stamp difficulty of the genesis and of every write.
-const STAMP_BITS: u32 = 8;
-/// A generous cap on the writes a phase may complete per second, to size the
-/// pool of transactions signed before it.
-const MAX_RATE: usize = 40_000;
-/// The same for one client.
+const STAMP_BITS: u32 = 4;
+/// A cap on the writes per second a phase is signed for (a phase signs for
+/// twice the best rate seen so far).
+const MAX_RATE: usize = 30_000;
+/// The same for one client (it waits for each write).
 const MAX_RATE_ONE: usize = 8_000;
 /// Pending writes are never sealed into batches here (no engine runs), so
 /// the cap is raised on every member to hold a whole run.
@@ -214,10 +214,19 @@ struct Outcome {
     elapsed: Duration,
     latencies: Vec<Duration>,
     first_error: Option<String>,
+    /// CPU time of the system under test (its members and the clients).
+    cpu: Duration,
+    /// CPU time the rest of the machine used meanwhile (other builds).
+    others: Duration,
 }
 
 impl Outcome {
-    fn from_clients(parts: Vec<(Vec<Duration>, usize, Option<String>)>, elapsed: Duration) -> Self {
+    fn from_clients(
+        parts: Vec<(Vec<Duration>, usize, Option<String>)>,
+        elapsed: Duration,
+        meter: Meter,
+    ) -> Self {
+        let (cpu, others) = meter.stop();
         let mut latencies = Vec::new();
         let mut errors = 0;
         let mut first_error = None;
@@ -233,7 +242,14 @@ impl Outcome {
             elapsed,
             latencies,
             first_error,
+            cpu,
+            others,
         }
+    }
+
+    /// CPU time per write, in µs.
+    fn cpu_per_write(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e6 / self.writes.max(1) as f64
     }
 
     fn rate(&self) -> f64 {
@@ -250,12 +266,14 @@ impl Outcome {
 
     fn line(&self, system: &str, clients: usize) -> String {
         let mut s = format!(
-            "{system:>7} {clients:>3} clients: {:>6} writes in {:>5.2} s = {:>8.0} writes/s, p50 {:>7.3} ms, p99 {:>7.3} ms",
+            "{system:>7} {clients:>3} clients: {:>6} writes in {:>5.2} s = {:>8.0} writes/s, p50 {:>7.3} ms, p99 {:>7.3} ms, {:>4.0} µs CPU/write, others used {:>3.0}% of the machine",
             self.writes,
             self.elapsed.as_secs_f64(),
             self.rate(),
             ms(self.quantile(0.5)),
             ms(self.quantile(0.99)),
+            self.cpu_per_write(),
+            self.others.as_secs_f64() * 100.0 / self.elapsed.as_secs_f64() / cores() as f64,
         );
         if self.errors > 0 {
             s.push_str(&format!(
@@ -265,6 +283,75 @@ impl Outcome {
             ));
         }
         s
+    }
+}
+
+/// Clock ticks per second in `/proc` (Linux's `USER_HZ`).
+const TICKS: f64 = 100.0;
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// User and system time of process `pid`, from `/proc/<pid>/stat`.
+fn cpu_of(pid: u32) -> Duration {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return Duration::ZERO;
+    };
+    // The fields after the command's closing parenthesis, from the state on.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
+        .sum();
+    Duration::from_secs_f64(ticks as f64 / TICKS)
+}
+
+/// Busy time of the whole machine, from `/proc/stat`.
+fn machine_busy() -> Duration {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: u64 = stat
+        .lines()
+        .next()
+        .map(|l| {
+            l.split_whitespace()
+                .skip(1)
+                .enumerate()
+                // user nice system idle iowait irq softirq steal: not idle, not iowait
+                .filter(|(i, _)| !matches!(i, 3 | 4) && *i < 8)
+                .filter_map(|(_, f)| f.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    Duration::from_secs_f64(ticks as f64 / TICKS)
+}
+
+/// Measures the CPU time of a set of processes over a phase, and what the
+/// rest of the machine used meanwhile.
+struct Meter {
+    pids: Vec<u32>,
+    ours: Duration,
+    busy: Duration,
+}
+
+impl Meter {
+    fn start(pids: Vec<u32>) -> Meter {
+        let ours = pids.iter().map(|p| cpu_of(*p)).sum();
+        Meter {
+            pids,
+            ours,
+            busy: machine_busy(),
+        }
+    }
+
+    /// Ours and the others' CPU time since the start.
+    fn stop(self) -> (Duration, Duration) {
+        let ours: Duration = self.pids.iter().map(|p| cpu_of(*p)).sum();
+        let ours = ours.saturating_sub(self.ours);
+        let busy = machine_busy().saturating_sub(self.busy);
+        (ours, busy.saturating_sub(ours))
     }
 }
 
@@ -323,7 +410,13 @@ fn sign_writes(round: usize, clients: usize, per_client: usize) -> Vec<Vec<Comma
 }
 
 /// Each client writes its commands one after another until `secs` pass.
-async fn drive_pyralog(leader: &Arc<Member>, writes: Vec<Vec<Command>>, secs: Duration) -> Outcome {
+async fn drive_pyralog(
+    leader: &Arc<Member>,
+    writes: Vec<Vec<Command>>,
+    secs: Duration,
+    pids: Vec<u32>,
+) -> Outcome {
+    let meter = Meter::start(pids);
     let start = Instant::now();
     let deadline = start + secs;
     let tasks: Vec<_> = writes
@@ -359,7 +452,7 @@ async fn drive_pyralog(leader: &Arc<Member>, writes: Vec<Vec<Command>>, secs: Du
     for t in tasks {
         parts.push(t.await.expect("a client task"));
     }
-    Outcome::from_clients(parts, start.elapsed())
+    Outcome::from_clients(parts, start.elapsed(), meter)
 }
 
 /// etcd's gRPC `Put` over one HTTP/2 connection.
@@ -442,7 +535,7 @@ impl EtcdClient {
 
 /// A 3-member etcd on loopback.
 struct Etcd {
-    _members: Vec<Process>,
+    members: Vec<Process>,
     clients: Vec<SocketAddr>,
     leader: SocketAddr,
     version: String,
@@ -528,7 +621,7 @@ impl Etcd {
         }
         let leader = etcd_leader(&clients)?;
         Ok(Etcd {
-            _members: members,
+            members,
             clients,
             leader,
             version,
@@ -575,11 +668,13 @@ async fn drive_etcd(
     clients: usize,
     value_size: usize,
     secs: Duration,
+    pids: Vec<u32>,
 ) -> anyhow::Result<Outcome> {
     let mut conns = Vec::new();
     for _ in 0..clients {
         conns.push(EtcdClient::connect(leader).await?);
     }
+    let meter = Meter::start(pids);
     let start = Instant::now();
     let deadline = start + secs;
     let tasks: Vec<_> = conns
@@ -612,7 +707,7 @@ async fn drive_etcd(
     for t in tasks {
         parts.push(t.await?);
     }
-    Ok(Outcome::from_clients(parts, start.elapsed()))
+    Ok(Outcome::from_clients(parts, start.elapsed(), meter))
 }
 
 /// What the environment asks for.
@@ -723,24 +818,52 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         "write: Command::Write of a signed Put, {value_size} canonical bytes; etcd values are {value_size} bytes"
     );
 
-    // Warm both up: connections, allocators, the first snapshot's trigger.
+    // The processes whose CPU time counts: this one (the leader and the
+    // clients; for etcd, the clients) and the members.
+    let me = std::process::id();
+    let pyralog_pids: Vec<u32> = std::iter::once(me)
+        .chain(children.iter().map(|c| c.child.id()))
+        .collect();
+    let etcd_pids: Vec<u32> = std::iter::once(me)
+        .chain(
+            etcd.iter()
+                .flat_map(|e| e.members.iter().map(|m| m.child.id())),
+        )
+        .collect();
+
+    // Warm both up (connections, allocators) and learn how fast each load
+    // goes, to sign just enough writes for a phase.
     let warm = Duration::from_secs(1);
-    drive_pyralog(&leader, sign_writes(0, 64, 200), warm).await;
-    if let Some(e) = &etcd {
-        drive_etcd(e.leader, 0, 64, value_size, warm).await?;
+    let mut best: BTreeMap<usize, f64> = BTreeMap::new();
+    for &clients in &settings.clients {
+        let per_client = (MAX_RATE_ONE / clients.max(1)).max(200);
+        let o = drive_pyralog(
+            &leader,
+            sign_writes(0, clients, per_client),
+            warm,
+            Vec::new(),
+        )
+        .await;
+        best.insert(clients, o.rate());
+        if let Some(e) = &etcd {
+            drive_etcd(e.leader, 0, clients, value_size, warm, Vec::new()).await?;
+        }
     }
 
     let mut results: BTreeMap<(&str, usize), Vec<Outcome>> = BTreeMap::new();
     for round in 1..=settings.rounds {
         for &clients in &settings.clients {
-            // A client waits for each write, so one client alone cannot
-            // exceed a few thousand a second.
-            let per_client =
-                (MAX_RATE as f64 * settings.secs.as_secs_f64()) as usize / clients.max(1);
-            let per_client = per_client.min(MAX_RATE_ONE * settings.secs.as_secs() as usize + 1000);
-            let writes = sign_writes(round, clients, per_client);
-            let o = drive_pyralog(&leader, writes, settings.secs).await;
+            // Twice the best rate seen, and at least a few thousand.
+            let rate = best.get(&clients).copied().unwrap_or(0.0);
+            let total = ((2.0 * rate).clamp(2_000.0, MAX_RATE as f64) * settings.secs.as_secs_f64())
+                as usize;
+            let writes = sign_writes(round, clients, total / clients.max(1) + 1);
+            // On stderr, for whoever profiles a phase.
+            eprintln!("phase: pyralog, {clients} clients");
+            let o = drive_pyralog(&leader, writes, settings.secs, pyralog_pids.clone()).await;
             println!("round {round}: {}", o.line("pyralog", clients));
+            let seen = best.entry(clients).or_default();
+            *seen = seen.max(o.rate());
             if o.elapsed < settings.secs {
                 println!("  (the pool of signed writes ran out before the phase's end)");
             }
@@ -749,7 +872,16 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
                 c.check_alive()?;
             }
             if let Some(e) = &etcd {
-                let o = drive_etcd(e.leader, round, clients, value_size, settings.secs).await?;
+                eprintln!("phase: etcd, {clients} clients");
+                let o = drive_etcd(
+                    e.leader,
+                    round,
+                    clients,
+                    value_size,
+                    settings.secs,
+                    etcd_pids.clone(),
+                )
+                .await?;
                 println!("round {round}: {}", o.line("etcd", clients));
                 results.entry(("etcd", clients)).or_default().push(o);
             }
@@ -757,8 +889,10 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     }
 
     println!();
-    println!("| system | clients | writes/s | p50 ms | p99 ms | rounds (writes/s) |");
-    println!("|---|---:|---:|---:|---:|---|");
+    println!(
+        "| system | clients | writes/s | p50 ms | p99 ms | CPU µs/write | rounds (writes/s) |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---|");
     for &clients in &settings.clients {
         for system in ["pyralog", "etcd"] {
             let Some(os) = results.get(&(system, clients)) else {
@@ -766,10 +900,11 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             };
             let rates: Vec<f64> = os.iter().map(Outcome::rate).collect();
             println!(
-                "| {system} | {clients} | {:.0} | {:.3} | {:.3} | {} |",
+                "| {system} | {clients} | {:.0} | {:.3} | {:.3} | {:.0} | {} |",
                 median(rates.clone()),
                 median(os.iter().map(|o| ms(o.quantile(0.5))).collect()),
                 median(os.iter().map(|o| ms(o.quantile(0.99))).collect()),
+                median(os.iter().map(Outcome::cpu_per_write).collect()),
                 rates
                     .iter()
                     .map(|r| format!("{r:.0}"))
