@@ -236,15 +236,15 @@ pub fn fit(req: &mut AppendEntriesRequest<TypeConfig>, max: usize) -> Result<Opt
 }
 
 /// Encodes `rpc`; an append that does not fit in `max` bytes loses entries
-/// from its end until it does (keeping at least one), and the last kept
-/// entry's id is returned if any were dropped. An append that fits, the
-/// usual case, is encoded once.
+/// from its end until it does (keeping at least one, however large: the
+/// sender refuses it then), and the last kept entry's id is returned if any
+/// were dropped. An append that fits, the usual case, is encoded once.
 pub fn encode_fitted(rpc: &mut Rpc, max: usize) -> Result<(Vec<u8>, Option<LogId>), Error> {
     let mut dropped = false;
     loop {
         let bytes = crate::wire::encode("rpc", rpc, usize::MAX)?;
         let Rpc::Append(req) = rpc else {
-            return checked(bytes, max).map(|b| (b, None));
+            return Ok((bytes, None));
         };
         if bytes.len() <= max || req.entries.len() <= 1 {
             let kept = if dropped {
@@ -252,7 +252,7 @@ pub fn encode_fitted(rpc: &mut Rpc, max: usize) -> Result<(Vec<u8>, Option<LogId
             } else {
                 None
             };
-            return checked(bytes, max).map(|b| (b, kept));
+            return Ok((bytes, kept));
         }
         let keep = req.entries.len() / 2;
         req.entries.truncate(keep.max(1));
@@ -283,6 +283,7 @@ impl RaftNetworkV2<TypeConfig> for Client {
         // openraft bounds entries by count, not bytes: send fewer if they do
         // not fit, and report how far the follower got.
         let (bytes, partial) = encode_fitted(&mut Rpc::Append(rpc), MAX_RPC_BYTES)
+            .and_then(|(bytes, partial)| Ok((checked(bytes, MAX_RPC_BYTES)?, partial)))
             .map_err(|e| RPCError::Unreachable(unreachable(e)))?;
         let reply = call_encoded(
             &*self.transport,
