@@ -572,9 +572,9 @@ impl Etcd {
             .join(",");
         let mut members = Vec::new();
         let mut clients = Vec::new();
-        for i in 0..n {
-            let client_url = format!("http://127.0.0.1:{}", ports[i]);
-            clients.push(SocketAddr::from(([127, 0, 0, 1], ports[i])));
+        for (i, port) in ports.iter().take(n).enumerate() {
+            let client_url = format!("http://127.0.0.1:{port}");
+            clients.push(SocketAddr::from(([127, 0, 0, 1], *port)));
             let data = dir.join(format!("e{i}"));
             let log = std::fs::File::create(dir.join(format!("e{i}.log")))?;
             let child = std::process::Command::new(bin)
