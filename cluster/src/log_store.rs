@@ -11,8 +11,10 @@
 //! commit with `Durability::Immediate` before openraft hears they are done: a
 //! member never acknowledges an entry it could forget. Truncation, purges and
 //! the vote go through the same queue, in order, and the caller waits for
-//! them; the vote and purges are durable, the committed index is not (openraft
-//! treats it as a hint).
+//! them; the vote and purges are durable. The committed index is a hint to
+//! openraft: it is kept in memory and written in the commit of the append
+//! that holds its entry (or never, if none comes), not in a transaction of
+//! its own.
 //!
 //! No redb transaction spans an `.await`: the writer thread and the state
 //! machine's task share the file's single writer only between awaits.
@@ -66,6 +68,9 @@ pub fn open_cluster_db(path: &Path) -> Result<Arc<Database>, Error> {
 /// Entries queued but not yet on disk, by index.
 type Unflushed = Arc<Mutex<BTreeMap<u64, Entry>>>;
 
+/// The latest committed id openraft reported and the file does not hold yet.
+type CommittedHint = Arc<Mutex<Option<Option<LogId>>>>;
+
 /// Work for the writer thread in a transaction of its own.
 type Work = Box<dyn FnOnce(&Database) -> Result<(), Error> + Send>;
 
@@ -88,6 +93,7 @@ enum Job {
 struct Shared {
     db: Arc<Database>,
     unflushed: Unflushed,
+    committed: CommittedHint,
     jobs: Option<mpsc::Sender<Job>>,
     writer: Option<std::thread::JoinHandle<()>>,
 }
@@ -132,9 +138,18 @@ fn lock(u: &Unflushed) -> std::sync::MutexGuard<'_, BTreeMap<u64, Entry>> {
     u.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+fn lock_hint(h: &CommittedHint) -> std::sync::MutexGuard<'_, Option<Option<LogId>>> {
+    h.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// The writer thread: runs jobs in order, folding consecutive appends into
 /// one commit.
-fn writer(db: Arc<Database>, unflushed: Unflushed, mut jobs: mpsc::Receiver<Job>) {
+fn writer(
+    db: Arc<Database>,
+    unflushed: Unflushed,
+    committed: CommittedHint,
+    mut jobs: mpsc::Receiver<Job>,
+) {
     let mut next = jobs.blocking_recv();
     while let Some(job) = next.take() {
         match job {
@@ -153,7 +168,23 @@ fn writer(db: Arc<Database>, unflushed: Unflushed, mut jobs: mpsc::Receiver<Job>
                         Err(_) => break,
                     }
                 }
-                let result = commit_rows(&db, group.iter().flat_map(|(rows, _)| rows.iter()));
+                // The hint goes with the entries it covers: on a leader it may
+                // run ahead of its own log (a majority without it), and the
+                // file must never say committed past what it holds.
+                let last = group
+                    .iter()
+                    .flat_map(|(rows, _)| rows.iter())
+                    .map(|(i, _, _)| *i)
+                    .max()
+                    .unwrap_or(0);
+                let hint = {
+                    let mut h = lock_hint(&committed);
+                    match *h {
+                        Some(c) if c.map_or(0, |l| l.index()) <= last => h.take(),
+                        _ => None,
+                    }
+                };
+                let result = commit_rows(&db, group.iter().flat_map(|(rows, _)| rows.iter()), hint);
                 if result.is_ok() {
                     let mut u = lock(&unflushed);
                     for (i, id, _) in group.iter().flat_map(|(rows, _)| rows.iter()) {
@@ -176,9 +207,11 @@ fn writer(db: Arc<Database>, unflushed: Unflushed, mut jobs: mpsc::Receiver<Job>
     }
 }
 
+/// Commits `rows` to the log, and the committed hint if there is one.
 fn commit_rows<'a>(
     db: &Database,
     rows: impl Iterator<Item = &'a (u64, LogId, Vec<u8>)>,
+    committed: Option<Option<LogId>>,
 ) -> Result<(), Error> {
     let txn = db.begin_write()?;
     {
@@ -186,6 +219,11 @@ fn commit_rows<'a>(
         for (i, _, b) in rows {
             log.insert(*i, b.as_slice())?;
         }
+    }
+    if let Some(c) = committed {
+        let bytes = crate::wire::encode("stored value", &c, MAX_META_BYTES)?;
+        txn.open_table(RAFT_META)?
+            .insert(COMMITTED, bytes.as_slice())?;
     }
     txn.commit()?;
     Ok(())
@@ -196,15 +234,21 @@ impl LogStore {
     /// thread.
     pub fn new(db: Arc<Database>) -> Result<LogStore, Error> {
         let unflushed: Unflushed = Arc::default();
+        let committed: CommittedHint = Arc::default();
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
-        let (d, u) = (Arc::clone(&db), Arc::clone(&unflushed));
+        let (d, u, c) = (
+            Arc::clone(&db),
+            Arc::clone(&unflushed),
+            Arc::clone(&committed),
+        );
         let writer = std::thread::Builder::new()
             .name("raft-log-writer".into())
-            .spawn(move || writer(d, u, rx))?;
+            .spawn(move || writer(d, u, c, rx))?;
         Ok(LogStore {
             shared: Arc::new(Shared {
                 db,
                 unflushed,
+                committed,
                 jobs: Some(tx),
                 writer: Some(writer),
             }),
@@ -342,10 +386,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
-        Ok(self.put_meta(COMMITTED, &committed, false).await?)
+        // A hint: openraft re-learns the committed index from the leader, so
+        // it may reach the file late or not at all. It reaches it in the
+        // transaction of the first append that holds its entry (see
+        // `writer`), never ahead of the log.
+        *lock_hint(&self.shared.committed) = Some(committed);
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        if let Some(c) = *lock_hint(&self.shared.committed) {
+            return Ok(c);
+        }
         Ok(get_meta::<Option<LogId>>(self.db(), RAFT_META, COMMITTED)?.flatten())
     }
 
@@ -459,6 +511,44 @@ mod tests {
             tokio::task::yield_now().await;
         }
         appender.await.expect("appender");
+    }
+
+    #[tokio::test]
+    async fn the_committed_hint_reaches_the_file_with_its_entry() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("raft.redb");
+        let id = |i| openraft::testing::log_id::<TypeConfig>(1, 1, i);
+        let stored = |path: &Path| -> Option<LogId> {
+            let db = open_cluster_db(path).expect("open");
+            get_meta::<Option<LogId>>(&db, RAFT_META, COMMITTED)
+                .expect("read")
+                .flatten()
+        };
+        {
+            let mut store = LogStore::new(open_cluster_db(&path).expect("open")).expect("store");
+            let entries = (1..=3).map(|i| Entry::new_blank(id(i)));
+            store
+                .append(entries, IOFlushed::noop())
+                .await
+                .expect("append");
+            // Committed past this member's log (a majority without it).
+            store.save_committed(Some(id(5))).await.expect("hint");
+            assert_eq!(store.read_committed().await.expect("read"), Some(id(5)));
+            store
+                .append([Entry::new_blank(id(4))], IOFlushed::noop())
+                .await
+                .expect("append");
+        }
+        assert_eq!(stored(&path), None, "written ahead of the log");
+        {
+            let mut store = LogStore::new(open_cluster_db(&path).expect("open")).expect("store");
+            store.save_committed(Some(id(5))).await.expect("hint");
+            store
+                .append([Entry::new_blank(id(5))], IOFlushed::noop())
+                .await
+                .expect("append");
+        }
+        assert_eq!(stored(&path), Some(id(5)));
     }
 
     #[tokio::test]

@@ -265,6 +265,20 @@ fn blocking<R>(f: impl FnOnce() -> R) -> R {
     }
 }
 
+/// Whether applying `payload` may write the ledger (and fsync it).
+fn touches_ledger(payload: &openraft::alias::EntryPayloadOf<TypeConfig>) -> bool {
+    match payload {
+        EntryPayload::Normal(cmd) => match cmd {
+            Command::Write(_) | Command::Intent(_) | Command::PruneIntents { .. } => false,
+            Command::Batch { .. }
+            | Command::Block(_)
+            | Command::Ordered(_)
+            | Command::EngineRecords { .. } => true,
+        },
+        EntryPayload::Blank | EntryPayload::Membership(_) => false,
+    }
+}
+
 /// One cluster-table change collected while applying, written at the end.
 enum Op {
     AddPending(Hash, Vec<u8>),
@@ -962,7 +976,14 @@ impl RaftStateMachine<TypeConfig> for LedgerMachine {
                 return Ok(());
             }
             let last_chunk = chunk.len() < APPLY_CHUNK;
-            let replies = blocking(|| self.apply_chunk(chunk))?;
+            // Only the ledger fsyncs while applying; a run that does not
+            // touch it ends in one commit without an fsync, cheaper than
+            // handing the runtime's worker over to another thread.
+            let replies = if chunk.iter().any(|(e, _)| touches_ledger(&e.payload)) {
+                blocking(|| self.apply_chunk(chunk))?
+            } else {
+                self.apply_chunk(chunk)?
+            };
             for (responder, response) in replies {
                 if let Some(r) = responder {
                     r.send(response);

@@ -51,6 +51,12 @@ pub const WRITE_DEADLINE: Duration = Duration::from_secs(10);
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a linearizable read may wait for this member to catch up.
 pub const READ_WAIT: Duration = Duration::from_secs(5);
+/// Entries between two snapshots. A snapshot copies the whole ledger file
+/// and every pending write, so it is taken rarely: at 5,000 it took an
+/// eighth of the leader's CPU time under a steady write load
+/// (docs/BENCHMARKS.md, "Clusters"). The log it lets a member purge is
+/// small next to the ledger (a few hundred bytes per entry).
+pub const SNAPSHOT_EVERY: u64 = 100_000;
 
 /// How fresh a read must be (rqlite's levels).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,7 +105,7 @@ pub struct MemberConfig {
 
 impl MemberConfig {
     /// Settings for loopback and tests: elections in 150–300 ms, heartbeats
-    /// every 50 ms, a snapshot every 5000 entries.
+    /// every 50 ms, a snapshot every [`SNAPSHOT_EVERY`] entries.
     pub fn new(id: NodeId, dir: PathBuf, genesis: GenesisFile) -> MemberConfig {
         MemberConfig {
             id,
@@ -111,8 +117,11 @@ impl MemberConfig {
                 election_timeout_max: 300,
                 heartbeat_interval: 50,
                 max_payload_entries: 256,
-                snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(5000),
+                snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY),
                 max_in_snapshot_log_to_keep: 1000,
+                // A follower further behind than a snapshot's span gets the
+                // snapshot instead of the log.
+                replication_lag_threshold: SNAPSHOT_EVERY,
                 // A member cut off and back must not depose a healthy leader
                 // with the terms it inflated while away.
                 enable_pre_vote: Some(true),

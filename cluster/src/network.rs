@@ -161,7 +161,18 @@ pub async fn call(
     timeout: Duration,
 ) -> Result<Reply, Error> {
     let bytes = crate::wire::encode("rpc", rpc, MAX_RPC_BYTES)?;
-    let reply = tokio::time::timeout(timeout, transport.call(to, addr, bytes))
+    call_encoded(transport, to, addr, bytes, timeout).await
+}
+
+/// [`call`] with the request already encoded.
+pub async fn call_encoded(
+    transport: &dyn Transport,
+    to: NodeId,
+    addr: &str,
+    request: Vec<u8>,
+    timeout: Duration,
+) -> Result<Reply, Error> {
+    let reply = tokio::time::timeout(timeout, transport.call(to, addr, request))
         .await
         .map_err(|_| Error::Timeout("rpc"))??;
     crate::wire::decode("rpc reply", &reply, MAX_RPC_BYTES)
@@ -216,15 +227,32 @@ impl Client {
 /// Trims `req`'s entries so it encodes within `max` bytes (keeping at least
 /// one); returns the last kept entry's id if it had to drop any.
 pub fn fit(req: &mut AppendEntriesRequest<TypeConfig>, max: usize) -> Result<Option<LogId>, Error> {
+    let mut rpc = Rpc::Append(req.clone());
+    let (_, kept) = encode_fitted(&mut rpc, max)?;
+    if let Rpc::Append(trimmed) = rpc {
+        *req = trimmed;
+    }
+    Ok(kept)
+}
+
+/// Encodes `rpc`; an append that does not fit in `max` bytes loses entries
+/// from its end until it does (keeping at least one, however large: the
+/// sender refuses it then), and the last kept entry's id is returned if any
+/// were dropped. An append that fits, the usual case, is encoded once.
+pub fn encode_fitted(rpc: &mut Rpc, max: usize) -> Result<(Vec<u8>, Option<LogId>), Error> {
     let mut dropped = false;
     loop {
-        let size = crate::wire::encode("rpc", &Rpc::Append(req.clone()), usize::MAX)?.len();
-        if size <= max || req.entries.len() <= 1 {
-            return Ok(if dropped {
+        let bytes = crate::wire::encode("rpc", rpc, usize::MAX)?;
+        let Rpc::Append(req) = rpc else {
+            return Ok((bytes, None));
+        };
+        if bytes.len() <= max || req.entries.len() <= 1 {
+            let kept = if dropped {
                 req.entries.last().map(|e| e.log_id())
             } else {
                 None
-            });
+            };
+            return Ok((bytes, kept));
         }
         let keep = req.entries.len() / 2;
         req.entries.truncate(keep.max(1));
@@ -232,19 +260,41 @@ pub fn fit(req: &mut AppendEntriesRequest<TypeConfig>, max: usize) -> Result<Opt
     }
 }
 
+/// `bytes` if they are at most `max`.
+fn checked(bytes: Vec<u8>, max: usize) -> Result<Vec<u8>, Error> {
+    if bytes.len() > max {
+        return Err(Error::TooLarge {
+            what: "rpc",
+            size: bytes.len(),
+            max,
+        });
+    }
+    Ok(bytes)
+}
+
 impl RaftNetworkV2<TypeConfig> for Client {
     type SnapshotData = SnapshotFile;
 
     async fn append_entries(
         &mut self,
-        mut rpc: AppendEntriesRequest<TypeConfig>,
+        rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         // openraft bounds entries by count, not bytes: send fewer if they do
         // not fit, and report how far the follower got.
-        let partial =
-            fit(&mut rpc, MAX_RPC_BYTES).map_err(|e| RPCError::Unreachable(unreachable(e)))?;
-        match self.rpc(&Rpc::Append(rpc), option.hard_ttl()).await? {
+        let (bytes, partial) = encode_fitted(&mut Rpc::Append(rpc), MAX_RPC_BYTES)
+            .and_then(|(bytes, partial)| Ok((checked(bytes, MAX_RPC_BYTES)?, partial)))
+            .map_err(|e| RPCError::Unreachable(unreachable(e)))?;
+        let reply = call_encoded(
+            &*self.transport,
+            self.target,
+            &self.addr,
+            bytes,
+            option.hard_ttl(),
+        )
+        .await
+        .map_err(|e| RPCError::Unreachable(unreachable(e)))?;
+        match reply {
             Reply::Append(AppendEntriesResponse::Success) if partial.is_some() => {
                 Ok(AppendEntriesResponse::PartialSuccess(partial))
             }
