@@ -271,6 +271,7 @@ fn touches_ledger(payload: &openraft::alias::EntryPayloadOf<TypeConfig>) -> bool
         EntryPayload::Normal(cmd) => match cmd {
             Command::Write(_) | Command::Intent(_) | Command::PruneIntents { .. } => false,
             Command::Batch { .. }
+            | Command::Batches { .. }
             | Command::Block(_)
             | Command::Ordered(_)
             | Command::EngineRecords { .. } => true,

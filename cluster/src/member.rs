@@ -131,6 +131,17 @@ impl MemberConfig {
             pending: crate::machine::PendingLimits::default(),
         }
     }
+
+    /// The same settings with a snapshot every `entries` log entries (at
+    /// least 100); a follower further behind gets the snapshot.
+    pub fn with_snapshot_every(mut self, entries: u64) -> MemberConfig {
+        let entries = entries.max(100);
+        self.raft.snapshot_policy = openraft::SnapshotPolicy::LogsSinceLast(entries);
+        self.raft.replication_lag_threshold = entries;
+        self.raft.max_in_snapshot_log_to_keep =
+            self.raft.max_in_snapshot_log_to_keep.min(entries / 5);
+        self
+    }
 }
 
 /// What `/status` shows of the cluster.

@@ -225,6 +225,9 @@ struct StartArgs {
     /// one not listed waits for `pyralog-node cluster add-learner`.
     #[arg(long = "cluster-peer", value_name = "ID=MULTIADDR")]
     cluster_peers: Vec<String>,
+    /// Log entries between two Raft snapshots (overrides config.toml).
+    #[arg(long, value_name = "ENTRIES")]
+    snapshot_every: Option<u64>,
 }
 
 fn default_home() -> PathBuf {
@@ -346,6 +349,9 @@ fn start(args: StartArgs) -> Result<()> {
     }
     if !args.cluster_peers.is_empty() {
         config.cluster.peers = args.cluster_peers.clone();
+    }
+    if let Some(n) = args.snapshot_every {
+        config.cluster.snapshot_every = n;
     }
     let founders = cluster_peers(&config.cluster.peers)?;
     if config.cluster.id == 0 {
@@ -503,7 +509,8 @@ async fn start_member(
         .map(std::path::Path::to_path_buf)
         .unwrap_or_default();
     let commander = net.commander();
-    let config = MemberConfig::new(cluster.id, data, genesis);
+    let config =
+        MemberConfig::new(cluster.id, data, genesis).with_snapshot_every(cluster.snapshot_every);
     let member = Member::start(
         config,
         std::sync::Arc::new(P2pTransport::new(commander.clone())),

@@ -42,6 +42,9 @@ pub struct ClusterConfig {
     /// add-learner`). Members answer Raft calls only from these peers and
     /// from the current membership.
     pub peers: Vec<String>,
+    /// Log entries between two snapshots (each copies the ledger's file); a
+    /// member further behind catches up from a snapshot.
+    pub snapshot_every: u64,
 }
 
 impl Default for ClusterConfig {
@@ -49,6 +52,7 @@ impl Default for ClusterConfig {
         ClusterConfig {
             id: 1,
             peers: Vec::new(),
+            snapshot_every: pyralog_cluster::member::SNAPSHOT_EVERY,
         }
     }
 }

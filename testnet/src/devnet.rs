@@ -47,6 +47,8 @@ pub struct Devnet {
     /// Per node, environment variables for its next start (tests' fault
     /// switches).
     pub env: Vec<Vec<(String, String)>>,
+    /// Per node, more `pyralog-node start` flags for its next start.
+    pub args: Vec<Vec<String>>,
 }
 
 /// How to lay a devnet out.
@@ -213,6 +215,7 @@ impl Devnet {
             engine: plan.engine,
             banned: Vec::new(),
             env: Vec::new(),
+            args: Vec::new(),
         };
         for i in 0..net.nodes.len() {
             let child = net.spawn(i)?;
@@ -260,6 +263,7 @@ impl Devnet {
         for (k, v) in self.env.get(i).into_iter().flatten() {
             cmd.env(k, v);
         }
+        cmd.args(self.args.get(i).into_iter().flatten());
         // The members of its cluster, itself included (they found it
         // together).
         let members: Vec<&NodeSpec> = self
@@ -392,6 +396,14 @@ impl Devnet {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
+    }
+
+    /// Adds `pyralog-node start` flags to node `i`'s next starts.
+    pub fn set_args(&mut self, i: usize, args: &[&str]) {
+        if self.args.len() < self.nodes.len() {
+            self.args.resize(self.nodes.len(), Vec::new());
+        }
+        self.args[i] = args.iter().map(|a| (*a).to_owned()).collect();
     }
 
     /// Whether node `i`'s process has ended (it is then forgotten, so
