@@ -24,6 +24,8 @@ use serde::{Deserialize, Serialize};
 pub const MAX_COMMAND_BYTES: usize = 32 << 20;
 /// Engine records in one [`Ordered`] command.
 pub const MAX_RECORDS: usize = 1024;
+/// Writes in one [`Command::Writes`].
+pub const MAX_WRITES: usize = 4096;
 /// Batches in one [`Command::Batches`].
 pub const MAX_BATCHES: usize = 256;
 /// Signers named in one [`Ordered`] command's votes.
@@ -41,6 +43,9 @@ pub enum Command {
     /// survive a change of leader; it reaches the ledger with the batch or
     /// block that includes it. Answer: [`Response::Pending`].
     Write(Transaction),
+    /// Many clients' writes in one entry (a bulk submission), each taken as
+    /// [`Command::Write`] would. Answer: [`Response::Writes`].
+    Writes(Vec<Transaction>),
     /// A gossip batch to merge: another cluster's, or this cluster's own
     /// (sealed by the leader from pending writes, which it then removes).
     /// `now_ms` is the leader's clock when it proposed the merge, so the
@@ -149,6 +154,9 @@ pub enum Response {
     Intent(#[serde(with = "crate::wire::intent_answer")] Result<(), crate::intent::Refusal>),
     /// What each batch of a [`Command::Batches`] came to, in order.
     Batches(Vec<BatchOutcome>),
+    /// Per write of a [`Command::Writes`], in order: `None` if it is
+    /// pending, else why it was refused.
+    Writes(Vec<Option<String>>),
     /// The command was refused by the ledger's rules; nothing changed. Every
     /// member refuses it the same way.
     Refused {
@@ -189,6 +197,7 @@ impl fmt::Display for Command {
             Command::Write(tx) => write!(f, "write {}", tx.id()),
             Command::Batch { batch, .. } => write!(f, "batch {}#{}", batch.origin, batch.seq),
             Command::Batches { batches, .. } => write!(f, "{} batches", batches.len()),
+            Command::Writes(txs) => write!(f, "{} writes", txs.len()),
             Command::Block(b) => write!(f, "block {}", b.header.height),
             Command::Ordered(o) => write!(f, "ordered {}", o.height),
             Command::Intent(s) => write!(
@@ -295,6 +304,10 @@ impl Encode for Command {
                 out.push(5);
                 put_u64(out, *below);
             }
+            Command::Writes(txs) => {
+                out.push(8);
+                put_list(out, txs);
+            }
             Command::Batches { batches, now_ms } => {
                 out.push(7);
                 put_list(out, batches);
@@ -322,6 +335,7 @@ impl Decode for Command {
                 now_ms: r.u64("now")?,
             },
             2 => Command::Block(Block::decode(r)?),
+            8 => Command::Writes(r.list(MAX_WRITES, "writes")?),
             7 => Command::Batches {
                 batches: r.list(MAX_BATCHES, "batches")?,
                 now_ms: r.u64("now")?,
@@ -420,6 +434,19 @@ mod tests {
         })
     }
 
+    fn write_tx(n: u64) -> Transaction {
+        let key = pyralog_ledger::devkit::key(n);
+        let chain: pyralog_ledger::ChainId = "command-test".parse().expect("chain");
+        pyralog_ledger::devkit::tx(
+            &chain,
+            &key,
+            0,
+            0,
+            pyralog_ledger::devkit::put(&key, b"k", b"v"),
+            0,
+        )
+    }
+
     #[test]
     fn round_trips_through_the_envelope() {
         for c in [
@@ -428,6 +455,11 @@ mod tests {
             Command::EngineRecords {
                 from: 3,
                 records: vec![vec![1, 2], Vec::new()],
+            },
+            Command::Writes(vec![write_tx(1), write_tx(2)]),
+            Command::Batches {
+                batches: Vec::new(),
+                now_ms: 9,
             },
         ] {
             let bytes = crate::wire::encode("command", &c, 1 << 20).expect("encode");

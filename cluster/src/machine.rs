@@ -269,7 +269,10 @@ fn blocking<R>(f: impl FnOnce() -> R) -> R {
 fn touches_ledger(payload: &openraft::alias::EntryPayloadOf<TypeConfig>) -> bool {
     match payload {
         EntryPayload::Normal(cmd) => match cmd {
-            Command::Write(_) | Command::Intent(_) | Command::PruneIntents { .. } => false,
+            Command::Write(_)
+            | Command::Writes(_)
+            | Command::Intent(_)
+            | Command::PruneIntents { .. } => false,
             Command::Batch { .. }
             | Command::Batches { .. }
             | Command::Block(_)
@@ -377,32 +380,17 @@ impl LedgerMachine {
             }
         };
         match cmd {
-            Command::Write(tx) => {
-                let id = tx.id();
-                if self.pending.contains_key(&id)
-                    || self.view.ledger.read()?.tx_location(&id)?.is_some()
-                {
-                    // Resubmitted (a client retry, or a replay), or already in
-                    // the ledger (its batch or block came first): once only.
-                    return Ok(Response::Pending { id });
-                }
-                let bytes = tx.to_bytes();
-                if self.pending.len() >= self.limits.count
-                    || self.pending_bytes + bytes.len() > self.limits.bytes
-                {
-                    return Ok(Response::Refused {
-                        reason: format!(
-                            "the cluster's pending writes are full ({} writes, {} bytes)",
-                            self.pending.len(),
-                            self.pending_bytes
-                        ),
+            Command::Write(tx) => self.pend(tx, ops),
+            Command::Writes(txs) => {
+                let mut answers = Vec::with_capacity(txs.len());
+                for tx in txs {
+                    answers.push(match self.pend(tx, ops)? {
+                        Response::Pending { .. } => None,
+                        Response::Refused { reason } => Some(reason),
+                        other => Some(format!("unexpected: {other:?}")),
                     });
                 }
-                self.pending.insert(id, bytes.len());
-                self.pending_bytes += bytes.len();
-                ops.push(Op::AddPending(id, bytes));
-                self.view.events.send(Applied::Write(tx.clone()));
-                Ok(Response::Pending { id })
+                Ok(Response::Writes(answers))
             }
             Command::Batch { batch, now_ms } => {
                 let ids: Vec<Hash> = batch.txs.iter().map(Transaction::id).collect();
@@ -555,6 +543,34 @@ impl LedgerMachine {
             });
         }
         Ok(Response::Batches(out))
+    }
+
+    /// Adds a client's write to the pending set (once), unless the set is
+    /// full.
+    fn pend(&mut self, tx: &Transaction, ops: &mut Vec<Op>) -> Result<Response, Error> {
+        let id = tx.id();
+        if self.pending.contains_key(&id) || self.view.ledger.read()?.tx_location(&id)?.is_some() {
+            // Resubmitted (a client retry, or a replay), or already in the
+            // ledger (its batch or block came first): once only.
+            return Ok(Response::Pending { id });
+        }
+        let bytes = tx.to_bytes();
+        if self.pending.len() >= self.limits.count
+            || self.pending_bytes + bytes.len() > self.limits.bytes
+        {
+            return Ok(Response::Refused {
+                reason: format!(
+                    "the cluster's pending writes are full ({} writes, {} bytes)",
+                    self.pending.len(),
+                    self.pending_bytes
+                ),
+            });
+        }
+        self.pending.insert(id, bytes.len());
+        self.pending_bytes += bytes.len();
+        ops.push(Op::AddPending(id, bytes));
+        self.view.events.send(Applied::Write(tx.clone()));
+        Ok(Response::Pending { id })
     }
 
     /// Forgets pending writes that a batch or block carried.

@@ -296,6 +296,29 @@ async fn replicate(member: &Member, tx: pyralog_ledger::Transaction) -> Result<(
     }
 }
 
+/// [`replicate`] for many writes in one log entry: per write, `None` if the
+/// cluster holds it, else why not.
+async fn replicate_many(
+    member: &Member,
+    txs: Vec<pyralog_ledger::Transaction>,
+) -> Result<Vec<Option<String>>, ApiError> {
+    if txs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let n = txs.len();
+    match member.write(Raft::Writes(txs)).await {
+        Ok(Response::Writes(answers)) if answers.len() == n => Ok(answers),
+        Ok(other) => Err(ApiError::internal(format!(
+            "unexpected answer to writes: {other:?}"
+        ))),
+        Err(e) => Err(ApiError {
+            status: 503,
+            code: "no_leader",
+            message: format!("the cluster cannot take writes now ({e}); retry"),
+        }),
+    }
+}
+
 /// The wall clock in Unix milliseconds (the node is where time enters).
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -955,21 +978,26 @@ impl Driver {
                         Err(e) => answers.push(Err(e)),
                     }
                 }
+                // One log entry for the whole request.
                 let member = Arc::clone(&self.member);
                 tokio::spawn(async move {
-                    let writes: Vec<_> = raws
-                        .into_iter()
-                        .map(|(i, raw)| {
-                            let member = Arc::clone(&member);
-                            (
-                                i,
-                                tokio::spawn(async move { replicate(&member, raw).await }),
-                            )
-                        })
-                        .collect();
-                    for (i, w) in writes {
-                        if let Ok(Err(e)) | Err(e) = w.await.map_err(ApiError::internal) {
-                            answers[i] = Err(e);
+                    let (slots, txs): (Vec<usize>, Vec<_>) = raws.into_iter().unzip();
+                    match replicate_many(&member, txs).await {
+                        Ok(refusals) => {
+                            for (i, refusal) in slots.into_iter().zip(refusals) {
+                                if let Some(reason) = refusal {
+                                    answers[i] = Err(ApiError {
+                                        status: 503,
+                                        code: "pool_full",
+                                        message: reason,
+                                    });
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            for i in slots {
+                                answers[i] = Err(e.clone());
+                            }
                         }
                     }
                     let _ = reply.send(answers);
