@@ -79,6 +79,20 @@ pub enum Command {
     /// The leader's intent to sign `statement` with the cluster's validator
     /// key (see [`crate::intent`]). Answer: [`Response::Intent`].
     Intent(Statement),
+    /// One turn of the leader's engine: the intents to sign its statements
+    /// and the records it persisted, in one entry (one round of the log
+    /// instead of one per statement). Each intent is judged as
+    /// [`Command::Intent`] would be; the records land as
+    /// [`Command::EngineRecords`] would. Answer: [`Response::Turn`], or
+    /// [`Response::Refused`] if the records would leave a gap.
+    Turn {
+        /// Where the first record goes.
+        from: u64,
+        /// The records.
+        records: Vec<Vec<u8>>,
+        /// The statements to sign.
+        intents: Vec<Statement>,
+    },
     /// Forget signing intents below `height` (they are final), raising the
     /// floor below which nothing may be signed. Answer: [`Response::Done`].
     PruneIntents {
@@ -157,6 +171,9 @@ pub enum Response {
     /// Per write of a [`Command::Writes`], in order: `None` if it is
     /// pending, else why it was refused.
     Writes(Vec<Option<String>>),
+    /// Per intent of a [`Command::Turn`], in order: `None` if the key may
+    /// sign it, else why not (it conflicts with what was signed before).
+    Turn(Vec<Option<String>>),
     /// The command was refused by the ledger's rules; nothing changed. Every
     /// member refuses it the same way.
     Refused {
@@ -198,6 +215,14 @@ impl fmt::Display for Command {
             Command::Batch { batch, .. } => write!(f, "batch {}#{}", batch.origin, batch.seq),
             Command::Batches { batches, .. } => write!(f, "{} batches", batches.len()),
             Command::Writes(txs) => write!(f, "{} writes", txs.len()),
+            Command::Turn {
+                records, intents, ..
+            } => write!(
+                f,
+                "turn: {} records, {} intents",
+                records.len(),
+                intents.len()
+            ),
             Command::Block(b) => write!(f, "block {}", b.header.height),
             Command::Ordered(o) => write!(f, "ordered {}", o.height),
             Command::Intent(s) => write!(
@@ -308,6 +333,19 @@ impl Encode for Command {
                 out.push(8);
                 put_list(out, txs);
             }
+            Command::Turn {
+                from,
+                records,
+                intents,
+            } => {
+                out.push(9);
+                put_u64(out, *from);
+                pyralog_ledger::codec::put_len(out, records.len());
+                for r in records {
+                    put_bytes(out, r);
+                }
+                put_list(out, intents);
+            }
             Command::Batches { batches, now_ms } => {
                 out.push(7);
                 put_list(out, batches);
@@ -336,6 +374,19 @@ impl Decode for Command {
             },
             2 => Command::Block(Block::decode(r)?),
             8 => Command::Writes(r.list(MAX_WRITES, "writes")?),
+            9 => {
+                let from = r.u64("from")?;
+                let n = r.len(MAX_RECORDS, 4, "engine records")?;
+                let mut records = Vec::with_capacity(n);
+                for _ in 0..n {
+                    records.push(r.bytes(MAX_RECORD_BYTES, "engine record")?.to_vec());
+                }
+                Command::Turn {
+                    from,
+                    records,
+                    intents: r.list(MAX_RECORDS, "intents")?,
+                }
+            }
             7 => Command::Batches {
                 batches: r.list(MAX_BATCHES, "batches")?,
                 now_ms: r.u64("now")?,
@@ -457,6 +508,14 @@ mod tests {
                 records: vec![vec![1, 2], Vec::new()],
             },
             Command::Writes(vec![write_tx(1), write_tx(2)]),
+            Command::Turn {
+                from: 4,
+                records: vec![vec![3]],
+                intents: vec![match intent() {
+                    Command::Intent(s) => s,
+                    _ => unreachable!("intent() is an intent"),
+                }],
+            },
             Command::Batches {
                 batches: Vec::new(),
                 now_ms: 9,

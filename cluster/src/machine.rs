@@ -277,6 +277,7 @@ fn touches_ledger(payload: &openraft::alias::EntryPayloadOf<TypeConfig>) -> bool
             | Command::Batches { .. }
             | Command::Block(_)
             | Command::Ordered(_)
+            | Command::Turn { .. }
             | Command::EngineRecords { .. } => true,
         },
         EntryPayload::Blank | EntryPayload::Membership(_) => false,
@@ -459,26 +460,26 @@ impl LedgerMachine {
                 }
                 Ok(Response::Intent(result.map(|_| ())))
             }
-            Command::EngineRecords { from, records } => {
-                let end = from.saturating_add(records.len() as u64);
-                if end <= self.engine_len {
-                    return Ok(Response::Done);
+            Command::EngineRecords { from, records } => self.append_records(*from, records),
+            Command::Turn {
+                from,
+                records,
+                intents,
+            } => {
+                // The intents first: a refused one is answered, the others
+                // are recorded; then the records, whatever they were.
+                let mut answers = Vec::with_capacity(intents.len());
+                for s in intents {
+                    let result = self.history_mut()?.record(s);
+                    if matches!(result, Ok(crate::intent::Verdict::New)) {
+                        ops.push(Op::Intent(Slot::of(s), s.digest));
+                    }
+                    answers.push(result.err().map(|r| format!("{r:?}")));
                 }
-                if *from > self.engine_len {
-                    return Ok(Response::Refused {
-                        reason: format!(
-                            "engine records at {from} would leave a gap after {}",
-                            self.engine_len
-                        ),
-                    });
+                match self.append_records(*from, records)? {
+                    Response::Done => Ok(Response::Turn(answers)),
+                    refused => Ok(refused),
                 }
-                let skip = (self.engine_len - from) as usize;
-                self.view
-                    .ledger
-                    .write()?
-                    .append_engine_records(&records[skip..])?;
-                self.engine_len = end;
-                Ok(Response::Done)
             }
             Command::PruneIntents { below } => {
                 let mut h = self.history_mut()?;
@@ -543,6 +544,30 @@ impl LedgerMachine {
             });
         }
         Ok(Response::Batches(out))
+    }
+
+    /// Appends engine records at position `from` of the ledger's engine log;
+    /// a group already there is skipped, one that would leave a gap refused.
+    fn append_records(&mut self, from: u64, records: &[Vec<u8>]) -> Result<Response, Error> {
+        let end = from.saturating_add(records.len() as u64);
+        if end <= self.engine_len {
+            return Ok(Response::Done);
+        }
+        if from > self.engine_len {
+            return Ok(Response::Refused {
+                reason: format!(
+                    "engine records at {from} would leave a gap after {}",
+                    self.engine_len
+                ),
+            });
+        }
+        let skip = (self.engine_len - from) as usize;
+        self.view
+            .ledger
+            .write()?
+            .append_engine_records(&records[skip..])?;
+        self.engine_len = end;
+        Ok(Response::Done)
     }
 
     /// Adds a client's write to the pending set (once), unless the set is

@@ -374,6 +374,20 @@ impl Member {
         }
     }
 
+    /// Commits `cmd` only if this member leads (never forwarded): what the
+    /// leader's own engine writes must not land in a log another leader
+    /// now drives. [`Error::NotLeader`] otherwise.
+    pub async fn write_as_leader(&self, cmd: Command) -> Result<Response, Error> {
+        cmd.to_checked_bytes()?;
+        match self.propose_here(cmd).await? {
+            Ok((_, response)) => Ok(response),
+            Err(leader) => Err(Error::NotLeader {
+                me: self.id,
+                leader,
+            }),
+        }
+    }
+
     /// Commits `cmd` through the cluster and returns what applying it gave.
     /// Acknowledged only once Raft committed it and this member's leader
     /// applied it.

@@ -380,14 +380,14 @@ impl Driver {
         read_store(&self.ledger)
     }
 
-    /// Commits `cmd` through the cluster's log and returns what applying it
-    /// gave; `None` if this node no longer leads (the caller drops what it
-    /// was doing: the new leader takes over). Blocks this task, not the
-    /// runtime.
+    /// Commits `cmd` through the cluster's log as its leader (never
+    /// forwarded) and returns what applying it gave; `None` if this node no
+    /// longer leads (the caller drops what it was doing: the new leader
+    /// takes over). Blocks this task, not the runtime.
     pub(crate) fn write(&mut self, cmd: Raft) -> Option<Response> {
         let member = Arc::clone(&self.member);
         let result = tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(member.write(cmd))
+            tokio::runtime::Handle::current().block_on(member.write_as_leader(cmd))
         });
         match result {
             Ok(r) => Some(r),

@@ -315,18 +315,6 @@ impl Driver {
                     self.feed_pbft(next, None);
                 }
             }
-            if let Some(records) = records.filter(|r| !r.is_empty()) {
-                let count = records.len() as u64;
-                let from = self.engine_len;
-                match self.write(RaftCommand::EngineRecords { from, records }) {
-                    Some(Response::Done) => self.engine_len += count,
-                    Some(other) => {
-                        tracing::error!(?other, "cannot persist consensus state; stopping");
-                        std::process::exit(2);
-                    }
-                    None => return self.step_back(reports),
-                }
-            }
             // No signature leaves before its intent is committed: a leader
             // that takes over never signs against it (ADR 0010). Besides the
             // statements the engine persisted, every statement of ours about
@@ -347,7 +335,8 @@ impl Driver {
             if signs {
                 crate::fault::at(crate::fault::Point::BeforeIntent);
             }
-            let Some(refused) = self.authorize(intents) else {
+            // The turn's records and intents, in one entry of the log.
+            let Some(refused) = self.commit_turn(records.unwrap_or_default(), intents) else {
                 return self.step_back(reports);
             };
             if signs {
@@ -510,57 +499,40 @@ impl Driver {
         Some(Input::Executed { seq, state_root })
     }
 
-    /// Commits the intents to sign `statements` through the cluster's log;
-    /// returns those refused (they conflict with what the cluster's key
-    /// signed before, under an earlier leader), or `None` if this node no
-    /// longer leads.
-    fn authorize(&mut self, statements: Vec<Statement>) -> Option<Vec<Statement>> {
-        if statements.is_empty() {
+    /// Commits a turn's engine `records` and the intents to sign
+    /// `statements` through the cluster's log, in one entry; returns the
+    /// statements refused (they conflict with what the cluster's key signed
+    /// before, under an earlier leader), or `None` if this node no longer
+    /// leads. A new leader caught up with the log before its engine ran
+    /// ([`Driver::follow_leadership`]), so it judges against every intent its
+    /// predecessors committed.
+    fn commit_turn(
+        &mut self,
+        records: Vec<Vec<u8>>,
+        statements: Vec<Statement>,
+    ) -> Option<Vec<Statement>> {
+        if records.is_empty() && statements.is_empty() {
             return Some(Vec::new());
         }
-        let member = std::sync::Arc::clone(&self.member);
-        let results = tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(async {
-                let tasks: Vec<_> = statements
-                    .iter()
-                    .map(|st| {
-                        let (member, st) = (std::sync::Arc::clone(&member), *st);
-                        tokio::spawn(async move { member.authorize_signing(st).await })
-                    })
-                    .collect();
-                let mut out = Vec::with_capacity(tasks.len());
-                for t in tasks {
-                    out.push(t.await);
-                }
-                out
-            })
-        });
+        let count = records.len() as u64;
+        let cmd = RaftCommand::Turn {
+            from: self.engine_len,
+            records,
+            intents: statements.clone(),
+        };
+        let answers = match self.write(cmd)? {
+            Response::Turn(answers) if answers.len() == statements.len() => answers,
+            other => {
+                tracing::error!(?other, "cannot persist consensus state; stopping");
+                std::process::exit(2);
+            }
+        };
+        self.engine_len += count;
         let mut refused = Vec::new();
-        for (st, result) in statements.into_iter().zip(results) {
-            match result {
-                Ok(Ok(_)) => {}
-                Ok(Err(pyralog_cluster::Error::SigningRefused(why))) => {
-                    tracing::warn!(
-                        height = st.height,
-                        round = st.round,
-                        ?why,
-                        "signing refused"
-                    );
-                    refused.push(st);
-                }
-                Ok(Err(error)) if error.is_fatal() => {
-                    tracing::error!(%error, "storage failed; stopping");
-                    std::process::exit(2);
-                }
-                Ok(Err(error)) => {
-                    tracing::warn!(%error, "cannot commit a signing intent; stepping back");
-                    self.leading = false;
-                    return None;
-                }
-                Err(error) => {
-                    tracing::error!(%error, "a signing task failed; stopping");
-                    std::process::exit(2);
-                }
+        for (st, answer) in statements.into_iter().zip(answers) {
+            if let Some(why) = answer {
+                tracing::warn!(height = st.height, round = st.round, %why, "signing refused");
+                refused.push(st);
             }
         }
         Some(refused)
