@@ -1113,7 +1113,12 @@ impl Driver {
     fn status(&self) -> serde_json::Value {
         let cluster = self.member.status();
         let g = self.rules.genesis();
-        let tip = self.store().tip();
+        // The height and the root from one read (let go before
+        // `current_epoch` reads again).
+        let (tip, state_root) = {
+            let store = self.store();
+            (store.tip(), store.state_root())
+        };
         let (heads, pending) = match &self.engine {
             Consensus::Gossip(e) => (e.digest().heads, e.pending()),
             Consensus::Ordered(p) => (Default::default(), p.pool_len()),
@@ -1128,7 +1133,7 @@ impl Driver {
             "cluster": cluster,
             "height": tip.height,
             "batches": heads.values().sum::<u64>(),
-            "state_root": self.store().state_root().to_hex(),
+            "state_root": state_root.to_hex(),
             "genesis_hash": g.hash().to_hex(),
             "peers": self.net.peers(),
             "syncing": false,
@@ -1154,10 +1159,10 @@ impl Driver {
         key: Vec<u8>,
         proof: bool,
     ) -> Result<Option<serde_json::Value>, ApiError> {
-        let entry = self
-            .store()
-            .record(&address, &key)
-            .map_err(ApiError::internal)?;
+        // One read of the ledger for the record, its proof and the root the
+        // proof is against: the state machine applies meanwhile.
+        let store = self.store();
+        let entry = store.record(&address, &key).map_err(ApiError::internal)?;
         let Some(entry) = entry.filter(|e| !e.is_tombstone()) else {
             return Ok(None);
         };
@@ -1172,12 +1177,11 @@ impl Driver {
             "tx": entry.order.tx.to_hex(),
         });
         if proof {
-            let p = self
-                .store()
+            let p = store
                 .proof(&StateKey::Record(address, key))
                 .map_err(ApiError::internal)?;
             v["proof"] = serde_json::Value::String(hex::encode(p.to_bytes()));
-            v["state_root"] = serde_json::Value::String(self.store().state_root().to_hex());
+            v["state_root"] = serde_json::Value::String(store.state_root().to_hex());
         }
         Ok(Some(v))
     }
