@@ -176,11 +176,7 @@ impl Driver {
         if verdict != Verdict::Accept {
             self.admission.refused += 1;
         }
-        if verdict == Verdict::Reject {
-            self.reject_gossip(id, from);
-        } else {
-            self.net.command(NetCommand::Report { id, from, verdict });
-        }
+        self.report(id, from, verdict);
     }
 
     /// The validators' last words, for `/status`.

@@ -727,7 +727,12 @@ impl Driver {
     }
 
     /// Tells the swarm what a gossip message turned out to be.
-    fn report(&mut self, id: pyralog_p2p::network::MessageIdOf, from: PeerId, verdict: Verdict) {
+    pub(crate) fn report(
+        &mut self,
+        id: pyralog_p2p::network::MessageIdOf,
+        from: PeerId,
+        verdict: Verdict,
+    ) {
         if verdict == Verdict::Reject {
             self.metrics.gossip_rejected += 1;
         }
@@ -819,11 +824,7 @@ impl Driver {
                 // Over its share this second: neither checked nor forwarded
                 // nor held against it; anti-entropy fetches what it missed.
                 self.metrics.batches_limited += 1;
-                self.net.command(NetCommand::Report {
-                    id,
-                    from,
-                    verdict: Verdict::Ignore,
-                });
+                self.report(id, from, Verdict::Ignore);
             }
             NetEvent::Gossip {
                 topic: Topic::Batches,
@@ -850,11 +851,7 @@ impl Driver {
                 data,
             } => match Digest::from_bytes(&data) {
                 Ok(digest) => {
-                    self.net.command(NetCommand::Report {
-                        id,
-                        from,
-                        verdict: Verdict::Accept,
-                    });
+                    self.report(id, from, Verdict::Accept);
                     self.feed(Input::Digest { from, digest }, None);
                 }
                 Err(error) => {
@@ -886,11 +883,7 @@ impl Driver {
             }
             NetEvent::Gossip { from, id, .. } => {
                 // Consensus and relayed transactions belong to ordering engines.
-                self.net.command(NetCommand::Report {
-                    id,
-                    from,
-                    verdict: Verdict::Ignore,
-                });
+                self.report(id, from, Verdict::Ignore);
             }
             NetEvent::Connected(peer) => tracing::info!(%peer, "peer connected"),
             NetEvent::Disconnected(peer) => tracing::info!(%peer, "peer disconnected"),
@@ -900,12 +893,7 @@ impl Driver {
 
     /// Reports a gossip message as provably invalid (its sender's score drops).
     pub(crate) fn reject_gossip(&mut self, id: pyralog_p2p::network::MessageIdOf, from: PeerId) {
-        self.metrics.gossip_rejected += 1;
-        self.net.command(NetCommand::Report {
-            id,
-            from,
-            verdict: Verdict::Reject,
-        });
+        self.report(id, from, Verdict::Reject);
     }
 
     /// A batch from the wire: decoded strictly and every signature checked.

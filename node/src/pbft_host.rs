@@ -371,10 +371,7 @@ impl Driver {
                 crate::fault::at(crate::fault::Point::AfterSend);
             }
             for (id, from, verdict) in reports {
-                if verdict == Verdict::Reject {
-                    self.metrics.gossip_rejected += 1;
-                }
-                self.net.command(NetCommand::Report { id, from, verdict });
+                self.report(id, from, verdict);
             }
             self.relay(relay);
         }
@@ -545,11 +542,7 @@ impl Driver {
         self.leading = false;
         self.pending = Pending::default();
         for (id, from, _) in reports {
-            self.net.command(NetCommand::Report {
-                id,
-                from,
-                verdict: Verdict::Ignore,
-            });
+            self.report(id, from, Verdict::Ignore);
         }
     }
 
@@ -762,11 +755,7 @@ impl Driver {
             }
             NetEvent::Gossip { from, id, .. } => {
                 // Batches and digests belong to the gossip engine.
-                self.net.command(NetCommand::Report {
-                    id,
-                    from,
-                    verdict: Verdict::Ignore,
-                });
+                self.report(id, from, Verdict::Ignore);
             }
             NetEvent::FetchRequest {
                 request, channel, ..
