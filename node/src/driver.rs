@@ -275,24 +275,21 @@ fn build_engine(
     })
 }
 
+/// The cluster's pending writes are full: why a write was not taken.
+fn pending_full(reason: String) -> ApiError {
+    ApiError {
+        status: 503,
+        code: "pool_full",
+        message: reason,
+    }
+}
+
 /// Puts a client's write in the cluster's log (from any member: a follower
 /// forwards it to the leader); `Ok` once a majority holds it.
 async fn replicate(member: &Member, tx: pyralog_ledger::Transaction) -> Result<(), ApiError> {
-    match member.write(Raft::Write(tx)).await {
-        Ok(Response::Pending { .. }) => Ok(()),
-        Ok(Response::Refused { reason }) => Err(ApiError {
-            status: 503,
-            code: "pool_full",
-            message: reason,
-        }),
-        Ok(other) => Err(ApiError::internal(format!(
-            "unexpected answer to a write: {other:?}"
-        ))),
-        Err(e) => Err(ApiError {
-            status: 503,
-            code: "no_leader",
-            message: format!("the cluster cannot take writes now ({e}); retry"),
-        }),
+    match replicate_many(member, vec![tx]).await?.pop().flatten() {
+        None => Ok(()),
+        Some(reason) => Err(pending_full(reason)),
     }
 }
 
@@ -502,6 +499,15 @@ impl Driver {
         }
     }
 
+    /// Drops waiters nobody listens to any more: their client timed out, or
+    /// the write never reached the cluster's log.
+    fn forget_abandoned_waiters(&mut self) {
+        self.waiters.retain(|_, ws| {
+            ws.retain(|w| !w.is_closed());
+            !ws.is_empty()
+        });
+    }
+
     /// What the member's state machine applied: new pending writes go to the
     /// engine (on the leader); clients waiting on this node hear of their
     /// writes.
@@ -560,7 +566,10 @@ impl Driver {
                         self.take_pending();
                     }
                 }
-                _ = announce.tick() => self.announce_difficulty(),
+                _ = announce.tick() => {
+                    self.announce_difficulty();
+                    self.forget_abandoned_waiters();
+                }
                 _ = tokio::time::sleep_until(self.next_tick), if self.leading => {
                     if matches!(self.engine, Consensus::Ordered(_)) {
                         self.next_tick = tokio::time::Instant::now() + crate::pbft_host::TICK;
@@ -974,11 +983,7 @@ impl Driver {
                         Ok(refusals) => {
                             for (i, refusal) in slots.into_iter().zip(refusals) {
                                 if let Some(reason) = refusal {
-                                    answers[i] = Err(ApiError {
-                                        status: 503,
-                                        code: "pool_full",
-                                        message: reason,
-                                    });
+                                    answers[i] = Err(pending_full(reason));
                                 }
                             }
                         }
@@ -1184,9 +1189,14 @@ impl Driver {
                 Some(TxLocation::Block { height, index }) => Some(serde_json::json!({
                     "hash": id.to_hex(), "status": "final", "block": {"height": height, "index": index},
                 })),
-                None if self.waiters.contains_key(&id) => Some(
-                    serde_json::json!({"hash": id.to_hex(), "status": "pending", "block": null}),
-                ),
+                // Waiting here, or held in the cluster's pending writes.
+                None if self.waiters.contains_key(&id)
+                    || self.member.view().is_pending(&id).unwrap_or(false) =>
+                {
+                    Some(
+                        serde_json::json!({"hash": id.to_hex(), "status": "pending", "block": null}),
+                    )
+                }
                 None => None,
             },
         )
