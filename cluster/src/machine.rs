@@ -330,7 +330,7 @@ impl LedgerMachine {
                 pending_bytes += v.value().len();
             }
         }
-        let engine_len = ledger.read()?.engine_records()?.len() as u64;
+        let engine_len = ledger.read()?.engine_records_len()?;
         Ok(LedgerMachine {
             view: MachineView {
                 db,
@@ -898,7 +898,7 @@ impl LedgerMachine {
             let old = std::mem::replace(&mut *store, new_store);
             drop(old);
             std::fs::rename(&incoming, &live)?;
-            self.engine_len = store.engine_records()?.len() as u64;
+            self.engine_len = store.engine_records_len()?;
         }
         // The cluster tables, durably: the log below this point may be
         // purged next.

@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use crate::block::{
     Block, Certificate, Header, VerifiedBatch, VerifiedBlock, VerifiedTx, tx_root_of_ids,
@@ -689,6 +689,17 @@ impl Store {
         append_records(&txn, records)?;
         txn.commit()?;
         Ok(())
+    }
+
+    /// How many records the consensus engine has appended (without reading
+    /// them).
+    pub fn engine_records_len(&self) -> Result<u64, Error> {
+        let txn = self.db.begin_read()?;
+        match txn.open_table(ENGINE_LOG) {
+            Ok(t) => Ok(t.len()?),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The consensus engine's records, in the order they were appended.

@@ -93,6 +93,7 @@ fn an_ordered_block_keeps_every_transaction_and_skips_the_failing_ones() {
             b"three".to_vec()
         ]
     );
+    assert_eq!(store.engine_records_len().expect("count"), 4);
     // Every transaction of the block is found where it is, the failing one
     // too, after the reopen; an id that was never committed is not.
     for (i, tx) in txs.iter().enumerate() {

@@ -340,7 +340,7 @@ impl Driver {
             (
                 build_engine(&store, &validator, &config)?,
                 crate::admission::Admission::new(&store, &validator)?,
-                store.engine_records()?.len() as u64,
+                store.engine_records_len()?,
                 store.rules().clone(),
             )
         };
@@ -423,7 +423,7 @@ impl Driver {
         let built = {
             let store = read_store(&self.ledger);
             build_engine(&store, &self.validator, &self.gossip)
-                .and_then(|e| Ok((e, store.engine_records()?.len() as u64)))
+                .and_then(|e| Ok((e, store.engine_records_len()?)))
         };
         match built {
             Ok((engine, len)) => {
