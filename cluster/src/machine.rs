@@ -394,31 +394,23 @@ impl LedgerMachine {
                 Ok(Response::Writes(answers))
             }
             Command::Batch { batch, now_ms } => {
-                let ids: Vec<Hash> = batch.txs.iter().map(Transaction::id).collect();
-                let verified = match VerifiedBatch::verify_memo(batch.clone(), None) {
-                    Ok(v) => v,
-                    Err(e) => return refused(e),
+                // A group of one.
+                let outcome = match self.apply_batches(std::slice::from_ref(batch), *now_ms, ops)? {
+                    Response::Batches(mut outcomes) => outcomes.pop(),
+                    _ => None,
                 };
-                let outcome = {
-                    let mut store = self.view.ledger.write()?;
-                    store.merge_batch(&verified, *now_ms)
-                };
-                let response = match outcome {
-                    Ok(MergeOutcome::Merged { state_root }) => Response::Merged {
+                Ok(match outcome {
+                    Some(BatchOutcome::Merged(state_root)) => Response::Merged {
                         state_root,
                         already: false,
                     },
-                    Ok(MergeOutcome::AlreadyMerged) => Response::Merged {
+                    Some(BatchOutcome::Already) => Response::Merged {
                         state_root: self.view.ledger.read()?.state_root(),
                         already: true,
                     },
-                    Err(e) => return refused(e),
-                };
-                if matches!(response, Response::Merged { already: false, .. }) {
-                    self.view.events.send(Applied::Batch(ids.clone()));
-                }
-                self.unpend(ids, ops);
-                Ok(response)
+                    Some(BatchOutcome::Refused { reason, .. }) => Response::Refused { reason },
+                    None => return Err(Error::Corrupt("a merge without an outcome".into())),
+                })
             }
             Command::Batches { batches, now_ms } => self.apply_batches(batches, *now_ms, ops),
             Command::Block(block) => {
