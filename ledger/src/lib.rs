@@ -64,5 +64,5 @@ pub use keys::{Address, Keypair, Signature};
 pub use machine::{Rules, StateView, Tip};
 pub use pow::{PowKey, Stamp};
 pub use state::{Account, RecordEntry, RecordEntryRef, StateKey};
-pub use store::{MergeOutcome, Snapshot, Store};
+pub use store::{MergeOutcome, Segments, Snapshot, Store};
 pub use tx::{Payload, PutOp, Transaction, TxBody};

@@ -178,6 +178,13 @@ impl StateTree {
         &self.layers[0]
     }
 
+    /// The nodes `level` layers above the buckets (0: the buckets, `bits`:
+    /// the root alone); node `i` covers buckets `i << level .. (i + 1) << level`.
+    /// Past the root, the root.
+    pub fn layer(&self, level: usize) -> &[Hash] {
+        &self.layers[level.min(self.layers.len() - 1)]
+    }
+
     /// The tree with some buckets' hashes replaced; only the paths above them
     /// are rehashed.
     pub fn with_updates(&self, updates: &[(u32, Hash)]) -> Result<StateTree, Error> {

@@ -16,6 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
@@ -572,7 +573,29 @@ impl Store {
             bits: self.tree.bits(),
             chain_id: self.genesis().chain_id.clone(),
             engine: self.genesis().engine,
+            segments: None,
         })
+    }
+
+    /// A snapshot for whole-state scans: a [`Snapshot`] that also carries
+    /// [`Segments`], the state tree's nodes at the level where each covers
+    /// about [`SEGMENT_ROWS`] entries. A node's hash commits to every entry
+    /// under it, so a copy of a segment's rows made at one snapshot is known
+    /// to be current at another whenever the two hashes agree. Costs a pass
+    /// over the bucket lists and a copy of one tree layer (at most 2^bits
+    /// hashes); plain reads use [`Store::snapshot`].
+    pub fn scan_snapshot(&self) -> Result<Snapshot, Error> {
+        let mut snapshot = self.snapshot()?;
+        let entries: usize = self.buckets.iter().map(Vec::len).sum();
+        let bits = self.tree.bits();
+        let wanted = (entries / SEGMENT_ROWS).max(1).next_power_of_two();
+        let count_bits = wanted.trailing_zeros().min(bits);
+        let level = bits - count_bits;
+        snapshot.segments = Some(Arc::new(Segments {
+            level,
+            hashes: self.tree.layer(level as usize).to_vec(),
+        }));
+        Ok(snapshot)
     }
 
     /// Applies a finalized block: checks the header against the tip, executes
@@ -1109,6 +1132,22 @@ pub struct Snapshot {
     bits: u32,
     chain_id: crate::chain::ChainId,
     engine: crate::chain::Engine,
+    segments: Option<Arc<Segments>>,
+}
+
+/// About how many state entries one scan segment holds (see
+/// [`Store::scan_snapshot`]).
+pub const SEGMENT_ROWS: usize = 4096;
+
+/// The state split into contiguous runs of buckets (segments), each with the
+/// state tree's hash over it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Segments {
+    /// Each segment is `2^level` buckets: segment `i` holds buckets
+    /// `i << level .. (i + 1) << level`.
+    pub level: u32,
+    /// The tree node over each segment, in bucket order.
+    pub hashes: Vec<Hash>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -1152,6 +1191,30 @@ impl Snapshot {
         Ok(StateScan {
             range: table.range::<&[u8]>(..)?,
         })
+    }
+
+    /// The segments of a snapshot from [`Store::scan_snapshot`]; `None` for
+    /// a plain one.
+    pub fn segments(&self) -> Option<&Segments> {
+        self.segments.as_deref()
+    }
+
+    /// A scan of one segment's entries (see [`Snapshot::segments`]), in
+    /// stored order; an empty scan past the last segment.
+    pub fn scan_segment(&self, segment: u32) -> Result<StateScan, Error> {
+        let level = self.segments.as_ref().map_or(self.bits, |s| s.level);
+        let lo = u64::from(segment) << level;
+        let hi = (u64::from(segment) + 1) << level;
+        let table = self.txn.open_table(STATE)?;
+        // Stored keys start with the bucket as 4 big-endian bytes; buckets
+        // stop below 2^MAX_BUCKET_BITS, so `hi` fits in 4 bytes but for the
+        // end of the whole table.
+        let lo_key = u32::try_from(lo).unwrap_or(u32::MAX).to_be_bytes();
+        let range = match u32::try_from(hi) {
+            Ok(hi) => table.range::<&[u8]>(lo_key.as_slice()..hi.to_be_bytes().as_slice())?,
+            Err(_) => table.range::<&[u8]>(lo_key.as_slice()..)?,
+        };
+        Ok(StateScan { range })
     }
 
     /// The block at `height`.

@@ -133,3 +133,87 @@ fn batches_by_origin_read_only_that_origins_range() {
     assert!(s.batch(&origins[0].address(), 2).expect("read").is_some());
     assert!(s.batch(&origins[0].address(), 9).expect("read").is_none());
 }
+
+/// Every entry of a scan, as (state key bytes, entry bytes).
+fn drain(mut scan: pyralog_ledger::store::StateScan) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    while scan
+        .visit(64, &mut |k, v| {
+            out.push((k.to_vec(), v.to_vec()));
+            Ok(())
+        })
+        .expect("visit")
+        == 64
+    {}
+    out
+}
+
+#[test]
+fn segments_cover_the_state_and_only_a_written_segments_hash_moves() {
+    use pyralog_ledger::store::SEGMENT_ROWS;
+    let mut n = common::net(Engine::Pbft);
+    let owner = devkit::key(9).address();
+    let entry = |i: u32| pyralog_ledger::RecordEntry {
+        value: Some(i.to_be_bytes().to_vec()),
+        sealed: false,
+        version: 1,
+        order: pyralog_ledger::state::WriteOrder {
+            hlc: Hlc {
+                wall_ms: 1,
+                logical: 0,
+            },
+            origin: owner,
+            tx: pyralog_ledger::Hash::default(),
+        },
+    };
+    let rows: Vec<_> = (0..20_000u32)
+        .map(|i| {
+            let key = StateKey::Record(owner, i.to_be_bytes().to_vec());
+            (key, pyralog_ledger::Encode::to_bytes(&entry(i)))
+        })
+        .collect();
+    n.store.import_entries(rows).expect("import");
+
+    // A plain snapshot has no segments; a scan snapshot splits ~20k entries
+    // into a power of two of segments of about SEGMENT_ROWS each.
+    assert!(n.store.snapshot().expect("snapshot").segments().is_none());
+    let before = n.store.scan_snapshot().expect("snapshot");
+    let segs = before.segments().expect("segments").clone();
+    let count = segs.hashes.len();
+    assert!(count.is_power_of_two() && count > 1, "{count} segments");
+    let per = 20_000 / count;
+    assert!(
+        (SEGMENT_ROWS / 2..=SEGMENT_ROWS * 2).contains(&per),
+        "{per} rows per segment"
+    );
+    // The segments, scanned in order, are the whole state scan.
+    let whole = drain(before.scan_state().expect("scan"));
+    let mut pieces = Vec::new();
+    for i in 0..count as u32 {
+        pieces.extend(drain(before.scan_segment(i).expect("scan")));
+    }
+    assert_eq!(pieces, whole);
+    assert!(drain(before.scan_segment(count as u32).expect("scan")).is_empty());
+
+    // One changed record moves exactly one segment's hash (and the root).
+    let key = StateKey::Record(owner, 77u32.to_be_bytes().to_vec());
+    let mut changed = entry(77);
+    changed.version = 2;
+    n.store
+        .import_entries(vec![(key, pyralog_ledger::Encode::to_bytes(&changed))])
+        .expect("import");
+    let after = n.store.scan_snapshot().expect("snapshot");
+    let moved: Vec<usize> = segs
+        .hashes
+        .iter()
+        .zip(&after.segments().expect("segments").hashes)
+        .enumerate()
+        .filter(|(_, (a, b))| a != b)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(moved.len(), 1, "{moved:?}");
+    let in_moved = drain(after.scan_segment(moved[0] as u32).expect("scan"));
+    let key_bytes = StateKey::Record(owner, 77u32.to_be_bytes().to_vec()).to_bytes();
+    assert!(in_moved.iter().any(|(k, _)| *k == key_bytes));
+    assert_ne!(before.tip().state_root, after.tip().state_root);
+}

@@ -431,6 +431,7 @@ fn start(args: StartArgs) -> Result<()> {
                 config.sql.max_concurrent.max(1),
             )),
             sql: config.sql.clone(),
+            sql_cache: crate::query::sql_cache(&config.sql),
             client_txs: std::sync::Arc::new(std::sync::Mutex::new(crate::limit::PerSecond::new(
                 config.rpc.client_txs_per_sec,
             ))),

@@ -70,6 +70,10 @@ pub struct SqlConfig {
     pub max_memory_bytes: usize,
     /// Queries running at once; one more is refused with 503 (busy).
     pub max_concurrent: usize,
+    /// Bytes of Arrow columns kept between queries: whole-state scans keep
+    /// the columns of each segment of the state tree and reuse them while
+    /// the segment's hash is unchanged (0 keeps none).
+    pub cache_bytes: usize,
 }
 
 impl Default for SqlConfig {
@@ -79,6 +83,7 @@ impl Default for SqlConfig {
             max_rows: 100_000,
             max_memory_bytes: 256 * 1024 * 1024,
             max_concurrent: 2,
+            cache_bytes: 128 * 1024 * 1024,
         }
     }
 }

@@ -1028,9 +1028,11 @@ impl Driver {
                 let _ = reply.send(self.validators_json());
             }
             Request::Snapshot(reply) => {
+                // Only queries ask: a snapshot with the state tree's segments,
+                // so whole-state scans can reuse cached columns.
                 let _ = reply.send(
                     self.store()
-                        .snapshot()
+                        .scan_snapshot()
                         .map_err(|e| ApiError::from_ledger(&e)),
                 );
             }

@@ -37,7 +37,7 @@ fn parse(body: &Bytes) -> Result<String, ApiError> {
 }
 
 /// `POST /query` with `{"sql": "..."}`: the rows as JSON
-/// (`{height, state_root, columns, rows, rows_read}`), or as an Arrow IPC
+/// (`{height, state_root, columns, rows, rows_read, rows_cached}`), or as an Arrow IPC
 /// stream when `Accept` asks for it (height and state root in the schema's
 /// metadata and in `x-pyralog-height` / `x-pyralog-state-root`).
 #[cfg(feature = "sql")]
@@ -62,6 +62,7 @@ pub(crate) async fn query(
             ),
         })?;
     let snapshot = crate::rpc::ask(&s, Request::Snapshot).await??;
+    let cache = s.sql_cache.clone();
     let limits = pyralog_sql::Limits {
         timeout: std::time::Duration::from_millis(s.sql.timeout_ms),
         max_rows: s.sql.max_rows,
@@ -73,7 +74,7 @@ pub(crate) async fn query(
         .is_some_and(|v| v.contains(ARROW_STREAM));
     let answer = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        let a = pyralog_sql::query(snapshot, &sql, &limits)?;
+        let a = pyralog_sql::query_cached(snapshot, &sql, &limits, cache)?;
         let body = if arrow {
             a.to_arrow_ipc()?
         } else {
@@ -110,6 +111,22 @@ pub(crate) async fn query(
 
 #[cfg(feature = "sql")]
 use crate::driver::Request;
+
+/// The node's column cache for queries (`sql.cache_bytes`; none at 0).
+#[cfg(feature = "sql")]
+pub(crate) type SqlCache = Option<std::sync::Arc<pyralog_sql::ScanCache>>;
+/// Without SQL there is nothing to cache.
+#[cfg(not(feature = "sql"))]
+pub(crate) type SqlCache = ();
+
+#[cfg(feature = "sql")]
+pub(crate) fn sql_cache(config: &crate::config::SqlConfig) -> SqlCache {
+    (config.cache_bytes > 0)
+        .then(|| std::sync::Arc::new(pyralog_sql::ScanCache::new(config.cache_bytes)))
+}
+
+#[cfg(not(feature = "sql"))]
+pub(crate) fn sql_cache(_: &crate::config::SqlConfig) -> SqlCache {}
 
 #[cfg(feature = "sql")]
 fn sql_error(e: pyralog_sql::SqlError) -> ApiError {
@@ -205,7 +222,8 @@ mod handler_tests {
         tokio::spawn(async move {
             while let Some(req) = rx.recv().await {
                 if let Request::Snapshot(reply) = req {
-                    let _ = reply.send(store.snapshot().map_err(|e| ApiError::from_ledger(&e)));
+                    let _ =
+                        reply.send(store.scan_snapshot().map_err(|e| ApiError::from_ledger(&e)));
                 }
             }
         });
@@ -219,6 +237,7 @@ mod handler_tests {
                 keys: Arc::new(Mutex::new(KeyCache::new(8))),
                 pow: pyralog_ledger::PowKey::for_chain(&chain),
                 chain,
+                sql_cache: super::sql_cache(&sql),
                 sql,
                 sql_slots: Arc::new(Semaphore::new(slots)),
                 client_txs: Arc::new(Mutex::new(crate::limit::PerSecond::new(0))),
@@ -258,6 +277,15 @@ mod handler_tests {
         let j: serde_json::Value = serde_json::from_slice(&body(r).await).expect("json");
         assert_eq!(j["rows"], serde_json::json!([[77]]));
         assert_eq!(j["state_root"], root.as_str());
+        assert!(j["rows_read"].as_u64() > Some(0));
+        // The same scan again comes from the node's column cache.
+        let r = ask(&n, "SELECT sum(balance) FROM accounts", None)
+            .await
+            .expect("ok");
+        let j: serde_json::Value = serde_json::from_slice(&body(r).await).expect("json");
+        assert_eq!(j["rows"], serde_json::json!([[77]]));
+        assert_eq!(j["rows_read"], 0);
+        assert!(j["rows_cached"].as_u64() > Some(0), "{j}");
 
         let r = ask(&n, "SELECT * FROM tip", Some(ARROW_STREAM))
             .await
@@ -275,6 +303,7 @@ mod handler_tests {
                 max_rows: 5,
                 max_memory_bytes: 64 * 1024,
                 max_concurrent: 1,
+                ..SqlConfig::default()
             },
             1,
         )

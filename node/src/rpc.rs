@@ -48,6 +48,8 @@ pub struct RpcState {
     pub sql: crate::config::SqlConfig,
     /// One permit per query allowed to run at once (`sql.max_concurrent`).
     pub sql_slots: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Columns of state segments kept between queries.
+    pub sql_cache: crate::query::SqlCache,
     /// Transactions each client address has posted this second.
     pub client_txs: std::sync::Arc<std::sync::Mutex<PerSecond<Option<IpAddr>>>>,
 }

@@ -72,7 +72,7 @@ impl Table for Blocks {
     fn range_columns(&self) -> &'static [&'static str] {
         &["height"]
     }
-    fn open(&self, q: &Query, filters: &[Expr]) -> Result<Box<dyn Source>, ScanError> {
+    fn open(&self, q: &Query, filters: &[Expr], _: &[usize]) -> Result<Box<dyn Source>, ScanError> {
         let (lo, hi) = pushdown::range(filters, "height");
         Ok(Box::new(BlockSource {
             scan: q.snapshot.blocks(lo, hi)?,
@@ -254,7 +254,7 @@ impl Table for Transactions {
     fn range_columns(&self) -> &'static [&'static str] {
         &["height"]
     }
-    fn open(&self, q: &Query, filters: &[Expr]) -> Result<Box<dyn Source>, ScanError> {
+    fn open(&self, q: &Query, filters: &[Expr], _: &[usize]) -> Result<Box<dyn Source>, ScanError> {
         let plan = match pushdown::equal_to(filters, "hash") {
             Some(set) => TxPlan::Points(
                 set.iter()
@@ -328,7 +328,7 @@ impl Table for Batches {
     fn eq_columns(&self) -> &'static [&'static str] {
         &["origin"]
     }
-    fn open(&self, q: &Query, filters: &[Expr]) -> Result<Box<dyn Source>, ScanError> {
+    fn open(&self, q: &Query, filters: &[Expr], _: &[usize]) -> Result<Box<dyn Source>, ScanError> {
         let origins = pushdown::equal_to(filters, "origin").map(|set| {
             set.iter()
                 .filter_map(|l| l.text()?.parse::<Address>().ok())
@@ -383,7 +383,7 @@ impl Table for TipTable {
     fn schema(&self) -> SchemaRef {
         TIP.clone()
     }
-    fn open(&self, _: &Query, _: &[Expr]) -> Result<Box<dyn Source>, ScanError> {
+    fn open(&self, _: &Query, _: &[Expr], _: &[usize]) -> Result<Box<dyn Source>, ScanError> {
         Ok(Box::new(TipSource { done: false }))
     }
 }

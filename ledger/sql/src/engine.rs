@@ -2,7 +2,7 @@
 //! limits, and the answer.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::RecordBatch;
@@ -16,6 +16,7 @@ use datafusion::sql::sqlparser::ast::Statement as Ast;
 use futures::StreamExt;
 use pyralog_ledger::{Hash, Snapshot};
 
+use crate::cache::ScanCache;
 use crate::error::SqlError;
 use crate::scan::{Provider, Query, Table};
 use crate::{chain, state};
@@ -63,6 +64,8 @@ pub struct Answer {
     /// Rows read from storage by every scan of the query (for tests and
     /// `EXPLAIN`-style diagnostics: pushdown makes it smaller).
     pub rows_read: u64,
+    /// Rows scans took from the node's column cache instead of storage.
+    pub rows_cached: u64,
 }
 
 impl Answer {
@@ -133,11 +136,23 @@ pub fn check_read_only(sql: &str) -> Result<(), SqlError> {
 /// thread (it builds a small single-threaded runtime for DataFusion). Call it
 /// off any async executor, e.g. from `spawn_blocking`.
 pub fn query(snapshot: Snapshot, sql: &str, limits: &Limits) -> Result<Answer, SqlError> {
+    query_cached(snapshot, sql, limits, None)
+}
+
+/// [`query`], reading state segments through `cache` where it holds them.
+/// The cache is used only with a snapshot from `Store::scan_snapshot` (one
+/// that carries segment hashes); with a plain snapshot it is left alone.
+pub fn query_cached(
+    snapshot: Snapshot,
+    sql: &str,
+    limits: &Limits,
+    cache: Option<Arc<ScanCache>>,
+) -> Result<Answer, SqlError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .map_err(|e| SqlError::Execution(format!("cannot start the query runtime: {e}")))?;
-    rt.block_on(query_async(snapshot, sql, limits))
+    rt.block_on(query_async(snapshot, sql, limits, cache))
 }
 
 /// [`query`] as a future, for a caller that already runs a Tokio runtime set
@@ -146,16 +161,12 @@ pub async fn query_async(
     snapshot: Snapshot,
     sql: &str,
     limits: &Limits,
+    cache: Option<Arc<ScanCache>>,
 ) -> Result<Answer, SqlError> {
     check_read_only(sql)?;
     let start = Instant::now();
     let tip = snapshot.tip();
-    let q = Arc::new(Query {
-        snapshot,
-        rows_read: AtomicU64::new(0),
-        deadline: start + limits.timeout,
-        batch_rows: BATCH_ROWS,
-    });
+    let q = Arc::new(Query::new(snapshot, start + limits.timeout, cache));
     let run = run(q.clone(), sql, limits);
     let batches = match tokio::time::timeout(limits.timeout, run).await {
         Ok(r) => r?,
@@ -171,6 +182,7 @@ pub async fn query_async(
         schema: batches.0,
         batches: batches.1,
         rows_read: q.rows_read.load(Ordering::Relaxed),
+        rows_cached: q.rows_cached.load(Ordering::Relaxed),
     })
 }
 
@@ -202,12 +214,11 @@ pub fn read_table(
             })
             .collect::<Result<Vec<_>, _>>()?
     };
-    let q = Arc::new(Query {
+    let q = Arc::new(Query::new(
         snapshot,
-        rows_read: AtomicU64::new(0),
-        deadline: Instant::now() + Duration::from_secs(365 * 24 * 3600),
-        batch_rows: BATCH_ROWS,
-    });
+        Instant::now() + Duration::from_secs(365 * 24 * 3600),
+        None,
+    ));
     let batches = crate::scan::read_all(t, q.clone(), projection)
         .map_err(|e| SqlError::from_datafusion(e, &limits))?;
     Ok((batches, q.rows_read.load(Ordering::Relaxed)))

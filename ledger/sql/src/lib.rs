@@ -28,12 +28,14 @@
 //!
 //! # Layout
 //!
+//! - `cache`: columnar copies of state segments kept between queries.
 //! - `engine`: the read-only check, the session, the limits, [`query`].
 //! - `scan`: the per-query context, column builders, the `TableProvider`.
 //! - `pushdown`: scan bounds from filters.
 //! - `state`, `chain`: the tables.
 //! - `output`: JSON and Arrow IPC.
 
+mod cache;
 mod chain;
 mod engine;
 mod error;
@@ -42,10 +44,11 @@ mod pushdown;
 mod scan;
 mod state;
 
+pub use cache::{CacheStats, ScanCache};
 pub use datafusion::arrow;
 pub use engine::{
     Answer, BATCH_ROWS, Limits, MAX_SQL_BYTES, TABLES, check_read_only, query, query_async,
-    query_memory, read_table,
+    query_cached, query_memory, read_table,
 };
 pub use error::SqlError;
 pub use output::{META_HEIGHT, META_STATE_ROOT};

@@ -19,7 +19,8 @@ pub const META_STATE_ROOT: &str = "pyralog.state_root";
 
 impl Answer {
     /// The answer as one JSON document:
-    /// `{height, state_root, columns: [{name, type}], rows: [[...], ...], rows_read}`.
+    /// `{height, state_root, columns: [{name, type}], rows: [[...], ...], rows_read,
+    /// rows_cached}`.
     /// Rows are arrays in column order (names may repeat in a join). Integers
     /// are JSON numbers (exact up to u64), binary values are hex strings, and
     /// types JSON has no form for are shown as Arrow displays them.
@@ -51,6 +52,7 @@ impl Answer {
         out.insert("columns".into(), Value::Array(columns));
         out.insert("rows".into(), Value::Array(rows));
         out.insert("rows_read".into(), json!(self.rows_read));
+        out.insert("rows_cached".into(), json!(self.rows_cached));
         Ok(Value::Object(out))
     }
 

@@ -24,6 +24,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use pyralog_ledger::Snapshot;
 
+use crate::cache::ScanCache;
 use crate::error::ScanError;
 use crate::pushdown;
 
@@ -38,9 +39,29 @@ pub(crate) struct Query {
     pub(crate) deadline: Instant,
     /// Rows per batch a scan produces.
     pub(crate) batch_rows: usize,
+    /// Columnar copies of state segments kept between queries, if any.
+    pub(crate) cache: Option<Arc<ScanCache>>,
+    /// Rows handed out from `cache` instead of read from storage.
+    pub(crate) rows_cached: AtomicU64,
 }
 
 impl Query {
+    /// A query's context over `snapshot`.
+    pub(crate) fn new(
+        snapshot: Snapshot,
+        deadline: Instant,
+        cache: Option<Arc<ScanCache>>,
+    ) -> Query {
+        Query {
+            snapshot,
+            rows_read: AtomicU64::new(0),
+            deadline,
+            batch_rows: crate::engine::BATCH_ROWS,
+            cache,
+            rows_cached: AtomicU64::new(0),
+        }
+    }
+
     pub(crate) fn count(&self, rows: u64) {
         self.rows_read.fetch_add(rows, Ordering::Relaxed);
     }
@@ -58,14 +79,25 @@ pub(crate) trait Table: Debug + Send + Sync + 'static {
     fn range_columns(&self) -> &'static [&'static str] {
         &[]
     }
-    /// Starts reading, narrowed by `filters` where the layout allows.
-    fn open(&self, q: &Query, filters: &[Expr]) -> Result<Box<dyn Source>, ScanError>;
+    /// Starts reading the `projection` columns, narrowed by `filters` where
+    /// the layout allows.
+    fn open(
+        &self,
+        q: &Query,
+        filters: &[Expr],
+        projection: &[usize],
+    ) -> Result<Box<dyn Source>, ScanError>;
 }
 
 /// A table being read: batches of rows into `cols`.
 pub(crate) trait Source: Send {
     /// Appends up to about `q.batch_rows` rows; returns how many, `0` when done.
     fn fill(&mut self, q: &Query, cols: &mut Cols) -> Result<usize, ScanError>;
+    /// Whether it hands over whole columns ([`Cols::set_all`]) rather than
+    /// appending rows, so the builders it is given need no room.
+    fn whole_columns(&self) -> bool {
+        false
+    }
 }
 
 /// Column builders for the projected columns only; writes to the others are
@@ -86,10 +118,12 @@ enum Col {
     U32(UInt32Builder),
     Bin(BinaryBuilder),
     Bool(BooleanBuilder),
+    /// A column handed over whole (from the cache).
+    Done(ArrayRef),
 }
 
 impl Cols {
-    fn new(schema: &SchemaRef, projection: &[usize], cap: usize) -> Cols {
+    pub(crate) fn new(schema: &SchemaRef, projection: &[usize], cap: usize) -> Cols {
         let mut cols: Vec<Option<Col>> = (0..schema.fields().len()).map(|_| None).collect();
         for &i in projection {
             cols[i] = Some(match schema.field(i).data_type() {
@@ -161,6 +195,35 @@ impl Cols {
         }
     }
 
+    /// Puts whole columns in place of the builders of the wanted ones
+    /// (`columns` by table column; a source that does this appends no rows).
+    pub(crate) fn set_all(&mut self, columns: &[Option<ArrayRef>]) {
+        for (slot, a) in self.cols.iter_mut().zip(columns) {
+            if let (Some(col), Some(a)) = (slot.as_mut(), a) {
+                *col = Col::Done(a.clone());
+            }
+        }
+    }
+
+    fn array(col: &mut Col) -> ArrayRef {
+        match col {
+            Col::Str(b) => Arc::new(b.finish()),
+            Col::U64(b) => Arc::new(b.finish()),
+            Col::U32(b) => Arc::new(b.finish()),
+            Col::Bin(b) => Arc::new(b.finish()),
+            Col::Bool(b) => Arc::new(b.finish()),
+            Col::Done(a) => a.clone(),
+        }
+    }
+
+    /// Every built column, by table column (`None` for those not built).
+    pub(crate) fn finish_all(mut self) -> Vec<Option<ArrayRef>> {
+        self.cols
+            .iter_mut()
+            .map(|c| c.as_mut().map(Cols::array))
+            .collect()
+    }
+
     fn finish(
         mut self,
         schema: &SchemaRef,
@@ -169,15 +232,7 @@ impl Cols {
     ) -> DfResult<RecordBatch> {
         let arrays: Vec<ArrayRef> = projection
             .iter()
-            .filter_map(|&i| {
-                Some(match self.cols.get_mut(i)?.as_mut()? {
-                    Col::Str(b) => Arc::new(b.finish()) as ArrayRef,
-                    Col::U64(b) => Arc::new(b.finish()),
-                    Col::U32(b) => Arc::new(b.finish()),
-                    Col::Bin(b) => Arc::new(b.finish()),
-                    Col::Bool(b) => Arc::new(b.finish()),
-                })
-            })
+            .filter_map(|&i| Some(Cols::array(self.cols.get_mut(i)?.as_mut()?)))
             .collect();
         Ok(RecordBatch::try_new_with_options(
             schema.clone(),
@@ -272,7 +327,9 @@ impl PartitionStream for Partition {
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
         let batches = Batches {
-            source: self.table.open(&self.query, &self.filters),
+            source: self
+                .table
+                .open(&self.query, &self.filters, &self.projection),
             table_schema: self.table.schema(),
             schema: self.schema.clone(),
             projection: self.projection.clone(),
@@ -309,7 +366,12 @@ impl Batches {
             // error, so the placeholder left behind is never seen).
             Err(e) => return Err(std::mem::replace(e, ScanError::Deadline).into()),
         };
-        let mut cols = Cols::new(&self.table_schema, &self.projection, self.query.batch_rows);
+        let cap = if source.whole_columns() {
+            0
+        } else {
+            self.query.batch_rows
+        };
+        let mut cols = Cols::new(&self.table_schema, &self.projection, cap);
         let rows = source.fill(&self.query, &mut cols)?;
         if rows == 0 {
             return Ok(None);
@@ -350,7 +412,7 @@ pub(crate) fn read_all(
     let table_schema = table.schema();
     let schema = Arc::new(table_schema.project(&projection)?);
     let batches = Batches {
-        source: table.open(&query, &[]),
+        source: table.open(&query, &[], &projection),
         table_schema,
         schema,
         projection,

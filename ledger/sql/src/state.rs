@@ -15,6 +15,7 @@ use pyralog_ledger::state::ValidatorInfo;
 use pyralog_ledger::store::StateScan;
 use pyralog_ledger::{Account, Address, Decode, Error, RecordEntryRef, StateKey};
 
+use crate::cache::ScanCache;
 use crate::error::ScanError;
 use crate::pushdown::{self, Literal};
 use crate::scan::{Cols, Query, Source, Table};
@@ -32,6 +33,14 @@ enum Plan {
     },
     /// Point lookups.
     Points(VecDeque<StateKey>),
+    /// Every row, one segment of the state tree at a time, through the
+    /// node's column cache.
+    Segments {
+        cache: Arc<ScanCache>,
+        next: u32,
+        schema: SchemaRef,
+        want: Vec<usize>,
+    },
 }
 
 /// How a state table turns its entries into rows.
@@ -55,26 +64,106 @@ fn address_of(key: &[u8]) -> Result<([u8; 32], &[u8]), Error> {
     Ok((addr, &key[33..]))
 }
 
+/// Appends the rows of `scan` (to its end) to `cols`; returns how many rows
+/// it gave and how many entries it read.
+fn scan_rows<R: Rows>(
+    scan: &mut StateScan,
+    addresses: Option<&BTreeSet<[u8; 32]>>,
+    max: usize,
+    cols: &mut Cols,
+) -> Result<(usize, usize), ScanError> {
+    let mut rows = 0;
+    let read = scan.visit(max, &mut |k, v| {
+        if k.first() != Some(&R::KIND) {
+            return Ok(());
+        }
+        let (addr, rest) = address_of(k)?;
+        if let Some(keep) = addresses
+            && !keep.contains(&addr)
+        {
+            return Ok(());
+        }
+        if R::push(cols, &addr, rest, v)? {
+            rows += 1;
+        }
+        Ok(())
+    })?;
+    Ok((rows, read))
+}
+
+/// The next segment with rows of `R`, from the cache or built from storage
+/// (and then cached), handed to `cols` whole; 0 past the last segment.
+fn fill_segment<R: Rows>(
+    q: &Query,
+    cache: &ScanCache,
+    next: &mut u32,
+    schema: &SchemaRef,
+    want: &[usize],
+    cols: &mut Cols,
+) -> Result<usize, ScanError> {
+    let Some(segments) = q.snapshot.segments() else {
+        return Ok(0);
+    };
+    while let Some(hash) = segments.hashes.get(*next as usize) {
+        let index = *next;
+        *next += 1;
+        let also = match cache.get(R::KIND, segments.level, index, hash, want) {
+            Ok(hit) => {
+                q.rows_cached
+                    .fetch_add(hit.rows as u64, std::sync::atomic::Ordering::Relaxed);
+                if hit.rows > 0 {
+                    cols.set_all(&hit.columns);
+                    return Ok(hit.rows);
+                }
+                continue;
+            }
+            Err(also) => also,
+        };
+        // Build the wanted columns and those already cached for this
+        // segment, so the copy grows instead of flipping between queries.
+        let mut build: Vec<usize> = want.iter().chain(&also).copied().collect();
+        build.sort_unstable();
+        build.dedup();
+        let mut scan = q.snapshot.scan_segment(index)?;
+        let mut built = Cols::new(schema, &build, q.batch_rows);
+        let mut rows = 0;
+        loop {
+            let (got, read) = scan_rows::<R>(&mut scan, None, q.batch_rows, &mut built)?;
+            rows += got;
+            q.count(read as u64);
+            if read < q.batch_rows {
+                break;
+            }
+        }
+        let columns = built.finish_all();
+        cols.set_all(&columns);
+        cache.put(R::KIND, segments.level, index, *hash, rows, columns);
+        if rows > 0 {
+            return Ok(rows);
+        }
+    }
+    Ok(0)
+}
+
 impl<R: Rows> Source for StateSource<R> {
+    fn whole_columns(&self) -> bool {
+        matches!(self.plan, Plan::Segments { .. })
+    }
+
     fn fill(&mut self, q: &Query, cols: &mut Cols) -> Result<usize, ScanError> {
         let mut rows = 0;
         match &mut self.plan {
+            Plan::Segments {
+                cache,
+                next,
+                schema,
+                want,
+            } => {
+                rows = fill_segment::<R>(q, cache, next, schema, want, cols)?;
+            }
             Plan::Scan { scan, addresses } => loop {
-                let read = scan.visit(q.batch_rows, &mut |k, v| {
-                    if k.first() != Some(&R::KIND) {
-                        return Ok(());
-                    }
-                    let (addr, rest) = address_of(k)?;
-                    if let Some(keep) = addresses
-                        && !keep.contains(&addr)
-                    {
-                        return Ok(());
-                    }
-                    if R::push(cols, &addr, rest, v)? {
-                        rows += 1;
-                    }
-                    Ok(())
-                })?;
+                let (got, read) = scan_rows::<R>(scan, addresses.as_ref(), q.batch_rows, cols)?;
+                rows += got;
                 q.count(read as u64);
                 if read < q.batch_rows || rows > 0 {
                     break;
@@ -108,17 +197,39 @@ fn addresses(filters: &[Expr]) -> Option<Vec<Address>> {
     })
 }
 
+/// A scan of the whole state for a table with `schema`: through the cache,
+/// segment by segment, when the query has one and its snapshot has segments;
+/// else straight from storage, keeping only `addresses` if given.
+fn whole_state(
+    q: &Query,
+    schema: SchemaRef,
+    projection: &[usize],
+    addresses: Option<BTreeSet<[u8; 32]>>,
+) -> Result<Plan, ScanError> {
+    if let (Some(cache), Some(_), None) = (&q.cache, q.snapshot.segments(), &addresses) {
+        return Ok(Plan::Segments {
+            cache: cache.clone(),
+            next: 0,
+            schema,
+            want: projection.to_vec(),
+        });
+    }
+    Ok(Plan::Scan {
+        scan: Box::new(q.snapshot.scan_state()?),
+        addresses,
+    })
+}
+
 fn open_by_address<R: Rows>(
     q: &Query,
     filters: &[Expr],
+    projection: &[usize],
+    schema: SchemaRef,
     key_of: impl Fn(Address) -> StateKey,
 ) -> Result<Box<dyn Source>, ScanError> {
     let plan = match addresses(filters) {
         Some(addrs) => Plan::Points(addrs.into_iter().map(key_of).collect()),
-        None => Plan::Scan {
-            scan: Box::new(q.snapshot.scan_state()?),
-            addresses: None,
-        },
+        None => whole_state(q, schema, projection, None)?,
     };
     Ok(Box::new(StateSource::<R> {
         plan,
@@ -159,8 +270,13 @@ impl Table for Accounts {
     fn eq_columns(&self) -> &'static [&'static str] {
         &["address"]
     }
-    fn open(&self, q: &Query, filters: &[Expr]) -> Result<Box<dyn Source>, ScanError> {
-        open_by_address::<Accounts>(q, filters, StateKey::Account)
+    fn open(
+        &self,
+        q: &Query,
+        filters: &[Expr],
+        projection: &[usize],
+    ) -> Result<Box<dyn Source>, ScanError> {
+        open_by_address::<Accounts>(q, filters, projection, self.schema(), StateKey::Account)
     }
 }
 
@@ -197,8 +313,13 @@ impl Table for Validators {
     fn eq_columns(&self) -> &'static [&'static str] {
         &["address"]
     }
-    fn open(&self, q: &Query, filters: &[Expr]) -> Result<Box<dyn Source>, ScanError> {
-        open_by_address::<Validators>(q, filters, StateKey::Validator)
+    fn open(
+        &self,
+        q: &Query,
+        filters: &[Expr],
+        projection: &[usize],
+    ) -> Result<Box<dyn Source>, ScanError> {
+        open_by_address::<Validators>(q, filters, projection, self.schema(), StateKey::Validator)
     }
 }
 
@@ -248,7 +369,12 @@ impl Table for Records {
     fn eq_columns(&self) -> &'static [&'static str] {
         &["address", "key"]
     }
-    fn open(&self, q: &Query, filters: &[Expr]) -> Result<Box<dyn Source>, ScanError> {
+    fn open(
+        &self,
+        q: &Query,
+        filters: &[Expr],
+        projection: &[usize],
+    ) -> Result<Box<dyn Source>, ScanError> {
         let addrs = addresses(filters);
         let keys: Option<Vec<Vec<u8>>> = pushdown::equal_to(filters, "key").map(|set| {
             set.iter()
@@ -264,10 +390,12 @@ impl Table for Records {
                         .collect(),
                 )
             }
-            (a, _) => Plan::Scan {
-                scan: Box::new(q.snapshot.scan_state()?),
-                addresses: a.map(|a| a.into_iter().map(|a| a.0).collect()),
-            },
+            (a, _) => whole_state(
+                q,
+                self.schema(),
+                projection,
+                a.map(|a| a.into_iter().map(|a| a.0).collect()),
+            )?,
         };
         Ok(Box::new(StateSource::<Records> {
             plan,

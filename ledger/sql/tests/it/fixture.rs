@@ -33,6 +33,15 @@ impl Fixture {
             .expect("snapshot")
     }
 
+    /// A snapshot with the state tree's segments, for cached scans.
+    pub fn scan_snapshot(&self) -> Snapshot {
+        self.store
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .scan_snapshot()
+            .expect("snapshot")
+    }
+
     pub fn with_store<T>(&self, f: impl FnOnce(&Store) -> T) -> T {
         f(&self.store.lock().unwrap_or_else(|p| p.into_inner()))
     }

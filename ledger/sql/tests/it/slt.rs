@@ -13,7 +13,7 @@
 //! INSERT ...
 //! ```
 
-use pyralog_sql::{Limits, query};
+use pyralog_sql::{Limits, ScanCache, query, query_cached};
 use serde_json::Value;
 
 use crate::fixture::FIXTURE;
@@ -104,8 +104,25 @@ fn queries_slt() {
     let cases = parse(&text).expect("parse queries.slt");
     assert!(cases.len() >= 20, "only {} cases", cases.len());
     let mut failures = Vec::new();
-    for c in &cases {
-        let got = query(FIXTURE.snapshot(), &c.sql, &Limits::default());
+    // Every case twice: read from storage, then through a column cache that
+    // the cases before it filled (so its answers must not depend on what a
+    // segment was first cached for).
+    let shared = std::sync::Arc::new(ScanCache::new(64 << 20));
+    let passes = cases
+        .iter()
+        .map(|c| (c, None))
+        .chain(cases.iter().map(|c| (c, Some(shared.clone()))));
+    for (c, cache) in passes {
+        let pass = if cache.is_some() { "cached" } else { "storage" };
+        let got = match cache {
+            Some(cache) => query_cached(
+                FIXTURE.scan_snapshot(),
+                &c.sql,
+                &Limits::default(),
+                Some(cache),
+            ),
+            None => query(FIXTURE.snapshot(), &c.sql, &Limits::default()),
+        };
         match (&c.expect, got) {
             (Expect::Rows(want), Ok(a)) => {
                 let j = a.to_json().expect("json");
@@ -123,7 +140,7 @@ fn queries_slt() {
                     .unwrap_or_default();
                 if &got != want {
                     failures.push(format!(
-                        "line {}: {}\nwant:\n{}\ngot:\n{}",
+                        "line {} ({pass}): {}\nwant:\n{}\ngot:\n{}",
                         c.line,
                         c.sql,
                         want.join("\n"),
@@ -133,7 +150,7 @@ fn queries_slt() {
             }
             (Expect::Error(code), Err(e)) if e.code() == code => {}
             (want, got) => failures.push(format!(
-                "line {}: {}\nwant {want:?}, got {:?}",
+                "line {} ({pass}): {}\nwant {want:?}, got {:?}",
                 c.line,
                 c.sql,
                 got.map(|a| a.num_rows()).map_err(|e| e.to_string())
@@ -141,4 +158,7 @@ fn queries_slt() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    // The cached pass did answer from the cache.
+    let stats = shared.stats();
+    assert!(stats.hits > 0 && stats.segments > 0, "{stats:?}");
 }
