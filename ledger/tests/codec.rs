@@ -255,6 +255,32 @@ proptest! {
         longer.push(extra);
         prop_assert!(pyralog_ledger::RecordEntryRef::from_bytes(&longer).is_err());
     }
+    /// On any bytes (a valid encoding with one byte changed, cut short or
+    /// grown, or noise), the borrowed decoder accepts exactly what the owned
+    /// one accepts, and reads the same entry.
+    #[test] fn record_entries_read_in_place_refuse_what_the_owned_decoder_refuses(
+        v in record_entry(), at: prop::sample::Index, byte: u8, cut: prop::sample::Index, noise in bytes(200)
+    ) {
+        let good = v.to_bytes();
+        let mut flipped = good.clone();
+        let i = at.index(flipped.len());
+        flipped[i] = byte;
+        let short = good[..cut.index(good.len())].to_vec();
+        let mut long = good.clone();
+        long.extend_from_slice(&noise[..noise.len().min(3)]);
+        for b in [good, flipped, short, long, noise] {
+            let owned = RecordEntry::from_bytes(&b);
+            let borrowed = pyralog_ledger::RecordEntryRef::from_bytes(&b);
+            match (owned, borrowed) {
+                (Ok(o), Ok(r)) => {
+                    prop_assert_eq!(r.value, o.value.as_deref());
+                    prop_assert_eq!((r.sealed, r.version, r.order), (o.sealed, o.version, o.order));
+                }
+                (Err(a), Err(b)) => prop_assert_eq!(a.to_string(), b.to_string()),
+                (o, r) => prop_assert!(false, "owned {:?}, borrowed {:?}", o.map(|_| ()), r.map(|_| ())),
+            }
+        }
+    }
     #[test] fn proofs_round_trip(v in proof()) { round_trip(&v)?; }
     #[test] fn hlcs_round_trip(v in hlc()) { round_trip(&v)?; }
     #[test] fn accounts_round_trip(balance: u64, nonce: u64, stake: u64) { round_trip(&Account { balance, nonce, stake })?; }

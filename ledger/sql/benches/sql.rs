@@ -11,7 +11,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use pyralog_ledger::chain::Hlc;
 use pyralog_ledger::state::WriteOrder;
 use pyralog_ledger::{Account, Encode, Engine, Hash, RecordEntry, StateKey, Store, devkit};
-use pyralog_sql::{Limits, query, query_memory, read_table};
+use pyralog_sql::{Limits, ScanCache, query, query_cached, query_memory, read_table};
 
 const ROWS: u64 = 1_000_000;
 
@@ -54,25 +54,7 @@ fn benches(c: &mut Criterion) {
         };
         (StateKey::Account(address(i)), acc.to_bytes())
     });
-    let (_r, records) = store_with(|i| {
-        let e = RecordEntry {
-            value: Some(format!("value-{i:024}").into_bytes()),
-            sealed: false,
-            version: i % 1000,
-            order: WriteOrder {
-                hlc: Hlc {
-                    wall_ms: 1_800_000_000_000 + i,
-                    logical: 0,
-                },
-                origin: address(7),
-                tx: Hash::of(pyralog_ledger::Domain::TxId, &i.to_le_bytes()),
-            },
-        };
-        (
-            StateKey::Record(address(i % 10_000), i.to_be_bytes().to_vec()),
-            e.to_bytes(),
-        )
-    });
+    let (_r, mut records) = store_with(record);
 
     let mut g = c.benchmark_group("scan");
     g.sample_size(10);
@@ -156,6 +138,21 @@ fn benches(c: &mut Criterion) {
             black_box(query(records.snapshot().expect("snapshot"), sql, &limits).expect("query"))
         })
     });
+    // Through the node's column cache, warmed by one query first: every
+    // segment's hash matches, so nothing is read from redb.
+    let cache = std::sync::Arc::new(ScanCache::new(1 << 30));
+    let cached = |store: &Store| {
+        let snapshot = store.scan_snapshot().expect("snapshot");
+        query_cached(snapshot, sql, &limits, Some(cache.clone())).expect("query")
+    };
+    assert_eq!(cached(&records).rows_cached, 0);
+    g.bench_function("ledger_tables_cached", |b| {
+        b.iter(|| {
+            let a = cached(&records);
+            assert_eq!(a.rows_read, 0);
+            black_box(a)
+        })
+    });
     g.bench_function("datafusion_memtable", |b| {
         b.iter(|| {
             let t = vec![("records", schema.clone(), batches.clone())];
@@ -163,6 +160,58 @@ fn benches(c: &mut Criterion) {
         })
     });
     g.finish();
+
+    // The cache after writes: before each timed query, 16 records at
+    // random places are rewritten (untimed), so about 16 of the segments
+    // have new hashes and are read from redb again.
+    let mut g = c.benchmark_group("aggregate_1M_records_after_writes");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(ROWS));
+    let mut round = 0u64;
+    g.bench_function("ledger_tables_cached_16_records_rewritten", |b| {
+        b.iter_custom(|iters| {
+            let mut total = std::time::Duration::ZERO;
+            for _ in 0..iters {
+                round += 1;
+                let rewrites = (0..16)
+                    .map(|j| record_at((round * 7919 + j * 62_501) % ROWS, 1000 + round))
+                    .collect();
+                records.import_entries(rewrites).expect("import");
+                let start = std::time::Instant::now();
+                let a = cached(&records);
+                total += start.elapsed();
+                assert!(a.rows_read > 0 && a.rows_cached > 0);
+                black_box(a);
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
+/// Record `i`: owner `i % 10_000`, an 8-byte key, a 30-byte value.
+fn record(i: u64) -> (StateKey, Vec<u8>) {
+    record_at(i, i % 1000)
+}
+
+fn record_at(i: u64, version: u64) -> (StateKey, Vec<u8>) {
+    let e = RecordEntry {
+        value: Some(format!("value-{i:024}").into_bytes()),
+        sealed: false,
+        version,
+        order: WriteOrder {
+            hlc: Hlc {
+                wall_ms: 1_800_000_000_000 + i,
+                logical: 0,
+            },
+            origin: address(7),
+            tx: Hash::of(pyralog_ledger::Domain::TxId, &i.to_le_bytes()),
+        },
+    };
+    (
+        StateKey::Record(address(i % 10_000), i.to_be_bytes().to_vec()),
+        e.to_bytes(),
+    )
 }
 
 criterion_group!(sql, benches);
