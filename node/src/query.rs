@@ -128,6 +128,27 @@ pub(crate) fn sql_cache(config: &crate::config::SqlConfig) -> SqlCache {
 #[cfg(not(feature = "sql"))]
 pub(crate) fn sql_cache(_: &crate::config::SqlConfig) -> SqlCache {}
 
+/// The column cache's figures in the Prometheus text format.
+#[cfg(feature = "sql")]
+pub(crate) fn cache_metrics(cache: &SqlCache) -> String {
+    let Some(cache) = cache else {
+        return String::new();
+    };
+    let s = cache.stats();
+    format!(
+        "# TYPE pyralog_sql_cache_bytes gauge\npyralog_sql_cache_bytes {}\n\
+         # TYPE pyralog_sql_cache_segments gauge\npyralog_sql_cache_segments {}\n\
+         # TYPE pyralog_sql_cache_hits_total counter\npyralog_sql_cache_hits_total {}\n\
+         # TYPE pyralog_sql_cache_misses_total counter\npyralog_sql_cache_misses_total {}\n",
+        s.bytes, s.segments, s.hits, s.misses
+    )
+}
+
+#[cfg(not(feature = "sql"))]
+pub(crate) fn cache_metrics(_: &SqlCache) -> String {
+    String::new()
+}
+
 #[cfg(feature = "sql")]
 fn sql_error(e: pyralog_sql::SqlError) -> ApiError {
     ApiError {
@@ -286,6 +307,9 @@ mod handler_tests {
         assert_eq!(j["rows"], serde_json::json!([[77]]));
         assert_eq!(j["rows_read"], 0);
         assert!(j["rows_cached"].as_u64() > Some(0), "{j}");
+        let m = super::cache_metrics(&n.state.sql_cache);
+        assert!(m.contains("pyralog_sql_cache_hits_total 1\n"), "{m}");
+        assert!(m.contains("pyralog_sql_cache_misses_total 1\n"), "{m}");
 
         let r = ask(&n, "SELECT * FROM tip", Some(ARROW_STREAM))
             .await

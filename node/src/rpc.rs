@@ -456,6 +456,7 @@ async fn difficulty(State(s): State<RpcState>) -> Result<Json<serde_json::Value>
 }
 
 async fn metrics(State(s): State<RpcState>) -> Result<Response, ApiError> {
-    let text = ask(&s, Request::Metrics).await?;
+    let mut text = ask(&s, Request::Metrics).await?;
+    text.push_str(&crate::query::cache_metrics(&s.sql_cache));
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }

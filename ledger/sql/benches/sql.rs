@@ -146,6 +146,7 @@ fn benches(c: &mut Criterion) {
         query_cached(snapshot, sql, &limits, Some(cache.clone())).expect("query")
     };
     assert_eq!(cached(&records).rows_cached, 0);
+    eprintln!("the column cache after one query: {:?}", cache.stats());
     g.bench_function("ledger_tables_cached", |b| {
         b.iter(|| {
             let a = cached(&records);

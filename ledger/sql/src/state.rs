@@ -9,6 +9,7 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::{Arc, LazyLock};
 
+use datafusion::arrow::array::Array;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::logical_expr::Expr;
 use pyralog_ledger::state::ValidatorInfo;
@@ -135,7 +136,11 @@ fn fill_segment<R: Rows>(
                 break;
             }
         }
-        let columns = built.finish_all();
+        let mut columns = built.finish_all();
+        // The builders had room for a batch; a segment is often half that.
+        for a in columns.iter_mut().flatten() {
+            a.shrink_to_fit();
+        }
         cols.set_all(&columns);
         cache.put(R::KIND, segments.level, index, *hash, rows, columns);
         if rows > 0 {

@@ -116,6 +116,10 @@ fn columns_are_added_to_a_cached_segment_as_queries_ask() {
     let wide = "SELECT sum(version), sum(length(value)), count(DISTINCT address) FROM records";
     cached(&store, narrow, &cache);
     let bytes_narrow = cache.stats().bytes;
+    // One u64 column: about 8 bytes a row, not a batch's worth of room per
+    // segment.
+    let per_row = bytes_narrow as f64 / RECORDS as f64;
+    assert!((8.0..10.0).contains(&per_row), "{per_row} bytes a row");
 
     // `value` and `address` are not cached yet: a miss that rebuilds.
     let w = cached(&store, wide, &cache);
