@@ -137,6 +137,28 @@ fn pyralog_query_answers_from_every_node_and_agrees_at_one_height() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    // Whole-state scans go through each node's column cache: asked again,
+    // a node answers from it, and still as another node does at that height.
+    let q = "SELECT count(*), sum(balance), sum(stake) FROM accounts";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        query_json(&net.nodes[0].rpc, q);
+        let (again, other) = (
+            query_json(&net.nodes[0].rpc, q),
+            query_json(&net.nodes[1].rpc, q),
+        );
+        if again["rows_cached"].as_u64() > Some(0) && again["height"] == other["height"] {
+            assert_eq!(again["state_root"], other["state_root"]);
+            assert_eq!(again["rows"], other["rows"]);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no cached answer at a shared height: {again} {other}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
     let to_alice = query_json(
         &net.nodes[2].rpc,
         &format!(
