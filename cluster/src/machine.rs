@@ -2,7 +2,8 @@
 //! (pending writes, signing intents, membership).
 //!
 //! Applying an entry (see [`Command`]) is deterministic. Entries that change
-//! the ledger commit to the ledger's own file (an fsync per entry); the
+//! the ledger commit to the ledger's own file (an fsync per entry, but for a
+//! turn's engine records, which wait for the ledger's next durable commit); the
 //! cluster's part (pending writes, intents, the last applied log id, the
 //! membership) goes to the member's cluster file in one transaction per
 //! applied run of entries, without an fsync of its own: the Raft log is
@@ -554,10 +555,15 @@ impl LedgerMachine {
             });
         }
         let skip = (self.engine_len - from) as usize;
+        // No fsync: the Raft log holds these records durably, and a member
+        // that crashes before the ledger's next durable commit appends them
+        // again when it re-applies (by position, so never twice). Nothing
+        // makes the cluster file's applied id durable past them without
+        // syncing the ledger first (`make_snapshot`, `SnapshotBuilder`).
         self.view
             .ledger
             .write()?
-            .append_engine_records(&records[skip..])?;
+            .append_engine_records_deferred(&records[skip..])?;
         self.engine_len = end;
         Ok(Response::Done)
     }
@@ -826,9 +832,11 @@ impl LedgerMachine {
         let path = self.snapshot_dir.join(&name);
         let state = self.cluster_state()?;
         {
-            // Holding the read lock keeps the only writer (this machine, on
-            // this task) out, so the file is between two commits.
-            let store = self.view.ledger.read()?;
+            // Holding the lock keeps the only writer (this machine, on this
+            // task) out, so the file is between two commits; the sync puts
+            // the deferred engine records in the file.
+            let mut store = self.view.ledger.write()?;
+            store.sync()?;
             snapshot::write(&path, state, self.view.ledger.path())?;
             drop(store);
         }
@@ -963,6 +971,7 @@ fn set_current(
 /// for a builder (so the file is one consistent state), and makes it the
 /// current one.
 pub struct SnapshotBuilder {
+    ledger: Ledger,
     db: Arc<Database>,
     current: Arc<Mutex<Option<Current>>>,
     dir: PathBuf,
@@ -976,7 +985,14 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         &mut self,
     ) -> Result<openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>, io::Error> {
         let (meta, path) = self.made.clone().map_err(io::Error::other)?;
+        // This commit of the cluster file is durable, and so makes its
+        // applied id durable, which may by now be past the snapshot: the
+        // ledger must hold (durably) everything up to that id first.
+        // The lock is held across both, so no entry is applied between them.
+        let mut ledger = self.ledger.write()?;
+        ledger.sync().map_err(Error::from)?;
         set_current(&self.db, &self.current, &self.dir, meta.clone(), &path)?;
+        drop(ledger);
         Ok(openraft::storage::Snapshot {
             meta,
             snapshot: SnapshotFile { path },
@@ -1032,6 +1048,7 @@ impl RaftStateMachine<TypeConfig> for LedgerMachine {
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
         let made = blocking(|| self.make_snapshot()).map_err(|e| e.to_string());
         SnapshotBuilder {
+            ledger: self.view.ledger.clone(),
             db: self.view.db.clone(),
             current: self.current.clone(),
             dir: self.snapshot_dir.clone(),

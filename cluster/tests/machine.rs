@@ -4,7 +4,7 @@
 mod common;
 
 use openraft::entry::RaftEntry;
-use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use pyralog_cluster::types::{Entry, LogId};
 use pyralog_cluster::{Command, LedgerMachine, Ordered, PendingLimits, Response};
 use pyralog_ledger::{Certificate, devkit};
@@ -311,4 +311,80 @@ async fn an_ordered_slot_at_a_filled_height_is_answered_as_a_replay_or_refused()
         }
         r => panic!("{r:?}"),
     }
+}
+
+/// The member's files as a crash would leave them: raw copies, taken while
+/// the machine is open (its non-durable commits are not in them), opened as
+/// a machine of their own.
+fn crash_image(dir: &std::path::Path, into: &std::path::Path) -> LedgerMachine {
+    for f in ["raft.redb", "ledger.redb"] {
+        std::fs::copy(dir.join(f), into.join(f)).expect("copy");
+    }
+    machine(into)
+}
+
+/// Re-applies what openraft would after a crash: every entry past the
+/// image's applied id; returns the engine records then.
+async fn recover(sm: &mut LedgerMachine, entries: &[Command]) -> Vec<Vec<u8>> {
+    let (applied, _) = sm.applied_state().await.expect("state");
+    let next = applied.map_or(1, |l| l.index + 1);
+    let rest: Vec<Command> = entries[(next - 1) as usize..].to_vec();
+    apply(sm, next, rest).await;
+    sm.view()
+        .ledger()
+        .read()
+        .expect("ledger")
+        .engine_records()
+        .expect("records")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_records_without_an_fsync_are_whole_after_a_crash() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let rec = |b: u8| vec![b; 3];
+    let entries = vec![
+        Command::EngineRecords {
+            from: 0,
+            records: vec![rec(1), rec(2)],
+        },
+        Command::EngineRecords {
+            from: 2,
+            records: vec![rec(3)],
+        },
+        Command::EngineRecords {
+            from: 3,
+            records: vec![rec(4)],
+        },
+    ];
+    let all = vec![rec(1), rec(2), rec(3), rec(4)];
+    let mut sm = machine(dir.path());
+    apply(&mut sm, 1, entries[..2].to_vec()).await;
+
+    // A crash now: the records never reached the ledger's disk, and the
+    // applied id did not either, so they are applied again, once.
+    let image = tempfile::tempdir().expect("tmp");
+    let mut crashed = crash_image(dir.path(), image.path());
+    let on_disk = crashed
+        .view()
+        .ledger()
+        .read()
+        .expect("ledger")
+        .engine_records_len()
+        .expect("len");
+    assert_eq!(on_disk, 0, "the records waited for a durable commit");
+    assert_eq!(recover(&mut crashed, &entries).await, all);
+
+    // A snapshot makes the applied id durable. An entry applied between the
+    // snapshot's making and its recording is past the snapshot, yet the
+    // recording makes the applied id durable past it too: its records must
+    // be on disk by then, or a crash would skip them for good.
+    let builder = sm.get_snapshot_builder().await;
+    apply(&mut sm, 3, entries[2..].to_vec()).await;
+    let mut builder = builder;
+    builder.build_snapshot().await.expect("build");
+    let image = tempfile::tempdir().expect("tmp");
+    let mut crashed = crash_image(dir.path(), image.path());
+    let (applied, _) = crashed.applied_state().await.expect("state");
+    assert_eq!(applied, Some(log_id(3)), "the recording made id 3 durable");
+    assert_eq!(recover(&mut crashed, &entries).await, all);
 }

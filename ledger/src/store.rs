@@ -714,6 +714,30 @@ impl Store {
         Ok(())
     }
 
+    /// [`Store::append_engine_records`] without an fsync: readers of this
+    /// store see the records at once, but they reach the disk only with the
+    /// store's next durable commit (any other commit, or [`Store::sync`]). A
+    /// crash before then loses them, so this is for a caller that holds the
+    /// records durably elsewhere and appends them again after a crash (a
+    /// cluster member, whose Raft log has them).
+    pub fn append_engine_records_deferred(&mut self, records: &[Vec<u8>]) -> Result<(), Error> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(redb::Durability::None)
+            .map_err(|e| Error::Storage(e.to_string()))?;
+        append_records(&txn, records)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Makes every commit so far durable (an empty commit with an fsync).
+    pub fn sync(&mut self) -> Result<(), Error> {
+        self.db.begin_write()?.commit()?;
+        Ok(())
+    }
+
     /// How many records the consensus engine has appended (without reading
     /// them).
     pub fn engine_records_len(&self) -> Result<u64, Error> {

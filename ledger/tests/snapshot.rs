@@ -217,3 +217,33 @@ fn segments_cover_the_state_and_only_a_written_segments_hash_moves() {
     assert!(in_moved.iter().any(|(k, _)| *k == key_bytes));
     assert_ne!(before.tip().state_root, after.tip().state_root);
 }
+
+#[test]
+fn deferred_engine_records_reach_the_disk_with_the_next_durable_commit() {
+    let mut n = common::net(Engine::Pbft);
+    let live = n.dir.path().join("ledger.redb");
+    // What a crash at this moment would leave: a copy of the file as it is
+    // on disk, opened (and recovered) as a store of its own.
+    let on_disk = |name: &str| -> u64 {
+        let copy = n.dir.path().join(name);
+        std::fs::copy(&live, &copy).expect("copy");
+        let s = Store::open(&copy, &n.file).expect("open the copy");
+        s.engine_records_len().expect("len")
+    };
+    n.store
+        .append_engine_records(&[b"durable".to_vec()])
+        .expect("append");
+    n.store
+        .append_engine_records_deferred(&[b"a".to_vec(), b"b".to_vec()])
+        .expect("append");
+    // Readers of the live store see all three at once.
+    assert_eq!(n.store.engine_records_len().expect("len"), 3);
+    assert_eq!(
+        n.store.engine_records().expect("records")[1..],
+        [b"a".to_vec(), b"b".to_vec()]
+    );
+    // The disk has only the durable one until a sync.
+    assert_eq!(on_disk("before.redb"), 1);
+    n.store.sync().expect("sync");
+    assert_eq!(on_disk("after.redb"), 3);
+}
