@@ -268,9 +268,15 @@ impl Rows for Accounts {
     }
 }
 
-impl Table for Accounts {
+/// A state table whose rows are one per address: narrowed only by `address`.
+trait ByAddress: Rows + std::fmt::Debug {
+    fn columns() -> SchemaRef;
+    fn key(a: Address) -> StateKey;
+}
+
+impl<R: ByAddress> Table for R {
     fn schema(&self) -> SchemaRef {
-        ACCOUNTS.clone()
+        R::columns()
     }
     fn eq_columns(&self) -> &'static [&'static str] {
         &["address"]
@@ -281,7 +287,16 @@ impl Table for Accounts {
         filters: &[Expr],
         projection: &[usize],
     ) -> Result<Box<dyn Source>, ScanError> {
-        open_by_address::<Accounts>(q, filters, projection, self.schema(), StateKey::Account)
+        open_by_address::<R>(q, filters, projection, R::columns(), R::key)
+    }
+}
+
+impl ByAddress for Accounts {
+    fn columns() -> SchemaRef {
+        ACCOUNTS.clone()
+    }
+    fn key(a: Address) -> StateKey {
+        StateKey::Account(a)
     }
 }
 
@@ -311,20 +326,12 @@ impl Rows for Validators {
     }
 }
 
-impl Table for Validators {
-    fn schema(&self) -> SchemaRef {
+impl ByAddress for Validators {
+    fn columns() -> SchemaRef {
         VALIDATORS.clone()
     }
-    fn eq_columns(&self) -> &'static [&'static str] {
-        &["address"]
-    }
-    fn open(
-        &self,
-        q: &Query,
-        filters: &[Expr],
-        projection: &[usize],
-    ) -> Result<Box<dyn Source>, ScanError> {
-        open_by_address::<Validators>(q, filters, projection, self.schema(), StateKey::Validator)
+    fn key(a: Address) -> StateKey {
+        StateKey::Validator(a)
     }
 }
 
