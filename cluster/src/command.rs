@@ -339,11 +339,7 @@ impl Encode for Command {
                 intents,
             } => {
                 out.push(9);
-                put_u64(out, *from);
-                pyralog_ledger::codec::put_len(out, records.len());
-                for r in records {
-                    put_bytes(out, r);
-                }
+                put_records(out, *from, records);
                 put_list(out, intents);
             }
             Command::Batches { batches, now_ms } => {
@@ -353,14 +349,31 @@ impl Encode for Command {
             }
             Command::EngineRecords { from, records } => {
                 out.push(6);
-                put_u64(out, *from);
-                pyralog_ledger::codec::put_len(out, records.len());
-                for r in records {
-                    put_bytes(out, r);
-                }
+                put_records(out, *from, records);
             }
         }
     }
+}
+
+/// Engine records at a position, as `Turn` and `EngineRecords` carry them:
+/// the position, then the records as a list of byte strings.
+fn put_records(out: &mut Vec<u8>, from: u64, records: &[Vec<u8>]) {
+    put_u64(out, from);
+    pyralog_ledger::codec::put_len(out, records.len());
+    for r in records {
+        put_bytes(out, r);
+    }
+}
+
+/// Reads what [`put_records`] wrote.
+fn read_records(r: &mut Reader<'_>) -> Result<(u64, Vec<Vec<u8>>), pyralog_ledger::Error> {
+    let from = r.u64("from")?;
+    let n = r.len(MAX_RECORDS, 4, "engine records")?;
+    let mut records = Vec::with_capacity(n);
+    for _ in 0..n {
+        records.push(r.bytes(MAX_RECORD_BYTES, "engine record")?.to_vec());
+    }
+    Ok((from, records))
 }
 
 impl Decode for Command {
@@ -375,12 +388,7 @@ impl Decode for Command {
             2 => Command::Block(Block::decode(r)?),
             8 => Command::Writes(r.list(MAX_WRITES, "writes")?),
             9 => {
-                let from = r.u64("from")?;
-                let n = r.len(MAX_RECORDS, 4, "engine records")?;
-                let mut records = Vec::with_capacity(n);
-                for _ in 0..n {
-                    records.push(r.bytes(MAX_RECORD_BYTES, "engine record")?.to_vec());
-                }
+                let (from, records) = read_records(r)?;
                 Command::Turn {
                     from,
                     records,
@@ -397,12 +405,7 @@ impl Decode for Command {
                 below: r.u64("below")?,
             },
             6 => {
-                let from = r.u64("from")?;
-                let n = r.len(MAX_RECORDS, 4, "engine records")?;
-                let mut records = Vec::with_capacity(n);
-                for _ in 0..n {
-                    records.push(r.bytes(MAX_RECORD_BYTES, "engine record")?.to_vec());
-                }
+                let (from, records) = read_records(r)?;
                 Command::EngineRecords { from, records }
             }
             tag => {
