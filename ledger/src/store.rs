@@ -16,7 +16,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
@@ -591,10 +590,10 @@ impl Store {
         let wanted = (entries / SEGMENT_ROWS).max(1).next_power_of_two();
         let count_bits = wanted.trailing_zeros().min(bits);
         let level = bits - count_bits;
-        snapshot.segments = Some(Arc::new(Segments {
+        snapshot.segments = Some(Segments {
             level,
             hashes: self.tree.layer(level as usize).to_vec(),
-        }));
+        });
         Ok(snapshot)
     }
 
@@ -1070,20 +1069,21 @@ fn write_block_rows(
     )
 }
 
-/// The key range of a bucket: from the bucket's 4 bytes up to the next
-/// bucket's (`[4..]` of the u64; its high word is 0 for any bucket below
-/// 2^32 - 1, which MAX_BUCKET_BITS guarantees).
-fn bucket_range(bucket: u32) -> ([u8; 4], [u8; 8]) {
-    (bucket.to_be_bytes(), (u64::from(bucket) + 1).to_be_bytes())
+/// The stored-key range of buckets `first..end`: stored keys start with
+/// their bucket as 4 big-endian bytes. Buckets stop below 2^MAX_BUCKET_BITS,
+/// far below 2^32, so the bounds always fit.
+fn buckets_range(first: u64, end: u64) -> ([u8; 4], [u8; 4]) {
+    let key = |b: u64| u32::try_from(b).unwrap_or(u32::MAX).to_be_bytes();
+    (key(first), key(end))
 }
 
 fn scan_bucket(
     table: &impl ReadableTable<&'static [u8], &'static [u8]>,
     bucket: u32,
 ) -> Result<BucketEntries, Error> {
-    let (lo, hi) = bucket_range(bucket);
+    let (lo, hi) = buckets_range(u64::from(bucket), u64::from(bucket) + 1);
     let mut out = Vec::new();
-    for row in table.range(lo.as_slice()..&hi[4..])? {
+    for row in table.range(lo.as_slice()..hi.as_slice())? {
         let (k, v) = row?;
         out.push((k.value()[4..].to_vec(), v.value().to_vec()));
     }
@@ -1156,7 +1156,7 @@ pub struct Snapshot {
     bits: u32,
     chain_id: crate::chain::ChainId,
     engine: crate::chain::Engine,
-    segments: Option<Arc<Segments>>,
+    segments: Option<Segments>,
 }
 
 /// About how many state entries one scan segment holds (see
@@ -1220,25 +1220,21 @@ impl Snapshot {
     /// The segments of a snapshot from [`Store::scan_snapshot`]; `None` for
     /// a plain one.
     pub fn segments(&self) -> Option<&Segments> {
-        self.segments.as_deref()
+        self.segments.as_ref()
     }
 
     /// A scan of one segment's entries (see [`Snapshot::segments`]), in
     /// stored order; an empty scan past the last segment.
     pub fn scan_segment(&self, segment: u32) -> Result<StateScan, Error> {
         let level = self.segments.as_ref().map_or(self.bits, |s| s.level);
-        let lo = u64::from(segment) << level;
-        let hi = (u64::from(segment) + 1) << level;
+        let (lo, hi) = buckets_range(
+            u64::from(segment) << level,
+            (u64::from(segment) + 1) << level,
+        );
         let table = self.txn.open_table(STATE)?;
-        // Stored keys start with the bucket as 4 big-endian bytes; buckets
-        // stop below 2^MAX_BUCKET_BITS, so `hi` fits in 4 bytes but for the
-        // end of the whole table.
-        let lo_key = u32::try_from(lo).unwrap_or(u32::MAX).to_be_bytes();
-        let range = match u32::try_from(hi) {
-            Ok(hi) => table.range::<&[u8]>(lo_key.as_slice()..hi.to_be_bytes().as_slice())?,
-            Err(_) => table.range::<&[u8]>(lo_key.as_slice()..)?,
-        };
-        Ok(StateScan { range })
+        Ok(StateScan {
+            range: table.range::<&[u8]>(lo.as_slice()..hi.as_slice())?,
+        })
     }
 
     /// The block at `height`.
