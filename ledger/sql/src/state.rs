@@ -225,23 +225,6 @@ fn whole_state(
     })
 }
 
-fn open_by_address<R: Rows>(
-    q: &Query,
-    filters: &[Expr],
-    projection: &[usize],
-    schema: SchemaRef,
-    key_of: impl Fn(Address) -> StateKey,
-) -> Result<Box<dyn Source>, ScanError> {
-    let plan = match addresses(filters) {
-        Some(addrs) => Plan::Points(addrs.into_iter().map(key_of).collect()),
-        None => whole_state(q, schema, projection, None)?,
-    };
-    Ok(Box::new(StateSource::<R> {
-        plan,
-        _rows: std::marker::PhantomData,
-    }))
-}
-
 /// `accounts`: one row per account the state holds.
 #[derive(Debug)]
 pub(crate) struct Accounts;
@@ -287,7 +270,14 @@ impl<R: ByAddress> Table for R {
         filters: &[Expr],
         projection: &[usize],
     ) -> Result<Box<dyn Source>, ScanError> {
-        open_by_address::<R>(q, filters, projection, R::columns(), R::key)
+        let plan = match addresses(filters) {
+            Some(addrs) => Plan::Points(addrs.into_iter().map(R::key).collect()),
+            None => whole_state(q, R::columns(), projection, None)?,
+        };
+        Ok(Box::new(StateSource::<R> {
+            plan,
+            _rows: std::marker::PhantomData,
+        }))
     }
 }
 
