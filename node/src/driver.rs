@@ -234,14 +234,19 @@ pub const BATCH_BYTES_PER_PEER_PER_SEC: usize = 32 << 20;
 /// Network events or requests the driver takes in one turn at most.
 const TURN: usize = 64;
 
+/// Stops the node (exit code 2) after logging why: its storage failed, or
+/// its cluster answered something that cannot be, so going on could lose or
+/// corrupt data. A restart recovers from what is durable.
+pub(crate) fn halt(why: &str, error: impl std::fmt::Display) -> ! {
+    tracing::error!(%error, "{why}; stopping");
+    std::process::exit(2)
+}
+
 /// Reads the ledger; a poisoned lock (a panic while applying) stops the node.
 pub(crate) fn read_store(ledger: &Ledger) -> RwLockReadGuard<'_, Store> {
     match ledger.read() {
         Ok(store) => store,
-        Err(error) => {
-            tracing::error!(%error, "the ledger cannot be read; stopping");
-            std::process::exit(2);
-        }
+        Err(error) => halt("the ledger cannot be read", error),
     }
 }
 
@@ -388,10 +393,7 @@ impl Driver {
         });
         match result {
             Ok(r) => Some(r),
-            Err(error) if error.is_fatal() => {
-                tracing::error!(%error, "storage failed; stopping");
-                std::process::exit(2);
-            }
+            Err(error) if error.is_fatal() => halt("storage failed", error),
             Err(error) => {
                 tracing::warn!(%error, "a write through the cluster failed; stepping back");
                 self.leading = false;
@@ -430,10 +432,7 @@ impl Driver {
                 self.engine = engine;
                 self.engine_len = len;
             }
-            Err(error) => {
-                tracing::error!(%error, "cannot recover the engine; stopping");
-                std::process::exit(2);
-            }
+            Err(error) => halt("cannot recover the engine", error),
         }
         tracing::info!("leading the cluster: the engine runs");
         self.leading = true;
@@ -449,10 +448,7 @@ impl Driver {
             .pending(pyralog_cluster::machine::MAX_PENDING)
         {
             Ok(t) => t,
-            Err(error) => {
-                tracing::error!(%error, "cannot read the pending writes; stopping");
-                std::process::exit(2);
-            }
+            Err(error) => halt("cannot read the pending writes", error),
         };
         for tx in txs {
             self.take_write(tx);
@@ -467,10 +463,7 @@ impl Driver {
         match self.store().tx_location(&tx.id()) {
             Ok(None) => {}
             Ok(Some(_)) => return,
-            Err(error) => {
-                tracing::error!(%error, "the ledger cannot be read; stopping");
-                std::process::exit(2);
-            }
+            Err(error) => halt("the ledger cannot be read", error),
         }
         let verified = match pyralog_ledger::block::verify_txs_memo(vec![tx], Some(&mut self.keys))
         {
@@ -767,10 +760,10 @@ impl Driver {
                     self.metrics.merge_commits += 1;
                     outcomes
                 }
-                Some(other) => {
-                    tracing::error!(?other, "the cluster answered a merge strangely; stopping");
-                    std::process::exit(2);
-                }
+                Some(other) => halt(
+                    "the cluster answered a merge strangely",
+                    format!("{other:?}"),
+                ),
                 // No longer the leader: the new one merges what gossip and
                 // anti-entropy bring it.
                 None => return,

@@ -23,7 +23,7 @@ use pyralog_p2p::{NetCommand, NetEvent, PeerId, Topic, Verdict};
 use pyralog_cluster::{Command as RaftCommand, Response};
 use pyralog_consensus::bft::Statement;
 
-use crate::driver::{ApiError, Consensus, Driver, now_ms};
+use crate::driver::{ApiError, Consensus, Driver, halt, now_ms};
 use crate::limit::PerSecond;
 
 /// What the engine's last inputs asked for, waiting for [`Driver::flush_pbft`].
@@ -461,10 +461,10 @@ impl Driver {
             Response::Block {
                 state_root, failed, ..
             } => (state_root, failed.len()),
-            other => {
-                tracing::error!(seq, ?other, "cannot commit a finalized block; stopping");
-                std::process::exit(2);
-            }
+            other => halt(
+                "cannot commit a finalized block",
+                format!("sequence {seq}: {other:?}"),
+            ),
         };
         self.engine_len += count;
         self.metrics.blocks_committed += 1;
@@ -487,10 +487,7 @@ impl Driver {
                         None,
                     );
                 }
-                Err(error) => {
-                    tracing::error!(%error, "cannot read the next epoch's set; stopping");
-                    std::process::exit(2);
-                }
+                Err(error) => halt("cannot read the next epoch's set", error),
             }
         }
         Some(Input::Executed { seq, state_root })
@@ -519,10 +516,7 @@ impl Driver {
         };
         let answers = match self.write(cmd)? {
             Response::Turn(answers) if answers.len() == statements.len() => answers,
-            other => {
-                tracing::error!(?other, "cannot persist consensus state; stopping");
-                std::process::exit(2);
-            }
+            other => halt("cannot persist consensus state", format!("{other:?}")),
         };
         self.engine_len += count;
         let mut refused = Vec::new();
@@ -553,10 +547,7 @@ impl Driver {
         }
         match self.store().staking() {
             Ok(s) => Some(s.epoch),
-            Err(error) => {
-                tracing::error!(%error, "cannot read the staking state; stopping");
-                std::process::exit(2);
-            }
+            Err(error) => halt("cannot read the staking state", error),
         }
     }
 
