@@ -271,14 +271,7 @@ fn a_member_is_added_and_another_removed_while_writes_go_on() {
             .stdout,
     )
     .expect("utf8");
-    let port: u16 = net.nodes[2]
-        .rpc
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse::<u16>().ok())
-        .expect("port")
-        + 5;
-    let p2p = format!("/ip4/127.0.0.1/tcp/{}", port + 1000);
+    let (port, p2p) = common::spare_ports(&net);
     let addr = format!("{p2p}/p2p/{}", peer.trim());
     let mut cmd = std::process::Command::new(exe);
     cmd.args(["node", "start", "--home", &home.to_string_lossy()])

@@ -96,20 +96,26 @@ pub struct Joiner {
     pub home: std::path::PathBuf,
 }
 
+/// Ports for one more node beside a devnet: its RPC port, five above the
+/// last devnet node's, and a p2p address a thousand above that.
+pub fn spare_ports(net: &Devnet) -> (u16, String) {
+    let last = net.nodes.last().expect("a devnet node");
+    let port = last
+        .rpc
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse::<u16>().ok())
+        .expect("port")
+        + 5;
+    (port, format!("/ip4/127.0.0.1/tcp/{}", port + 1000))
+}
+
 impl Joiner {
-    /// Starts a node named `name` in the devnet's directory, its RPC five
-    /// ports above the last devnet node's.
+    /// Starts a node named `name` in the devnet's directory, on
+    /// [`spare_ports`].
     pub fn start(net: &Devnet, name: &str) -> Joiner {
         let home = net.dir.join(name);
-        let last = net.nodes.last().expect("a devnet node");
-        let port = last
-            .rpc
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse::<u16>().ok())
-            .expect("port")
-            + 5;
-        let p2p = format!("/ip4/127.0.0.1/tcp/{}", port + 1000);
+        let (port, p2p) = spare_ports(net);
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_pyralog-testnet"))
             .args(["node", "join", "--home", &home.to_string_lossy()])
             .args(["--genesis", &net.dir.join("genesis.json").to_string_lossy()])
