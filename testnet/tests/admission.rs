@@ -31,7 +31,16 @@ fn await_difficulty(net: &Devnet, node: usize, bits: u64, what: &str) {
     while difficulty_of(net, node) != bits {
         assert!(
             Instant::now() < deadline,
-            "{what}: node {node} never asked {bits} bits"
+            "{what}: node {node} never asked {bits} bits; now {:?}",
+            net.nodes
+                .iter()
+                .map(|n| (
+                    get(&n.rpc, "/pow/difficulty").ok(),
+                    get(&n.rpc, "/status")
+                        .ok()
+                        .map(|s| s["pow_difficulty_peers"].clone())
+                ))
+                .collect::<Vec<_>>()
         );
         std::thread::sleep(Duration::from_millis(50));
     }
