@@ -8,6 +8,7 @@ use futures::StreamExt;
 use libp2p::gossipsub::{self, MessageAcceptance, MessageAuthenticity, MessageId, ValidationMode};
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
     Multiaddr, PeerId, StreamProtocol, Swarm, connection_limits, identify, identity, kad, noise,
@@ -204,6 +205,23 @@ pub struct Network {
         tokio::sync::oneshot::Sender<Result<Vec<u8>, String>>,
     >,
     raft_inbox: Option<tokio::sync::mpsc::Sender<raft_rpc::Inbound>>,
+    /// The process (identify's agent version, which names it) behind each
+    /// connected peer's connections.
+    instances: HashMap<PeerId, String>,
+    /// Peers dropped as restarted, to be dialled again once every old
+    /// connection is closed.
+    rejoin: HashSet<PeerId>,
+}
+
+/// What identify tells peers this node is: the protocol version and a number
+/// drawn once per process, so a peer can tell a restart on the same identity
+/// from a second connection to the same process.
+fn agent_version() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let instance = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    format!("pyralog/{}/{instance:016x}", env!("CARGO_PKG_VERSION"))
 }
 
 impl std::fmt::Debug for Network {
@@ -317,10 +335,10 @@ impl Network {
                     gossipsub: gossipsub(key, &topics)
                         .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)?,
                     kad,
-                    identify: identify::Behaviour::new(identify::Config::new(
-                        "/pyralog/1".into(),
-                        key.public(),
-                    )),
+                    identify: identify::Behaviour::new(
+                        identify::Config::new("/pyralog/1".into(), key.public())
+                            .with_agent_version(agent_version()),
+                    ),
                     ping: ping::Behaviour::default(),
                     fetch,
                     raft,
@@ -346,6 +364,8 @@ impl Network {
             banned: HashSet::new(),
             raft_calls: HashMap::new(),
             raft_inbox: None,
+            instances: HashMap::new(),
+            rejoin: HashSet::new(),
         };
         for peer in config.banned {
             net.command(NetCommand::Ban(peer));
@@ -467,13 +487,19 @@ impl Network {
                 peer_id,
                 num_established,
                 ..
-            } => (num_established == 0 && !self.banned.contains(&peer_id))
-                .then_some(NetEvent::Disconnected(peer_id)),
+            } => {
+                if num_established == 0 {
+                    self.gone(peer_id);
+                }
+                (num_established == 0 && !self.banned.contains(&peer_id))
+                    .then_some(NetEvent::Disconnected(peer_id))
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
                 info,
                 ..
             })) => {
+                self.identified(peer_id, info.agent_version);
                 for addr in info.listen_addrs {
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                 }
@@ -531,6 +557,53 @@ impl Network {
                 None
             }
             _ => None,
+        }
+    }
+
+    /// Notes which process a peer's connection reaches, and drops a peer
+    /// that came back as a new process while a connection to the old one is
+    /// still open.
+    ///
+    /// A peer that crashed or was killed may leave its connections open at
+    /// this end: QUIC sends nothing when a process dies, so the connection
+    /// lingers until its idle timeout. Gossipsub greets a peer (sends its
+    /// subscriptions) only on the first connection to it, so the restarted
+    /// peer would never learn what this node subscribes to and would never
+    /// publish to it, long after the dead connection is gone. Dropping every
+    /// connection and dialling the peer again makes the next one a first
+    /// connection at both ends.
+    fn identified(&mut self, peer: PeerId, agent: String) {
+        if self.rejoin.contains(&peer) {
+            // A connection that came while the peer was being dropped goes
+            // too: only one made after the last old one closed is greeted.
+            let _ = self.swarm.disconnect_peer_id(peer);
+            return;
+        }
+        match self.instances.get(&peer) {
+            Some(known) if *known != agent => {
+                tracing::info!(%peer, "peer restarted while a connection to it was open; reconnecting");
+                self.instances.remove(&peer);
+                self.rejoin.insert(peer);
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+            Some(_) => {}
+            None => {
+                self.instances.insert(peer, agent);
+            }
+        }
+    }
+
+    /// Forgets a peer whose last connection closed, and dials it again if it
+    /// was dropped as restarted.
+    fn gone(&mut self, peer: PeerId) {
+        self.instances.remove(&peer);
+        if self.rejoin.remove(&peer) && !self.banned.contains(&peer) {
+            let dial = DialOpts::peer_id(peer)
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            if let Err(error) = self.swarm.dial(dial) {
+                tracing::warn!(%peer, %error, "cannot dial a restarted peer again");
+            }
         }
     }
 

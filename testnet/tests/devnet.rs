@@ -514,3 +514,76 @@ fn a_node_that_joins_late_catches_up_by_fetching() {
         "the joiner never reached the network's state root"
     );
 }
+
+/// Milliseconds since the Unix epoch, on the clock the nodes read too.
+fn now_ms() -> u64 {
+    u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis(),
+    )
+    .expect("ms")
+}
+
+/// When node `node` last heard validator `from` announce its difficulty
+/// (ms since the epoch), if it has heard it at all.
+fn last_heard(net: &Devnet, node: usize, from: &str) -> Option<u64> {
+    let s = get(&net.nodes[node].rpc, "/status").ok()?;
+    let asked = now_ms();
+    s["pow_difficulty_peers"]
+        .as_array()?
+        .iter()
+        .find(|p| p["validator"] == from)
+        .and_then(|p| p["age_ms"].as_u64())
+        .map(|age| asked.saturating_sub(age))
+}
+
+/// Waits until node `node` hears validator `from` say something after `since`.
+fn await_heard(net: &Devnet, node: usize, from: &str, since: u64, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while last_heard(net, node, from).is_none_or(|at| at <= since) {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: node {node} never heard {from} after {since}; it last heard it at {:?}",
+            last_heard(net, node, from)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A node killed and started again on the same identity is heard again in
+/// both directions. Its peer may still hold a connection from the dead
+/// process (QUIC sends nothing when a process dies), and gossipsub greets a
+/// peer only on its first connection: without care the returning node never
+/// learns its peer's subscriptions and never publishes to it.
+#[test]
+fn a_restarted_node_is_heard_again_both_ways() {
+    let mut net = devnet(2, 8);
+    // Node 1 dials node 0 over QUIC as well, so node 0 holds a QUIC
+    // connection from it when it dies.
+    let quic = net.nodes[0]
+        .p2p
+        .replace("/tcp/", "/udp/")
+        .replacen("/p2p/", "/quic-v1/p2p/", 1);
+    net.set_args(1, &["--bootnode", &quic]);
+    net.restart(1).expect("start node 1 with a QUIC bootnode");
+    let id = |i: usize| {
+        get(&net.nodes[i].rpc, "/status").expect("status")["cluster_id"]
+            .as_str()
+            .expect("cluster id")
+            .to_owned()
+    };
+    let (v0, v1) = (id(0), id(1));
+    // Validators announce their difficulty every 2 s on gossip: hearing one
+    // is hearing its gossip.
+    let started = now_ms();
+    await_heard(&net, 0, &v1, started, "before the kill");
+    await_heard(&net, 1, &v0, started, "before the kill");
+
+    net.kill(1).expect("SIGKILL node 1");
+    net.restart(1).expect("restart node 1");
+    let back = now_ms();
+    await_heard(&net, 1, &v0, back, "after the restart");
+    await_heard(&net, 0, &v1, back, "after the restart");
+}
