@@ -168,6 +168,10 @@ pub(crate) struct Metrics {
     merge_commits: u64,
     batches_refused: u64,
     pub(crate) gossip_rejected: u64,
+    /// The driver's own writes through the cluster's log (turns, blocks,
+    /// batches), and the time it waited for them, in microseconds.
+    log_writes: u64,
+    log_write_micros: u64,
 }
 
 /// The engine a node runs, as its genesis says.
@@ -388,9 +392,12 @@ impl Driver {
     /// takes over). Blocks this task, not the runtime.
     pub(crate) fn write(&mut self, cmd: Raft) -> Option<Response> {
         let member = Arc::clone(&self.member);
+        let started = std::time::Instant::now();
         let result = tokio::task::block_in_place(|| {
             tokio::runtime::Handle::current().block_on(member.write_as_leader(cmd))
         });
+        self.metrics.log_writes += 1;
+        self.metrics.log_write_micros += started.elapsed().as_micros() as u64;
         match result {
             Ok(r) => Some(r),
             Err(error) if error.is_fatal() => halt("storage failed", error),
@@ -1355,6 +1362,18 @@ impl Driver {
             "counter",
             "Batches the store refused.",
             m.batches_refused,
+        );
+        metric(
+            "driver_log_writes_total",
+            "counter",
+            "Writes the driver made through the cluster's log and waited for (engine turns, blocks, batches).",
+            m.log_writes,
+        );
+        metric(
+            "driver_log_write_microseconds_total",
+            "counter",
+            "Time the driver waited for those writes.",
+            m.log_write_micros,
         );
         metric(
             "gossip_rejected_total",

@@ -296,11 +296,13 @@ fn txs() -> &'static [VerifiedTx] {
     })
 }
 
-fn sim_config() -> Config {
+/// The engines' settings; `max_in_flight` varies with the seed (1 to 3), so
+/// runs cover the node's one block in flight as well as several.
+fn sim_config(max_in_flight: u64) -> Config {
     Config {
         checkpoint_interval: 4,
         window: 16,
-        max_in_flight: 3,
+        max_in_flight,
         max_block_txs: 8,
         batch_delay_ms: 40,
         view_timeout_ms: 400,
@@ -415,6 +417,8 @@ pub(crate) struct Outcome {
 
 pub(crate) struct Sim {
     rng: Rng,
+    /// Proposals a primary keeps outstanding, for every engine of the run.
+    in_flight: u64,
     now: u64,
     queue: BTreeMap<(u64, u64), Event>,
     counter: u64,
@@ -446,6 +450,7 @@ pub(crate) struct Sim {
 impl Sim {
     pub(crate) fn new(seed: u64, mix: Mix, protocol: Protocol, broken_quorum: bool) -> Sim {
         let mut rng = Rng(seed ^ 0x005E_ED0F_5EED);
+        let in_flight = 1 + seed % 3;
         let n = if mix == Mix::Mixed { 7 } else { 4 };
         let keys: Vec<Keypair> = (0..n).map(|i| devkit::key(500 + i)).collect();
         let world = (protocol == Protocol::Pos).then(|| {
@@ -516,12 +521,18 @@ impl Sim {
         let mut nodes: Vec<Node> = keys
             .iter()
             .zip(&behaviours)
-            .map(|(k, b)| Node::new(k.clone(), *b, &validators, w))
+            .map(|(k, b)| Node::new(k.clone(), *b, &validators, w, in_flight))
             .collect();
         // A twin is an extra node with the key of the validator marked Twin;
         // that validator itself runs honestly (the pair is the fault).
         if let Some(t) = behaviours.iter().position(|b| *b == Behaviour::Twin) {
-            nodes.push(Node::new(keys[t].clone(), Behaviour::Twin, &validators, w));
+            nodes.push(Node::new(
+                keys[t].clone(),
+                Behaviour::Twin,
+                &validators,
+                w,
+                in_flight,
+            ));
         }
         // Every validator a cluster; the newcomer stays a single node.
         if mix == Mix::ClusterFailover {
@@ -531,7 +542,13 @@ impl Sim {
         }
         // Pos: a node whose validator registers and stakes during the run.
         if world.is_some() {
-            nodes.push(Node::new(newcomer(), Behaviour::Honest, &validators, w));
+            nodes.push(Node::new(
+                newcomer(),
+                Behaviour::Honest,
+                &validators,
+                w,
+                in_flight,
+            ));
         }
         let (drop, dup, delay) = match mix {
             Mix::SplitBrain => (0, 0, 20),
@@ -539,6 +556,7 @@ impl Sim {
         };
         let mut sim = Sim {
             rng,
+            in_flight,
             now: 0,
             queue: BTreeMap::new(),
             counter: 0,
@@ -952,7 +970,7 @@ impl Sim {
                 chain(),
                 self.validators.clone(),
                 Some(n.key.clone()),
-                sim_config(),
+                sim_config(self.in_flight),
                 n.blocks.len() as u64,
                 n.disk.clone(),
             ))),
@@ -975,7 +993,7 @@ impl Sim {
                     set_of(state),
                     digest(span.base),
                     Some(n.key.clone()),
-                    sim_config(),
+                    sim_config(self.in_flight),
                     (executed, digest(executed)),
                     n.disk.clone(),
                 )))
@@ -1480,13 +1498,14 @@ impl Node {
         behaviour: Behaviour,
         validators: &ValidatorSet,
         world: Option<&PosWorld>,
+        in_flight: u64,
     ) -> Node {
         let engine = match world {
             None => Replica::Pbft(Box::new(Pbft::new(
                 chain(),
                 validators.clone(),
                 Some(key.clone()),
-                sim_config(),
+                sim_config(in_flight),
             ))),
             Some(_) => Replica::Pos(Box::new(Pos::new(
                 chain(),
@@ -1495,7 +1514,7 @@ impl Node {
                 validators.clone(),
                 Hash::ZERO,
                 Some(key.clone()),
-                sim_config(),
+                sim_config(in_flight),
             ))),
         };
         Node {
