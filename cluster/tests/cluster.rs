@@ -61,6 +61,48 @@ async fn writes_through_the_leader_commit_on_every_member() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_written_together_apply_in_order_and_answer_each() {
+    let h = Harness::cluster(3).await;
+    let leader = h.leader(WAIT).await;
+    let answers = leader
+        .write_many_as_leader(vec![
+            put_batch(1, "k1", "v"),
+            put_batch(1, "k1", "v"),
+            write(500, "pending"),
+            put_batch(2, "k2", "v"),
+        ])
+        .await
+        .expect("written");
+    // In order: the second copy of batch 1 finds the first applied.
+    assert!(
+        matches!(
+            answers.as_slice(),
+            [
+                Response::Merged { already: false, .. },
+                Response::Merged { already: true, .. },
+                Response::Pending { .. },
+                Response::Merged { already: false, .. },
+            ]
+        ),
+        "{answers:?}"
+    );
+    let index = last_index(&h);
+    for m in h.members.values() {
+        h.applied(m, index, WAIT).await;
+        assert_eq!(record(m, "k1"), Some(b"v".to_vec()));
+        assert_eq!(record(m, "k2"), Some(b"v".to_vec()));
+    }
+    // Only the leader writes this way; a follower does not forward.
+    let follower = h.other(leader.id());
+    let refused = follower
+        .write_many_as_leader(vec![put_batch(3, "k3", "v")])
+        .await
+        .expect_err("a follower");
+    assert!(matches!(refused, Error::NotLeader { .. }), "{refused}");
+    assert_eq!(record(&leader, "k3"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_sent_to_a_follower_is_forwarded_to_the_leader() {
     let h = Harness::cluster(3).await;
     let leader = h.leader(WAIT).await;

@@ -392,10 +392,26 @@ impl Driver {
     /// takes over). Blocks this task, not the runtime.
     pub(crate) fn write(&mut self, cmd: Raft) -> Option<Response> {
         let member = Arc::clone(&self.member);
+        self.wait_for_log(member.write_as_leader(cmd))
+    }
+
+    /// [`Driver::write`] for several commands in one round of the log
+    /// ([`pyralog_cluster::Member::write_many_as_leader`]); their answers in
+    /// order.
+    pub(crate) fn write_many(&mut self, cmds: Vec<Raft>) -> Option<Vec<Response>> {
+        let member = Arc::clone(&self.member);
+        self.wait_for_log(member.write_many_as_leader(cmds))
+    }
+
+    /// Waits for a write of the driver's own through the log; a node whose
+    /// storage failed halts, one that lost the lead steps back (`None`).
+    fn wait_for_log<T>(
+        &mut self,
+        write: impl std::future::Future<Output = Result<T, pyralog_cluster::Error>>,
+    ) -> Option<T> {
         let started = std::time::Instant::now();
-        let result = tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(member.write_as_leader(cmd))
-        });
+        let result =
+            tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(write));
         self.metrics.log_writes += 1;
         self.metrics.log_write_micros += started.elapsed().as_micros() as u64;
         match result {

@@ -309,14 +309,22 @@ impl Driver {
                 .into_iter()
                 .partition(|e| matches!(e, Effect::Commit(_)));
             let mut records = Some(records);
-            for effect in commits {
-                if let Effect::Commit(block) = effect {
-                    let Some(next) = self.commit_block(block, records.take().unwrap_or_default())
-                    else {
-                        return self.step_back(reports);
-                    };
-                    self.feed_pbft(next, None);
-                }
+            let mut blocks: Vec<CommittedBlock> = commits
+                .into_iter()
+                .filter_map(|e| match e {
+                    Effect::Commit(block) => Some(block),
+                    _ => None,
+                })
+                .collect();
+            // The last block goes with the turn's intents, in one round of
+            // the log (below); any before it go one by one.
+            let last = blocks.pop();
+            for block in blocks {
+                let Some(next) = self.commit_block(block, records.take().unwrap_or_default())
+                else {
+                    return self.step_back(reports);
+                };
+                self.feed_pbft(next, None);
             }
             // No signature leaves before its intent is committed: a leader
             // that takes over never signs against it (ADR 0010). Besides the
@@ -338,9 +346,24 @@ impl Driver {
             if signs {
                 crate::fault::at(crate::fault::Point::BeforeIntent);
             }
-            // The turn's records and intents, in one entry of the log.
-            let Some(refused) = self.commit_turn(records.unwrap_or_default(), intents) else {
-                return self.step_back(reports);
+            // The turn's records and intents, in one entry of the log, after
+            // the last block's when there is one (one round for both).
+            let records = records.unwrap_or_default();
+            let refused = match last {
+                Some(block) => {
+                    let Some((next, refused)) = self.commit_block_and_turn(block, records, intents)
+                    else {
+                        return self.step_back(reports);
+                    };
+                    self.feed_pbft(next, None);
+                    refused
+                }
+                None => {
+                    let Some(refused) = self.commit_turn(records, intents) else {
+                        return self.step_back(reports);
+                    };
+                    refused
+                }
             };
             if signs {
                 crate::fault::at(crate::fault::Point::AfterIntent);
@@ -428,7 +451,40 @@ impl Driver {
     /// next input; `None` if this node no longer leads. Clients waiting on
     /// its transactions hear from the applied log ([`Driver::on_applied`]).
     fn commit_block(&mut self, block: CommittedBlock, records: Vec<Vec<u8>>) -> Option<Input> {
-        let seq = block.proposal.seq();
+        let epoch_before = self.epoch_of_store();
+        let count = records.len() as u64;
+        let entry = self.block_entry(&block, records);
+        let response = self.write(entry)?;
+        Some(self.block_landed(&block, count, epoch_before, response))
+    }
+
+    /// A committed block with `records`, and the statements to sign after it,
+    /// in one round of the cluster's log: the block's entry, then the turn's.
+    /// Returns the engine's next input and the statements refused; `None` if
+    /// this node no longer leads.
+    fn commit_block_and_turn(
+        &mut self,
+        block: CommittedBlock,
+        records: Vec<Vec<u8>>,
+        statements: Vec<Statement>,
+    ) -> Option<(Input, Vec<Statement>)> {
+        let epoch_before = self.epoch_of_store();
+        let count = records.len() as u64;
+        let mut entries = vec![self.block_entry(&block, records)];
+        let turn = self.turn_entry(self.engine_len + count, Vec::new(), statements.clone());
+        entries.extend(turn);
+        let mut answers = self.write_many(entries)?.into_iter();
+        let block_answer = answers.next().unwrap_or(Response::Done);
+        let next = self.block_landed(&block, count, epoch_before, block_answer);
+        let refused = match answers.next() {
+            Some(answer) => self.turn_landed(statements, 0, answer),
+            None => Vec::new(),
+        };
+        Some((next, refused))
+    }
+
+    /// The log entry that executes and stores `block`, with `records`.
+    fn block_entry(&self, block: &CommittedBlock, records: Vec<Vec<u8>>) -> RaftCommand {
         let certificate = Certificate {
             round: block.view,
             votes: block
@@ -447,20 +503,31 @@ impl Driver {
             height: lc.height,
             signers: lc.commits.iter().map(|v| v.validator).collect(),
         });
-        let epoch_before = self.epoch_of_store();
-        let count = records.len() as u64;
         let height = self.store().tip().height + 1;
-        let ordered = pyralog_cluster::Ordered {
+        RaftCommand::Ordered(pyralog_cluster::Ordered {
             height,
             proposer: p.proposer(),
             timestamp_ms: p.timestamp_ms(),
             txs: p.txs().iter().map(|t| t.tx().clone()).collect(),
-            engine_data: engine_data_of(&block),
+            engine_data: engine_data_of(block),
             certificate,
             records,
             votes,
-        };
-        let (state_root, failed) = match self.write(RaftCommand::Ordered(ordered))? {
+        })
+    }
+
+    /// What follows a block's entry applied: the counts, a new epoch's set
+    /// (proof of stake), and the engine's next input.
+    fn block_landed(
+        &mut self,
+        block: &CommittedBlock,
+        records: u64,
+        epoch_before: Option<u64>,
+        response: Response,
+    ) -> Input {
+        let p = &block.proposal;
+        let seq = p.seq();
+        let (state_root, failed) = match response {
             Response::Block {
                 state_root, failed, ..
             } => (state_root, failed.len()),
@@ -469,7 +536,7 @@ impl Driver {
                 format!("sequence {seq}: {other:?}"),
             ),
         };
-        self.engine_len += count;
+        self.engine_len += records;
         self.metrics.blocks_committed += 1;
         self.metrics.txs_committed += (p.txs().len() - failed) as u64;
         // The block that closed an epoch fixed the next one's set.
@@ -493,7 +560,7 @@ impl Driver {
                 Err(error) => halt("cannot read the next epoch's set", error),
             }
         }
-        Some(Input::Executed { seq, state_root })
+        Input::Executed { seq, state_root }
     }
 
     /// Commits a turn's engine `records` and the intents to sign
@@ -508,20 +575,42 @@ impl Driver {
         records: Vec<Vec<u8>>,
         statements: Vec<Statement>,
     ) -> Option<Vec<Statement>> {
-        if records.is_empty() && statements.is_empty() {
-            return Some(Vec::new());
-        }
         let count = records.len() as u64;
-        let cmd = RaftCommand::Turn {
-            from: self.engine_len,
-            records,
-            intents: statements.clone(),
+        let Some(entry) = self.turn_entry(self.engine_len, records, statements.clone()) else {
+            return Some(Vec::new());
         };
-        let answers = match self.write(cmd)? {
+        let answer = self.write(entry)?;
+        Some(self.turn_landed(statements, count, answer))
+    }
+
+    /// The entry of a turn whose first record goes at `from`; `None` when it
+    /// has nothing to say.
+    fn turn_entry(
+        &self,
+        from: u64,
+        records: Vec<Vec<u8>>,
+        statements: Vec<Statement>,
+    ) -> Option<RaftCommand> {
+        (!records.is_empty() || !statements.is_empty()).then_some(RaftCommand::Turn {
+            from,
+            records,
+            intents: statements,
+        })
+    }
+
+    /// The statements a turn's applied entry refused, after counting its
+    /// `records`.
+    fn turn_landed(
+        &mut self,
+        statements: Vec<Statement>,
+        records: u64,
+        response: Response,
+    ) -> Vec<Statement> {
+        let answers = match response {
             Response::Turn(answers) if answers.len() == statements.len() => answers,
             other => halt("cannot persist consensus state", format!("{other:?}")),
         };
-        self.engine_len += count;
+        self.engine_len += records;
         let mut refused = Vec::new();
         for (st, answer) in statements.into_iter().zip(answers) {
             if let Some(why) = answer {
@@ -529,7 +618,7 @@ impl Driver {
                 refused.push(st);
             }
         }
-        Some(refused)
+        refused
     }
 
     /// Gives up the turn after losing the lead: nothing the engine asked for
