@@ -225,7 +225,22 @@ pub struct Driver {
         VerifiedBatch,
         Option<(pyralog_p2p::network::MessageIdOf, PeerId)>,
     )>,
+    /// Clients' single writes admitted this turn, to go into the cluster's
+    /// log together at its end ([`Driver::flush_submits`]).
+    submits: Vec<Submitted>,
 }
+
+/// A client's write the driver admitted, waiting for the end of the turn.
+struct Submitted {
+    tx: pyralog_ledger::Transaction,
+    /// Set when the client waits for the write to reach the ledger.
+    applied: Option<oneshot::Receiver<Result<&'static str, ApiError>>>,
+    reply: oneshot::Sender<Result<&'static str, ApiError>>,
+}
+
+/// Encoded bytes of clients' writes put in one log entry at most (well under
+/// the entry cap, [`pyralog_cluster::command::MAX_COMMAND_BYTES`]).
+const SUBMIT_ENTRY_BYTES: usize = pyralog_cluster::command::MAX_COMMAND_BYTES / 2;
 
 /// The most gossip batches merged in one commit.
 pub const MERGE_GROUP: usize = 64;
@@ -293,17 +308,9 @@ fn pending_full(reason: String) -> ApiError {
     }
 }
 
-/// Puts a client's write in the cluster's log (from any member: a follower
-/// forwards it to the leader); `Ok` once a majority holds it.
-async fn replicate(member: &Member, tx: pyralog_ledger::Transaction) -> Result<(), ApiError> {
-    match replicate_many(member, vec![tx]).await?.pop().flatten() {
-        None => Ok(()),
-        Some(reason) => Err(pending_full(reason)),
-    }
-}
-
-/// [`replicate`] for many writes in one log entry: per write, `None` if the
-/// cluster holds it, else why not.
+/// Puts clients' writes in the cluster's log, in one entry (from any
+/// member: a follower forwards it to the leader); per write, `None` once a
+/// majority holds it, else why not.
 async fn replicate_many(
     member: &Member,
     txs: Vec<pyralog_ledger::Transaction>,
@@ -322,6 +329,43 @@ async fn replicate_many(
             code: "no_leader",
             message: format!("the cluster cannot take writes now ({e}); retry"),
         }),
+    }
+}
+
+/// Replicates a turn's single writes in one entry and answers their clients.
+async fn answer_submits(member: Arc<Member>, group: Vec<Submitted>) {
+    let (txs, clients): (Vec<_>, Vec<_>) = group
+        .into_iter()
+        .map(|s| (s.tx, (s.applied, s.reply)))
+        .unzip();
+    let refusals = match replicate_many(&member, txs).await {
+        Ok(refusals) => refusals,
+        Err(e) => {
+            for (_, reply) in clients {
+                let _ = reply.send(Err(e.clone()));
+            }
+            return;
+        }
+    };
+    for ((applied, reply), refusal) in clients.into_iter().zip(refusals) {
+        match (refusal, applied) {
+            (Some(reason), _) => {
+                let _ = reply.send(Err(pending_full(reason)));
+            }
+            (None, None) => {
+                let _ = reply.send(Ok("pending"));
+            }
+            // It waits for the ledger, on a task of its own so the others
+            // are answered now.
+            (None, Some(applied)) => {
+                tokio::spawn(async move {
+                    let answer = applied.await.unwrap_or(Err(ApiError::internal(
+                        "the node stopped before the write committed",
+                    )));
+                    let _ = reply.send(answer);
+                });
+            }
+        }
     }
 }
 
@@ -367,6 +411,7 @@ impl Driver {
             engine,
             net,
             waiters: HashMap::new(),
+            submits: Vec::new(),
             metrics: Metrics::default(),
             fetches: 0,
             next_tick: tokio::time::Instant::now(),
@@ -616,9 +661,11 @@ impl Driver {
             }
             self.flush_pbft();
             self.flush_gossip();
+            self.flush_submits();
         }
         self.flush_pbft();
         self.flush_gossip();
+        self.flush_submits();
         tracing::info!("driver stopped");
     }
 
@@ -946,6 +993,27 @@ impl Driver {
         Ok(out)
     }
 
+    /// Puts the clients' single writes admitted this turn into the cluster's
+    /// log, as few entries as their size allows, and answers each client
+    /// once its write is held (or, if it waits, once it is in the ledger).
+    fn flush_submits(&mut self) {
+        let mut rest = std::mem::take(&mut self.submits);
+        while !rest.is_empty() {
+            let mut bytes = 0;
+            let take = rest
+                .iter()
+                .position(|s| {
+                    bytes += s.tx.to_bytes().len();
+                    bytes > SUBMIT_ENTRY_BYTES
+                })
+                .unwrap_or(rest.len())
+                .max(1);
+            let group: Vec<Submitted> = rest.drain(..take).collect();
+            let member = Arc::clone(&self.member);
+            tokio::spawn(answer_submits(member, group));
+        }
+    }
+
     fn request(&mut self, req: Request) {
         match req {
             Request::Submit { tx, wait, reply } => {
@@ -958,23 +1026,17 @@ impl Driver {
                 // Acknowledged once the cluster's log holds it: a new leader
                 // still has it. With `wait`, the answer comes when it reaches
                 // the ledger ([`Driver::on_applied`]).
-                let waiter = wait.then(|| {
+                let applied = wait.then(|| {
                     let (w, r) = oneshot::channel();
                     self.waiters.entry(id).or_default().push(w);
                     r
                 });
-                let member = Arc::clone(&self.member);
-                tokio::spawn(async move {
-                    let answer = match replicate(&member, raw).await {
-                        Err(e) => Err(e),
-                        Ok(()) => match waiter {
-                            None => Ok("pending"),
-                            Some(r) => r.await.unwrap_or(Err(ApiError::internal(
-                                "the node stopped before the write committed",
-                            ))),
-                        },
-                    };
-                    let _ = reply.send(answer);
+                // The turn's writes share one log entry (one round of the
+                // log and one apply for all), at the end of the turn.
+                self.submits.push(Submitted {
+                    tx: raw,
+                    applied,
+                    reply,
                 });
             }
             Request::SubmitMany { txs, reply } => {
