@@ -233,6 +233,8 @@ pub struct Driver {
 /// A client's write the driver admitted, waiting for the end of the turn.
 struct Submitted {
     tx: pyralog_ledger::Transaction,
+    /// Its encoded size.
+    size: usize,
     /// Set when the client waits for the write to reach the ledger.
     applied: Option<oneshot::Receiver<Result<&'static str, ApiError>>>,
     reply: oneshot::Sender<Result<&'static str, ApiError>>,
@@ -1008,7 +1010,7 @@ impl Driver {
             let take = rest
                 .iter()
                 .position(|s| {
-                    bytes += s.tx.to_bytes().len();
+                    bytes += s.size;
                     bytes > SUBMIT_ENTRY_BYTES
                 })
                 .unwrap_or(rest.len())
@@ -1023,6 +1025,7 @@ impl Driver {
         match req {
             Request::Submit { tx, wait, reply } => {
                 let id = tx.id();
+                let size = tx.size();
                 let raw = tx.tx().clone();
                 if let Err(e) = self.submit(*tx) {
                     let _ = reply.send(Err(e));
@@ -1040,6 +1043,7 @@ impl Driver {
                 // log and one apply for all), at the end of the turn.
                 self.submits.push(Submitted {
                     tx: raw,
+                    size,
                     applied,
                     reply,
                 });
