@@ -515,22 +515,11 @@ fn a_node_that_joins_late_catches_up_by_fetching() {
     );
 }
 
-/// Milliseconds since the Unix epoch, on the clock the nodes read too.
-fn now_ms() -> u64 {
-    u64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_millis(),
-    )
-    .expect("ms")
-}
-
 /// When node `node` last heard validator `from` announce its difficulty
 /// (ms since the epoch), if it has heard it at all.
 fn last_heard(net: &Devnet, node: usize, from: &str) -> Option<u64> {
     let s = get(&net.nodes[node].rpc, "/status").ok()?;
-    let asked = now_ms();
+    let asked = pyralog_node_now();
     s["pow_difficulty_peers"]
         .as_array()?
         .iter()
@@ -577,13 +566,13 @@ fn a_restarted_node_is_heard_again_both_ways() {
     let (v0, v1) = (id(0), id(1));
     // Validators announce their difficulty every 2 s on gossip: hearing one
     // is hearing its gossip.
-    let started = now_ms();
+    let started = pyralog_node_now();
     await_heard(&net, 0, &v1, started, "before the kill");
     await_heard(&net, 1, &v0, started, "before the kill");
 
     net.kill(1).expect("SIGKILL node 1");
     net.restart(1).expect("restart node 1");
-    let back = now_ms();
+    let back = pyralog_node_now();
     await_heard(&net, 1, &v0, back, "after the restart");
     await_heard(&net, 0, &v1, back, "after the restart");
 }
