@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use libp2p::gossipsub::{self, MessageAcceptance, MessageAuthenticity, MessageId, ValidationMode};
@@ -211,7 +211,24 @@ pub struct Network {
     /// Peers dropped as restarted, to be dialled again once every old
     /// connection is closed.
     rejoin: HashSet<PeerId>,
+    /// Restarted peers whose old connections are all closed, and when to
+    /// dial them again ([`REJOIN_AFTER`] later).
+    rejoin_at: HashMap<PeerId, Instant>,
+    /// When the bootnodes were last dialled again.
+    bootnodes_dialled: Instant,
+    /// The bootnodes that name their peer id, dialled again while they are
+    /// not connected ([`Network::redial_bootnodes`]).
+    bootnodes: Vec<(PeerId, Multiaddr)>,
 }
+
+/// How often the swarm's task looks for peers to dial again.
+pub const REDIAL_EVERY: Duration = Duration::from_secs(1);
+/// How often a node dials the bootnodes it is not connected to.
+pub const BOOTNODES_EVERY: Duration = Duration::from_secs(5);
+/// How long after dropping a restarted peer it is dialled again: long enough
+/// for the peer to see its old connections close, so that the new one is a
+/// first connection at its end too (else it would not greet this node).
+pub const REJOIN_AFTER: Duration = Duration::from_millis(500);
 
 /// What identify tells peers this node is: the protocol version and a number
 /// drawn once per process, so a peer can tell a restart on the same identity
@@ -350,9 +367,11 @@ impl Network {
         for addr in config.listen {
             swarm.listen_on(addr).map_err(setup)?;
         }
+        let mut bootnodes = Vec::new();
         for addr in config.bootnodes {
             if let Some(Protocol::P2p(peer)) = addr.iter().last() {
                 swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+                bootnodes.push((peer, addr.clone()));
             }
             swarm.dial(addr).map_err(setup)?;
         }
@@ -366,6 +385,9 @@ impl Network {
             raft_inbox: None,
             instances: HashMap::new(),
             rejoin: HashSet::new(),
+            rejoin_at: HashMap::new(),
+            bootnodes_dialled: Instant::now(),
+            bootnodes,
         };
         for peer in config.banned {
             net.command(NetCommand::Ban(peer));
@@ -593,17 +615,54 @@ impl Network {
         }
     }
 
-    /// Forgets a peer whose last connection closed, and dials it again if it
-    /// was dropped as restarted.
+    /// Dials again the restarted peers that are due, and, every
+    /// [`BOOTNODES_EVERY`], each bootnode this node is not connected to (nor
+    /// dialling): a node dropped by its peers (a restart they noticed, a
+    /// dial back that failed, a peer that was down) finds its way back.
+    pub fn redial(&mut self) {
+        let now = Instant::now();
+        let due: Vec<PeerId> = self
+            .rejoin_at
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in due {
+            self.rejoin_at.remove(&peer);
+            self.dial_again(peer, Vec::new());
+        }
+        if now.duration_since(self.bootnodes_dialled) < BOOTNODES_EVERY {
+            return;
+        }
+        self.bootnodes_dialled = now;
+        for (peer, addr) in self.bootnodes.clone() {
+            if !self.swarm.is_connected(&peer) {
+                self.dial_again(peer, vec![addr]);
+            }
+        }
+    }
+
+    /// Dials `peer` (at `addresses`, and wherever Kademlia knows it) unless
+    /// it is banned, connected or being dialled.
+    fn dial_again(&mut self, peer: PeerId, addresses: Vec<Multiaddr>) {
+        if self.banned.contains(&peer) {
+            return;
+        }
+        let dial = DialOpts::peer_id(peer)
+            .addresses(addresses)
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .build();
+        if let Err(error) = self.swarm.dial(dial) {
+            tracing::debug!(%peer, %error, "cannot dial a peer again");
+        }
+    }
+
+    /// Forgets a peer whose last connection closed; one dropped as restarted
+    /// is dialled again [`REJOIN_AFTER`] later.
     fn gone(&mut self, peer: PeerId) {
         self.instances.remove(&peer);
-        if self.rejoin.remove(&peer) && !self.banned.contains(&peer) {
-            let dial = DialOpts::peer_id(peer)
-                .condition(PeerCondition::DisconnectedAndNotDialing)
-                .build();
-            if let Err(error) = self.swarm.dial(dial) {
-                tracing::warn!(%peer, %error, "cannot dial a restarted peer again");
-            }
+        if self.rejoin.remove(&peer) {
+            self.rejoin_at.insert(peer, Instant::now() + REJOIN_AFTER);
         }
     }
 

@@ -50,8 +50,11 @@ impl Network {
         let shared = snapshot.clone();
         let mut net = self;
         tokio::spawn(async move {
+            let mut redial = tokio::time::interval(crate::network::REDIAL_EVERY);
+            redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
+                    _ = redial.tick() => net.redial(),
                     cmd = command_rx.recv() => match cmd {
                         Some(cmd) => net.command(cmd),
                         None => break,
