@@ -26,10 +26,14 @@ impl std::fmt::Debug for Ledger {
 }
 
 impl Ledger {
-    /// Opens the store at `path`, creating it from `genesis` if absent.
+    /// Opens the store at `path`, creating it from `genesis` if absent. Its
+    /// commits skip the fsync: the state machine syncs it (see
+    /// [`crate::machine`]).
     pub fn open(path: &Path, genesis: &GenesisFile) -> Result<Ledger, Error> {
+        let mut store = Store::open(path, genesis)?;
+        store.defer_fsync(true);
         Ok(Ledger {
-            store: Arc::new(RwLock::new(Store::open(path, genesis)?)),
+            store: Arc::new(RwLock::new(store)),
             path: path.to_path_buf(),
         })
     }

@@ -48,7 +48,7 @@ pub use command::{BatchOutcome, Command, Ordered, Response};
 pub use error::Error;
 pub use ledger::Ledger;
 pub use log_store::{LogStore, open_cluster_db};
-pub use machine::{Applied, LedgerMachine, MachineView, PendingLimits};
+pub use machine::{Applied, LEDGER_SYNC_AFTER, LedgerMachine, MachineView, PendingLimits};
 pub use member::{Consistency, Member, MemberConfig, Status};
 pub use network::Transport;
 pub use network::mem::MemNet;

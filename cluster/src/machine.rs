@@ -2,15 +2,28 @@
 //! (pending writes, signing intents, membership).
 //!
 //! Applying an entry (see [`Command`]) is deterministic. Entries that change
-//! the ledger commit to the ledger's own file (an fsync per entry, but for a
-//! turn's engine records, which wait for the ledger's next durable commit); the
-//! cluster's part (pending writes, intents, the last applied log id, the
-//! membership) goes to the member's cluster file in one transaction per
-//! applied run of entries, without an fsync of its own: the Raft log is
-//! durable, so a member that crashes re-applies from its last durable
-//! applied id. Every ledger change is idempotent for that reason: a batch
-//! already merged is `AlreadyMerged`, a block at or below the tip is checked
-//! against the stored one and skipped.
+//! the ledger commit to the ledger's own file; the cluster's part (pending
+//! writes, intents, the last applied log id, the membership) goes to the
+//! member's cluster file in one transaction per applied run of entries.
+//! Neither fsyncs for itself: the Raft log holds every entry durably, so a
+//! member that crashes applies again what came after its last durable
+//! applied id.
+//!
+//! What makes that safe:
+//!
+//! - The ledger defers its fsyncs ([`Store::defer_fsync`]) and is synced at
+//!   most [`LEDGER_SYNC_AFTER`] after its first unsynced commit, so a crash
+//!   reopens it whole, as of its last sync.
+//! - The cluster file becomes durable whenever the log writer commits an
+//!   append or a vote (the same file), so the applied id written there is
+//!   never past what the ledger holds on disk: it is the last id applied
+//!   when the ledger was last known synced, not the last applied.
+//! - Replay after a crash therefore finds the ledger exactly where that id
+//!   left it, and the cluster tables possibly further on. Every change is
+//!   idempotent for that reason: a batch already merged is `AlreadyMerged`,
+//!   a block at or below the tip is checked against the stored one and
+//!   skipped, engine records land by position, a pending write is added and
+//!   removed by id, an intent already recorded is recorded again as is.
 //!
 //! Snapshots are files ([`crate::snapshot`]) built from the ledger's file and
 //! the cluster tables, and installed by swapping the ledger's file.
@@ -19,6 +32,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
 use openraft::entry::RaftEntry;
@@ -78,6 +92,12 @@ impl Default for PendingLimits {
 }
 /// Entries applied in one cluster-file transaction at most.
 pub const APPLY_CHUNK: usize = 1024;
+
+/// How long the ledger may hold commits that are not on disk before the
+/// state machine syncs it (at the end of the run of entries that finds it
+/// so): what a crash makes the member apply again, and what bounds the file's
+/// growth (redb reuses the pages a commit frees only after a durable one).
+pub const LEDGER_SYNC_AFTER: Duration = Duration::from_millis(100);
 
 pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), Error> {
     txn.open_table(SM_META)?;
@@ -228,6 +248,12 @@ pub struct LedgerMachine {
     view: MachineView,
     applied: Option<LogId>,
     membership: StoredMembership,
+    /// The applied id and membership the cluster file may claim: the last
+    /// ones applied when the ledger was known to be on disk.
+    durable: Option<LogId>,
+    durable_membership: StoredMembership,
+    /// Since when the ledger has held commits not on disk.
+    unsynced_since: Option<Instant>,
     /// The pending writes' ids and sizes (a mirror of the table, so a
     /// duplicate is known before the table is written).
     pending: std::collections::HashMap<Hash, usize>,
@@ -303,7 +329,7 @@ impl LedgerMachine {
     ) -> Result<LedgerMachine, Error> {
         std::fs::create_dir_all(snapshot_dir)?;
         let applied = get_meta::<Option<LogId>>(&db, SM_META, APPLIED)?.flatten();
-        let membership = get_meta(&db, SM_META, MEMBERSHIP)?.unwrap_or_default();
+        let membership: StoredMembership = get_meta(&db, SM_META, MEMBERSHIP)?.unwrap_or_default();
         let floor = get_meta::<u64>(&db, SM_META, FLOOR)?.unwrap_or(0);
         let current = get_meta::<Current>(&db, SM_META, SNAPSHOT)?;
         let mut intents = BTreeMap::new();
@@ -339,6 +365,9 @@ impl LedgerMachine {
                 history: Arc::new(RwLock::new(SigningHistory::from_parts(intents, floor))),
                 events: Events::default(),
             },
+            durable: applied,
+            durable_membership: membership.clone(),
+            unsynced_since: None,
             applied,
             membership,
             pending,
@@ -555,15 +584,10 @@ impl LedgerMachine {
             });
         }
         let skip = (self.engine_len - from) as usize;
-        // No fsync: the Raft log holds these records durably, and a member
-        // that crashes before the ledger's next durable commit appends them
-        // again when it re-applies (by position, so never twice). Nothing
-        // makes the cluster file's applied id durable past them without
-        // syncing the ledger first (`make_snapshot`, `SnapshotBuilder`).
         self.view
             .ledger
             .write()?
-            .append_engine_records_deferred(&records[skip..])?;
+            .append_engine_records(&records[skip..])?;
         self.engine_len = end;
         Ok(Response::Done)
     }
@@ -744,17 +768,38 @@ impl LedgerMachine {
             self.applied = Some(log_id);
             replies.push((responder, response));
         }
-        self.write_ops(ops)?;
+        self.settle(false)?;
+        self.write_ops(ops, Durability::None)?;
         Ok(replies)
     }
 
-    /// Writes the collected changes and the new applied id in one
-    /// transaction (no fsync: see the module docs).
-    fn write_ops(&mut self, ops: Vec<Op>) -> Result<(), Error> {
-        let applied = crate::wire::encode("applied", &self.applied, MAX_META_BYTES)?;
-        let membership = crate::wire::encode("membership", &self.membership, MAX_META_BYTES)?;
+    /// Moves the applied id the cluster file may claim up to the last
+    /// applied if the ledger is on disk, syncing it first when `force` or
+    /// when it has held unsynced commits for [`LEDGER_SYNC_AFTER`].
+    fn settle(&mut self, force: bool) -> Result<(), Error> {
+        if !self.view.ledger.read()?.is_synced() {
+            let since = *self.unsynced_since.get_or_insert_with(Instant::now);
+            if !force && since.elapsed() < LEDGER_SYNC_AFTER {
+                return Ok(());
+            }
+            self.view.ledger.write()?.sync()?;
+        }
+        self.unsynced_since = None;
+        self.durable = self.applied;
+        if self.durable_membership.log_id() != self.membership.log_id() {
+            self.durable_membership = self.membership.clone();
+        }
+        Ok(())
+    }
+
+    /// Writes the collected changes and the applied id the ledger allows
+    /// (see the module docs) in one transaction.
+    fn write_ops(&mut self, ops: Vec<Op>, durability: Durability) -> Result<(), Error> {
+        let applied = crate::wire::encode("applied", &self.durable, MAX_META_BYTES)?;
+        let membership =
+            crate::wire::encode("membership", &self.durable_membership, MAX_META_BYTES)?;
         let mut txn = self.view.db.begin_write()?;
-        txn.set_durability(Durability::None)?;
+        txn.set_durability(durability)?;
         {
             let mut pending = txn.open_table(SM_PENDING)?;
             let mut intents = txn.open_table(SM_INTENTS)?;
@@ -831,15 +876,18 @@ impl LedgerMachine {
             .collect();
         let path = self.snapshot_dir.join(&name);
         let state = self.cluster_state()?;
+        // The ledger's file is copied as it is on disk: everything applied
+        // must be there first. The only writer is this machine, on this task,
+        // so the file stays between two commits while it is copied.
+        self.settle(true)?;
         {
-            // Holding the lock keeps the only writer (this machine, on this
-            // task) out, so the file is between two commits; the sync puts
-            // the deferred engine records in the file.
-            let mut store = self.view.ledger.write()?;
-            store.sync()?;
+            let store = self.view.ledger.read()?;
             snapshot::write(&path, state, self.view.ledger.path())?;
             drop(store);
         }
+        // The next durable commit of the cluster file (the builder's) then
+        // claims the snapshot's applied id, which the log may be purged to.
+        self.write_ops(Vec::new(), Durability::None)?;
         let meta = SnapshotMeta {
             last_log_id: self.applied,
             last_membership: self.membership.clone(),
@@ -878,7 +926,7 @@ impl LedgerMachine {
         let live = self.view.ledger.path().to_path_buf();
         let incoming = live.with_extension("incoming");
         snapshot::extract_ledger(&file.path, offset, &incoming)?;
-        let new_store = match Store::open_existing(&incoming) {
+        let mut new_store = match Store::open_existing(&incoming) {
             Ok(s) => s,
             Err(e) => {
                 let _ = std::fs::remove_file(&incoming);
@@ -895,6 +943,7 @@ impl LedgerMachine {
                     "its ledger is of genesis {theirs}, this member's is {ours}"
                 )));
             }
+            new_store.defer_fsync(true);
             let old = std::mem::replace(&mut *store, new_store);
             drop(old);
             std::fs::rename(&incoming, &live)?;
@@ -923,6 +972,9 @@ impl LedgerMachine {
             m.insert(FLOOR, floor.as_slice())?;
         }
         txn.commit()?;
+        self.unsynced_since = None;
+        self.durable = state.applied;
+        self.durable_membership = state.membership.clone();
         self.applied = state.applied;
         self.membership = state.membership;
         self.pending = pending.iter().map(|(id, b)| (*id, b.len())).collect();
@@ -971,7 +1023,6 @@ fn set_current(
 /// for a builder (so the file is one consistent state), and makes it the
 /// current one.
 pub struct SnapshotBuilder {
-    ledger: Ledger,
     db: Arc<Database>,
     current: Arc<Mutex<Option<Current>>>,
     dir: PathBuf,
@@ -985,18 +1036,27 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         &mut self,
     ) -> Result<openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>, io::Error> {
         let (meta, path) = self.made.clone().map_err(io::Error::other)?;
-        // This commit of the cluster file is durable, and so makes its
-        // applied id durable, which may by now be past the snapshot: the
-        // ledger must hold (durably) everything up to that id first.
-        // The lock is held across both, so no entry is applied between them.
-        let mut ledger = self.ledger.write()?;
-        ledger.sync().map_err(Error::from)?;
+        // Durable, so the applied id the machine wrote when it made the file
+        // (its own, which the ledger allows) is on disk before the log below
+        // it may be purged.
         set_current(&self.db, &self.current, &self.dir, meta.clone(), &path)?;
-        drop(ledger);
         Ok(openraft::storage::Snapshot {
             meta,
             snapshot: SnapshotFile { path },
         })
+    }
+}
+
+impl Drop for LedgerMachine {
+    /// A clean stop syncs the ledger and claims the last applied id durably,
+    /// so the next start has nothing to apply again.
+    fn drop(&mut self) {
+        let done = self
+            .settle(true)
+            .and_then(|()| self.write_ops(Vec::new(), Durability::Immediate));
+        if let Err(e) = done {
+            tracing::warn!(error = %e, "the state machine's last sync failed; the next start applies the log's tail again");
+        }
     }
 }
 
@@ -1048,7 +1108,6 @@ impl RaftStateMachine<TypeConfig> for LedgerMachine {
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
         let made = blocking(|| self.make_snapshot()).map_err(|e| e.to_string());
         SnapshotBuilder {
-            ledger: self.view.ledger.clone(),
             db: self.view.db.clone(),
             current: self.current.clone(),
             dir: self.snapshot_dir.clone(),

@@ -4,7 +4,7 @@
 mod common;
 
 use openraft::entry::RaftEntry;
-use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::storage::{EntryResponder, RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine};
 use pyralog_cluster::types::{Entry, LogId};
 use pyralog_cluster::{Command, LedgerMachine, Ordered, PendingLimits, Response};
 use pyralog_ledger::{Certificate, devkit};
@@ -324,18 +324,123 @@ fn crash_image(dir: &std::path::Path, into: &std::path::Path) -> LedgerMachine {
 }
 
 /// Re-applies what openraft would after a crash: every entry past the
-/// image's applied id; returns the engine records then.
-async fn recover(sm: &mut LedgerMachine, entries: &[Command]) -> Vec<Vec<u8>> {
+/// image's applied id.
+async fn recover(sm: &mut LedgerMachine, entries: &[Command]) {
     let (applied, _) = sm.applied_state().await.expect("state");
     let next = applied.map_or(1, |l| l.index + 1);
     let rest: Vec<Command> = entries[(next - 1) as usize..].to_vec();
     apply(sm, next, rest).await;
+}
+
+fn engine_records(sm: &LedgerMachine) -> Vec<Vec<u8>> {
     sm.view()
         .ledger()
         .read()
         .expect("ledger")
         .engine_records()
         .expect("records")
+}
+
+/// What a machine holds that a crash must not change: the applied id, the
+/// ledger's state root and tip, the engine's records, the pending writes,
+/// the signing history.
+#[derive(Debug, PartialEq)]
+struct Held {
+    applied: Option<LogId>,
+    root: pyralog_ledger::Hash,
+    tip: u64,
+    records: Vec<Vec<u8>>,
+    pending: Vec<pyralog_ledger::Hash>,
+    intents: usize,
+    floor: u64,
+}
+
+async fn held(sm: &mut LedgerMachine) -> Held {
+    let (applied, _) = sm.applied_state().await.expect("state");
+    let view = sm.view();
+    let (root, tip) = {
+        let store = view.ledger().read().expect("ledger");
+        (store.state_root(), store.tip().height)
+    };
+    let mut pending: Vec<_> = view
+        .pending(usize::MAX)
+        .expect("pending")
+        .iter()
+        .map(|t| t.id())
+        .collect();
+    pending.sort();
+    let history = view.history().expect("history");
+    Held {
+        applied,
+        root,
+        tip,
+        records: engine_records(sm),
+        pending,
+        intents: history.len(),
+        floor: history.floor(),
+    }
+}
+
+fn intent(height: u64) -> Command {
+    Command::Intent(pyralog_consensus::bft::Statement {
+        kind: pyralog_consensus::bft::Kind::Prepare,
+        round: 0,
+        height,
+        digest: pyralog_ledger::Hash([height as u8; 32]),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_the_log_commits_loses_nothing_the_ledger_had_not_synced() {
+    let rec = |b: u8| vec![b; 3];
+    let entries = vec![
+        common::write(1, "a"),
+        common::write(2, "b"),
+        Command::EngineRecords {
+            from: 0,
+            records: vec![rec(1), rec(2)],
+        },
+        // Merges write 1, which leaves the pending set.
+        common::put_batch(1, "a", "v"),
+        intent(3),
+        common::write(3, "c"),
+        common::put_batch(2, "b", "v"),
+        Command::EngineRecords {
+            from: 2,
+            records: vec![rec(3)],
+        },
+        // Forgets the intent at height 3 (so applying it again is refused).
+        Command::PruneIntents { below: 4 },
+        common::put_batch(3, "c", "x"),
+        intent(5),
+    ];
+    let reference = tempfile::tempdir().expect("tmp");
+    let mut whole = machine(reference.path());
+    apply(&mut whole, 1, entries.clone()).await;
+    let want = held(&mut whole).await;
+    assert_eq!(want.records.len(), 3);
+    assert_eq!((want.intents, want.floor), (1, 4));
+
+    for cut in 1..=entries.len() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (mut log, mut sm) = common::open_member(dir.path(), &common::genesis()).expect("open");
+        apply(&mut sm, 1, entries[..cut].to_vec()).await;
+        // The log writer's next durable commit (a vote here, an append
+        // alike) makes the whole cluster file durable, the state machine's
+        // tables and applied id included.
+        log.save_vote(&openraft::impls::Vote::new_committed(2, 1))
+            .await
+            .expect("vote");
+        let image = tempfile::tempdir().expect("tmp");
+        let mut crashed = crash_image(dir.path(), image.path());
+        recover(&mut crashed, &entries).await;
+        assert_eq!(
+            held(&mut crashed).await,
+            want,
+            "a crash after {cut} entries"
+        );
+        drop(sm);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -364,20 +469,18 @@ async fn engine_records_without_an_fsync_are_whole_after_a_crash() {
     // applied id did not either, so they are applied again, once.
     let image = tempfile::tempdir().expect("tmp");
     let mut crashed = crash_image(dir.path(), image.path());
-    let on_disk = crashed
-        .view()
-        .ledger()
-        .read()
-        .expect("ledger")
-        .engine_records_len()
-        .expect("len");
-    assert_eq!(on_disk, 0, "the records waited for a durable commit");
-    assert_eq!(recover(&mut crashed, &entries).await, all);
+    assert_eq!(
+        engine_records(&crashed).len(),
+        0,
+        "the records waited for a sync"
+    );
+    recover(&mut crashed, &entries).await;
+    assert_eq!(engine_records(&crashed), all);
 
-    // A snapshot makes the applied id durable. An entry applied between the
-    // snapshot's making and its recording is past the snapshot, yet the
-    // recording makes the applied id durable past it too: its records must
-    // be on disk by then, or a crash would skip them for good.
+    // A snapshot syncs the ledger, and its recording makes the applied id
+    // durable. An entry applied between the snapshot's making and its
+    // recording is past the snapshot and not on the ledger's disk: the
+    // recording must not claim it.
     let builder = sm.get_snapshot_builder().await;
     apply(&mut sm, 3, entries[2..].to_vec()).await;
     let mut builder = builder;
@@ -385,6 +488,64 @@ async fn engine_records_without_an_fsync_are_whole_after_a_crash() {
     let image = tempfile::tempdir().expect("tmp");
     let mut crashed = crash_image(dir.path(), image.path());
     let (applied, _) = crashed.applied_state().await.expect("state");
-    assert_eq!(applied, Some(log_id(3)), "the recording made id 3 durable");
-    assert_eq!(recover(&mut crashed, &entries).await, all);
+    assert_eq!(applied, Some(log_id(2)), "the snapshot's applied id");
+    assert_eq!(engine_records(&crashed).len(), 3);
+    recover(&mut crashed, &entries).await;
+    assert_eq!(engine_records(&crashed), all);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_stop_leaves_nothing_to_apply_again() {
+    let dir = tempfile::tempdir().expect("tmp");
+    {
+        let mut sm = machine(dir.path());
+        apply(&mut sm, 1, vec![common::put_batch(1, "a", "v"), intent(2)]).await;
+    }
+    // Raw copies after the drop: what is there is on disk.
+    let image = tempfile::tempdir().expect("tmp");
+    let mut sm = crash_image(dir.path(), image.path());
+    let (applied, _) = sm.applied_state().await.expect("state");
+    assert_eq!(applied, Some(log_id(2)));
+    let store = sm.view().ledger().clone();
+    assert!(
+        store
+            .read()
+            .expect("ledger")
+            .record(&devkit::key(1).address(), b"a")
+            .expect("read")
+            .is_some()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_is_synced_once_it_has_waited_long_enough() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (mut log, mut sm) = common::open_member(dir.path(), &common::genesis()).expect("open");
+    apply(&mut sm, 1, vec![common::put_batch(1, "a", "v")]).await;
+    let unsynced = sm.view().ledger().read().expect("ledger").is_synced();
+    assert!(!unsynced, "a merge alone does not wait for the disk");
+    tokio::time::sleep(pyralog_cluster::LEDGER_SYNC_AFTER + std::time::Duration::from_millis(20))
+        .await;
+    // The next run of entries, even one that leaves the ledger alone, finds
+    // the ledger waiting too long and syncs it.
+    apply(&mut sm, 2, vec![common::write(2, "b")]).await;
+    assert!(sm.view().ledger().read().expect("ledger").is_synced());
+    log.save_vote(&openraft::impls::Vote::new_committed(2, 1))
+        .await
+        .expect("vote");
+    let image = tempfile::tempdir().expect("tmp");
+    let mut crashed = crash_image(dir.path(), image.path());
+    let (applied, _) = crashed.applied_state().await.expect("state");
+    assert_eq!(applied, Some(log_id(2)), "the whole run is claimed");
+    assert!(
+        crashed
+            .view()
+            .ledger()
+            .read()
+            .expect("ledger")
+            .record(&devkit::key(1).address(), b"a")
+            .expect("read")
+            .is_some()
+    );
+    drop(sm);
 }

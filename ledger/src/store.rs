@@ -6,6 +6,12 @@
 //! together or not at all (redb commits with `Durability::Immediate`, an fsync).
 //! Reopening after a crash gives the state of the last commit, never a mix.
 //!
+//! A store whose changes are also kept durably elsewhere (a cluster member's,
+//! whose Raft log holds every entry it applies) can defer its fsyncs
+//! ([`Store::defer_fsync`]): each commit is then whole but reaches the disk
+//! only with the next [`Store::sync`], and a crash reopens the state of the
+//! last sync, never a mix. The owner re-applies what came after it.
+//!
 //! The state root is computed in memory before anything is written: the store
 //! keeps every bucket's `(key digest, entry digest)` list and the tree over the
 //! bucket hashes (rebuilt from the state table at open, and checked against the
@@ -174,6 +180,10 @@ pub enum MergeOutcome {
 /// The ledger's durable store.
 pub struct Store {
     db: Database,
+    /// Commits skip the fsync (see the module docs).
+    deferred: bool,
+    /// A commit since the last fsync is not on disk yet.
+    unsynced: bool,
     rules: Rules,
     tip: Tip,
     tree: StateTree,
@@ -313,6 +323,8 @@ impl Store {
         }
         Ok(Store {
             db,
+            deferred: false,
+            unsynced: false,
             rules: Rules::new(genesis),
             tip,
             tree,
@@ -324,6 +336,8 @@ impl Store {
         let bits = genesis.params.bucket_bits;
         let mut store = Store {
             db,
+            deferred: false,
+            unsynced: false,
             tip: Tip {
                 height: 0,
                 hash: genesis.hash(),
@@ -702,38 +716,52 @@ impl Store {
         Ok((tip, failed))
     }
 
-    /// Appends the consensus engine's records, durably, in one transaction.
+    /// Appends the consensus engine's records in one transaction.
     pub fn append_engine_records(&mut self, records: &[Vec<u8>]) -> Result<(), Error> {
         if records.is_empty() {
             return Ok(());
         }
-        let txn = self.db.begin_write()?;
+        let txn = self.begin_write()?;
         append_records(&txn, records)?;
-        txn.commit()?;
-        Ok(())
+        self.finish(txn)
     }
 
-    /// [`Store::append_engine_records`] without an fsync: readers of this
-    /// store see the records at once, but they reach the disk only with the
-    /// store's next durable commit (any other commit, or [`Store::sync`]). A
-    /// crash before then loses them, so this is for a caller that holds the
-    /// records durably elsewhere and appends them again after a crash (a
-    /// cluster member, whose Raft log has them).
-    pub fn append_engine_records_deferred(&mut self, records: &[Vec<u8>]) -> Result<(), Error> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(redb::Durability::None)
-            .map_err(|e| Error::Storage(e.to_string()))?;
-        append_records(&txn, records)?;
-        txn.commit()?;
-        Ok(())
+    /// From now on, commits skip the fsync when `on`: readers of this store
+    /// see each at once, whole, but it reaches the disk only with the next
+    /// [`Store::sync`]. A crash before then reopens the store as it was at
+    /// the last sync, so this is for an owner that holds every change
+    /// durably elsewhere and applies again what came after it (a cluster
+    /// member, whose Raft log has them).
+    pub fn defer_fsync(&mut self, on: bool) {
+        self.deferred = on;
+    }
+
+    /// Whether every commit so far is on disk.
+    pub fn is_synced(&self) -> bool {
+        !self.unsynced
     }
 
     /// Makes every commit so far durable (an empty commit with an fsync).
     pub fn sync(&mut self) -> Result<(), Error> {
         self.db.begin_write()?.commit()?;
+        self.unsynced = false;
+        Ok(())
+    }
+
+    fn begin_write(&self) -> Result<redb::WriteTransaction, Error> {
+        let mut txn = self.db.begin_write()?;
+        if self.deferred {
+            txn.set_durability(redb::Durability::None)
+                .map_err(|e| Error::Storage(e.to_string()))?;
+        }
+        Ok(txn)
+    }
+
+    /// Commits `txn`, durably unless fsyncs are deferred; a durable commit
+    /// also makes every deferred one before it durable.
+    fn finish(&mut self, txn: redb::WriteTransaction) -> Result<(), Error> {
+        txn.commit()?;
+        self.unsynced = self.deferred;
         Ok(())
     }
 
@@ -992,7 +1020,7 @@ impl Store {
         let mut rows = pending.writes;
         // In key order, so the B-tree is written front to back.
         rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let txn = self.db.begin_write()?;
+        let txn = self.begin_write()?;
         {
             let mut state = txn.open_table(STATE)?;
             for (k, v) in &rows {
@@ -1000,7 +1028,7 @@ impl Store {
             }
         }
         let tip = extra(&txn, root)?;
-        txn.commit()?;
+        self.finish(txn)?;
         for (b, list) in pending.buckets {
             self.buckets[b as usize] = list;
         }

@@ -219,31 +219,46 @@ fn segments_cover_the_state_and_only_a_written_segments_hash_moves() {
 }
 
 #[test]
-fn deferred_engine_records_reach_the_disk_with_the_next_durable_commit() {
+fn deferred_commits_reach_the_disk_with_the_next_sync() {
     let mut n = common::net(Engine::Pbft);
     let live = n.dir.path().join("ledger.redb");
     // What a crash at this moment would leave: a copy of the file as it is
     // on disk, opened (and recovered) as a store of its own.
-    let on_disk = |name: &str| -> u64 {
+    let on_disk = |name: &str| -> (u64, u64) {
         let copy = n.dir.path().join(name);
         std::fs::copy(&live, &copy).expect("copy");
         let s = Store::open(&copy, &n.file).expect("open the copy");
-        s.engine_records_len().expect("len")
+        (s.engine_records_len().expect("len"), s.tip().height)
     };
     n.store
         .append_engine_records(&[b"durable".to_vec()])
         .expect("append");
+    assert!(n.store.is_synced());
+    n.store.defer_fsync(true);
     n.store
-        .append_engine_records_deferred(&[b"a".to_vec(), b"b".to_vec()])
+        .append_engine_records(&[b"a".to_vec(), b"b".to_vec()])
         .expect("append");
-    // Readers of the live store see all three at once.
+    let pay = n.tx(
+        &n.alice,
+        0,
+        pyralog_ledger::Payload::Transfer {
+            to: n.bob.address(),
+            amount: 1,
+        },
+    );
+    let block = n.block(vec![pay]);
+    n.store.apply_block(&block).expect("apply");
+    assert!(!n.store.is_synced());
+    // Readers of the live store see it all at once.
     assert_eq!(n.store.engine_records_len().expect("len"), 3);
     assert_eq!(
         n.store.engine_records().expect("records")[1..],
         [b"a".to_vec(), b"b".to_vec()]
     );
-    // The disk has only the durable one until a sync.
-    assert_eq!(on_disk("before.redb"), 1);
+    assert_eq!(n.store.tip().height, 1);
+    // The disk has only the durable commit until a sync.
+    assert_eq!(on_disk("before.redb"), (1, 0));
     n.store.sync().expect("sync");
-    assert_eq!(on_disk("after.redb"), 3);
+    assert!(n.store.is_synced());
+    assert_eq!(on_disk("after.redb"), (3, 1));
 }
