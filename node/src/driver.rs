@@ -221,13 +221,31 @@ pub struct Driver {
     pub(crate) validator: Keypair,
     /// Batches to merge at the end of the turn, with the gossip message each
     /// came in (to judge once merged).
-    merges: Vec<(
-        VerifiedBatch,
-        Option<(pyralog_p2p::network::MessageIdOf, PeerId)>,
-    )>,
+    merges: Vec<(VerifiedBatch, GossipFrom)>,
     /// Clients' single writes admitted this turn, to go into the cluster's
     /// log together at its end ([`Driver::flush_submits`]).
     submits: Vec<Submitted>,
+    /// Merges sent to the cluster's log and not answered yet.
+    merging: usize,
+    /// Their answers ([`Driver::merge_done`]).
+    merged_tx: mpsc::Sender<MergeDone>,
+    merged_rx: mpsc::Receiver<MergeDone>,
+    /// Counts the times this node took its cluster's lead, so an answer to a
+    /// merge sent under an earlier lead (and engine) is known.
+    lead_term: u64,
+}
+
+/// A gossip message to judge once its batch is merged.
+type GossipFrom = Option<(pyralog_p2p::network::MessageIdOf, PeerId)>;
+
+/// The cluster's answer to a group of merges.
+struct MergeDone {
+    /// The lead they were sent under ([`Driver::lead_term`]).
+    term: u64,
+    /// Each batch's origin and seq, and the message it came in.
+    batches: Vec<(Address, u64, GossipFrom)>,
+    result: Result<Response, pyralog_cluster::Error>,
+    started: std::time::Instant,
 }
 
 /// A client's write the driver admitted, waiting for the end of the turn.
@@ -246,6 +264,14 @@ const SUBMIT_ENTRY_BYTES: usize = pyralog_cluster::command::MAX_COMMAND_BYTES / 
 
 /// The most gossip batches merged in one commit.
 pub const MERGE_GROUP: usize = 64;
+
+/// The most merge commits in the cluster's log at once. The driver goes on
+/// taking writes and checking batches while they commit; those that queue
+/// up meanwhile share the next one.
+pub const MERGES_IN_FLIGHT: usize = 2;
+
+/// How long a stopping node waits for its merges under way.
+const SHUTDOWN_MERGES: Duration = Duration::from_secs(5);
 
 /// Batch bytes taken from one peer per second at most, before any signature
 /// is checked: far above an honest peer's share of the network's writes, and
@@ -399,6 +425,7 @@ impl Driver {
                 store.rules().clone(),
             )
         };
+        let (merged_tx, merged_rx) = mpsc::channel(MERGES_IN_FLIGHT);
         Ok(Driver {
             node_id: net.local_peer_id().to_string(),
             cluster_id: validator.address(),
@@ -423,6 +450,10 @@ impl Driver {
             admission,
             batch_budget: crate::limit::PerSecond::new(BATCH_BYTES_PER_PEER_PER_SEC),
             merges: Vec::new(),
+            merging: 0,
+            merged_tx,
+            merged_rx,
+            lead_term: 0,
             validator,
         })
     }
@@ -506,6 +537,7 @@ impl Driver {
         }
         tracing::info!("leading the cluster: the engine runs");
         self.leading = true;
+        self.lead_term += 1;
         self.next_tick = tokio::time::Instant::now();
         self.take_pending();
     }
@@ -618,6 +650,7 @@ impl Driver {
                 biased;
                 _ = &mut shutdown => break,
                 _ = role.tick() => {}
+                Some(done) = self.merged_rx.recv() => self.merge_done(done),
                 Some(event) = self.applied.recv() => {
                     self.on_applied(event);
                     for _ in 1..TURN {
@@ -670,6 +703,15 @@ impl Driver {
         self.flush_submits();
         self.flush_pbft();
         self.flush_gossip();
+        // Merges under way finish (what they set off is left to anti-entropy
+        // and the next start), unless the cluster has stopped answering.
+        let until = tokio::time::Instant::now() + SHUTDOWN_MERGES;
+        while self.merging > 0 {
+            match tokio::time::timeout_at(until, self.merged_rx.recv()).await {
+                Ok(Some(done)) => self.merge_done(done),
+                _ => break,
+            }
+        }
         tracing::info!("driver stopped");
     }
 
@@ -815,38 +857,76 @@ impl Driver {
         self.net.command(NetCommand::Report { id, from, verdict });
     }
 
-    /// Merges the batches the turn's inputs produced, [`MERGE_GROUP`] to a
-    /// commit (one fsync for many peers' batches), then feeds the engine
-    /// their outcomes and judges the messages they came in: merged is
-    /// `Accept`, provably invalid is `Reject`, anything else `Ignore`. What
-    /// the outcomes set off (our own sealed batch, say) is merged in turn.
+    /// Sends the batches the turn's inputs produced to the cluster's log,
+    /// [`MERGE_GROUP`] to a commit (one round for many peers' batches) and
+    /// up to [`MERGES_IN_FLIGHT`] commits at a time, without waiting: each
+    /// answer comes back as a [`MergeDone`] ([`Driver::merge_done`]).
     pub(crate) fn flush_gossip(&mut self) {
-        while !self.merges.is_empty() && self.leading {
+        while !self.merges.is_empty() && self.leading && self.merging < MERGES_IN_FLIGHT {
             let take = self.merges.len().min(MERGE_GROUP);
-            let (batches, reports): (Vec<VerifiedBatch>, Vec<_>) =
-                self.merges.drain(..take).unzip();
+            let group: Vec<_> = self.merges.drain(..take).collect();
             let cmd = Raft::Batches {
-                batches: batches.iter().map(VerifiedBatch::to_batch).collect(),
+                batches: group.iter().map(|(b, _)| b.to_batch()).collect(),
                 now_ms: now_ms(),
             };
-            let outcomes = match self.write(cmd) {
-                Some(Response::Batches(outcomes)) if outcomes.len() == batches.len() => {
-                    self.metrics.merge_commits += 1;
-                    outcomes
-                }
-                Some(other) => halt(
-                    "the cluster answered a merge strangely",
-                    format!("{other:?}"),
-                ),
+            let batches = group
+                .into_iter()
+                .map(|(b, from)| (b.origin(), b.seq(), from))
+                .collect();
+            let member = Arc::clone(&self.member);
+            let answer = self.merged_tx.clone();
+            let term = self.lead_term;
+            self.merging += 1;
+            tokio::spawn(async move {
+                let started = std::time::Instant::now();
+                let result = member.write_as_leader(cmd).await;
+                // The driver holds the receiver while it runs, and at most
+                // MERGES_IN_FLIGHT answers are ever owed.
+                let _ = answer
+                    .send(MergeDone {
+                        term,
+                        batches,
+                        result,
+                        started,
+                    })
+                    .await;
+            });
+        }
+    }
+
+    /// The cluster merged (or refused) a group of batches: the engine hears
+    /// each outcome and the messages they came in are judged: merged is
+    /// `Accept`, provably invalid is `Reject`, anything else `Ignore`. What
+    /// the outcomes set off (our own sealed batch, say) is merged in turn.
+    fn merge_done(&mut self, done: MergeDone) {
+        self.merging = self.merging.saturating_sub(1);
+        self.metrics.log_writes += 1;
+        self.metrics.log_write_micros += done.started.elapsed().as_micros() as u64;
+        let outcomes = match done.result {
+            Ok(Response::Batches(outcomes)) if outcomes.len() == done.batches.len() => outcomes,
+            Ok(other) => halt(
+                "the cluster answered a merge strangely",
+                format!("{other:?}"),
+            ),
+            Err(error) if error.is_fatal() => halt("storage failed", error),
+            Err(error) => {
                 // No longer the leader: the new one merges what gossip and
                 // anti-entropy bring it.
-                None => return,
-            };
-            for ((batch, report), outcome) in batches.into_iter().zip(reports).zip(outcomes) {
-                let (origin, seq) = (batch.origin(), batch.seq());
-                let verdict = match outcome {
-                    BatchOutcome::Merged(_) | BatchOutcome::Already => {
-                        self.metrics.batches_merged += 1;
+                if done.term == self.lead_term && self.leading {
+                    tracing::warn!(%error, "a merge through the cluster failed; stepping back");
+                    self.leading = false;
+                }
+                return;
+            }
+        };
+        self.metrics.merge_commits += 1;
+        // An engine rebuilt since never sent these.
+        let current = done.term == self.lead_term && self.leading;
+        for ((origin, seq, report), outcome) in done.batches.into_iter().zip(outcomes) {
+            let verdict = match outcome {
+                BatchOutcome::Merged(_) | BatchOutcome::Already => {
+                    self.metrics.batches_merged += 1;
+                    if current {
                         let state_root = self.store().state_root();
                         self.feed(
                             Input::Merged {
@@ -856,23 +936,25 @@ impl Driver {
                             },
                             None,
                         );
-                        Verdict::Accept
                     }
-                    BatchOutcome::Refused { reason, peer_fault } => {
-                        self.metrics.batches_refused += 1;
-                        tracing::warn!(%origin, seq, %reason, "batch refused");
+                    Verdict::Accept
+                }
+                BatchOutcome::Refused { reason, peer_fault } => {
+                    self.metrics.batches_refused += 1;
+                    tracing::warn!(%origin, seq, %reason, "batch refused");
+                    if current {
                         let error = Error::Refused(reason);
                         self.feed(Input::MergeFailed { origin, seq, error }, None);
-                        if peer_fault {
-                            Verdict::Reject
-                        } else {
-                            Verdict::Ignore
-                        }
                     }
-                };
-                if let Some((id, from)) = report {
-                    self.report(id, from, verdict);
+                    if peer_fault {
+                        Verdict::Reject
+                    } else {
+                        Verdict::Ignore
+                    }
                 }
+            };
+            if let Some((id, from)) = report {
+                self.report(id, from, verdict);
             }
         }
     }
