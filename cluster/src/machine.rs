@@ -880,11 +880,7 @@ impl LedgerMachine {
         // must be there first. The only writer is this machine, on this task,
         // so the file stays between two commits while it is copied.
         self.settle(true)?;
-        {
-            let store = self.view.ledger.read()?;
-            snapshot::write(&path, state, self.view.ledger.path())?;
-            drop(store);
-        }
+        snapshot::write(&path, state, self.view.ledger.path())?;
         // The next durable commit of the cluster file (the builder's) then
         // claims the snapshot's applied id, which the log may be purged to.
         self.write_ops(Vec::new(), Durability::None)?;
