@@ -490,17 +490,23 @@ impl Driver {
         let started = std::time::Instant::now();
         let result =
             tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(write));
+        self.count_log_write(started);
+        result.map_err(|error| self.log_failed(error)).ok()
+    }
+
+    fn count_log_write(&mut self, started: std::time::Instant) {
         self.metrics.log_writes += 1;
         self.metrics.log_write_micros += started.elapsed().as_micros() as u64;
-        match result {
-            Ok(r) => Some(r),
-            Err(error) if error.is_fatal() => halt("storage failed", error),
-            Err(error) => {
-                tracing::warn!(%error, "a write through the cluster failed; stepping back");
-                self.leading = false;
-                None
-            }
+    }
+
+    /// A write of the driver's own through the log failed: a node whose
+    /// storage failed halts, one that lost the lead steps back.
+    fn log_failed(&mut self, error: pyralog_cluster::Error) {
+        if error.is_fatal() {
+            halt("storage failed", error);
         }
+        tracing::warn!(%error, "a write through the cluster failed; stepping back");
+        self.leading = false;
     }
 
     /// Takes or gives up the engine when leadership changed. A new leader
@@ -900,28 +906,22 @@ impl Driver {
     /// the outcomes set off (our own sealed batch, say) is merged in turn.
     fn merge_done(&mut self, done: MergeDone) {
         self.merging = self.merging.saturating_sub(1);
-        self.metrics.log_writes += 1;
-        self.metrics.log_write_micros += done.started.elapsed().as_micros() as u64;
+        self.count_log_write(done.started);
+        // An engine rebuilt since never sent these.
+        let current = done.term == self.lead_term && self.leading;
         let outcomes = match done.result {
             Ok(Response::Batches(outcomes)) if outcomes.len() == done.batches.len() => outcomes,
             Ok(other) => halt(
                 "the cluster answered a merge strangely",
                 format!("{other:?}"),
             ),
-            Err(error) if error.is_fatal() => halt("storage failed", error),
-            Err(error) => {
-                // No longer the leader: the new one merges what gossip and
-                // anti-entropy bring it.
-                if done.term == self.lead_term && self.leading {
-                    tracing::warn!(%error, "a merge through the cluster failed; stepping back");
-                    self.leading = false;
-                }
-                return;
-            }
+            // No longer the leader: the new one merges what gossip and
+            // anti-entropy bring it. A failure under an earlier lead says
+            // nothing of this one, unless the storage failed.
+            Err(error) if current || error.is_fatal() => return self.log_failed(error),
+            Err(_) => return,
         };
         self.metrics.merge_commits += 1;
-        // An engine rebuilt since never sent these.
-        let current = done.term == self.lead_term && self.leading;
         for ((origin, seq, report), outcome) in done.batches.into_iter().zip(outcomes) {
             let verdict = match outcome {
                 BatchOutcome::Merged(_) | BatchOutcome::Already => {
