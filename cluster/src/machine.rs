@@ -22,8 +22,9 @@
 //!   left it, and the cluster tables possibly further on. Every change is
 //!   idempotent for that reason: a batch already merged is `AlreadyMerged`,
 //!   a block at or below the tip is checked against the stored one and
-//!   skipped, engine records land by position, a pending write is added and
-//!   removed by id, an intent already recorded is recorded again as is.
+//!   skipped, engine records land by position, a pending write is added
+//!   once (by id) at a place the log fixes and removed by id, an intent
+//!   already recorded is recorded again as is.
 //!
 //! Snapshots are files ([`crate::snapshot`]) built from the ledger's file and
 //! the cluster tables, and installed by swapping the ledger's file.
@@ -57,8 +58,15 @@ use crate::types::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
 
 /// `applied`, `membership`, `floor`, `snapshot`.
 const SM_META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("sm_meta");
-/// Pending writes: transaction id → canonical transaction bytes.
-const SM_PENDING: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("sm_pending");
+/// Pending writes, oldest first: [`PendingKey`] → transaction id ‖
+/// canonical transaction bytes. The keys follow the log, so new writes land
+/// at the table's end (a few pages per commit) instead of at random places
+/// (a page each); the id beside each write rebuilds [`PendingIndex`] on
+/// open without decoding it.
+const SM_PENDING: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("sm_pending_fifo");
+/// The layout before `sm_pending_fifo` (transaction id → canonical bytes);
+/// its rows are moved on open.
+const OLD_PENDING: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("sm_pending");
 /// Signing intents: slot key → digest.
 const SM_INTENTS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("sm_intents");
 
@@ -98,6 +106,99 @@ pub const APPLY_CHUNK: usize = 1024;
 /// so): what a crash makes the member apply again, and what bounds the file's
 /// growth (redb reuses the pages a commit frees only after a durable one).
 pub const LEDGER_SYNC_AFTER: Duration = Duration::from_millis(100);
+
+/// Where a pending write lies in its table: the index of the log entry that
+/// brought it and its position in that entry, big-endian. A function of the
+/// log alone, so applying an entry again (after a crash) puts a write where
+/// it was; a snapshot's writes take index 0, before anything applied later.
+type PendingKey = [u8; 12];
+
+fn pending_key(index: u64, position: u32) -> PendingKey {
+    let mut key = [0u8; 12];
+    key[..8].copy_from_slice(&index.to_be_bytes());
+    key[8..].copy_from_slice(&position.to_be_bytes());
+    key
+}
+
+/// A pending write as its table stores it: id ‖ transaction bytes.
+fn pending_row(id: &Hash, tx: &[u8]) -> Vec<u8> {
+    let mut row = Vec::with_capacity(32 + tx.len());
+    row.extend_from_slice(&id.0);
+    row.extend_from_slice(tx);
+    row
+}
+
+/// A pending row's id and transaction bytes.
+fn split_pending_row(row: &[u8]) -> Result<(Hash, &[u8]), Error> {
+    if row.len() < 32 {
+        return Err(Error::Corrupt(format!(
+            "a pending write of {} bytes, shorter than its id",
+            row.len()
+        )));
+    }
+    let (id, tx) = row.split_at(32);
+    let id: [u8; 32] = id
+        .try_into()
+        .map_err(|_| Error::Corrupt("a pending write's id".into()))?;
+    Ok((Hash(id), tx))
+}
+
+/// The pending writes by id: where each lies in the table and its size.
+#[derive(Debug, Default)]
+struct PendingIndex {
+    slots: std::collections::HashMap<Hash, (PendingKey, usize)>,
+    bytes: usize,
+}
+
+impl PendingIndex {
+    fn add(&mut self, id: Hash, key: PendingKey, size: usize) {
+        if let Some((_, old)) = self.slots.insert(id, (key, size)) {
+            self.bytes = self.bytes.saturating_sub(old);
+        }
+        self.bytes += size;
+    }
+
+    fn remove(&mut self, id: &Hash) -> Option<PendingKey> {
+        let (key, size) = self.slots.remove(id)?;
+        self.bytes = self.bytes.saturating_sub(size);
+        Some(key)
+    }
+}
+
+/// Moves the rows of the table's old layout (keyed by id) into the new one,
+/// in the old order, once.
+fn migrate_pending(db: &Database) -> Result<(), Error> {
+    let old_exists = db
+        .begin_read()?
+        .list_tables()?
+        .any(|t| redb::TableHandle::name(&t) == redb::TableHandle::name(&OLD_PENDING));
+    if !old_exists {
+        return Ok(());
+    }
+    let txn = db.begin_write()?;
+    {
+        let rows = {
+            let old = txn.open_table(OLD_PENDING)?;
+            let mut rows = Vec::new();
+            for row in old.iter()? {
+                let (k, v) = row?;
+                let id: [u8; 32] = k
+                    .value()
+                    .try_into()
+                    .map_err(|_| Error::Corrupt("a pending write's id".into()))?;
+                rows.push(pending_row(&Hash(id), v.value()));
+            }
+            rows
+        };
+        let mut new = txn.open_table(SM_PENDING)?;
+        for (i, row) in rows.iter().enumerate() {
+            new.insert(pending_key(0, i as u32).as_slice(), row.as_slice())?;
+        }
+    }
+    txn.delete_table(OLD_PENDING)?;
+    txn.commit()?;
+    Ok(())
+}
 
 pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), Error> {
     txn.open_table(SM_META)?;
@@ -162,6 +263,7 @@ pub struct MachineView {
     db: Arc<Database>,
     ledger: Ledger,
     history: Arc<RwLock<SigningHistory>>,
+    pending: Arc<RwLock<PendingIndex>>,
     events: Events,
 }
 
@@ -216,11 +318,22 @@ impl MachineView {
 
     /// Whether a write is pending.
     pub fn is_pending(&self, id: &Hash) -> Result<bool, Error> {
-        let txn = self.db.begin_read()?;
-        Ok(txn.open_table(SM_PENDING)?.get(id.0.as_slice())?.is_some())
+        Ok(self.pending_index()?.slots.contains_key(id))
     }
 
-    /// Up to `max` pending writes, in id order (what the leader's engine
+    fn pending_index(&self) -> Result<std::sync::RwLockReadGuard<'_, PendingIndex>, Error> {
+        self.pending
+            .read()
+            .map_err(|_| Error::Storage("the pending index's lock is poisoned".into()))
+    }
+
+    fn pending_index_mut(&self) -> Result<std::sync::RwLockWriteGuard<'_, PendingIndex>, Error> {
+        self.pending
+            .write()
+            .map_err(|_| Error::Storage("the pending index's lock is poisoned".into()))
+    }
+
+    /// Up to `max` pending writes, oldest first (what the leader's engine
     /// seals into its next batch or proposal).
     pub fn pending(&self, max: usize) -> Result<Vec<Transaction>, Error> {
         let txn = self.db.begin_read()?;
@@ -228,8 +341,9 @@ impl MachineView {
         let mut out = Vec::new();
         for row in t.iter()?.take(max) {
             let (_, v) = row?;
+            let (_, tx) = split_pending_row(v.value())?;
             out.push(
-                Transaction::from_bytes(v.value())
+                Transaction::from_bytes(tx)
                     .map_err(|e| Error::Corrupt(format!("pending write: {e}")))?,
             );
         }
@@ -254,10 +368,9 @@ pub struct LedgerMachine {
     durable_membership: StoredMembership,
     /// Since when the ledger has held commits not on disk.
     unsynced_since: Option<Instant>,
-    /// The pending writes' ids and sizes (a mirror of the table, so a
-    /// duplicate is known before the table is written).
-    pending: std::collections::HashMap<Hash, usize>,
-    pending_bytes: usize,
+    /// The entry being applied: its index, for the keys of the writes it
+    /// makes pending.
+    applying: u64,
     /// How many records the ledger's engine log holds.
     engine_len: u64,
     limits: PendingLimits,
@@ -313,8 +426,8 @@ fn touches_ledger(payload: &openraft::alias::EntryPayloadOf<TypeConfig>) -> bool
 
 /// One cluster-table change collected while applying, written at the end.
 enum Op {
-    AddPending(Hash, Vec<u8>),
-    RemovePending(Vec<Hash>),
+    AddPending(PendingKey, Vec<u8>),
+    RemovePending(Vec<PendingKey>),
     Intent(Slot, Hash),
     Prune(Vec<Slot>, u64),
 }
@@ -333,8 +446,8 @@ impl LedgerMachine {
         let floor = get_meta::<u64>(&db, SM_META, FLOOR)?.unwrap_or(0);
         let current = get_meta::<Current>(&db, SM_META, SNAPSHOT)?;
         let mut intents = BTreeMap::new();
-        let mut pending = std::collections::HashMap::new();
-        let mut pending_bytes = 0;
+        migrate_pending(&db)?;
+        let mut pending = PendingIndex::default();
         {
             let txn = db.begin_read()?;
             for row in txn.open_table(SM_INTENTS)?.iter()? {
@@ -349,12 +462,12 @@ impl LedgerMachine {
             }
             for row in txn.open_table(SM_PENDING)?.iter()? {
                 let (k, v) = row?;
-                let id: [u8; 32] = k
+                let key: PendingKey = k
                     .value()
                     .try_into()
-                    .map_err(|_| Error::Corrupt("a pending write's id".into()))?;
-                pending.insert(Hash(id), v.value().len());
-                pending_bytes += v.value().len();
+                    .map_err(|_| Error::Corrupt("a pending write's key".into()))?;
+                let (id, tx) = split_pending_row(v.value())?;
+                pending.add(id, key, tx.len());
             }
         }
         let engine_len = ledger.read()?.engine_records_len()?;
@@ -363,6 +476,7 @@ impl LedgerMachine {
                 db,
                 ledger,
                 history: Arc::new(RwLock::new(SigningHistory::from_parts(intents, floor))),
+                pending: Arc::new(RwLock::new(pending)),
                 events: Events::default(),
             },
             durable: applied,
@@ -370,8 +484,7 @@ impl LedgerMachine {
             unsynced_since: None,
             applied,
             membership,
-            pending,
-            pending_bytes,
+            applying: 0,
             engine_len,
             limits: PendingLimits::default(),
             snapshot_dir: snapshot_dir.to_path_buf(),
@@ -411,11 +524,11 @@ impl LedgerMachine {
             }
         };
         match cmd {
-            Command::Write(tx) => self.pend(tx, ops),
+            Command::Write(tx) => self.pend(tx, 0, ops),
             Command::Writes(txs) => {
                 let mut answers = Vec::with_capacity(txs.len());
-                for tx in txs {
-                    answers.push(match self.pend(tx, ops)? {
+                for (position, tx) in (0u32..).zip(txs) {
+                    answers.push(match self.pend(tx, position, ops)? {
                         Response::Pending { .. } => None,
                         Response::Refused { reason } => Some(reason),
                         other => Some(format!("unexpected: {other:?}")),
@@ -447,7 +560,7 @@ impl LedgerMachine {
                 let height = block.header.height;
                 let ids: Vec<Hash> = block.txs.iter().map(Transaction::id).collect();
                 if let Some(r) = self.already_applied(height, Some(block.header.hash()))? {
-                    self.unpend(ids, ops);
+                    self.unpend(ids, ops)?;
                     return Ok(r);
                 }
                 let verified = match VerifiedBlock::verify(block.clone()) {
@@ -464,7 +577,7 @@ impl LedgerMachine {
                             ids: ids.clone(),
                             failed: Vec::new(),
                         });
-                        self.unpend(ids, ops);
+                        self.unpend(ids, ops)?;
                         Ok(Response::Block {
                             height: tip.height,
                             state_root: tip.state_root,
@@ -554,11 +667,11 @@ impl LedgerMachine {
             out.push(match result {
                 Ok(MergeOutcome::Merged { state_root }) => {
                     self.view.events.send(Applied::Batch(ids.clone()));
-                    self.unpend(ids, ops);
+                    self.unpend(ids, ops)?;
                     BatchOutcome::Merged(state_root)
                 }
                 Ok(MergeOutcome::AlreadyMerged) => {
-                    self.unpend(ids, ops);
+                    self.unpend(ids, ops)?;
                     BatchOutcome::Already
                 }
                 Err(e) if e.is_fatal() => return Err(Error::Ledger(e)),
@@ -594,40 +707,46 @@ impl LedgerMachine {
 
     /// Adds a client's write to the pending set (once), unless the set is
     /// full.
-    fn pend(&mut self, tx: &Transaction, ops: &mut Vec<Op>) -> Result<Response, Error> {
+    fn pend(
+        &mut self,
+        tx: &Transaction,
+        position: u32,
+        ops: &mut Vec<Op>,
+    ) -> Result<Response, Error> {
         let id = tx.id();
-        if self.pending.contains_key(&id) || self.view.ledger.read()?.tx_location(&id)?.is_some() {
+        if self.view.is_pending(&id)? || self.view.ledger.read()?.tx_location(&id)?.is_some() {
             // Resubmitted (a client retry, or a replay), or already in the
             // ledger (its batch or block came first): once only.
             return Ok(Response::Pending { id });
         }
         let bytes = tx.to_bytes();
-        if self.pending.len() >= self.limits.count
-            || self.pending_bytes + bytes.len() > self.limits.bytes
-        {
+        let mut index = self.view.pending_index_mut()?;
+        if index.slots.len() >= self.limits.count || index.bytes + bytes.len() > self.limits.bytes {
             return Ok(Response::Refused {
                 reason: format!(
                     "the cluster's pending writes are full ({} writes, {} bytes)",
-                    self.pending.len(),
-                    self.pending_bytes
+                    index.slots.len(),
+                    index.bytes
                 ),
             });
         }
-        self.pending.insert(id, bytes.len());
-        self.pending_bytes += bytes.len();
-        ops.push(Op::AddPending(id, bytes));
+        let key = pending_key(self.applying, position);
+        index.add(id, key, bytes.len());
+        drop(index);
+        ops.push(Op::AddPending(key, pending_row(&id, &bytes)));
         self.view.events.send(Applied::Write(tx.clone()));
         Ok(Response::Pending { id })
     }
 
     /// Forgets pending writes that a batch or block carried.
-    fn unpend(&mut self, ids: Vec<Hash>, ops: &mut Vec<Op>) {
-        for id in &ids {
-            if let Some(size) = self.pending.remove(id) {
-                self.pending_bytes = self.pending_bytes.saturating_sub(size);
-            }
+    fn unpend(&mut self, ids: Vec<Hash>, ops: &mut Vec<Op>) -> Result<(), Error> {
+        let mut index = self.view.pending_index_mut()?;
+        let keys: Vec<PendingKey> = ids.iter().filter_map(|id| index.remove(id)).collect();
+        drop(index);
+        if !keys.is_empty() {
+            ops.push(Op::RemovePending(keys));
         }
-        ops.push(Op::RemovePending(ids));
+        Ok(())
     }
 
     /// The block stored at `height`, if the ledger reached it.
@@ -687,7 +806,7 @@ impl LedgerMachine {
             });
         }
         if let Some(r) = self.already_applied(o.height, None)? {
-            self.unpend(ids, ops);
+            self.unpend(ids, ops)?;
             return Ok(r);
         }
         let tip_height = self.view.ledger.read()?.tip().height;
@@ -736,7 +855,7 @@ impl LedgerMachine {
                     ids: ids.clone(),
                     failed,
                 });
-                self.unpend(ids, ops);
+                self.unpend(ids, ops)?;
                 Ok(Response::Block {
                     height: tip.height,
                     state_root: tip.state_root,
@@ -757,6 +876,7 @@ impl LedgerMachine {
         let mut replies = Vec::with_capacity(chunk.len());
         for (entry, responder) in chunk {
             let log_id = entry.log_id();
+            self.applying = log_id.index;
             let response = match &entry.payload {
                 EntryPayload::Blank => Response::Done,
                 EntryPayload::Normal(cmd) => self.apply_command(cmd, &mut ops)?,
@@ -806,12 +926,12 @@ impl LedgerMachine {
             let mut meta = txn.open_table(SM_META)?;
             for op in ops {
                 match op {
-                    Op::AddPending(id, bytes) => {
-                        pending.insert(id.0.as_slice(), bytes.as_slice())?;
+                    Op::AddPending(key, row) => {
+                        pending.insert(key.as_slice(), row.as_slice())?;
                     }
-                    Op::RemovePending(ids) => {
-                        for id in ids {
-                            pending.remove(id.0.as_slice())?;
+                    Op::RemovePending(keys) => {
+                        for key in keys {
+                            pending.remove(key.as_slice())?;
                         }
                     }
                     Op::Intent(slot, digest) => {
@@ -843,7 +963,8 @@ impl LedgerMachine {
         }
         let mut pending = Vec::new();
         for row in txn.open_table(SM_PENDING)?.iter()? {
-            pending.push(row?.1.value().to_vec());
+            let (_, v) = row?;
+            pending.push(split_pending_row(v.value())?.1.to_vec());
         }
         let floor = self.history_mut()?.floor();
         Ok(ClusterState {
@@ -954,8 +1075,9 @@ impl LedgerMachine {
         {
             let mut t = txn.open_table(SM_PENDING)?;
             t.retain(|_, _| false)?;
-            for (id, bytes) in &pending {
-                t.insert(id.0.as_slice(), bytes.as_slice())?;
+            for ((id, bytes), position) in pending.iter().zip(0u32..) {
+                let row = pending_row(id, bytes);
+                t.insert(pending_key(0, position).as_slice(), row.as_slice())?;
             }
             let mut t = txn.open_table(SM_INTENTS)?;
             t.retain(|_, _| false)?;
@@ -973,8 +1095,11 @@ impl LedgerMachine {
         self.durable_membership = state.membership.clone();
         self.applied = state.applied;
         self.membership = state.membership;
-        self.pending = pending.iter().map(|(id, b)| (*id, b.len())).collect();
-        self.pending_bytes = pending.iter().map(|(_, b)| b.len()).sum();
+        let mut index = PendingIndex::default();
+        for ((id, bytes), position) in pending.iter().zip(0u32..) {
+            index.add(*id, pending_key(0, position), bytes.len());
+        }
+        *self.view.pending_index_mut()? = index;
         *self.history_mut()? = SigningHistory::from_parts(intents, state.floor);
         Ok(())
     }

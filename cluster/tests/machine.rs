@@ -549,3 +549,112 @@ async fn the_ledger_is_synced_once_it_has_waited_long_enough() {
     );
     drop(sm);
 }
+
+/// The ids of the pending writes, in the order the machine gives them.
+fn pending_ids(sm: &LedgerMachine) -> Vec<pyralog_ledger::Hash> {
+    sm.view()
+        .pending(usize::MAX)
+        .expect("pending")
+        .iter()
+        .map(|tx| tx.id())
+        .collect()
+}
+
+fn write_tx(cmd: Command) -> pyralog_ledger::Transaction {
+    match cmd {
+        Command::Write(tx) => tx,
+        other => panic!("not a write: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn pending_writes_come_out_in_the_order_the_log_brought_them() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut sm = machine(dir.path());
+    let txs: Vec<_> = (1..=6)
+        .map(|n| write_tx(common::write(n, &format!("k{n}"))))
+        .collect();
+    let ids: Vec<_> = txs.iter().map(|t| t.id()).collect();
+    let mut by_id = ids.clone();
+    by_id.sort();
+    assert_ne!(
+        by_id, ids,
+        "the fixture's ids happen to be sorted; pick others"
+    );
+    // One alone, then three in one entry, then two more alone.
+    apply(
+        &mut sm,
+        1,
+        vec![
+            Command::Write(txs[0].clone()),
+            Command::Writes(txs[1..4].to_vec()),
+            Command::Write(txs[4].clone()),
+            Command::Write(txs[5].clone()),
+        ],
+    )
+    .await;
+    assert_eq!(pending_ids(&sm), ids);
+    assert!(
+        ids.iter()
+            .all(|id| sm.view().is_pending(id).expect("index"))
+    );
+    // Reopened: the same writes, in the same order, still known by id.
+    drop(sm);
+    let mut sm = machine(dir.path());
+    assert_eq!(pending_ids(&sm), ids);
+    assert!(sm.view().is_pending(&ids[2]).expect("index"));
+    // Carried by a batch: gone from the order and from the index.
+    apply(&mut sm, 5, vec![common::put_batch(2, "k2", "v")]).await;
+    assert!(!sm.view().is_pending(&ids[1]).expect("index"));
+    let mut left = ids.clone();
+    left.remove(1);
+    assert_eq!(pending_ids(&sm), left);
+}
+
+#[tokio::test]
+async fn a_cluster_file_with_pending_writes_keyed_by_id_is_moved_on_open() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let txs: Vec<_> = (1..=3)
+        .map(|n| write_tx(common::write(n, &format!("k{n}"))))
+        .collect();
+    {
+        // The layout before `sm_pending_fifo`: id → transaction bytes.
+        let db = pyralog_cluster::open_cluster_db(&dir.path().join("raft.redb")).expect("db");
+        let old: redb::TableDefinition<'_, &[u8], &[u8]> = redb::TableDefinition::new("sm_pending");
+        let txn = db.begin_write().expect("txn");
+        {
+            let mut t = txn.open_table(old).expect("table");
+            for tx in &txs {
+                use pyralog_ledger::codec::Encode;
+                t.insert(tx.id().0.as_slice(), tx.to_bytes().as_slice())
+                    .expect("insert");
+            }
+        }
+        txn.commit().expect("commit");
+    }
+    let sm = machine(dir.path());
+    assert_eq!(sm.view().pending_len().expect("len"), 3);
+    let mut expected: Vec<_> = txs.iter().map(|t| t.id()).collect();
+    expected.sort(); // the old table's order
+    assert_eq!(pending_ids(&sm), expected);
+    assert!(
+        txs.iter()
+            .all(|t| sm.view().is_pending(&t.id()).expect("index"))
+    );
+    drop(sm);
+    // Moved once: the old table is gone, the writes are still there.
+    let sm = machine(dir.path());
+    assert_eq!(pending_ids(&sm), expected);
+    drop(sm);
+    let db = redb::Database::open(dir.path().join("raft.redb")).expect("db");
+    let names: Vec<String> = {
+        use redb::{ReadableDatabase, TableHandle};
+        db.begin_read()
+            .expect("read")
+            .list_tables()
+            .expect("tables")
+            .map(|t| t.name().to_string())
+            .collect()
+    };
+    assert!(!names.iter().any(|n| n == "sm_pending"), "{names:?}");
+}
