@@ -46,7 +46,8 @@ pub struct ClusterState {
     pub floor: u64,
     /// Signing intents: (slot key, digest).
     pub intents: Vec<(Vec<u8>, Vec<u8>)>,
-    /// Pending writes: canonical transaction bytes.
+    /// Pending writes: canonical transaction bytes, oldest first.
+    #[serde(with = "crate::wire::byte_strings")]
     pub pending: Vec<Vec<u8>>,
     /// The ledger part's length.
     pub ledger_len: u64,

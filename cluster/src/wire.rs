@@ -88,6 +88,70 @@ pub mod hash {
     }
 }
 
+/// Serde for a list of byte strings (`Vec<Vec<u8>>`): each a CBOR byte
+/// string, not serde's default array of integers (a header per byte, about
+/// twice the size and far slower). Reads either form, so files written
+/// before this still load.
+pub mod byte_strings {
+    use serde::de::{SeqAccess, Visitor};
+    use serde::ser::SerializeSeq;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    struct AsBytes<'a>(&'a [u8]);
+
+    impl Serialize for AsBytes<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_bytes(self.0)
+        }
+    }
+
+    struct Owned(Vec<u8>);
+
+    impl<'de> Deserialize<'de> for Owned {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Owned, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Owned;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a byte string")
+                }
+                fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Owned, E> {
+                    Ok(Owned(v.to_vec()))
+                }
+                fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Owned, E> {
+                    Ok(Owned(v))
+                }
+                // The older form: an array of integers.
+                fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Owned, A::Error> {
+                    let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
+                    while let Some(b) = seq.next_element::<u8>()? {
+                        out.push(b);
+                    }
+                    Ok(Owned(out))
+                }
+            }
+            d.deserialize_byte_buf(V)
+        }
+    }
+
+    /// Writes each as a byte string.
+    pub fn serialize<S: Serializer>(list: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(list.len()))?;
+        for item in list {
+            seq.serialize_element(&AsBytes(item))?;
+        }
+        seq.end()
+    }
+
+    /// Reads byte strings (or arrays of integers).
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<u8>>, D::Error> {
+        Ok(Vec::<Owned>::deserialize(d)?
+            .into_iter()
+            .map(|o| o.0)
+            .collect())
+    }
+}
+
 /// Serde for the answer to a signing intent, `Result<(), Refusal>`: the
 /// refusal is `pyralog_consensus`'s, which knows nothing of serde, so it
 /// travels as a mirror of itself (same variants, same fields).
@@ -153,5 +217,67 @@ pub mod intent_answer {
             Wire::BelowFloor { height, floor } => Refusal::BelowFloor { height, floor },
             Wire::Full(n) => Refusal::Full(n),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct Now {
+        #[serde(with = "super::byte_strings")]
+        list: Vec<Vec<u8>>,
+    }
+
+    /// The layout before: serde's default for `Vec<Vec<u8>>`.
+    #[derive(Serialize, Deserialize)]
+    struct Before {
+        list: Vec<Vec<u8>>,
+    }
+
+    fn sample() -> Vec<Vec<u8>> {
+        vec![(0..=255).collect(), Vec::new(), vec![7; 1000]]
+    }
+
+    #[test]
+    fn byte_strings_cost_about_their_length_and_read_back() {
+        let raw: usize = sample().iter().map(Vec::len).sum();
+        let now = super::encode("t", &Now { list: sample() }, usize::MAX).expect("encode");
+        let before = super::encode("t", &Before { list: sample() }, usize::MAX).expect("encode");
+        assert!(now.len() < raw + 32, "{} bytes for {raw}", now.len());
+        assert!(
+            before.len() > raw + 200,
+            "the old form was larger: {}",
+            before.len()
+        );
+        let back: Now = super::decode("t", &now, usize::MAX).expect("decode");
+        assert_eq!(back.list, sample());
+    }
+
+    #[test]
+    fn byte_strings_read_the_older_array_form() {
+        let before = super::encode("t", &Before { list: sample() }, usize::MAX).expect("encode");
+        let back: Now = super::decode("t", &before, usize::MAX).expect("decode");
+        assert_eq!(back.list, sample());
+        // Text where bytes belong, or integers beyond a byte: refused, not
+        // a panic.
+        #[derive(Serialize)]
+        struct Wrong<T> {
+            list: Vec<T>,
+        }
+        for wrong in [
+            super::encode("t", &Wrong { list: vec!["x"] }, usize::MAX),
+            super::encode(
+                "t",
+                &Wrong {
+                    list: vec![vec![256u32]],
+                },
+                usize::MAX,
+            ),
+        ] {
+            let wrong = wrong.expect("encode");
+            assert!(super::decode::<Now>("t", &wrong, usize::MAX).is_err());
+        }
     }
 }
