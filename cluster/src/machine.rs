@@ -130,17 +130,13 @@ fn pending_row(id: &Hash, tx: &[u8]) -> Vec<u8> {
 
 /// A pending row's id and transaction bytes.
 fn split_pending_row(row: &[u8]) -> Result<(Hash, &[u8]), Error> {
-    if row.len() < 32 {
-        return Err(Error::Corrupt(format!(
+    let (id, tx) = row.split_first_chunk::<32>().ok_or_else(|| {
+        Error::Corrupt(format!(
             "a pending write of {} bytes, shorter than its id",
             row.len()
-        )));
-    }
-    let (id, tx) = row.split_at(32);
-    let id: [u8; 32] = id
-        .try_into()
-        .map_err(|_| Error::Corrupt("a pending write's id".into()))?;
-    Ok((Hash(id), tx))
+        ))
+    })?;
+    Ok((Hash(*id), tx))
 }
 
 /// The pending writes by id: where each lies in the table and its size.
@@ -714,6 +710,8 @@ impl LedgerMachine {
         ops: &mut Vec<Op>,
     ) -> Result<Response, Error> {
         let id = tx.id();
+        // The index and the ledger are locked one after the other, never
+        // one inside the other (readers take them in either order).
         if self.view.is_pending(&id)? || self.view.ledger.read()?.tx_location(&id)?.is_some() {
             // Resubmitted (a client retry, or a replay), or already in the
             // ledger (its batch or block came first): once only.
