@@ -182,18 +182,31 @@ fn migrate_pending(db: &Database) -> Result<(), Error> {
                     .value()
                     .try_into()
                     .map_err(|_| Error::Corrupt("a pending write's id".into()))?;
-                rows.push(pending_row(&Hash(id), v.value()));
+                rows.push((Hash(id), v.value().to_vec()));
             }
             rows
         };
-        let mut new = txn.open_table(SM_PENDING)?;
-        for (i, row) in rows.iter().enumerate() {
-            new.insert(pending_key(0, i as u32).as_slice(), row.as_slice())?;
-        }
+        put_first(&mut txn.open_table(SM_PENDING)?, &rows)?;
     }
     txn.delete_table(OLD_PENDING)?;
     txn.commit()?;
     Ok(())
+}
+
+/// Puts `writes` (id, transaction bytes) in the pending table in this order,
+/// before anything the log brings later (entry index 0), and returns their
+/// index: how a snapshot's writes and the old layout's come in.
+fn put_first(
+    table: &mut redb::Table<'_, &[u8], &[u8]>,
+    writes: &[(Hash, Vec<u8>)],
+) -> Result<PendingIndex, Error> {
+    let mut index = PendingIndex::default();
+    for ((id, tx), position) in writes.iter().zip(0u32..) {
+        let key = pending_key(0, position);
+        table.insert(key.as_slice(), pending_row(id, tx).as_slice())?;
+        index.add(*id, key, tx.len());
+    }
+    Ok(index)
 }
 
 pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), Error> {
@@ -1070,13 +1083,10 @@ impl LedgerMachine {
         let membership = crate::wire::encode("membership", &state.membership, MAX_META_BYTES)?;
         let floor = crate::wire::encode("floor", &state.floor, MAX_META_BYTES)?;
         let txn = self.view.db.begin_write()?;
-        {
+        let index = {
             let mut t = txn.open_table(SM_PENDING)?;
             t.retain(|_, _| false)?;
-            for ((id, bytes), position) in pending.iter().zip(0u32..) {
-                let row = pending_row(id, bytes);
-                t.insert(pending_key(0, position).as_slice(), row.as_slice())?;
-            }
+            let index = put_first(&mut t, &pending)?;
             let mut t = txn.open_table(SM_INTENTS)?;
             t.retain(|_, _| false)?;
             for (slot, d) in &intents {
@@ -1086,17 +1096,14 @@ impl LedgerMachine {
             m.insert(APPLIED, applied.as_slice())?;
             m.insert(MEMBERSHIP, membership.as_slice())?;
             m.insert(FLOOR, floor.as_slice())?;
-        }
+            index
+        };
         txn.commit()?;
         self.unsynced_since = None;
         self.durable = state.applied;
         self.durable_membership = state.membership.clone();
         self.applied = state.applied;
         self.membership = state.membership;
-        let mut index = PendingIndex::default();
-        for ((id, bytes), position) in pending.iter().zip(0u32..) {
-            index.add(*id, pending_key(0, position), bytes.len());
-        }
         *self.view.pending_index_mut()? = index;
         *self.history_mut()? = SigningHistory::from_parts(intents, state.floor);
         Ok(())

@@ -67,6 +67,15 @@ async fn a_snapshot_installs_the_ledger_and_the_cluster_state() {
     assert_eq!(record(&dst, "a"), Some(b"1".to_vec()));
     assert_eq!(record(&dst, "b"), Some(b"2".to_vec()));
     assert_eq!(dst.view().pending_len().expect("pending"), 1);
+    // The pending write is known by id too, as on the member it came from.
+    let Command::Write(pending) = common::write(77, "c") else {
+        unreachable!("a write")
+    };
+    assert!(dst.view().is_pending(&pending.id()).expect("index"));
+    assert_eq!(
+        dst.view().pending(10).expect("pending"),
+        src.view().pending(10).expect("pending")
+    );
     let (applied, _) = dst.applied_state().await.expect("state");
     assert_eq!(applied, Some(log_id(3)));
     let root = |sm: &LedgerMachine| sm.view().ledger().read().expect("ledger").state_root();
