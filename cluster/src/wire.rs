@@ -88,12 +88,44 @@ pub mod hash {
     }
 }
 
+/// Reads one CBOR byte string; with `arrays`, also serde's default form of
+/// bytes, an array of integers (what files written before byte strings
+/// hold). Everything else is refused.
+pub(crate) struct ByteString {
+    pub(crate) arrays: bool,
+}
+
+impl<'de> serde::de::Visitor<'de> for ByteString {
+    type Value = Vec<u8>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("bytes")
+    }
+    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+        Ok(v.to_vec())
+    }
+    fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+        Ok(v)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+        if !self.arrays {
+            return Err(serde::de::Error::invalid_type(
+                serde::de::Unexpected::Seq,
+                &self,
+            ));
+        }
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
+        while let Some(b) = seq.next_element::<u8>()? {
+            out.push(b);
+        }
+        Ok(out)
+    }
+}
+
 /// Serde for a list of byte strings (`Vec<Vec<u8>>`): each a CBOR byte
 /// string, not serde's default array of integers (a header per byte, about
 /// twice the size and far slower). Reads either form, so files written
 /// before this still load.
 pub mod byte_strings {
-    use serde::de::{SeqAccess, Visitor};
     use serde::ser::SerializeSeq;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -109,28 +141,8 @@ pub mod byte_strings {
 
     impl<'de> Deserialize<'de> for Owned {
         fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Owned, D::Error> {
-            struct V;
-            impl<'de> Visitor<'de> for V {
-                type Value = Owned;
-                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                    f.write_str("a byte string")
-                }
-                fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Owned, E> {
-                    Ok(Owned(v.to_vec()))
-                }
-                fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Owned, E> {
-                    Ok(Owned(v))
-                }
-                // The older form: an array of integers.
-                fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Owned, A::Error> {
-                    let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
-                    while let Some(b) = seq.next_element::<u8>()? {
-                        out.push(b);
-                    }
-                    Ok(Owned(out))
-                }
-            }
-            d.deserialize_byte_buf(V)
+            d.deserialize_byte_buf(super::ByteString { arrays: true })
+                .map(Owned)
         }
     }
 
@@ -279,5 +291,32 @@ mod tests {
             let wrong = wrong.expect("encode");
             assert!(super::decode::<Now>("t", &wrong, usize::MAX).is_err());
         }
+    }
+
+    #[test]
+    fn a_single_byte_string_on_the_wire_takes_no_array() {
+        #[derive(Serialize)]
+        struct Array {
+            data: Vec<u8>,
+        }
+        #[derive(Serialize, Deserialize)]
+        struct Wire {
+            data: crate::network::Bytes,
+        }
+        let array = super::encode(
+            "t",
+            &Array {
+                data: vec![1, 2, 3],
+            },
+            usize::MAX,
+        )
+        .expect("encode");
+        assert!(super::decode::<Wire>("t", &array, usize::MAX).is_err());
+        let wire = Wire {
+            data: crate::network::Bytes(vec![1, 2, 3]),
+        };
+        let bytes = super::encode("t", &wire, usize::MAX).expect("encode");
+        let back: Wire = super::decode("t", &bytes, usize::MAX).expect("decode");
+        assert_eq!(back.data.0, vec![1, 2, 3]);
     }
 }
