@@ -12,6 +12,7 @@
 
 pub mod mem;
 pub mod p2p;
+pub mod stream;
 
 use std::future::Future;
 use std::io::{Read, Seek, SeekFrom};
@@ -260,6 +261,12 @@ fn checked(bytes: Vec<u8>, max: usize) -> Result<Vec<u8>, Error> {
     Ok(bytes)
 }
 
+/// The results of a streamed append, in the order of the requests.
+type AppendStream<'s> = futures::stream::BoxStream<
+    's,
+    Result<openraft::raft::StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>,
+>;
+
 impl RaftNetworkV2<TypeConfig> for Client {
     type SnapshotData = SnapshotFile;
 
@@ -291,6 +298,29 @@ impl RaftNetworkV2<TypeConfig> for Client {
                 "unexpected reply to append entries: {other:?}"
             )))),
         }
+    }
+
+    /// Pipelined: up to [`stream::IN_FLIGHT`] appends on the wire at once,
+    /// under the rule in [`stream`].
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<'s, Result<AppendStream<'s>, RPCError<TypeConfig>>>
+    where
+        S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>>
+            + openraft::OptionalSend
+            + Unpin
+            + 'static,
+    {
+        let out = stream::send(
+            Arc::clone(&self.transport),
+            self.target,
+            self.addr.clone(),
+            input,
+            option.hard_ttl(),
+        );
+        Box::pin(async move { Ok(out) })
     }
 
     async fn vote(

@@ -60,6 +60,50 @@ async fn writes_through_the_leader_commit_on_every_member() {
     );
 }
 
+/// The leader keeps several appends on the wire to a follower at once
+/// (`network::stream`); RPCs that overtake each other must not matter. With
+/// two appends carrying entries in flight together, the later arriving first
+/// is a conflict that is not one, which openraft treats as a follower losing
+/// its log (a panic in a debug build, a stuck follower otherwise).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_commit_everywhere_while_rpcs_overtake_each_other() {
+    let h = Harness::cluster(3).await;
+    let leader = h.leader(WAIT).await;
+    h.net.jitter(Some(Duration::from_millis(4)), 0x5eed);
+    let writers: Vec<_> = (0..8u64)
+        .map(|w| {
+            let leader = Arc::clone(&leader);
+            tokio::spawn(async move {
+                for i in 0..12u64 {
+                    let seq = 1 + w * 12 + i;
+                    leader
+                        .write(put_batch(seq, &format!("j{seq}"), "v"))
+                        .await
+                        .expect("write");
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.expect("writer");
+    }
+    h.net.jitter(None, 0);
+    assert_eq!(h.leader(WAIT).await.id(), leader.id(), "the leader changed");
+    let index = last_index(&h);
+    for m in h.members.values() {
+        h.applied(m, index, WAIT).await;
+        for seq in 1..=96 {
+            assert_eq!(record(m, &format!("j{seq}")), Some(b"v".to_vec()), "j{seq}");
+        }
+    }
+    let roots: Vec<_> = h
+        .members
+        .values()
+        .map(|m| m.view().ledger().read().expect("ledger").state_root())
+        .collect();
+    assert!(roots.windows(2).all(|w| w[0] == w[1]), "{roots:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_written_together_apply_in_order_and_answer_each() {
     let h = Harness::cluster(3).await;

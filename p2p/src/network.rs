@@ -362,7 +362,17 @@ impl Network {
                 })
             })
             .map_err(setup)?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
+            .with_swarm_config(|c| {
+                // Every substream speaks one protocol, with nothing nested:
+                // the dialer sends its request with the protocol's name
+                // instead of waiting a round trip for the listener to agree
+                // (a listener that does not speak it refuses the stream as
+                // before).
+                c.with_idle_connection_timeout(Duration::from_secs(120))
+                    .with_substream_upgrade_protocol_override(
+                        libp2p::core::upgrade::Version::V1Lazy,
+                    )
+            })
             .build();
         for addr in config.listen {
             swarm.listen_on(addr).map_err(setup)?;

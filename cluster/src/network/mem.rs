@@ -1,9 +1,11 @@
 //! An in-process transport for tests: members in one process call each
 //! other's handlers directly, through the same encoding and caps as the real
-//! transport. Links can be cut to make members unreachable.
+//! transport. Links can be cut to make members unreachable, and calls
+//! delayed by random amounts so that they overtake each other.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 
@@ -16,6 +18,9 @@ use crate::types::NodeId;
 pub struct MemNet {
     members: Mutex<HashMap<NodeId, Weak<Member>>>,
     isolated: Mutex<BTreeSet<NodeId>>,
+    /// The longest delay of a call, and the state of the generator that
+    /// picks each one, if calls are delayed.
+    jitter: Mutex<Option<(Duration, u64)>>,
 }
 
 impl std::fmt::Debug for MemNet {
@@ -43,6 +48,30 @@ impl MemNet {
         if let Ok(mut m) = self.members.lock() {
             m.insert(member.id(), Arc::downgrade(member));
         }
+    }
+
+    /// Delays every call by a random time below `max` (from a generator
+    /// seeded with `seed`), or, with `None`, no longer.
+    pub fn jitter(&self, max: Option<Duration>, seed: u64) {
+        if let Ok(mut j) = self.jitter.lock() {
+            *j = max.map(|m| (m, seed | 1));
+        }
+    }
+
+    /// The next call's delay.
+    fn delay(&self) -> Duration {
+        let Ok(mut j) = self.jitter.lock() else {
+            return Duration::ZERO;
+        };
+        let Some((max, state)) = j.as_mut() else {
+            return Duration::ZERO;
+        };
+        // xorshift64
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        let nanos = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX).max(1);
+        Duration::from_nanos(*state % nanos)
     }
 
     /// Cuts `id` off from every other member (both ways), or heals it.
@@ -86,9 +115,13 @@ impl super::Transport for MemTransport {
         _addr: &str,
         request: Vec<u8>,
     ) -> BoxFuture<'static, Result<Vec<u8>, Error>> {
-        let target = self.net.target(self.from, to);
+        let delay = self.net.delay();
         let (net, from) = (Arc::clone(&self.net), self.from);
         Box::pin(async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            let target = net.target(from, to);
             let reply = target?.handle(from, &request).await;
             // A link cut while the call was in flight loses the reply.
             net.target(from, to)?;
