@@ -226,7 +226,7 @@ impl Member {
         let raft = Raft::new(
             config.id,
             raft_config,
-            Network::new(transport.clone()),
+            Network::new(config.id, transport.clone()),
             LogStore::new(db)?,
             machine,
         )

@@ -170,19 +170,21 @@ pub async fn call_encoded(
 /// The openraft network over a [`Transport`].
 #[derive(Clone)]
 pub struct Network {
+    id: NodeId,
     transport: Arc<dyn Transport>,
 }
 
 impl Network {
-    /// The network over `transport`.
-    pub fn new(transport: Arc<dyn Transport>) -> Network {
-        Network { transport }
+    /// Member `id`'s network over `transport`.
+    pub fn new(id: NodeId, transport: Arc<dyn Transport>) -> Network {
+        Network { id, transport }
     }
 }
 
 /// A connection to one member.
 pub struct Client {
     transport: Arc<dyn Transport>,
+    id: NodeId,
     target: NodeId,
     addr: String,
     transfer: u64,
@@ -194,6 +196,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &Member) -> Client {
         Client {
             transport: self.transport.clone(),
+            id: self.id,
             target,
             addr: node.addr.clone(),
             transfer: 0,
@@ -203,6 +206,21 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
 fn unreachable(e: impl std::fmt::Display) -> Unreachable<TypeConfig> {
     Unreachable::from_string(e)
+}
+
+/// How a failed append from `from` to `to` reaches openraft: a timeout as a
+/// timeout (a short backoff before the next try: the follower may only have
+/// been slow to flush), anything else as unreachable (a long one).
+pub fn append_error(e: Error, from: NodeId, to: NodeId, timeout: Duration) -> RPCError<TypeConfig> {
+    match e {
+        Error::Timeout(_) => RPCError::Timeout(openraft::errors::Timeout {
+            action: openraft::network::RPCTypes::AppendEntries,
+            id: from,
+            target: to,
+            timeout,
+        }),
+        other => RPCError::Unreachable(unreachable(other)),
+    }
 }
 
 impl Client {
@@ -288,7 +306,7 @@ impl RaftNetworkV2<TypeConfig> for Client {
             option.hard_ttl(),
         )
         .await
-        .map_err(|e| RPCError::Unreachable(unreachable(e)))?;
+        .map_err(|e| append_error(e, self.id, self.target, option.hard_ttl()))?;
         match reply {
             Reply::Append(AppendEntriesResponse::Success) if partial.is_some() => {
                 Ok(AppendEntriesResponse::PartialSuccess(partial))
@@ -315,6 +333,7 @@ impl RaftNetworkV2<TypeConfig> for Client {
     {
         let out = stream::send(
             Arc::clone(&self.transport),
+            self.id,
             self.target,
             self.addr.clone(),
             input,

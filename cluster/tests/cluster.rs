@@ -89,6 +89,19 @@ async fn writes_commit_everywhere_while_rpcs_overtake_each_other() {
     }
     h.net.jitter(None, 0);
     assert_eq!(h.leader(WAIT).await.id(), leader.id(), "the leader changed");
+    // Two calls to one follower at once is what can overtake: an append and
+    // a commit-only one, or a heartbeat.
+    let overlapped = h
+        .members
+        .keys()
+        .filter(|&&id| id != leader.id())
+        .map(|&id| h.net.most_in_flight(leader.id(), id))
+        .max()
+        .unwrap_or(0);
+    assert!(
+        overlapped >= 2,
+        "calls to a follower never overlapped ({overlapped})"
+    );
     let index = last_index(&h);
     for m in h.members.values() {
         h.applied(m, index, WAIT).await;

@@ -21,6 +21,8 @@ pub struct MemNet {
     /// The longest delay of a call, and the state of the generator that
     /// picks each one, if calls are delayed.
     jitter: Mutex<Option<(Duration, u64)>>,
+    /// Per link (from, to): calls in flight now, and the most ever.
+    flying: Mutex<HashMap<(NodeId, NodeId), (usize, usize)>>,
 }
 
 impl std::fmt::Debug for MemNet {
@@ -55,6 +57,27 @@ impl MemNet {
     pub fn jitter(&self, max: Option<Duration>, seed: u64) {
         if let Ok(mut j) = self.jitter.lock() {
             *j = max.map(|m| (m, seed | 1));
+        }
+    }
+
+    /// The most calls that were ever in flight at once from `from` to `to`.
+    pub fn most_in_flight(&self, from: NodeId, to: NodeId) -> usize {
+        self.flying
+            .lock()
+            .ok()
+            .and_then(|f| f.get(&(from, to)).map(|(_, most)| *most))
+            .unwrap_or(0)
+    }
+
+    fn count(&self, link: (NodeId, NodeId), up: bool) {
+        if let Ok(mut f) = self.flying.lock() {
+            let (now, most) = f.entry(link).or_default();
+            if up {
+                *now += 1;
+                *most = (*most).max(*now);
+            } else {
+                *now = now.saturating_sub(1);
+            }
         }
     }
 
@@ -117,7 +140,13 @@ impl super::Transport for MemTransport {
     ) -> BoxFuture<'static, Result<Vec<u8>, Error>> {
         let delay = self.net.delay();
         let (net, from) = (Arc::clone(&self.net), self.from);
+        net.count((from, to), true);
         Box::pin(async move {
+            // Counted down however the call ends, dropped included.
+            let _flying = Flying {
+                net: Arc::clone(&net),
+                link: (from, to),
+            };
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
@@ -127,5 +156,17 @@ impl super::Transport for MemTransport {
             net.target(from, to)?;
             Ok(reply)
         })
+    }
+}
+
+/// A call in flight on a link, for [`MemNet::most_in_flight`].
+struct Flying {
+    net: Arc<MemNet>,
+    link: (NodeId, NodeId),
+}
+
+impl Drop for Flying {
+    fn drop(&mut self) {
+        self.net.count(self.link, false);
     }
 }

@@ -50,6 +50,7 @@ fn unreachable(e: impl std::fmt::Display) -> RPCError<TypeConfig> {
 /// input ends and every answer is in. `timeout` bounds each request.
 pub fn send<S>(
     transport: Arc<dyn Transport>,
+    from: NodeId,
     to: NodeId,
     addr: String,
     input: S,
@@ -64,7 +65,7 @@ where
     let mut flying = FuturesOrdered::new();
     // What is on the wire: where its requests start, and whether each
     // carries entries, oldest first.
-    let mut from: Option<Option<LogId>> = None;
+    let mut start: Option<Option<LogId>> = None;
     let mut carrying = VecDeque::new();
     let mut over = false;
     futures::stream::poll_fn(move |cx| {
@@ -83,12 +84,12 @@ where
                     Some(Poll::Pending) | None => break,
                 },
             };
-            if !flying.is_empty() && from != Some(req.prev_log_id) {
+            if !flying.is_empty() && start != Some(req.prev_log_id) {
                 next = Some(req);
                 break;
             }
             if flying.is_empty() {
-                from = Some(req.prev_log_id);
+                start = Some(req.prev_log_id);
             }
             carrying.push_back(!req.entries.is_empty());
             let prev = req.prev_log_id;
@@ -104,7 +105,7 @@ where
                     flying.push_back(Either::Left(async move {
                         let reply = call_encoded(&*transport, to, &addr, bytes, timeout)
                             .await
-                            .map_err(unreachable)?;
+                            .map_err(|e| super::append_error(e, from, to, timeout))?;
                         result_of(reply, prev, partial.or(last))
                     }));
                 }
@@ -134,6 +135,13 @@ fn result_of(reply: Reply, prev: Option<LogId>, last: Option<LogId>) -> AppendRe
         Reply::Append(AppendEntriesResponse::Conflict) if prev.is_none() => Err(unreachable(
             "the follower claims a conflict before the first entry",
         )),
+        // A follower's Raft never answers with part of a request; a peer
+        // that does must at least name a place inside what was sent.
+        Reply::Append(AppendEntriesResponse::PartialSuccess(at)) if at < prev || at > last => {
+            Err(unreachable(format!(
+                "the follower claims to have taken up to {at:?}, outside the {prev:?}..={last:?} sent"
+            )))
+        }
         Reply::Append(r) => Ok(r.into_stream_result(prev, last)),
         Reply::Failed(why) => Err(unreachable(why)),
         other => Err(unreachable(format!(
@@ -217,6 +225,29 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_partial_success_outside_what_was_sent_is_refused() {
+        let ok = |at: u64| {
+            result_of(
+                Reply::Append(AppendEntriesResponse::PartialSuccess(Some(id(at)))),
+                Some(id(5)),
+                Some(id(8)),
+            )
+        };
+        assert!(matches!(ok(6), Ok(Ok(Some(m))) if m == id(6)));
+        assert!(matches!(ok(9), Err(RPCError::Unreachable(_))));
+        assert!(matches!(ok(4), Err(RPCError::Unreachable(_))));
+    }
+
+    #[test]
+    fn a_timed_out_append_is_a_timeout_to_openraft() {
+        let e =
+            crate::network::append_error(Error::Timeout("rpc"), 1, 2, Duration::from_millis(50));
+        assert!(matches!(e, RPCError::Timeout(t) if t.id == 1 && t.target == 2));
+        let e = crate::network::append_error(Error::Raft("no".into()), 1, 2, Duration::ZERO);
+        assert!(matches!(e, RPCError::Unreachable(_)));
+    }
+
     /// A pipeline over a held transport, fed by hand.
     fn pipeline() -> (
         Arc<Held>,
@@ -227,6 +258,7 @@ mod tests {
         let (tx, rx) = futures::channel::mpsc::unbounded();
         let out = send(
             Arc::clone(&held) as Arc<dyn Transport>,
+            1,
             2,
             "m2".into(),
             rx,
