@@ -208,8 +208,9 @@ pub struct Network {
     /// The process (identify's agent version, which names it) behind each
     /// connected peer's connections.
     instances: HashMap<PeerId, String>,
-    /// Peers dropped as restarted, to be dialled again once every old
-    /// connection is closed.
+    /// Peers dropped as restarted, until this node dials them again: a
+    /// connection from them before then is dropped too (see
+    /// [`Network::gone`]).
     rejoin: HashSet<PeerId>,
     /// Restarted peers whose old connections are all closed, and when to
     /// dial them again ([`REJOIN_AFTER`] later).
@@ -363,11 +364,13 @@ impl Network {
             })
             .map_err(setup)?
             .with_swarm_config(|c| {
-                // Every substream speaks one protocol, with nothing nested:
-                // the dialer sends its request with the protocol's name
-                // instead of waiting a round trip for the listener to agree
-                // (a listener that does not speak it refuses the stream as
-                // before).
+                // No protocol here is nested in another, so a dialer that
+                // offers one protocol (request-response, kademlia, identify,
+                // ping) sends its request along with the protocol's name
+                // instead of waiting a round trip for the listener to agree;
+                // gossipsub, which offers several versions, still asks
+                // first. A listener that does not speak the protocol refuses
+                // the stream as before; the dialer hears it as a failed read.
                 c.with_idle_connection_timeout(Duration::from_secs(120))
                     .with_substream_upgrade_protocol_override(
                         libp2p::core::upgrade::Version::V1Lazy,
@@ -639,6 +642,7 @@ impl Network {
             .collect();
         for peer in due {
             self.rejoin_at.remove(&peer);
+            self.rejoin.remove(&peer);
             self.dial_again(peer, Vec::new());
         }
         if now.duration_since(self.bootnodes_dialled) < BOOTNODES_EVERY {
@@ -668,11 +672,19 @@ impl Network {
     }
 
     /// Forgets a peer whose last connection closed; one dropped as restarted
-    /// is dialled again [`REJOIN_AFTER`] later.
+    /// is dialled again [`REJOIN_AFTER`] later, and stays marked until then.
+    /// A connection the restarted peer opened while its old ones were being
+    /// closed may come up just after the last of them closed: the peer
+    /// greeted this node (gossipsub's subscriptions) on a connection that is
+    /// now gone and will not greet again on that one, so this node would
+    /// never publish to it. Such a connection is dropped as well, and the
+    /// peer is greeted on the connection this node makes.
     fn gone(&mut self, peer: PeerId) {
         self.instances.remove(&peer);
-        if self.rejoin.remove(&peer) {
-            self.rejoin_at.insert(peer, Instant::now() + REJOIN_AFTER);
+        if self.rejoin.contains(&peer) {
+            self.rejoin_at
+                .entry(peer)
+                .or_insert_with(|| Instant::now() + REJOIN_AFTER);
         }
     }
 
