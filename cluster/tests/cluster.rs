@@ -20,6 +20,16 @@ fn last_index(h: &Harness) -> u64 {
         .unwrap_or(0)
 }
 
+/// Every member's ledger has the same state root.
+fn assert_one_state_root(h: &Harness) {
+    let roots: Vec<_> = h
+        .members
+        .values()
+        .map(|m| m.view().ledger().read().expect("ledger").state_root())
+        .collect();
+    assert!(roots.windows(2).all(|w| w[0] == w[1]), "{roots:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_through_the_leader_commit_on_every_member() {
     let h = Harness::cluster(3).await;
@@ -46,12 +56,7 @@ async fn writes_through_the_leader_commit_on_every_member() {
         }
         assert!(m.view().is_pending(&id).expect("pending"));
     }
-    let roots: Vec<_> = h
-        .members
-        .values()
-        .map(|m| m.view().ledger().read().expect("ledger").state_root())
-        .collect();
-    assert!(roots.windows(2).all(|w| w[0] == w[1]), "{roots:?}");
+    assert_one_state_root(&h);
     // Applying the same batch again changes nothing.
     let again = leader.write(put_batch(1, "k1", "v")).await.expect("write");
     assert!(
@@ -109,12 +114,7 @@ async fn writes_commit_everywhere_while_rpcs_overtake_each_other() {
             assert_eq!(record(m, &format!("j{seq}")), Some(b"v".to_vec()), "j{seq}");
         }
     }
-    let roots: Vec<_> = h
-        .members
-        .values()
-        .map(|m| m.view().ledger().read().expect("ledger").state_root())
-        .collect();
-    assert!(roots.windows(2).all(|w| w[0] == w[1]), "{roots:?}");
+    assert_one_state_root(&h);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
