@@ -19,13 +19,14 @@ use std::io::{Read, Seek, SeekFrom};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::FutureExt;
 use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
 use openraft::entry::RaftEntry;
 use openraft::errors::{RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendError, VoteRequest,
+    VoteResponse,
 };
 use serde::{Deserialize, Serialize};
 
@@ -293,28 +294,28 @@ impl RaftNetworkV2<TypeConfig> for Client {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        // openraft bounds entries by count, not bytes: send fewer if they do
-        // not fit, and report how far the follower got.
-        let (bytes, partial) = encode_fitted(&mut Rpc::Append(rpc), MAX_RPC_BYTES)
-            .and_then(|(bytes, partial)| Ok((checked(bytes, MAX_RPC_BYTES)?, partial)))
-            .map_err(|e| RPCError::Unreachable(unreachable(e)))?;
-        let reply = call_encoded(
-            &*self.transport,
+        // One request through the same path as a stream's (trimmed to the
+        // message cap, its answer checked against what was sent).
+        let last = rpc.entries.last().map(|e| e.log_id()).or(rpc.prev_log_id);
+        let mut out = stream::send(
+            Arc::clone(&self.transport),
+            self.id,
             self.target,
-            &self.addr,
-            bytes,
+            self.addr.clone(),
+            futures::stream::iter([rpc]),
             option.hard_ttl(),
-        )
-        .await
-        .map_err(|e| append_error(e, self.id, self.target, option.hard_ttl()))?;
-        match reply {
-            Reply::Append(AppendEntriesResponse::Success) if partial.is_some() => {
-                Ok(AppendEntriesResponse::PartialSuccess(partial))
+        );
+        match out.next().await {
+            Some(Ok(Ok(matching))) if matching == last => Ok(AppendEntriesResponse::Success),
+            Some(Ok(Ok(matching))) => Ok(AppendEntriesResponse::PartialSuccess(matching)),
+            Some(Ok(Err(StreamAppendError::Conflict(_)))) => Ok(AppendEntriesResponse::Conflict),
+            Some(Ok(Err(StreamAppendError::HigherVote(v)))) => {
+                Ok(AppendEntriesResponse::HigherVote(v))
             }
-            Reply::Append(r) => Ok(r),
-            other => Err(RPCError::Unreachable(unreachable(format!(
-                "unexpected reply to append entries: {other:?}"
-            )))),
+            Some(Err(e)) => Err(e),
+            None => Err(RPCError::Unreachable(unreachable(
+                "no answer to append entries",
+            ))),
         }
     }
 

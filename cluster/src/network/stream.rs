@@ -332,6 +332,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_single_append_goes_the_same_way_and_answers_as_openraft_expects() {
+        use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
+        let held = Arc::new(Held::default());
+        let mut client = crate::network::Network::new(1, Arc::clone(&held) as Arc<dyn Transport>)
+            .new_client(2, &crate::types::Member::new("m2"))
+            .await;
+        let option = RPCOption::new(Duration::from_secs(5));
+        for (reply, expect) in [
+            (
+                AppendEntriesResponse::Success,
+                AppendEntriesResponse::Success,
+            ),
+            (
+                AppendEntriesResponse::Conflict,
+                AppendEntriesResponse::Conflict,
+            ),
+            (
+                AppendEntriesResponse::PartialSuccess(Some(id(6))),
+                AppendEntriesResponse::PartialSuccess(Some(id(6))),
+            ),
+        ] {
+            let call = held.count();
+            let answer = {
+                let sent = client.append_entries(append(5, 2), option.clone());
+                let mut sent = std::pin::pin!(sent);
+                assert!(futures::poll!(sent.as_mut()).is_pending());
+                held.answer(call, reply);
+                sent.await
+            };
+            assert_eq!(answer.expect("answer"), expect);
+        }
+    }
+
+    #[tokio::test]
     async fn at_most_in_flight_requests_are_on_the_wire() {
         let (held, input, mut out) = pipeline();
         for _ in 0..IN_FLIGHT + 2 {
