@@ -913,7 +913,9 @@ impl LedgerMachine {
             if !force && since.elapsed() < LEDGER_SYNC_AFTER {
                 return Ok(());
             }
-            self.view.ledger.write()?.sync()?;
+            // Under the read lock: queries and the driver's reads go on
+            // while the ledger's pages reach the disk.
+            self.view.ledger.read()?.sync()?;
         }
         self.unsynced_since = None;
         self.durable = self.applied;

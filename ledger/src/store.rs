@@ -22,6 +22,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
@@ -183,7 +184,7 @@ pub struct Store {
     /// Commits skip the fsync (see the module docs).
     deferred: bool,
     /// A commit since the last fsync is not on disk yet.
-    unsynced: bool,
+    unsynced: AtomicBool,
     rules: Rules,
     tip: Tip,
     tree: StateTree,
@@ -324,7 +325,7 @@ impl Store {
         Ok(Store {
             db,
             deferred: false,
-            unsynced: false,
+            unsynced: AtomicBool::new(false),
             rules: Rules::new(genesis),
             tip,
             tree,
@@ -337,7 +338,7 @@ impl Store {
         let mut store = Store {
             db,
             deferred: false,
-            unsynced: false,
+            unsynced: AtomicBool::new(false),
             tip: Tip {
                 height: 0,
                 hash: genesis.hash(),
@@ -738,13 +739,16 @@ impl Store {
 
     /// Whether every commit so far is on disk.
     pub fn is_synced(&self) -> bool {
-        !self.unsynced
+        !self.unsynced.load(Ordering::Acquire)
     }
 
     /// Makes every commit so far durable (an empty commit with an fsync).
-    pub fn sync(&mut self) -> Result<(), Error> {
+    /// Takes `&self`, so a holder of the store's lock can sync while readers
+    /// go on: redb runs it as a write transaction of its own, and only a
+    /// writer (`&mut self`) can add commits to sync.
+    pub fn sync(&self) -> Result<(), Error> {
         self.db.begin_write()?.commit()?;
-        self.unsynced = false;
+        self.unsynced.store(false, Ordering::Release);
         Ok(())
     }
 
@@ -761,7 +765,7 @@ impl Store {
     /// also makes every deferred one before it durable.
     fn finish(&mut self, txn: redb::WriteTransaction) -> Result<(), Error> {
         txn.commit()?;
-        self.unsynced = self.deferred;
+        self.unsynced.store(self.deferred, Ordering::Release);
         Ok(())
     }
 
