@@ -102,8 +102,9 @@ impl Default for PendingLimits {
 pub const APPLY_CHUNK: usize = 1024;
 
 /// How long the ledger may hold commits that are not on disk before the
-/// state machine syncs it (at the end of the run of entries that finds it
-/// so): what a crash makes the member apply again, and what bounds the file's
+/// state machine syncs it (after answering the run of entries that finds it
+/// so; the next run claims it): what a crash makes the member apply again,
+/// and what bounds the file's
 /// growth (redb reuses the pages a commit frees only after a durable one).
 pub const LEDGER_SYNC_AFTER: Duration = Duration::from_millis(100);
 
@@ -899,9 +900,16 @@ impl LedgerMachine {
             self.applied = Some(log_id);
             replies.push((responder, response));
         }
-        self.settle(false)?;
         self.write_ops(ops, Durability::None)?;
         Ok(replies)
+    }
+
+    /// Whether [`LedgerMachine::settle`] would sync the ledger now.
+    fn sync_due(&self) -> Result<bool, Error> {
+        Ok(!self.view.ledger.read()?.is_synced()
+            && self
+                .unsynced_since
+                .is_some_and(|since| since.elapsed() >= LEDGER_SYNC_AFTER))
     }
 
     /// Moves the applied id the cluster file may claim up to the last
@@ -1226,6 +1234,14 @@ impl RaftStateMachine<TypeConfig> for LedgerMachine {
                 if let Some(r) = responder {
                     r.send(response);
                 }
+            }
+            // After the answers: the entries that made a sync of the ledger
+            // due do not wait for it (the Raft log holds them). What it lets
+            // the cluster file claim is written with the next run.
+            if self.sync_due()? {
+                blocking(|| self.settle(false))?
+            } else {
+                self.settle(false)?
             }
             if last_chunk {
                 return Ok(());

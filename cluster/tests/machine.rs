@@ -527,16 +527,19 @@ async fn the_ledger_is_synced_once_it_has_waited_long_enough() {
     tokio::time::sleep(pyralog_cluster::LEDGER_SYNC_AFTER + std::time::Duration::from_millis(20))
         .await;
     // The next run of entries, even one that leaves the ledger alone, finds
-    // the ledger waiting too long and syncs it.
+    // the ledger waiting too long and syncs it, once its answers are sent.
     apply(&mut sm, 2, vec![common::write(2, "b")]).await;
     assert!(sm.view().ledger().read().expect("ledger").is_synced());
+    // So the run after it claims it (the cluster file is written before the
+    // answers, the sync comes after them).
+    apply(&mut sm, 3, vec![common::write(3, "c")]).await;
     log.save_vote(&openraft::impls::Vote::new_committed(2, 1))
         .await
         .expect("vote");
     let image = tempfile::tempdir().expect("tmp");
     let mut crashed = crash_image(dir.path(), image.path());
     let (applied, _) = crashed.applied_state().await.expect("state");
-    assert_eq!(applied, Some(log_id(2)), "the whole run is claimed");
+    assert_eq!(applied, Some(log_id(2)), "the synced run is claimed");
     assert!(
         crashed
             .view()
