@@ -104,8 +104,8 @@ pub const APPLY_CHUNK: usize = 1024;
 /// How long the ledger may hold commits that are not on disk before the
 /// state machine syncs it (after answering the run of entries that finds it
 /// so; the next run claims it): what a crash makes the member apply again,
-/// and what bounds the file's
-/// growth (redb reuses the pages a commit frees only after a durable one).
+/// and what bounds the file's growth (redb reuses the pages a commit frees
+/// only after a durable one).
 pub const LEDGER_SYNC_AFTER: Duration = Duration::from_millis(100);
 
 /// Where a pending write lies in its table: the index of the log entry that
@@ -904,7 +904,8 @@ impl LedgerMachine {
         Ok(replies)
     }
 
-    /// Whether [`LedgerMachine::settle`] would sync the ledger now.
+    /// Whether the ledger has held unsynced commits for [`LEDGER_SYNC_AFTER`]
+    /// ([`LedgerMachine::settle`] syncs it then).
     fn sync_due(&self) -> Result<bool, Error> {
         Ok(!self.view.ledger.read()?.is_synced()
             && self
@@ -917,8 +918,8 @@ impl LedgerMachine {
     /// when it has held unsynced commits for [`LEDGER_SYNC_AFTER`].
     fn settle(&mut self, force: bool) -> Result<(), Error> {
         if !self.view.ledger.read()?.is_synced() {
-            let since = *self.unsynced_since.get_or_insert_with(Instant::now);
-            if !force && since.elapsed() < LEDGER_SYNC_AFTER {
+            self.unsynced_since.get_or_insert_with(Instant::now);
+            if !force && !self.sync_due()? {
                 return Ok(());
             }
             // Under the read lock: queries and the driver's reads go on
