@@ -427,7 +427,7 @@ impl<P: Clone> GossipEngine<P> {
         }
         vec![
             Effect::Committed { ids, seq },
-            Effect::Publish(batch.to_batch()),
+            Effect::Publish(batch.into_batch()),
         ]
     }
 

@@ -5,7 +5,7 @@
 //! verified values, so no path applies an unchecked signature.
 
 use crate::chain::{ChainId, Hlc};
-use crate::codec::{Decode, Encode, Reader, put_bytes, put_list, put_u64};
+use crate::codec::{Decode, Encode, Reader, put_bytes, put_len, put_list, put_u64};
 use crate::error::Error;
 use crate::hash::{Domain, Hash};
 use crate::keys::{self, Address, Keypair, SigDomain, Signature};
@@ -437,6 +437,30 @@ impl VerifiedBatch {
             txs: self.txs.iter().map(|t| t.tx.clone()).collect(),
             ..self.meta.clone()
         }
+    }
+    /// The plain batch, without copying its transactions.
+    pub fn into_batch(self) -> Batch {
+        Batch {
+            txs: self.txs.into_iter().map(|t| t.tx).collect(),
+            ..self.meta
+        }
+    }
+}
+
+/// The bytes of its plain batch ([`VerifiedBatch::to_batch`]), written
+/// without copying the transactions into one first.
+impl Encode for VerifiedBatch {
+    fn encode(&self, out: &mut Vec<u8>) {
+        let m = &self.meta;
+        m.chain_id.encode(out);
+        m.origin.encode(out);
+        put_u64(out, m.seq);
+        m.hlc.encode(out);
+        put_len(out, self.txs.len());
+        for t in &self.txs {
+            t.tx.encode(out);
+        }
+        m.signature.encode(out);
     }
 }
 

@@ -935,7 +935,7 @@ impl Store {
                     None => true,
                 };
                 if keep {
-                    let encoded = batch.to_batch().to_bytes();
+                    let encoded = batch.to_bytes();
                     batches_table.insert(key.as_slice(), encoded.as_slice())?;
                 }
                 for (i, t) in batch.txs().iter().enumerate() {

@@ -945,6 +945,25 @@ fn gossip_refuses_blocks_and_ordered_engines_refuse_batches() {
 }
 
 #[test]
+fn a_verified_batch_writes_and_gives_up_its_plain_batch() {
+    let n = net(Engine::Gossip);
+    let a = n.alice.clone();
+    let txs = vec![
+        gossip_tx(&n, &a, NOW, devkit::put(&a, b"k", b"v")),
+        gossip_tx(&n, &a, NOW + 1, devkit::put(&a, b"j", b"w")),
+    ];
+    let vb = batch(&n, 50, 7, NOW, txs.clone());
+    let plain = vb.to_batch();
+    assert_eq!(plain.txs, txs);
+    // The same bytes as its plain batch (what the store keeps and peers
+    // fetch), and the same batch once it gives its transactions up.
+    assert_eq!(vb.to_bytes(), plain.to_bytes());
+    assert_eq!(vb.clone().into_batch(), plain);
+    let empty = batch(&n, 50, 8, NOW, vec![]);
+    assert_eq!(empty.to_bytes(), empty.to_batch().to_bytes());
+}
+
+#[test]
 fn gossip_merge_is_last_writer_wins_with_tombstones() {
     let mut n = net(Engine::Gossip);
     let a = n.alice.clone();

@@ -870,15 +870,15 @@ impl Driver {
     pub(crate) fn flush_gossip(&mut self) {
         while !self.merges.is_empty() && self.leading && self.merging < MERGES_IN_FLIGHT {
             let take = self.merges.len().min(MERGE_GROUP);
-            let group: Vec<_> = self.merges.drain(..take).collect();
+            let (sent, batches): (Vec<_>, Vec<_>) = self
+                .merges
+                .drain(..take)
+                .map(|(b, from)| ((b.origin(), b.seq(), from), b.into_batch()))
+                .unzip();
             let cmd = Raft::Batches {
-                batches: group.iter().map(|(b, _)| b.to_batch()).collect(),
+                batches,
                 now_ms: now_ms(),
             };
-            let batches = group
-                .into_iter()
-                .map(|(b, from)| (b.origin(), b.seq(), from))
-                .collect();
             let member = Arc::clone(&self.member);
             let answer = self.merged_tx.clone();
             let term = self.lead_term;
@@ -891,7 +891,7 @@ impl Driver {
                 let _ = answer
                     .send(MergeDone {
                         term,
-                        batches,
+                        batches: sent,
                         result,
                         started,
                     })
