@@ -695,7 +695,10 @@ impl LedgerMachine {
     /// a group already there is skipped, one that would leave a gap refused.
     fn append_records(&mut self, from: u64, records: &[Vec<u8>]) -> Result<Response, Error> {
         let end = from.saturating_add(records.len() as u64);
-        if end <= self.engine_len {
+        // Nothing to append leaves no gap, wherever its leader thought the
+        // log ended (a turn of intents only, after a block that a previous
+        // leader's entry had already applied).
+        if records.is_empty() || end <= self.engine_len {
             return Ok(Response::Done);
         }
         if from > self.engine_len {

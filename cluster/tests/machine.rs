@@ -276,6 +276,35 @@ async fn engine_records_that_would_leave_a_gap_are_refused() {
     assert!(r.contains("gap"), "{r}");
 }
 
+/// A turn with no records appends nothing, so wherever its leader thought
+/// the engine log ended it leaves no gap: a new leader's turn after a block
+/// an earlier leader's entry had already applied counted that block's records
+/// twice, and the refusal stopped the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_without_records_leaves_no_gap_wherever_it_starts() {
+    let h = common::Harness::cluster(1).await;
+    let m = h.leader(std::time::Duration::from_secs(10)).await;
+    let turn = |from, records| Command::Turn {
+        from,
+        records,
+        intents: Vec::new(),
+    };
+    let r = m.write(turn(3, Vec::new())).await.expect("committed");
+    assert!(matches!(r, Response::Turn(ref a) if a.is_empty()), "{r:?}");
+    // With records, the same place is still a gap.
+    match m.write(turn(3, vec![vec![1]])).await.expect("committed") {
+        Response::Refused { reason } => assert!(reason.contains("gap"), "{reason}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let len = m
+        .view()
+        .ledger()
+        .read()
+        .expect("ledger")
+        .engine_records_len();
+    assert_eq!(len, Ok(0));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ordered_slot_at_a_filled_height_is_answered_as_a_replay_or_refused() {
     let h = common::Harness::cluster_on(1, common::pbft_genesis()).await;

@@ -452,10 +452,9 @@ impl Driver {
     /// its transactions hear from the applied log ([`Driver::on_applied`]).
     fn commit_block(&mut self, block: CommittedBlock, records: Vec<Vec<u8>>) -> Option<Input> {
         let epoch_before = self.epoch_of_store();
-        let count = records.len() as u64;
         let entry = self.block_entry(&block, records);
         let response = self.write(entry)?;
-        Some(self.block_landed(&block, count, epoch_before, response))
+        Some(self.block_landed(&block, epoch_before, response))
     }
 
     /// A committed block with `records`, and the statements to sign after it,
@@ -475,7 +474,7 @@ impl Driver {
         entries.extend(turn);
         let mut answers = self.write_many(entries)?.into_iter();
         let block_answer = answers.next().unwrap_or(Response::Done);
-        let next = self.block_landed(&block, count, epoch_before, block_answer);
+        let next = self.block_landed(&block, epoch_before, block_answer);
         let refused = match answers.next() {
             Some(answer) => self.turn_landed(statements, 0, answer),
             None => Vec::new(),
@@ -521,7 +520,6 @@ impl Driver {
     fn block_landed(
         &mut self,
         block: &CommittedBlock,
-        records: u64,
         epoch_before: Option<u64>,
         response: Response,
     ) -> Input {
@@ -536,7 +534,14 @@ impl Driver {
                 format!("sequence {seq}: {other:?}"),
             ),
         };
-        self.engine_len += records;
+        // Where the engine log ends now, read back rather than counted: a
+        // block that an earlier leader's entry already applied (ours came
+        // after it in the log) appended no records this time.
+        let len = self.store().engine_records_len();
+        self.engine_len = match len {
+            Ok(len) => len,
+            Err(error) => halt("cannot read the engine log", error),
+        };
         self.metrics.blocks_committed += 1;
         self.metrics.txs_committed += (p.txs().len() - failed) as u64;
         // The block that closed an epoch fixed the next one's set.
