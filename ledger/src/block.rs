@@ -451,17 +451,26 @@ impl VerifiedBatch {
 /// without copying the transactions into one first.
 impl Encode for VerifiedBatch {
     fn encode(&self, out: &mut Vec<u8>) {
-        let m = &self.meta;
-        m.chain_id.encode(out);
-        m.origin.encode(out);
-        put_u64(out, m.seq);
-        m.hlc.encode(out);
-        put_len(out, self.txs.len());
-        for t in &self.txs {
-            t.tx.encode(out);
-        }
-        m.signature.encode(out);
+        put_batch(out, &self.meta, self.txs.iter().map(|t| &t.tx));
     }
+}
+
+/// A batch's canonical bytes: `meta`'s header fields and signature around
+/// `txs` (its own transactions, or a verified batch's).
+fn put_batch<'a>(
+    out: &mut Vec<u8>,
+    meta: &Batch,
+    txs: impl ExactSizeIterator<Item = &'a Transaction>,
+) {
+    meta.chain_id.encode(out);
+    meta.origin.encode(out);
+    put_u64(out, meta.seq);
+    meta.hlc.encode(out);
+    put_len(out, txs.len());
+    for t in txs {
+        t.encode(out);
+    }
+    meta.signature.encode(out);
 }
 
 impl Encode for Header {
@@ -548,12 +557,7 @@ impl Decode for Block {
 
 impl Encode for Batch {
     fn encode(&self, out: &mut Vec<u8>) {
-        self.chain_id.encode(out);
-        self.origin.encode(out);
-        put_u64(out, self.seq);
-        self.hlc.encode(out);
-        put_list(out, &self.txs);
-        self.signature.encode(out);
+        put_batch(out, self, self.txs.iter());
     }
 }
 
