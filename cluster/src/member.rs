@@ -298,6 +298,12 @@ impl Member {
         self.raft.is_leader()
     }
 
+    /// The Raft term this member is in: a leader's term is the one it was
+    /// elected in.
+    pub fn term(&self) -> u64 {
+        self.raft.metrics().borrow_watched().current_term
+    }
+
     /// The leader this member knows of.
     pub fn leader(&self) -> Option<NodeId> {
         self.known_leader()
@@ -477,6 +483,23 @@ impl Member {
         Ok(f(&store))
     }
 
+    /// Waits until this member, as leader, has applied every entry of its
+    /// log as the log is now, not only up to the read index: a leader
+    /// restored on restart (openraft keeps a committed vote) may hold entries
+    /// of its term past the read index, which it commits later, ahead of
+    /// anything it proposes next. What it builds from the state machine (the
+    /// engine, the signing history) must have seen them.
+    pub async fn catch_up_as_leader(&self) -> Result<(), Error> {
+        let last = self.raft.metrics().borrow_watched().last_log_index;
+        self.linearize().await?;
+        self.raft
+            .wait(Some(READ_WAIT))
+            .applied_index_at_least(last, "a new leader applies its whole log")
+            .await
+            .map_err(|_| Error::Timeout("applying the new leader's log"))?;
+        Ok(())
+    }
+
     /// Waits until this member's state machine holds everything committed
     /// before the call (the read index).
     pub async fn linearize(&self) -> Result<(), Error> {
@@ -607,7 +630,7 @@ impl Member {
         // term are this leader's own, and it waits for each to apply.
         let term = self.metrics().current_term;
         if self.caught_up_term.load(Ordering::Acquire) != term {
-            self.linearize().await?;
+            self.catch_up_as_leader().await?;
             self.caught_up_term.store(term, Ordering::Release);
         }
         let verdict = self.view.check_intent(&statement)?;

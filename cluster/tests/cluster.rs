@@ -443,3 +443,41 @@ async fn a_whole_cluster_restarted_from_its_files_keeps_everything_acknowledged(
         assert!(m.view().is_pending(&id).expect("pending"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_back_in_its_term_applies_its_whole_log_before_it_builds_on_it() {
+    let mut h = Harness::cluster(3).await;
+    let leader = h.leader(WAIT).await;
+    let id = leader.id();
+    leader
+        .write_as_leader(put_batch(1, "a", "v"))
+        .await
+        .expect("a write");
+    // Its followers go: what it writes now stays in its log, uncommitted.
+    let others: Vec<u64> = (1..=3).filter(|i| *i != id).collect();
+    for &o in &others {
+        h.stop(o).await;
+    }
+    let stuck = tokio::time::timeout(
+        Duration::from_millis(500),
+        leader.write_as_leader(put_batch(2, "b", "v")),
+    )
+    .await;
+    assert!(stuck.is_err(), "committed without a quorum: {stuck:?}");
+    let last = leader.metrics().last_log_index.expect("a log");
+    drop(leader);
+    h.stop(id).await;
+    // It comes back first (leading again in its term: openraft restores a
+    // committed vote), then its followers.
+    let back = h.start(id).await;
+    for &o in &others {
+        h.start(o).await;
+    }
+    back.catch_up_as_leader().await.expect("caught up");
+    let applied = back.status().applied.unwrap_or(0);
+    assert!(
+        applied >= last,
+        "applied {applied}, but its log reached {last} before it stopped"
+    );
+    assert_eq!(record(&back, "b"), Some(b"v".to_vec()));
+}
