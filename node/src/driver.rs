@@ -233,7 +233,32 @@ pub struct Driver {
     /// Counts the times this node took its cluster's lead, so an answer to a
     /// merge sent under an earlier lead (and engine) is known.
     lead_term: u64,
+    /// The Raft term the engine was built in: leading again in a later term
+    /// (the lead went elsewhere and came back between two looks) means
+    /// another leader may have written meanwhile, so the engine is rebuilt.
+    engine_raft_term: u64,
+    /// A new leader's catch-up with its cluster is under way, beside the
+    /// loop (so reads, the network and the cluster's own RPCs go on while a
+    /// quorum cannot be had).
+    catching_up: bool,
+    /// When a failed catch-up may be tried again.
+    catch_up_after: tokio::time::Instant,
+    caught_up_tx: mpsc::Sender<CaughtUp>,
+    caught_up_rx: mpsc::Receiver<CaughtUp>,
 }
+
+/// A catch-up's answer: the Raft term it was started in, and whether this
+/// member's state machine reached the read index.
+type CaughtUp = (u64, Result<(), pyralog_cluster::Error>);
+
+/// How long the driver waits for a write of its own through the cluster's
+/// log (milliseconds when the cluster is well) before it steps back: a leader
+/// cut off from its quorum then goes back to serving reads, and leads again
+/// once it has caught up (whatever it wrote is then in the log or not).
+const LOG_WRITE_LIMIT: Duration = Duration::from_secs(5);
+
+/// How long a new leader waits before it tries to catch up again.
+const CATCH_UP_RETRY: Duration = Duration::from_millis(200);
 
 /// A gossip message to judge once its batch is merged.
 type GossipFrom = Option<(pyralog_p2p::network::MessageIdOf, PeerId)>;
@@ -426,6 +451,7 @@ impl Driver {
             )
         };
         let (merged_tx, merged_rx) = mpsc::channel(MERGES_IN_FLIGHT);
+        let (caught_up_tx, caught_up_rx) = mpsc::channel(1);
         Ok(Driver {
             node_id: net.local_peer_id().to_string(),
             cluster_id: validator.address(),
@@ -454,6 +480,11 @@ impl Driver {
             merged_tx,
             merged_rx,
             lead_term: 0,
+            engine_raft_term: 0,
+            catching_up: false,
+            catch_up_after: tokio::time::Instant::now(),
+            caught_up_tx,
+            caught_up_rx,
             validator,
         })
     }
@@ -488,8 +519,17 @@ impl Driver {
         write: impl std::future::Future<Output = Result<T, pyralog_cluster::Error>>,
     ) -> Option<T> {
         let started = std::time::Instant::now();
-        let result =
-            tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(write));
+        let result = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(async {
+                tokio::time::timeout(LOG_WRITE_LIMIT, write)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(pyralog_cluster::Error::Raft(format!(
+                            "not committed within {LOG_WRITE_LIMIT:?}"
+                        )))
+                    })
+            })
+        });
         self.count_log_write(started);
         result.map_err(|error| self.log_failed(error)).ok()
     }
@@ -510,23 +550,57 @@ impl Driver {
     }
 
     /// Takes or gives up the engine when leadership changed. A new leader
-    /// first catches up with everything its cluster committed, then rebuilds
-    /// the engine from the ledger and hands it the cluster's pending writes.
-    async fn follow_leadership(&mut self) {
+    /// first catches up with everything its cluster committed (a task of its
+    /// own, [`Driver::caught_up`] takes the answer), then rebuilds the engine
+    /// from the ledger and hands it the cluster's pending writes.
+    fn follow_leadership(&mut self) {
         let leads = self.member.is_leader();
-        if leads == self.leading {
-            return;
-        }
-        if !leads {
+        let term = self.member.term();
+        if self.leading && !leads {
             tracing::info!("no longer the cluster's leader: the engine stops");
-            self.leading = false;
-            self.own_writes.clear();
-            self.merges.clear();
-            self.pending = Default::default();
+            self.step_down();
+        } else if self.leading && term != self.engine_raft_term {
+            tracing::info!(
+                term,
+                "leading again in a later term: the engine restarts from the log"
+            );
+            self.step_down();
+        }
+        if !leads
+            || self.leading
+            || self.catching_up
+            || tokio::time::Instant::now() < self.catch_up_after
+        {
             return;
         }
-        if let Err(error) = self.member.linearize().await {
+        self.catching_up = true;
+        let member = Arc::clone(&self.member);
+        let answer = self.caught_up_tx.clone();
+        tokio::spawn(async move {
+            let result = member.catch_up_as_leader().await;
+            let _ = answer.send((term, result)).await;
+        });
+    }
+
+    /// The engine stops: what it was doing is the next leader's.
+    fn step_down(&mut self) {
+        self.leading = false;
+        self.own_writes.clear();
+        self.merges.clear();
+        self.pending = Default::default();
+    }
+
+    /// A catch-up ended: if this node still leads in the term it started
+    /// in, the engine is rebuilt from the ledger and runs.
+    fn caught_up(&mut self, (term, result): CaughtUp) {
+        self.catching_up = false;
+        if let Err(error) = result {
             tracing::warn!(%error, "cannot catch up as the new leader yet");
+            self.catch_up_after = tokio::time::Instant::now() + CATCH_UP_RETRY;
+            return;
+        }
+        if !self.member.is_leader() || self.member.term() != term {
+            // The lead moved meanwhile; the next look starts over.
             return;
         }
         let built = {
@@ -541,8 +615,9 @@ impl Driver {
             }
             Err(error) => halt("cannot recover the engine", error),
         }
-        tracing::info!("leading the cluster: the engine runs");
+        tracing::info!(term, "leading the cluster: the engine runs");
         self.leading = true;
+        self.engine_raft_term = term;
         self.lead_term += 1;
         self.next_tick = tokio::time::Instant::now();
         self.take_pending();
@@ -651,10 +726,11 @@ impl Driver {
         let mut role = tokio::time::interval(Duration::from_millis(20));
         role.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            self.follow_leadership().await;
+            self.follow_leadership();
             tokio::select! {
                 biased;
                 _ = &mut shutdown => break,
+                Some(done) = self.caught_up_rx.recv() => self.caught_up(done),
                 _ = role.tick() => {}
                 Some(done) = self.merged_rx.recv() => self.merge_done(done),
                 Some(event) = self.applied.recv() => {
@@ -1507,6 +1583,12 @@ impl Driver {
             "counter",
             "Network commands dropped because the swarm task's queue was full.",
             self.net.dropped_commands(),
+        );
+        metric(
+            "net_gossip_dropped_total",
+            "counter",
+            "Gossip messages ignored because the node was behind on the network's events.",
+            self.net.dropped_gossip(),
         );
         metric(
             "txs_committed_total",

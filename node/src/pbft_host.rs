@@ -303,12 +303,13 @@ impl Driver {
             if records.is_empty() && effects.is_empty() && reports.is_empty() && relay.is_empty() {
                 return;
             }
-            // Blocks first: the first one's commit carries the records, so a
-            // turn that finalizes a block costs one log entry, not two.
+            // Blocks first, then the turn's records and intents in an entry of
+            // their own: a block's entry may find the block already applied
+            // (a previous leader's entry came first) and does nothing, and
+            // records that rode in it would be lost.
             let (commits, effects): (Vec<Effect>, Vec<Effect>) = effects
                 .into_iter()
                 .partition(|e| matches!(e, Effect::Commit(_)));
-            let mut records = Some(records);
             let mut blocks: Vec<CommittedBlock> = commits
                 .into_iter()
                 .filter_map(|e| match e {
@@ -320,8 +321,7 @@ impl Driver {
             // the log (below); any before it go one by one.
             let last = blocks.pop();
             for block in blocks {
-                let Some(next) = self.commit_block(block, records.take().unwrap_or_default())
-                else {
+                let Some(next) = self.commit_block(block) else {
                     return self.step_back(reports);
                 };
                 self.feed_pbft(next, None);
@@ -348,7 +348,6 @@ impl Driver {
             }
             // The turn's records and intents, in one entry of the log, after
             // the last block's when there is one (one round for both).
-            let records = records.unwrap_or_default();
             let refused = match last {
                 Some(block) => {
                     let Some((next, refused)) = self.commit_block_and_turn(block, records, intents)
@@ -446,21 +445,21 @@ impl Driver {
         });
     }
 
-    /// Executes and stores a committed block through the cluster's log, with
-    /// `records` for the engine log in the same entry. Returns the engine's
-    /// next input; `None` if this node no longer leads. Clients waiting on
-    /// its transactions hear from the applied log ([`Driver::on_applied`]).
-    fn commit_block(&mut self, block: CommittedBlock, records: Vec<Vec<u8>>) -> Option<Input> {
+    /// Executes and stores a committed block through the cluster's log.
+    /// Returns the engine's next input; `None` if this node no longer leads.
+    /// Clients waiting on its transactions hear from the applied log
+    /// ([`Driver::on_applied`]).
+    fn commit_block(&mut self, block: CommittedBlock) -> Option<Input> {
         let epoch_before = self.epoch_of_store();
-        let entry = self.block_entry(&block, records);
+        let entry = self.block_entry(&block);
         let response = self.write(entry)?;
         Some(self.block_landed(&block, epoch_before, response))
     }
 
-    /// A committed block with `records`, and the statements to sign after it,
-    /// in one round of the cluster's log: the block's entry, then the turn's.
-    /// Returns the engine's next input and the statements refused; `None` if
-    /// this node no longer leads.
+    /// A committed block, then the turn's `records` and the statements to
+    /// sign after it, in one round of the cluster's log: the block's entry,
+    /// then the turn's. Returns the engine's next input and the statements
+    /// refused; `None` if this node no longer leads.
     fn commit_block_and_turn(
         &mut self,
         block: CommittedBlock,
@@ -468,22 +467,23 @@ impl Driver {
         statements: Vec<Statement>,
     ) -> Option<(Input, Vec<Statement>)> {
         let epoch_before = self.epoch_of_store();
-        let count = records.len() as u64;
-        let mut entries = vec![self.block_entry(&block, records)];
-        let turn = self.turn_entry(self.engine_len + count, Vec::new(), statements.clone());
+        let mut entries = vec![self.block_entry(&block)];
+        let turn = self.turn_entry(self.engine_len, records, statements.clone());
         entries.extend(turn);
         let mut answers = self.write_many(entries)?.into_iter();
         let block_answer = answers.next().unwrap_or(Response::Done);
         let next = self.block_landed(&block, epoch_before, block_answer);
         let refused = match answers.next() {
-            Some(answer) => self.turn_landed(statements, 0, answer),
+            Some(answer) => self.turn_landed(statements, answer),
             None => Vec::new(),
         };
         Some((next, refused))
     }
 
-    /// The log entry that executes and stores `block`, with `records`.
-    fn block_entry(&self, block: &CommittedBlock, records: Vec<Vec<u8>>) -> RaftCommand {
+    /// The log entry that executes and stores `block` at its sequence
+    /// number (the ledger's height), so a block already there is known as
+    /// such rather than stored a second time one height up.
+    fn block_entry(&self, block: &CommittedBlock) -> RaftCommand {
         let certificate = Certificate {
             round: block.view,
             votes: block
@@ -502,15 +502,14 @@ impl Driver {
             height: lc.height,
             signers: lc.commits.iter().map(|v| v.validator).collect(),
         });
-        let height = self.store().tip().height + 1;
         RaftCommand::Ordered(pyralog_cluster::Ordered {
-            height,
+            height: p.seq(),
             proposer: p.proposer(),
             timestamp_ms: p.timestamp_ms(),
             txs: p.txs().iter().map(|t| t.tx().clone()).collect(),
             engine_data: engine_data_of(block),
             certificate,
-            records,
+            records: Vec::new(),
             votes,
         })
     }
@@ -533,14 +532,6 @@ impl Driver {
                 "cannot commit a finalized block",
                 format!("sequence {seq}: {other:?}"),
             ),
-        };
-        // Where the engine log ends now, read back rather than counted: a
-        // block that an earlier leader's entry already applied (ours came
-        // after it in the log) appended no records this time.
-        let len = self.store().engine_records_len();
-        self.engine_len = match len {
-            Ok(len) => len,
-            Err(error) => halt("cannot read the engine log", error),
         };
         self.metrics.blocks_committed += 1;
         self.metrics.txs_committed += (p.txs().len() - failed) as u64;
@@ -580,12 +571,11 @@ impl Driver {
         records: Vec<Vec<u8>>,
         statements: Vec<Statement>,
     ) -> Option<Vec<Statement>> {
-        let count = records.len() as u64;
         let Some(entry) = self.turn_entry(self.engine_len, records, statements.clone()) else {
             return Some(Vec::new());
         };
         let answer = self.write(entry)?;
-        Some(self.turn_landed(statements, count, answer))
+        Some(self.turn_landed(statements, answer))
     }
 
     /// The entry of a turn whose first record goes at `from`; `None` when it
@@ -603,19 +593,19 @@ impl Driver {
         })
     }
 
-    /// The statements a turn's applied entry refused, after counting its
-    /// `records`.
-    fn turn_landed(
-        &mut self,
-        statements: Vec<Statement>,
-        records: u64,
-        response: Response,
-    ) -> Vec<Statement> {
+    /// The statements a turn's applied entry refused. Where the engine log
+    /// ends is read back rather than counted: the turn's records may
+    /// have been there already (the entry applied twice) or partly so.
+    fn turn_landed(&mut self, statements: Vec<Statement>, response: Response) -> Vec<Statement> {
         let answers = match response {
             Response::Turn(answers) if answers.len() == statements.len() => answers,
             other => halt("cannot persist consensus state", format!("{other:?}")),
         };
-        self.engine_len += records;
+        let len = self.store().engine_records_len();
+        self.engine_len = match len {
+            Ok(len) => len,
+            Err(error) => halt("cannot read the engine log", error),
+        };
         let mut refused = Vec::new();
         for (st, answer) in statements.into_iter().zip(answers) {
             if let Some(why) = answer {

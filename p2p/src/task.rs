@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::mpsc;
 
-use crate::network::{NetCommand, NetEvent, Network};
+use crate::network::{NetCommand, NetEvent, Network, Verdict};
 
 /// Commands waiting for the swarm task. Past this, new commands are dropped
 /// (and counted): gossip is best effort and every protocol above it retries.
@@ -21,6 +21,12 @@ pub const COMMAND_QUEUE: usize = 8192;
 /// Events waiting for the node. When full, the swarm task waits for the node
 /// before it polls the swarm again, so memory stays bounded.
 pub const EVENT_QUEUE: usize = 8192;
+/// Places in the event queue gossip never takes. Past that, a gossip message
+/// is ignored (no penalty: its sender or anti-entropy offers it again) rather
+/// than waited on, so a node busy elsewhere (a write its cluster cannot
+/// commit yet) never stops the swarm, and with it the cluster's own Raft
+/// traffic that would unblock it.
+pub const EVENT_RESERVE: usize = 256;
 
 /// What the node reads about the network without asking the task.
 #[derive(Debug, Default)]
@@ -28,6 +34,7 @@ struct Snapshot {
     connected: Vec<PeerId>,
     listeners: Vec<Multiaddr>,
     dropped_commands: u64,
+    dropped_gossip: u64,
 }
 
 /// The node's side of a swarm running on its own task.
@@ -61,6 +68,17 @@ impl Network {
                     },
                     event = net.next_event() => {
                         refresh(&shared, &net, matches!(event, NetEvent::Listening(_)));
+                        if let NetEvent::Gossip { id, from, .. } = &event
+                            && event_tx.capacity() <= EVENT_RESERVE
+                        {
+                            net.command(NetCommand::Report {
+                                id: id.clone(),
+                                from: *from,
+                                verdict: Verdict::Ignore,
+                            });
+                            shared.lock().unwrap_or_else(PoisonError::into_inner).dropped_gossip += 1;
+                            continue;
+                        }
                         if event_tx.send(event).await.is_err() {
                             break;
                         }
@@ -118,6 +136,12 @@ impl NetHandle {
     /// Commands dropped because the swarm task's queue was full.
     pub fn dropped_commands(&self) -> u64 {
         self.snapshot().dropped_commands
+    }
+
+    /// Gossip messages ignored because the node had not taken the events
+    /// before them ([`EVENT_RESERVE`]).
+    pub fn dropped_gossip(&self) -> u64 {
+        self.snapshot().dropped_gossip
     }
 
     /// A handle that sends commands from any task (Raft calls and answers

@@ -212,3 +212,51 @@ async fn inbound_connections_are_capped() {
     assert_eq!(a.peers(), 1, "the second inbound peer is refused");
     assert_eq!(b.peers() + c.peers(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_stops_taking_gossip_still_moves_its_other_traffic() {
+    let mut a = net(vec![]);
+    let addr = listening(&mut a)
+        .await
+        .with(Protocol::P2p(a.local_peer_id()));
+    let mut b = net(vec![addr]);
+    // Connected and subscribed both ways.
+    accepted_batch(&mut b, &mut a, b"first").await;
+    accepted_batch(&mut a, &mut b, b"second").await;
+    // From here on a's node never takes an event (it is stuck elsewhere)
+    // while b floods it with gossip.
+    let a = a.spawn();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let mut n = 0u64;
+    while a.dropped_gossip() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{n} messages sent, none ignored"
+        );
+        for _ in 0..100 {
+            n += 1;
+            b.command(NetCommand::Publish {
+                topic: Topic::Batches,
+                data: n.to_le_bytes().to_vec(),
+            });
+        }
+        let pause = tokio::time::Instant::now() + Duration::from_millis(20);
+        while tokio::time::timeout_at(pause, b.next_event()).await.is_ok() {}
+    }
+    // a's swarm still runs: what a publishes reaches b.
+    let mut tick = tokio::time::interval(Duration::from_millis(300));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        tokio::select! {
+            e = b.next_event() => match e {
+                NetEvent::Gossip { topic: Topic::Transactions, data, .. } if data == b"still here" => break,
+                _ => {}
+            },
+            _ = tick.tick() => a.command(NetCommand::Publish {
+                topic: Topic::Transactions,
+                data: b"still here".to_vec(),
+            }),
+            _ = tokio::time::sleep_until(deadline) => panic!("a's swarm stopped with its event queue"),
+        }
+    }
+}

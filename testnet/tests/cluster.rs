@@ -142,6 +142,45 @@ fn writes_through_a_follower_survive_the_leaders_sigkill() {
     );
 }
 
+#[test]
+fn a_leader_restarted_alone_answers_and_leads_again_when_its_members_return() {
+    // A leader whose election was committed takes the lead back when it
+    // restarts (openraft restores it), but alone it cannot catch up with a
+    // quorum. It must still answer its clients, not wait on the quorum.
+    let mut net = cluster_of_three(5);
+    let faucet = net.faucet.clone();
+    let first = leader(&net, &[0, 1, 2], Duration::from_secs(30));
+    put(&net.nodes[first].rpc, &faucet, "before", "v", true).expect("a write");
+    for i in 0..3 {
+        net.kill(i).expect("SIGKILL");
+    }
+    net.restart(first)
+        .expect("the old leader answers on its own");
+    for _ in 0..10 {
+        get(&net.nodes[first].rpc, "/status").expect("status while alone");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    for i in (0..3).filter(|i| *i != first) {
+        net.restart(i).expect("restart");
+    }
+    assert!(
+        put_until(
+            &net.nodes[first].rpc,
+            &faucet,
+            "after",
+            Duration::from_secs(60)
+        ),
+        "the cluster took writes again"
+    );
+    for k in ["before", "after"] {
+        assert_eq!(
+            read(&net.nodes[first].rpc, &faucet, k, "linearizable").as_deref(),
+            Some("v"),
+            "{k}"
+        );
+    }
+}
+
 /// `n` signed, stamped writes of `who`, as hex, keys `prefix0`...
 fn bulk(rpc: &str, who: &Keypair, prefix: &str, n: usize) -> Vec<String> {
     let (chain, epoch, bits) = chain_now(rpc).expect("chain");
