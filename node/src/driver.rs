@@ -325,6 +325,7 @@ pub(crate) fn read_store(ledger: &Ledger) -> RwLockReadGuard<'_, Store> {
 /// The engine a store's genesis asks for, recovered from the ledger.
 fn build_engine(
     store: &Store,
+    history: &pyralog_consensus::intent::SigningHistory,
     validator: &Keypair,
     config: &pyralog_consensus::gossip::Config,
 ) -> Result<Consensus, Error> {
@@ -348,8 +349,17 @@ fn build_engine(
         Engine::Pbft | Engine::Pos => Consensus::Ordered(Box::new(crate::pbft_host::engine(
             store,
             validator.clone(),
+            history,
         )?)),
     })
+}
+
+/// The cluster's signing history as its state machine applied it.
+fn signing_history(member: &Member) -> Result<pyralog_consensus::intent::SigningHistory, Error> {
+    member
+        .view()
+        .history()
+        .map_err(|e| Error::Corrupt(format!("the signing history: {e}")))
 }
 
 /// The cluster's pending writes are full: why a write was not taken.
@@ -441,10 +451,11 @@ impl Driver {
     ) -> Result<Driver, Error> {
         let ledger = member.view().ledger().clone();
         let applied = member.view().subscribe();
+        let history = signing_history(&member)?;
         let (engine, admission, engine_len, rules) = {
             let store = read_store(&ledger);
             (
-                build_engine(&store, &validator, &config)?,
+                build_engine(&store, &history, &validator, &config)?,
                 crate::admission::Admission::new(&store, &validator)?,
                 store.engine_records_len()?,
                 store.rules().clone(),
@@ -603,11 +614,11 @@ impl Driver {
             // The lead moved meanwhile; the next look starts over.
             return;
         }
-        let built = {
+        let built = signing_history(&self.member).and_then(|history| {
             let store = read_store(&self.ledger);
-            build_engine(&store, &self.validator, &self.gossip)
+            build_engine(&store, &history, &self.validator, &self.gossip)
                 .and_then(|e| Ok((e, store.engine_records_len()?)))
-        };
+        });
         match built {
             Ok((engine, len)) => {
                 self.engine = engine;

@@ -22,6 +22,7 @@ use pyralog_p2p::{NetCommand, NetEvent, PeerId, Topic, Verdict};
 
 use pyralog_cluster::{Command as RaftCommand, Response};
 use pyralog_consensus::bft::Statement;
+use pyralog_consensus::intent::SigningHistory;
 
 use crate::driver::{ApiError, Consensus, Driver, halt, now_ms};
 use crate::limit::PerSecond;
@@ -162,7 +163,15 @@ fn proposal_digest(store: &Store, height: u64) -> Result<Hash, Error> {
 /// recovered from what it persisted. Under `pbft`, a node whose key is not a
 /// genesis validator follows; under `pos` it keeps its key, since stake can
 /// bring it into a later epoch's set.
-pub(crate) fn engine(store: &Store, validator: Keypair) -> Result<Ordered, Error> {
+///
+/// `history` is the cluster's signing history: what the key signed is what
+/// its intents say, over what the engine's records say (see
+/// [`signed_as_committed`]).
+pub(crate) fn engine(
+    store: &Store,
+    validator: Keypair,
+    history: &SigningHistory,
+) -> Result<Ordered, Error> {
     let g = store.genesis();
     let mut records = Vec::new();
     for bytes in store.engine_records()? {
@@ -171,6 +180,7 @@ pub(crate) fn engine(store: &Store, validator: Keypair) -> Result<Ordered, Error
                 .map_err(|e| Error::Corrupt(format!("a consensus record: {e}")))?,
         );
     }
+    let records = signed_as_committed(records, history);
     let cfg = Config {
         view_timeout_ms: g.params.block_time_ms.max(250) * 4,
         // One block in flight. Since clusters, every block costs each node
@@ -210,6 +220,23 @@ pub(crate) fn engine(store: &Store, validator: Keypair) -> Result<Ordered, Error
         store.tip().height,
         records,
     )))
+}
+
+/// The engine's `records`, followed by one `Signed` record per intent of the
+/// cluster's signing history. A turn's records land even when the cluster
+/// refused one of its intents (another leader had signed something else
+/// there), so they can claim a statement that was never sent; replayed later,
+/// the intent wins its slot, and the engine knows what its key really signed.
+fn signed_as_committed(mut records: Vec<Record>, history: &SigningHistory) -> Vec<Record> {
+    records.extend(history.iter().map(|(slot, digest)| {
+        Record::Signed(Statement {
+            kind: slot.kind,
+            round: slot.round,
+            height: slot.height,
+            digest: *digest,
+        })
+    }));
+    records
 }
 
 /// Transactions relayed by another validator: a count, then each one. All are
@@ -898,6 +925,33 @@ mod tests {
             data.extend(t.to_bytes());
         }
         data
+    }
+
+    #[test]
+    fn the_signing_history_has_the_last_word_on_what_was_signed() {
+        use pyralog_consensus::bft::Kind;
+        let at = |digest: u8| Statement {
+            kind: Kind::Prepare,
+            round: 0,
+            height: 5,
+            digest: Hash([digest; 32]),
+        };
+        // The cluster committed 1 there; a later turn's records claim 2,
+        // whose intent was refused.
+        let mut history = SigningHistory::new();
+        history.record(&at(1)).expect("the first intent");
+        assert!(history.record(&at(2)).is_err(), "a conflicting intent");
+        let records = vec![Record::Signed(at(1)), Record::Signed(at(2))];
+        let last = signed_as_committed(records, &history)
+            .into_iter()
+            .rev()
+            .find_map(|r| match r {
+                Record::Signed(st) if (st.kind, st.round, st.height) == (Kind::Prepare, 0, 5) => {
+                    Some(st.digest)
+                }
+                _ => None,
+            });
+        assert_eq!(last, Some(Hash([1; 32])));
     }
 
     #[test]

@@ -426,12 +426,27 @@ fn pbft_over_clusters_of_three_never_double_signs_when_leaders_die_mid_round() {
     let mut fired = std::collections::BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(240);
     let mut last_push = Instant::now();
+    // An unarmed leader taken down, and since when.
+    let mut down: Option<(usize, Instant)> = None;
     let mut n = 0;
     while fired.len() < points.len() && Instant::now() < deadline {
         // Keep rounds coming: writes through another cluster.
         let _ = put(&via, &faucet, &format!("k{n}"), "v", false);
         n += 1;
+        // It stays down until another member leads (back at once, it would
+        // lead again in its term, openraft restoring its committed vote).
+        if let Some((l, since)) = down
+            && ((0..3).any(|i| {
+                i != l && status(&net.nodes[i].rpc).is_some_and(|s| s["role"] == "leader")
+            }) || since.elapsed() > Duration::from_secs(5))
+        {
+            down = None;
+            net.restart(l).expect("restart");
+        }
         for (i, point) in points.iter().enumerate() {
+            if down.is_some_and(|(l, _)| l == i) {
+                continue;
+            }
             if net.exited(i) {
                 // It died where it was told to (or was killed below); it
                 // comes back unarmed.
@@ -443,19 +458,22 @@ fn pbft_over_clusters_of_three_never_double_signs_when_leaders_die_mid_round() {
             }
         }
         // An unarmed leader makes way, so the armed members get to lead.
-        if last_push.elapsed() > Duration::from_secs(2) {
+        if down.is_none() && last_push.elapsed() > Duration::from_secs(2) {
             last_push = Instant::now();
             if let Some(l) =
                 (0..3).find(|i| status(&net.nodes[*i].rpc).is_some_and(|s| s["role"] == "leader"))
                 && net.env.get(l).is_none_or(Vec::is_empty)
             {
                 net.kill(l).expect("kill the unarmed leader");
-                net.restart(l).expect("restart");
+                down = Some((l, Instant::now()));
             }
         }
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(fired.len(), points.len(), "leaders died at {fired:?} only");
+    if let Some((l, _)) = down {
+        net.restart(l).expect("restart");
+    }
     // The cluster still signs for its validator: a write through it is final.
     let deadline = Instant::now() + Duration::from_secs(60);
     while put(&net.nodes[0].rpc, &faucet, "after", "v", true).is_err() {
