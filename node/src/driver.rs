@@ -248,7 +248,8 @@ pub struct Driver {
 }
 
 /// A catch-up's answer: the Raft term it was started in, and whether this
-/// member's state machine reached the read index.
+/// member's state machine applied everything its log held
+/// ([`Member::catch_up_as_leader`]).
 type CaughtUp = (u64, Result<(), pyralog_cluster::Error>);
 
 /// How long the driver waits for a write of its own through the cluster's
