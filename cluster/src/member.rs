@@ -628,7 +628,7 @@ impl Member {
         // Once per term: catch up to everything committed before this
         // leader's term (its predecessors' intents). Later intents of the
         // term are this leader's own, and it waits for each to apply.
-        let term = self.metrics().current_term;
+        let term = self.term();
         if self.caught_up_term.load(Ordering::Acquire) != term {
             self.catch_up_as_leader().await?;
             self.caught_up_term.store(term, Ordering::Release);

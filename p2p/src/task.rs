@@ -19,7 +19,8 @@ use crate::network::{NetCommand, NetEvent, Network, Verdict};
 /// (and counted): gossip is best effort and every protocol above it retries.
 pub const COMMAND_QUEUE: usize = 8192;
 /// Events waiting for the node. When full, the swarm task waits for the node
-/// before it polls the swarm again, so memory stays bounded.
+/// before it polls the swarm again, so memory stays bounded (gossip is
+/// ignored before that, [`EVENT_RESERVE`]).
 pub const EVENT_QUEUE: usize = 8192;
 /// Places in the event queue gossip never takes. Past that, a gossip message
 /// is ignored (no penalty: its sender or anti-entropy offers it again) rather
