@@ -127,7 +127,11 @@ pub struct Ordered {
     pub engine_data: Vec<u8>,
     /// The commit certificate.
     pub certificate: Certificate,
-    /// Engine records persisted with the block.
+    /// Engine records persisted with the block, and lost with it if the
+    /// height turns out to be filled already. The node sends none here
+    /// since 2026-12-07 (its records go in a [`Command::Turn`], which says
+    /// where they start); entries written before still carry some, and
+    /// apply as they did.
     pub records: Vec<Vec<u8>>,
     /// Under proof of stake, the votes agreed for the block before (what
     /// rewards and downtime count); `None` under PBFT.
