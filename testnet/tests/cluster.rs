@@ -46,14 +46,25 @@ fn read(rpc: &str, who: &Keypair, key: &str, level: &str) -> Option<String> {
 
 /// Writes until the cluster acknowledges it (an election may be under way).
 fn put_until(rpc: &str, who: &Keypair, key: &str, limit: Duration) -> bool {
+    put_or_why(rpc, who, key, limit).is_ok()
+}
+
+/// [`put_until`], with the refusals when it never got through. A retry
+/// refused as a replay of what is already committed means an earlier try
+/// landed (its answer was lost or came too late): the write is in.
+fn put_or_why(rpc: &str, who: &Keypair, key: &str, limit: Duration) -> Result<(), String> {
     let deadline = Instant::now() + limit;
+    let mut why: Vec<String> = Vec::new();
     while Instant::now() < deadline {
-        if put(rpc, who, key, "v", true).is_ok() {
-            return true;
+        match put(rpc, who, key, "v", true) {
+            Ok(_) => return Ok(()),
+            Err(e) if !why.is_empty() && e.to_string().contains("\"replayed\"") => return Ok(()),
+            Err(e) => why.push(format!("{e:#}")),
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    false
+    why.dedup();
+    Err(why.join("; "))
 }
 
 /// Waits until `rpc` serves every key of `keys` locally.
@@ -163,15 +174,14 @@ fn a_leader_restarted_alone_answers_and_leads_again_when_its_members_return() {
     for i in (0..3).filter(|i| *i != first) {
         net.restart(i).expect("restart");
     }
-    assert!(
-        put_until(
-            &net.nodes[first].rpc,
-            &faucet,
-            "after",
-            Duration::from_secs(60)
-        ),
-        "the cluster took writes again"
-    );
+    if let Err(why) = put_or_why(
+        &net.nodes[first].rpc,
+        &faucet,
+        "after",
+        Duration::from_secs(60),
+    ) {
+        panic!("the cluster took no write again: {why}");
+    }
     for k in ["before", "after"] {
         assert_eq!(
             read(&net.nodes[first].rpc, &faucet, k, "linearizable").as_deref(),
