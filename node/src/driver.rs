@@ -883,6 +883,7 @@ impl Driver {
                     self.metrics.txs_committed += ids.len() as u64;
                 }
                 Effect::Reject { id, reason } => {
+                    let duplicate = matches!(reason, Rejection::Duplicate);
                     let err = match reason {
                         Rejection::PoolFull { capacity } => ApiError {
                             status: 503,
@@ -909,6 +910,13 @@ impl Driver {
                         },
                         Rejection::MergeFailed(e) => ApiError::from_ledger(&e),
                     };
+                    if duplicate {
+                        // The engine holds it already and it will commit:
+                        // whoever waits on it hears so then. Only a second
+                        // submission of it is refused.
+                        unclaimed.push((id, err));
+                        continue;
+                    }
                     match self.waiters.remove(&id) {
                         Some(ws) => {
                             for w in ws {

@@ -49,16 +49,13 @@ fn put_until(rpc: &str, who: &Keypair, key: &str, limit: Duration) -> bool {
     put_or_why(rpc, who, key, limit).is_ok()
 }
 
-/// [`put_until`], with the refusals when it never got through. A retry
-/// refused as a replay of what is already committed means an earlier try
-/// landed (its answer was lost or came too late): the write is in.
+/// [`put_until`], with the refusals when it never got through.
 fn put_or_why(rpc: &str, who: &Keypair, key: &str, limit: Duration) -> Result<(), String> {
     let deadline = Instant::now() + limit;
     let mut why: Vec<String> = Vec::new();
     while Instant::now() < deadline {
         match put(rpc, who, key, "v", true) {
             Ok(_) => return Ok(()),
-            Err(e) if !why.is_empty() && e.to_string().contains("\"replayed\"") => return Ok(()),
             Err(e) => why.push(format!("{e:#}")),
         }
         std::thread::sleep(Duration::from_millis(200));

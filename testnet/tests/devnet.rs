@@ -6,7 +6,7 @@ use common::Running;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use pyralog_ledger::{ChainId, Encode, Keypair, Payload, PutOp, Stamp, TxBody, devkit};
+use pyralog_ledger::{ChainId, Decode, Encode, Keypair, Payload, PutOp, Stamp, TxBody, devkit};
 use pyralog_testnet::devnet::{Devnet, get, post_tx};
 
 fn devnet(clusters: usize, slot: u16) -> Running {
@@ -575,4 +575,31 @@ fn a_restarted_node_is_heard_again_both_ways() {
     let back = pyralog_node_now();
     await_heard(&net, 1, &v0, back, "after the restart");
     await_heard(&net, 0, &v1, back, "after the restart");
+}
+
+#[test]
+fn a_second_submission_is_refused_while_the_first_hears_its_commit() {
+    let net = devnet(1, 9);
+    let c = ctx(&net);
+    let rpc = net.nodes[0].rpc.clone();
+    let tx = put_tx(&c, &net.faucet, "twice", "v");
+    let id = pyralog_ledger::Transaction::from_bytes(&hex::decode(&tx).expect("hex"))
+        .expect("a transaction")
+        .id();
+    let first = {
+        let (rpc, tx) = (rpc.clone(), tx.clone());
+        std::thread::spawn(move || post_tx(&rpc, &tx, true))
+    };
+    // Once the node holds it, the same bytes again, while the first post
+    // still waits for the commit.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get(&rpc, &format!("/tx/{id}")).is_err() {
+        assert!(Instant::now() < deadline, "the first post never arrived");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let (status, v) = post_tx(&rpc, &tx, false).expect("post again");
+    assert_eq!((status, v["code"].as_str()), (400, Some("replayed")), "{v}");
+    let (status, v) = first.join().expect("the first post").expect("post");
+    assert_eq!(status, 200, "the first submission hears its commit: {v}");
+    assert_eq!(value(&net, 0, &net.faucet, "twice").as_deref(), Some("v"));
 }
