@@ -621,8 +621,8 @@ impl Driver {
     }
 
     /// The statements a turn's applied entry refused. Where the engine log
-    /// ends is read back rather than counted: the turn's records may
-    /// have been there already (the entry applied twice) or partly so.
+    /// ends is read back rather than counted: the machine skips the part of
+    /// a turn's records the log already holds, so a count could run ahead.
     fn turn_landed(&mut self, statements: Vec<Statement>, response: Response) -> Vec<Statement> {
         let answers = match response {
             Response::Turn(answers) if answers.len() == statements.len() => answers,
