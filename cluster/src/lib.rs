@@ -7,7 +7,8 @@
 //! - [`types`]: the openraft type configuration.
 //! - [`command`]: what the log carries ([`Command`]) and what applying it
 //!   answers ([`Response`]).
-//! - [`log_store`]: the Raft log and vote in redb ([`LogStore`]).
+//! - [`log_store`]: the Raft log ([`LogStore`]): entries in segment files
+//!   (`wal`), the vote in redb.
 //! - [`machine`]: the state machine over the ledger ([`LedgerMachine`]),
 //!   snapshots; [`snapshot`] is the snapshot file format.
 //! - [`intent`]: signing intents, the no-double-signing rule, and the
@@ -42,13 +43,16 @@ pub mod member;
 pub mod network;
 pub mod snapshot;
 pub mod types;
+pub(crate) mod wal;
 pub mod wire;
 
 pub use command::{BatchOutcome, Command, Ordered, Response};
 pub use error::Error;
 pub use ledger::Ledger;
 pub use log_store::{LogStore, open_cluster_db};
-pub use machine::{Applied, LEDGER_SYNC_AFTER, LedgerMachine, MachineView, PendingLimits};
+pub use machine::{
+    Applied, CLUSTER_SYNC_AFTER, LEDGER_SYNC_AFTER, LedgerMachine, MachineView, PendingLimits,
+};
 pub use member::{Consistency, Member, MemberConfig, Status};
 pub use network::Transport;
 pub use network::mem::MemNet;

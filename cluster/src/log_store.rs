@@ -1,20 +1,21 @@
-//! The Raft log and vote in redb.
+//! The Raft log and vote.
 //!
-//! The member's cluster file (`raft.redb`, beside the ledger's file) holds the
-//! log, the vote and the state machine's own tables (see [`crate::machine`]).
+//! The entries live in append-only segment files of their own ([`crate::wal`],
+//! the folder `raft-log/` beside the member's other files). The vote, the
+//! purged id and the committed hint live in the member's cluster file
+//! (`raft.redb`), beside the state machine's tables (see [`crate::machine`]).
 //!
 //! Appends go to a writer thread of their own. `append` returns as soon as the
 //! entries are queued and readable (they sit in memory until they are on
 //! disk), and the writer calls openraft back once they are: so the leader's
 //! fsync overlaps with replication instead of delaying it, and appends that
-//! queue up while one commits share the next commit (group commit). Appends
-//! commit with `Durability::Immediate` before openraft hears they are done: a
-//! member never acknowledges an entry it could forget. Truncation, purges and
-//! the vote go through the same queue, in order, and the caller waits for
-//! them; the vote and purges are durable. The committed index is a hint to
-//! openraft: it is kept in memory and written in the commit of the append
-//! that holds its entry (or never, if none comes), not in a transaction of
-//! its own.
+//! queue up while one commits share the next write and flush (group commit).
+//! An append is synced before openraft hears it is done: a member never
+//! acknowledges an entry it could forget. Truncation, purges and the vote go
+//! through the same queue, in order, and the caller waits for them; all three
+//! are durable. The committed index is a hint to openraft: it is kept in
+//! memory and written to the cluster file now and then once the log holds
+//! its entry (and at a clean stop), never ahead of the log.
 //!
 //! No redb transaction spans an `.await`: the writer thread and the state
 //! machine's task share the file's single writer only between awaits.
@@ -25,6 +26,7 @@ use std::io;
 use std::ops::RangeBounds;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
@@ -34,10 +36,12 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::Error;
 use crate::types::{Entry, LogId, TypeConfig, Vote};
+use crate::wal::{Loc, Wal, cut_from, cut_upto};
 
 /// Raft's own small values: `vote`, `committed`, `purged`.
 pub(crate) const RAFT_META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("raft_meta");
-/// The log: index → CBOR of the entry.
+/// Where the log's entries lived before they had files of their own (index →
+/// CBOR of the entry); moved into the segments on open.
 pub(crate) const RAFT_LOG: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("raft_log");
 
 /// The largest stored entry: a command at its cap plus openraft's envelope.
@@ -46,8 +50,10 @@ pub const MAX_ENTRY_BYTES: usize = crate::command::MAX_COMMAND_BYTES + (64 << 10
 pub(crate) const MAX_META_BYTES: usize = 1 << 20;
 /// Jobs waiting for the writer thread; a full queue makes `append` wait.
 pub const WRITE_QUEUE: usize = 1024;
-/// Appends the writer folds into one commit at most.
+/// Appends the writer folds into one write and flush at most.
 pub const GROUP_COMMIT: usize = 256;
+/// How often at most the committed hint is written to the cluster file.
+const HINT_EVERY: Duration = Duration::from_millis(200);
 
 const VOTE: &str = "vote";
 const COMMITTED: &str = "committed";
@@ -65,23 +71,33 @@ pub fn open_cluster_db(path: &Path) -> Result<Arc<Database>, Error> {
     Ok(Arc::new(db))
 }
 
-/// Entries queued but not yet on disk, by index.
-type Unflushed = Arc<Mutex<BTreeMap<u64, Entry>>>;
+/// What readers see of the log: entries queued but not yet on disk, and
+/// where each entry on disk lies, by index, under one lock.
+#[derive(Default)]
+struct Mem {
+    unflushed: BTreeMap<u64, Entry>,
+    on_disk: BTreeMap<u64, (LogId, Loc)>,
+}
+
+type SharedMem = Arc<Mutex<Mem>>;
 
 /// The latest committed id openraft reported and the file does not hold yet.
 type CommittedHint = Arc<Mutex<Option<Option<LogId>>>>;
 
-/// Work for the writer thread in a transaction of its own.
-type Work = Box<dyn FnOnce(&Database) -> Result<(), Error> + Send>;
+/// Work for the writer thread, with the cluster file and the segments.
+type Work = Box<dyn FnOnce(&Database, &mut Wal) -> Result<(), Error> + Send>;
+
+/// Encoded entries of one append: index, id, bytes.
+type Rows = Vec<(u64, LogId, Vec<u8>)>;
 
 /// A change to the log, for the writer thread, in submission order.
 enum Job {
-    /// Encoded entries to commit, then report through `callback`.
+    /// Encoded entries to write, then report through `callback`.
     Append {
-        rows: Vec<(u64, LogId, Vec<u8>)>,
+        rows: Rows,
         callback: IOFlushed<TypeConfig>,
     },
-    /// Anything else: run it in its own transaction and answer.
+    /// Anything else: run it and answer.
     Run {
         work: Work,
         done: oneshot::Sender<Result<(), Error>>,
@@ -89,10 +105,10 @@ enum Job {
 }
 
 /// What every clone of a [`LogStore`] shares; dropping the last one stops
-/// the writer thread and waits for it, so the file is closed afterwards.
+/// the writer thread and waits for it, so the files are closed afterwards.
 struct Shared {
     db: Arc<Database>,
-    unflushed: Unflushed,
+    mem: SharedMem,
     committed: CommittedHint,
     jobs: Option<mpsc::Sender<Job>>,
     writer: Option<std::thread::JoinHandle<()>>,
@@ -134,27 +150,50 @@ pub(crate) fn get_meta<T: serde::de::DeserializeOwned>(
     }
 }
 
-fn lock(u: &Unflushed) -> std::sync::MutexGuard<'_, BTreeMap<u64, Entry>> {
-    u.lock().unwrap_or_else(PoisonError::into_inner)
+fn lock(m: &SharedMem) -> std::sync::MutexGuard<'_, Mem> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn lock_hint(h: &CommittedHint) -> std::sync::MutexGuard<'_, Option<Option<LogId>>> {
     h.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// The committed hint, if the log holds its entry (up to `last`); taken out
+/// of `committed` when it is.
+fn take_hint(committed: &CommittedHint, last: Option<u64>) -> Option<Option<LogId>> {
+    let mut h = lock_hint(committed);
+    match *h {
+        Some(None) => h.take(),
+        Some(Some(c)) if last.is_some_and(|last| c.index() <= last) => h.take(),
+        _ => None,
+    }
+}
+
+fn write_hint(db: &Database, hint: Option<LogId>, durability: Durability) -> Result<(), Error> {
+    let bytes = crate::wire::encode("stored value", &hint, MAX_META_BYTES)?;
+    let mut txn = db.begin_write()?;
+    txn.set_durability(durability)?;
+    txn.open_table(RAFT_META)?
+        .insert(COMMITTED, bytes.as_slice())?;
+    txn.commit()?;
+    Ok(())
+}
+
 /// The writer thread: runs jobs in order, folding consecutive appends into
-/// one commit.
+/// one write and flush.
 fn writer(
     db: Arc<Database>,
-    unflushed: Unflushed,
+    mut wal: Wal,
+    mem: SharedMem,
     committed: CommittedHint,
     mut jobs: mpsc::Receiver<Job>,
 ) {
+    let mut hint_written = Instant::now();
     let mut next = jobs.blocking_recv();
     while let Some(job) = next.take() {
         match job {
             Job::Run { work, done } => {
-                let _ = done.send(work(&db));
+                let _ = done.send(work(&db, &mut wal));
             }
             Job::Append { rows, callback } => {
                 let mut group = vec![(rows, callback)];
@@ -168,36 +207,24 @@ fn writer(
                         Err(_) => break,
                     }
                 }
-                // The hint goes with the entries it covers: on a leader it may
-                // run ahead of its own log (a majority without it), and the
-                // file must never say committed past what it holds.
-                let last = group
-                    .iter()
-                    .flat_map(|(rows, _)| rows.iter())
-                    .map(|(i, _, _)| *i)
-                    .max()
-                    .unwrap_or(0);
-                let hint = {
-                    let mut h = lock_hint(&committed);
-                    match *h {
-                        Some(c) if c.map_or(0, |l| l.index()) <= last => h.take(),
-                        _ => None,
-                    }
-                };
-                let result = commit_rows(&db, group.iter().flat_map(|(rows, _)| rows.iter()), hint);
-                if result.is_ok() {
-                    let mut u = lock(&unflushed);
-                    for (i, id, _) in group.iter().flat_map(|(rows, _)| rows.iter()) {
-                        if u.get(i).is_some_and(|e| e.log_id() == *id) {
-                            u.remove(i);
-                        }
-                    }
-                }
+                let result = append_group(&mut wal, &mem, &group);
                 for (_, callback) in group {
                     callback.io_completed(match &result {
                         Ok(()) => Ok(()),
                         Err(e) => Err(io::Error::other(e.to_string())),
                     });
+                }
+                // The hint goes to the file only once the log holds its
+                // entry: on a leader it may run ahead of its own log (a
+                // majority without it), and the file must never say
+                // committed past what the log holds.
+                if result.is_ok() && hint_written.elapsed() >= HINT_EVERY {
+                    if let Some(hint) = take_hint(&committed, wal_last(&mem))
+                        && let Err(error) = write_hint(&db, hint, Durability::None)
+                    {
+                        tracing::warn!(%error, "cannot write the committed hint");
+                    }
+                    hint_written = Instant::now();
                 }
             }
         }
@@ -205,49 +232,139 @@ fn writer(
             next = jobs.blocking_recv();
         }
     }
+    // A clean stop: the latest hint the log covers, durably.
+    if let Some(hint) = take_hint(&committed, wal_last(&mem))
+        && let Err(error) = write_hint(&db, hint, Durability::Immediate)
+    {
+        tracing::warn!(%error, "cannot write the committed hint");
+    }
 }
 
-/// Commits `rows` to the log, and the committed hint if there is one.
-fn commit_rows<'a>(
-    db: &Database,
-    rows: impl Iterator<Item = &'a (u64, LogId, Vec<u8>)>,
-    committed: Option<Option<LogId>>,
+/// The last index on disk.
+fn wal_last(mem: &SharedMem) -> Option<u64> {
+    lock(mem).on_disk.last_key_value().map(|(i, _)| *i)
+}
+
+/// Writes a group of appends in one write and flush, then moves their
+/// entries from memory to the on-disk index (each only if it is still the
+/// entry at its index: a truncation may have replaced it meanwhile).
+fn append_group(
+    wal: &mut Wal,
+    mem: &SharedMem,
+    group: &[(Rows, IOFlushed<TypeConfig>)],
 ) -> Result<(), Error> {
-    let txn = db.begin_write()?;
-    {
-        let mut log = txn.open_table(RAFT_LOG)?;
-        for (i, _, b) in rows {
-            log.insert(*i, b.as_slice())?;
+    let rows: Vec<&(u64, LogId, Vec<u8>)> = group.iter().flat_map(|(rows, _)| rows).collect();
+    // Appends in one group follow each other unless a truncation came
+    // between them (then it came as a job of its own, ending the group) or a
+    // later append replaces the tail of an earlier one: write each run that
+    // follows on as one.
+    let mut start = 0;
+    while start < rows.len() {
+        let mut end = start + 1;
+        while end < rows.len() && rows[end].0 == rows[end - 1].0 + 1 {
+            end += 1;
         }
+        let run: Vec<(u64, &[u8])> = rows[start..end]
+            .iter()
+            .map(|(i, _, b)| (*i, b.as_slice()))
+            .collect();
+        let locs = wal.append(&run)?;
+        let mut m = lock(mem);
+        let from = rows[start].0;
+        cut_from(&mut m.on_disk, from);
+        for ((i, id, _), loc) in rows[start..end].iter().zip(locs) {
+            if m.unflushed.get(i).is_some_and(|e| e.log_id() == *id) {
+                m.unflushed.remove(i);
+                m.on_disk.insert(*i, (*id, loc));
+            }
+        }
+        start = end;
     }
-    if let Some(c) = committed {
-        let bytes = crate::wire::encode("stored value", &c, MAX_META_BYTES)?;
-        txn.open_table(RAFT_META)?
-            .insert(COMMITTED, bytes.as_slice())?;
+    Ok(())
+}
+
+/// Moves a log kept in the cluster file's `raft_log` table (before the log
+/// had segment files) into the segments in `dir`. The segments are written
+/// in a folder beside it and renamed into place, so a crash leaves either
+/// no segments or all of them; then the table is emptied.
+fn move_old_log(db: &Database, dir: &Path) -> Result<(), Error> {
+    let purged = get_meta::<LogId>(db, RAFT_META, PURGED)?.map(|l| l.index());
+    let has_rows = {
+        let txn = db.begin_read()?;
+        txn.open_table(RAFT_LOG)?.first()?.is_some()
+    };
+    if !has_rows {
+        return Ok(());
     }
+    if !dir.exists() {
+        let tmp = dir.with_extension("moving");
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp)?;
+        }
+        let (mut wal, _) = Wal::open(&tmp, purged)?;
+        let txn = db.begin_read()?;
+        let table = txn.open_table(RAFT_LOG)?;
+        let mut chunk: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut flush = |chunk: &mut Vec<(u64, Vec<u8>)>| -> Result<(), Error> {
+            let refs: Vec<(u64, &[u8])> = chunk.iter().map(|(i, b)| (*i, b.as_slice())).collect();
+            wal.append(&refs)?;
+            chunk.clear();
+            Ok(())
+        };
+        for row in table.range(purged.map_or(0, |p| p + 1)..)? {
+            let (k, v) = row?;
+            if chunk.last().is_some_and(|(i, _)| *i + 1 != k.value()) {
+                flush(&mut chunk)?;
+            }
+            chunk.push((k.value(), v.value().to_vec()));
+            if chunk.len() >= 1024 {
+                flush(&mut chunk)?;
+            }
+        }
+        flush(&mut chunk)?;
+        drop(wal);
+        std::fs::rename(&tmp, dir)?;
+        if let Some(parent) = dir.parent() {
+            std::fs::File::open(parent)?.sync_all()?;
+        }
+        tracing::info!(dir = %dir.display(), "moved the Raft log into segment files");
+    }
+    let txn = db.begin_write()?;
+    txn.open_table(RAFT_LOG)?.retain(|_, _| false)?;
     txn.commit()?;
     Ok(())
 }
 
 impl LogStore {
-    /// The log storage in `db` (from [`open_cluster_db`]); starts its writer
-    /// thread.
-    pub fn new(db: Arc<Database>) -> Result<LogStore, Error> {
-        let unflushed: Unflushed = Arc::default();
+    /// The log storage of a member: the vote and its kin in `db` (from
+    /// [`open_cluster_db`]), the entries in segment files in `dir`. Starts
+    /// the writer thread.
+    pub fn new(db: Arc<Database>, dir: &Path) -> Result<LogStore, Error> {
+        move_old_log(&db, dir)?;
+        let purged = get_meta::<LogId>(&db, RAFT_META, PURGED)?.map(|l| l.index());
+        let (wal, entries) = Wal::open(dir, purged)?;
+        let mut mem = Mem::default();
+        for (index, bytes, loc) in entries {
+            let entry = decode_entry(&bytes)?;
+            if entry.index() != index {
+                return Err(Error::Corrupt(format!(
+                    "log record {index} holds entry {}",
+                    entry.index()
+                )));
+            }
+            mem.on_disk.insert(index, (entry.log_id(), loc));
+        }
+        let mem: SharedMem = Arc::new(Mutex::new(mem));
         let committed: CommittedHint = Arc::default();
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
-        let (d, u, c) = (
-            Arc::clone(&db),
-            Arc::clone(&unflushed),
-            Arc::clone(&committed),
-        );
+        let (d, m, c) = (Arc::clone(&db), Arc::clone(&mem), Arc::clone(&committed));
         let writer = std::thread::Builder::new()
             .name("raft-log-writer".into())
-            .spawn(move || writer(d, u, c, rx))?;
+            .spawn(move || writer(d, wal, m, c, rx))?;
         Ok(LogStore {
             shared: Arc::new(Shared {
                 db,
-                unflushed,
+                mem,
                 committed,
                 jobs: Some(tx),
                 writer: Some(writer),
@@ -273,7 +390,7 @@ impl LogStore {
     /// Runs `work` on the writer thread, after everything queued before it.
     async fn run(
         &self,
-        work: impl FnOnce(&Database) -> Result<(), Error> + Send + 'static,
+        work: impl FnOnce(&Database, &mut Wal) -> Result<(), Error> + Send + 'static,
     ) -> Result<(), Error> {
         let (done, answer) = oneshot::channel();
         self.submit(Job::Run {
@@ -286,59 +403,39 @@ impl LogStore {
             .map_err(|_| Error::Storage("the log writer has stopped".into()))?
     }
 
-    async fn put_meta<T: serde::Serialize>(
-        &self,
-        key: &'static str,
-        value: &T,
-        durable: bool,
-    ) -> Result<(), Error> {
-        let bytes = crate::wire::encode("stored value", value, MAX_META_BYTES)?;
-        self.run(move |db| {
-            let mut txn = db.begin_write()?;
-            if !durable {
-                txn.set_durability(Durability::None)?;
-            }
-            txn.open_table(RAFT_META)?.insert(key, bytes.as_slice())?;
-            txn.commit()?;
-            Ok(())
-        })
-        .await
-    }
-
-    fn last_entry_id(&self) -> Result<Option<LogId>, Error> {
-        if let Some((_, e)) = lock(&self.shared.unflushed).last_key_value() {
-            return Ok(Some(e.log_id()));
+    fn last_entry_id(&self) -> Option<LogId> {
+        let m = lock(&self.shared.mem);
+        if let Some((_, e)) = m.unflushed.last_key_value() {
+            return Some(e.log_id());
         }
-        let txn = self.db().begin_read()?;
-        let log = txn.open_table(RAFT_LOG)?;
-        match log.last()? {
-            Some((_, v)) => Ok(Some(decode_entry(v.value())?.log_id())),
-            None => Ok(None),
-        }
+        m.on_disk.last_key_value().map(|(_, (id, _))| *id)
     }
 
     fn read_range<RB: RangeBounds<u64> + Clone>(&self, range: RB) -> Result<Vec<Entry>, Error> {
-        // The file's snapshot and the copy of the unflushed entries are taken
-        // under one hold of the lock. The writer commits an entry before it
-        // takes it out of the unflushed map (under the same lock), so each
-        // entry is in one of the two. Taken apart, an entry committed and
-        // dropped from the map between the two looks would be in neither,
-        // and the range would have a hole (openraft's replication then sends
-        // an append whose entries do not follow its `prev_log_id`).
-        let (txn, unflushed) = {
-            let u = lock(&self.shared.unflushed);
-            let txn = self.db().begin_read()?;
-            let copy: Vec<(u64, Entry)> = u
+        // Where the entries on disk lie and the copy of the unflushed ones
+        // are taken under one hold of the lock. The writer moves an entry
+        // from one map to the other under the same lock, so each entry is in
+        // one of the two. Taken apart, an entry moved between the two looks
+        // would be in neither, and the range would have a hole (openraft's
+        // replication then sends an append whose entries do not follow its
+        // `prev_log_id`).
+        let (locs, unflushed) = {
+            let m = lock(&self.shared.mem);
+            let locs: Vec<(u64, Loc)> = m
+                .on_disk
                 .range(range.clone())
+                .map(|(i, (_, loc))| (*i, loc.clone()))
+                .collect();
+            let copy: Vec<(u64, Entry)> = m
+                .unflushed
+                .range(range)
                 .map(|(i, e)| (*i, e.clone()))
                 .collect();
-            (txn, copy)
+            (locs, copy)
         };
         let mut out = BTreeMap::new();
-        let log = txn.open_table(RAFT_LOG)?;
-        for row in log.range(range)? {
-            let (k, v) = row?;
-            out.insert(k.value(), decode_entry(v.value())?);
+        for (i, loc) in locs {
+            out.insert(i, decode_entry(&loc.read()?)?);
         }
         // Entries not yet on disk are newer than any the file holds at their
         // index.
@@ -370,7 +467,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let purged: Option<LogId> = get_meta(self.db(), RAFT_META, PURGED)?;
-        let last = self.last_entry_id()?.or(purged);
+        let last = self.last_entry_id().or(purged);
         Ok(LogState {
             last_purged_log_id: purged,
             last_log_id: last,
@@ -382,14 +479,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
-        Ok(self.put_meta(VOTE, vote, true).await?)
+        let bytes = crate::wire::encode("stored value", vote, MAX_META_BYTES)?;
+        Ok(self
+            .run(move |db, _| {
+                let txn = db.begin_write()?;
+                txn.open_table(RAFT_META)?.insert(VOTE, bytes.as_slice())?;
+                txn.commit()?;
+                Ok(())
+            })
+            .await?)
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
         // A hint: openraft re-learns the committed index from the leader, so
-        // it may reach the file late or not at all. It reaches it in the
-        // transaction of the first append that holds its entry (see
-        // `writer`), never ahead of the log.
+        // it may reach the file late or not at all (see `writer`), never
+        // ahead of the log.
         *lock_hint(&self.shared.committed) = Some(committed);
         Ok(())
     }
@@ -422,9 +526,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
         }
         {
-            let mut u = lock(&self.shared.unflushed);
+            let mut m = lock(&self.shared.mem);
             for e in entries {
-                u.insert(e.index(), e);
+                m.unflushed.insert(e.index(), e);
             }
         }
         Ok(self.submit(Job::Append { rows, callback }).await?)
@@ -432,12 +536,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
         let from = last_log_id.map_or(0, |l| l.index() + 1);
-        lock(&self.shared.unflushed).retain(|i, _| *i < from);
+        {
+            let mut m = lock(&self.shared.mem);
+            cut_from(&mut m.unflushed, from);
+            cut_from(&mut m.on_disk, from);
+        }
+        let mem = Arc::clone(&self.shared.mem);
         Ok(self
-            .run(move |db| {
-                let txn = db.begin_write()?;
-                txn.open_table(RAFT_LOG)?.retain_in(from.., |_, _| false)?;
-                txn.commit()?;
+            .run(move |_, wal| {
+                wal.truncate_from(from)?;
+                // Appends queued before this job put entries past `from`
+                // back in the index as they landed.
+                cut_from(&mut lock(&mem).on_disk, from);
                 Ok(())
             })
             .await?)
@@ -446,15 +556,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, upto: LogId) -> Result<(), io::Error> {
         let bytes = crate::wire::encode("purged log id", &upto, MAX_META_BYTES)?;
         let last = upto.index();
-        lock(&self.shared.unflushed).retain(|i, _| *i > last);
+        {
+            let mut m = lock(&self.shared.mem);
+            cut_upto(&mut m.unflushed, last);
+            cut_upto(&mut m.on_disk, last);
+        }
+        let mem = Arc::clone(&self.shared.mem);
         Ok(self
-            .run(move |db| {
+            .run(move |db, wal| {
+                // The purged id first: reopening skips what is left below it.
                 let txn = db.begin_write()?;
-                txn.open_table(RAFT_LOG)?.retain_in(..=last, |_, _| false)?;
                 txn.open_table(RAFT_META)?
                     .insert(PURGED, bytes.as_slice())?;
                 txn.commit()?;
-                Ok(())
+                cut_upto(&mut lock(&mem).on_disk, last);
+                wal.purge_upto(last)
             })
             .await?)
     }
@@ -465,22 +581,64 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn a_damaged_entry_is_reported_as_corruption() {
+    async fn an_entry_that_does_not_decode_is_reported_as_corruption() {
+        // A record whose checksum holds but whose bytes are no entry (a bug
+        // that wrote it, or damage the checksum cannot see).
         let dir = tempfile::tempdir().expect("tmp");
         let db = open_cluster_db(&dir.path().join("raft.redb")).expect("open");
         {
+            let (mut wal, _) = Wal::open(&dir.path().join("raft-log"), None).expect("wal");
+            wal.append(&[(1, b"\xff\xfe".as_slice())]).expect("append");
+        }
+        let e = LogStore::new(db, &dir.path().join("raft-log")).expect_err("corrupt");
+        assert!(e.to_string().contains("corrupt"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_log_kept_in_the_cluster_file_moves_into_segments_on_open() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("raft.redb");
+        let id = |i| openraft::testing::log_id::<TypeConfig>(2, 1, i);
+        {
+            // The layout before segment files: entries in `raft_log`, the
+            // first of them purged.
+            let db = open_cluster_db(&path).expect("open");
             let txn = db.begin_write().expect("txn");
-            txn.open_table(RAFT_LOG)
-                .expect("table")
-                .insert(1, b"\xff\xfe".as_slice())
-                .expect("insert");
+            {
+                let mut log = txn.open_table(RAFT_LOG).expect("table");
+                for i in 1..=4 {
+                    let bytes = crate::wire::encode("log entry", &Entry::new_blank(id(i)), 1 << 20)
+                        .expect("encode");
+                    log.insert(i, bytes.as_slice()).expect("insert");
+                }
+                let purged = crate::wire::encode("purged", &id(1), 1 << 20).expect("encode");
+                txn.open_table(RAFT_META)
+                    .expect("meta")
+                    .insert(PURGED, purged.as_slice())
+                    .expect("insert");
+            }
             txn.commit().expect("commit");
         }
-        let mut store = LogStore::new(db).expect("store");
-        let e = store.try_get_log_entries(0..5).await.expect_err("corrupt");
-        assert!(e.to_string().contains("corrupt"), "{e}");
-        let e = store.get_log_state().await.expect_err("corrupt");
-        assert!(e.to_string().contains("corrupt"), "{e}");
+        let log_dir = dir.path().join("raft-log");
+        for _ in 0..2 {
+            // Twice: the second open finds the segments and nothing to move.
+            let db = open_cluster_db(&path).expect("open");
+            let mut store = LogStore::new(Arc::clone(&db), &log_dir).expect("store");
+            let got = store.try_get_log_entries(0..10).await.expect("read");
+            assert_eq!(
+                got.iter().map(|e| e.index()).collect::<Vec<_>>(),
+                vec![2, 3, 4]
+            );
+            let state = store.get_log_state().await.expect("state");
+            assert_eq!(state.last_log_id, Some(id(4)));
+            assert_eq!(state.last_purged_log_id, Some(id(1)));
+            drop(store);
+            let txn = db.begin_read().expect("read");
+            let table = txn.open_table(RAFT_LOG).expect("table");
+            let empty = table.first().expect("first").is_none();
+            assert!(empty, "the old table still holds entries");
+        }
+        assert!(!log_dir.with_extension("moving").exists());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -489,7 +647,7 @@ mod tests {
         // read must still be the whole prefix appended so far.
         let dir = tempfile::tempdir().expect("tmp");
         let db = open_cluster_db(&dir.path().join("raft.redb")).expect("open");
-        let mut store = LogStore::new(db).expect("store");
+        let mut store = LogStore::new(db, &dir.path().join("raft-log")).expect("store");
         let mut reader = store.clone();
         let total = 2000u64;
         let appender = tokio::spawn(async move {
@@ -525,7 +683,11 @@ mod tests {
                 .flatten()
         };
         {
-            let mut store = LogStore::new(open_cluster_db(&path).expect("open")).expect("store");
+            let mut store = LogStore::new(
+                open_cluster_db(&path).expect("open"),
+                &dir.path().join("raft-log"),
+            )
+            .expect("store");
             let entries = (1..=3).map(|i| Entry::new_blank(id(i)));
             store
                 .append(entries, IOFlushed::noop())
@@ -541,7 +703,11 @@ mod tests {
         }
         assert_eq!(stored(&path), None, "written ahead of the log");
         {
-            let mut store = LogStore::new(open_cluster_db(&path).expect("open")).expect("store");
+            let mut store = LogStore::new(
+                open_cluster_db(&path).expect("open"),
+                &dir.path().join("raft-log"),
+            )
+            .expect("store");
             store.save_committed(Some(id(5))).await.expect("hint");
             store
                 .append([Entry::new_blank(id(5))], IOFlushed::noop())
@@ -557,7 +723,11 @@ mod tests {
         let path = dir.path().join("raft.redb");
         let vote = Vote::new_committed(3, 2);
         {
-            let mut store = LogStore::new(open_cluster_db(&path).expect("open")).expect("store");
+            let mut store = LogStore::new(
+                open_cluster_db(&path).expect("open"),
+                &dir.path().join("raft-log"),
+            )
+            .expect("store");
             let entries =
                 (1..=3).map(|i| Entry::new_blank(openraft::testing::log_id::<TypeConfig>(3, 2, i)));
             store
@@ -570,7 +740,11 @@ mod tests {
                 .await
                 .expect("purge");
         }
-        let mut store = LogStore::new(open_cluster_db(&path).expect("reopen")).expect("store");
+        let mut store = LogStore::new(
+            open_cluster_db(&path).expect("reopen"),
+            &dir.path().join("raft-log"),
+        )
+        .expect("store");
         assert_eq!(store.read_vote().await.expect("vote"), Some(vote));
         let state = store.get_log_state().await.expect("state");
         assert_eq!(state.last_log_id.map(|l| l.index), Some(3));

@@ -14,10 +14,14 @@
 //! - The ledger defers its fsyncs ([`Store::defer_fsync`]) and is synced at
 //!   most [`LEDGER_SYNC_AFTER`] after its first unsynced commit, so a crash
 //!   reopens it whole, as of its last sync.
-//! - The cluster file becomes durable whenever the log writer commits an
-//!   append or a vote (the same file), so the applied id written there is
-//!   never past what the ledger holds on disk: it is the last id applied
-//!   when the ledger was last known synced, not the last applied.
+//! - The machine commits the cluster file durably at least every
+//!   [`CLUSTER_SYNC_AFTER`] while it applies (a vote and a snapshot do too).
+//!   The applied id written there is never past what the ledger holds on
+//!   disk: it is the last id applied when the ledger was last known synced,
+//!   not the last applied.
+//! - The Raft log (files of its own) is never purged past that id: openraft
+//!   purges only below a snapshot, whose builder first claims the snapshot's
+//!   applied id durably.
 //! - Replay after a crash therefore finds the ledger exactly where that id
 //!   left it, and the cluster tables possibly further on. Every change is
 //!   idempotent for that reason: a batch already merged is `AlreadyMerged`,
@@ -107,6 +111,12 @@ pub const APPLY_CHUNK: usize = 1024;
 /// and what bounds the file's growth (redb reuses the pages a commit frees
 /// only after a durable one).
 pub const LEDGER_SYNC_AFTER: Duration = Duration::from_millis(100);
+
+/// How long the state machine's tables in the cluster file may go without a
+/// durable commit while entries are applied. The Raft log has files of its
+/// own, so nothing else makes them durable; what a crash loses of them is
+/// applied again from the log.
+pub const CLUSTER_SYNC_AFTER: Duration = Duration::from_millis(100);
 
 /// Where a pending write lies in its table: the index of the log entry that
 /// brought it and its position in that entry, big-endian. A function of the
@@ -378,6 +388,8 @@ pub struct LedgerMachine {
     durable_membership: StoredMembership,
     /// Since when the ledger has held commits not on disk.
     unsynced_since: Option<Instant>,
+    /// When the cluster file last had a durable commit of this machine's.
+    cluster_synced_at: Instant,
     /// The entry being applied: its index, for the keys of the writes it
     /// makes pending.
     applying: u64,
@@ -492,6 +504,7 @@ impl LedgerMachine {
             durable: applied,
             durable_membership: membership.clone(),
             unsynced_since: None,
+            cluster_synced_at: Instant::now(),
             applied,
             membership,
             applying: 0,
@@ -884,9 +897,13 @@ impl LedgerMachine {
         }
     }
 
-    /// Applies a run of entries and writes the cluster tables once; returns
-    /// the answers to send.
-    fn apply_chunk(&mut self, chunk: Vec<EntryResponder<TypeConfig>>) -> Result<Replies, Error> {
+    /// Applies a run of entries and writes the cluster tables once, durably
+    /// if `sync`; returns the answers to send.
+    fn apply_chunk(
+        &mut self,
+        chunk: Vec<EntryResponder<TypeConfig>>,
+        sync: bool,
+    ) -> Result<Replies, Error> {
         let mut ops = Vec::new();
         let mut replies = Vec::with_capacity(chunk.len());
         for (entry, responder) in chunk {
@@ -903,8 +920,19 @@ impl LedgerMachine {
             self.applied = Some(log_id);
             replies.push((responder, response));
         }
-        self.write_ops(ops, Durability::None)?;
+        if sync {
+            self.write_ops(ops, Durability::Immediate)?;
+            self.cluster_synced_at = Instant::now();
+        } else {
+            self.write_ops(ops, Durability::None)?;
+        }
         Ok(replies)
+    }
+
+    /// Whether the cluster file has gone [`CLUSTER_SYNC_AFTER`] without a
+    /// durable commit of this machine's.
+    fn cluster_sync_due(&self) -> bool {
+        self.cluster_synced_at.elapsed() >= CLUSTER_SYNC_AFTER
     }
 
     /// Whether the ledger has held unsynced commits for [`LEDGER_SYNC_AFTER`]
@@ -1226,13 +1254,15 @@ impl RaftStateMachine<TypeConfig> for LedgerMachine {
                 return Ok(());
             }
             let last_chunk = chunk.len() < APPLY_CHUNK;
-            // Only the ledger fsyncs while applying; a run that does not
-            // touch it ends in one commit without an fsync, cheaper than
-            // handing the runtime's worker over to another thread.
-            let replies = if chunk.iter().any(|(e, _)| touches_ledger(&e.payload)) {
-                blocking(|| self.apply_chunk(chunk))?
+            // A run that touches the ledger, or makes the cluster file
+            // durable, may fsync; any other ends in one commit without an
+            // fsync, cheaper than handing the runtime's worker over to
+            // another thread.
+            let sync = self.cluster_sync_due();
+            let replies = if sync || chunk.iter().any(|(e, _)| touches_ledger(&e.payload)) {
+                blocking(|| self.apply_chunk(chunk, sync))?
             } else {
-                self.apply_chunk(chunk)?
+                self.apply_chunk(chunk, false)?
             };
             for (responder, response) in replies {
                 if let Some(r) = responder {

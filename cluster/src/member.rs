@@ -90,7 +90,7 @@ impl std::str::FromStr for Consistency {
 pub struct MemberConfig {
     /// Its id in the cluster.
     pub id: NodeId,
-    /// Its folder: `raft.redb`, `ledger.redb`, `snapshots/`.
+    /// Its folder: `raft.redb`, `raft-log/`, `ledger.redb`, `snapshots/`.
     pub dir: PathBuf,
     /// The chain's genesis.
     pub genesis: GenesisFile,
@@ -227,7 +227,7 @@ impl Member {
             config.id,
             raft_config,
             Network::new(config.id, transport.clone()),
-            LogStore::new(db)?,
+            LogStore::new(db, &config.dir.join("raft-log"))?,
             machine,
         )
         .await

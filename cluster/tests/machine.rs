@@ -582,6 +582,33 @@ async fn the_ledger_is_synced_once_it_has_waited_long_enough() {
     drop(sm);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_machine_makes_the_cluster_file_durable_on_its_own() {
+    // The log has files of its own, so nothing else commits the cluster file
+    // durably while entries are applied: the machine does, every
+    // CLUSTER_SYNC_AFTER at least.
+    let dir = tempfile::tempdir().expect("tmp");
+    let (_log, mut sm) = common::open_member(dir.path(), &common::genesis()).expect("open");
+    apply(&mut sm, 1, vec![common::write(1, "a")]).await;
+    let image = tempfile::tempdir().expect("tmp");
+    let mut early = crash_image(dir.path(), image.path());
+    let (applied, _) = early.applied_state().await.expect("state");
+    assert_eq!(
+        applied, None,
+        "durable before its time: the test shows nothing"
+    );
+    drop(early);
+    tokio::time::sleep(pyralog_cluster::CLUSTER_SYNC_AFTER + std::time::Duration::from_millis(20))
+        .await;
+    apply(&mut sm, 2, vec![common::write(2, "b")]).await;
+    let image = tempfile::tempdir().expect("tmp");
+    let mut crashed = crash_image(dir.path(), image.path());
+    let (applied, _) = crashed.applied_state().await.expect("state");
+    assert_eq!(applied, Some(log_id(1)), "the run before is claimed");
+    assert_eq!(crashed.view().pending_len().expect("pending"), 2);
+    drop(sm);
+}
+
 /// The ids of the pending writes, in the order the machine gives them.
 fn pending_ids(sm: &LedgerMachine) -> Vec<pyralog_ledger::Hash> {
     sm.view()

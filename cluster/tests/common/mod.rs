@@ -98,7 +98,7 @@ pub fn open_member(dir: &Path, genesis: &GenesisFile) -> Result<(LogStore, Ledge
     let db = open_cluster_db(&dir.join("raft.redb"))?;
     let ledger = Ledger::open(&dir.join("ledger.redb"), genesis)?;
     let machine = LedgerMachine::open(Arc::clone(&db), ledger, &dir.join("snapshots"))?;
-    Ok((LogStore::new(db)?, machine))
+    Ok((LogStore::new(db, &dir.join("raft-log"))?, machine))
 }
 
 use std::collections::BTreeMap;
