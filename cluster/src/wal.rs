@@ -205,6 +205,7 @@ impl Wal {
                 }
                 entries.clear();
                 wal.offsets.clear();
+                wal.last = None;
                 for s in wal.segments.drain(..).rev() {
                     std::fs::remove_file(&s.path)?;
                 }
@@ -250,9 +251,10 @@ impl Wal {
             if expected > first {
                 wal.last = Some(expected - 1);
             }
-            if at == 0 && is_last && expected == first && n > 0 {
+            if is_last && expected == first {
                 // Made, then a crash before its first record: appends go on
-                // in the segment before it.
+                // in the segment before it, or start a new one at their own
+                // first index (the name must be the first record's).
                 std::fs::remove_file(&path)?;
                 sync_dir(dir)?;
                 continue;
@@ -287,6 +289,14 @@ impl Wal {
             Some(last) if first <= last => self.truncate_from(first)?,
             Some(last) if first > last + 1 => self.clear()?,
             _ => {}
+        }
+        if let Some(s) = self.segments.last()
+            && s.len == 0
+            && s.first != first
+        {
+            // An empty segment named for another index.
+            std::fs::remove_file(&s.path)?;
+            self.segments.pop();
         }
         let needs_segment = self.segments.last().is_none_or(|s| s.len >= SEGMENT_BYTES);
         if needs_segment {
@@ -457,6 +467,26 @@ mod tests {
         drop(wal);
         let (_, entries) = Wal::open(dir.path(), None).expect("reopen");
         assert_eq!(indexes(&entries), (1..=6).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn an_empty_segment_left_by_a_crash_does_not_take_other_entries() {
+        let dir = tempfile::tempdir().expect("tmp");
+        // A crash between making the first segment and writing to it.
+        std::fs::write(dir.path().join(segment_name(1)), b"").expect("segment");
+        {
+            let (mut wal, entries) = Wal::open(dir.path(), None).expect("open");
+            assert!(entries.is_empty());
+            // The log starts elsewhere (a snapshot was installed first).
+            append(&mut wal, 7..=8);
+        }
+        let (_, entries) = Wal::open(dir.path(), None).expect("reopen");
+        assert_eq!(indexes(&entries), vec![7, 8]);
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from(segment_name(7))]);
     }
 
     #[test]
