@@ -71,6 +71,80 @@ pub struct Report {
     pub offered_per_sec: Option<f64>,
     /// Blocks the first node committed during the run (ordering engines).
     pub blocks: Option<u64>,
+    /// What the machine did while the load was posted (Linux only).
+    pub machine: Option<MachineUse>,
+}
+
+/// How busy the machine was while the load was posted, from `/proc`: so a
+/// run slowed by someone else's work shows it.
+#[derive(Debug, Clone, Copy)]
+pub struct MachineUse {
+    /// Busy share of all cores, 0..1.
+    pub busy: f64,
+    /// The share of all cores used by processes other than the bench and its
+    /// nodes.
+    pub others: f64,
+}
+
+/// Clock ticks per second of `/proc`'s times (USER_HZ, 100 on Linux).
+const TICKS_PER_SEC: f64 = 100.0;
+
+/// The whole machine's busy ticks (`/proc/stat`'s first line, less idle and
+/// iowait).
+fn machine_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu = stat.lines().next()?;
+    let fields: Vec<u64> = cpu
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    Some(
+        fields
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 3 && *i != 4)
+            .map(|(_, t)| t)
+            .sum(),
+    )
+}
+
+/// User and system ticks of process `pid` (`/proc/<pid>/stat`, fields 14
+/// and 15), zero once it is gone.
+fn process_ticks(pid: u32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    // After the command's closing parenthesis, the state is field 3.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0;
+    };
+    rest.split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|f| f.parse::<u64>().ok())
+        .sum()
+}
+
+/// Ticks of the machine and of `pids` now.
+fn sample_use(pids: &[u32]) -> Option<(u64, u64)> {
+    Some((
+        machine_ticks()?,
+        pids.iter().map(|p| process_ticks(*p)).sum(),
+    ))
+}
+
+fn machine_use(before: (u64, u64), after: (u64, u64), seconds: f64) -> MachineUse {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let capacity = (seconds * TICKS_PER_SEC * cores).max(1.0);
+    let busy = after.0.saturating_sub(before.0) as f64;
+    let ours = after.1.saturating_sub(before.1) as f64;
+    MachineUse {
+        busy: (busy / capacity).min(1.0),
+        others: ((busy - ours).max(0.0) / capacity).min(1.0),
+    }
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -100,6 +174,7 @@ impl Report {
             "limits": {"ed25519_verify_per_sec": self.verify_per_sec, "blake3_40B_hashes_per_sec": self.hashes_per_sec},
             "offered_per_sec": self.offered_per_sec,
             "blocks": self.blocks,
+            "machine": self.machine.map(|m| json!({"busy": m.busy, "others": m.others})),
         })
     }
 
@@ -123,13 +198,21 @@ impl Report {
             ),
             _ => String::new(),
         };
+        let machine = match self.machine {
+            Some(m) => format!(
+                "\nmachine    {:.0}% busy while posting, {:.0}% of it by other processes",
+                m.busy * 100.0,
+                m.others * 100.0
+            ),
+            None => String::new(),
+        };
         format!(
             "{engine} devnet of {nodes} nodes\n\
              accepted   {} of {} writes in {:.2}s: {:.0} writes/s{offered}\n\
              end to end {:.0} writes/s (until the last sampled write was on every node, {:.2}s)\n\
              converged  p50 {:.1} ms, p99 {:.1} ms ({} samples: {held})\n\
              stamping   {} bits, {:.1} us per write (client side, before the clock started)\n\
-             limits     ed25519 verify {:.0}/s, blake3 {:.2} M hashes/s (one core, measured now){blocks}",
+             limits     ed25519 verify {:.0}/s, blake3 {:.2} M hashes/s (one core, measured now){blocks}{machine}",
             self.accepted,
             self.sent,
             self.seconds,
@@ -220,6 +303,14 @@ pub fn run(net: &Devnet, load: &Load, log: &dyn Fn(&str)) -> Result<Report> {
         rpcs.len()
     ));
     let blocks_before = blocks_committed(&rpcs[0]);
+    let ours: Vec<u32> = net
+        .children
+        .iter()
+        .flatten()
+        .map(|c| c.id())
+        .chain(std::iter::once(std::process::id()))
+        .collect();
+    let use_before = sample_use(&ours);
     let t0 = Instant::now();
     let stop_at = load.duration.map(|d| t0 + d);
     let rate = load.rate.filter(|r| *r > 0.0);
@@ -307,6 +398,9 @@ pub fn run(net: &Devnet, load: &Load, log: &dyn Fn(&str)) -> Result<Report> {
         let _ = w.join();
     }
     let seconds = t0.elapsed().as_secs_f64();
+    let machine = use_before
+        .zip(sample_use(&ours))
+        .map(|(before, after)| machine_use(before, after, seconds));
     finished.store(true, Ordering::Relaxed);
     let mut convergence = watcher.join().map_err(|_| anyhow!("the watcher failed"))?;
     convergence.extend(finals.lock().unwrap_or_else(|p| p.into_inner()).iter());
@@ -329,6 +423,7 @@ pub fn run(net: &Devnet, load: &Load, log: &dyn Fn(&str)) -> Result<Report> {
         hashes_per_sec,
         offered_per_sec: rate,
         blocks,
+        machine,
     })
 }
 
@@ -389,4 +484,38 @@ fn blocks_committed(rpc: &str) -> Option<u64> {
     text.lines()
         .find_map(|l| l.strip_prefix("pyralog_blocks_committed_total "))
         .and_then(|v| v.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn machine_use_splits_the_busy_time_between_the_bench_and_others() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        // Two seconds: the machine busy 150 ticks per core, ours 100 of them.
+        let before = (1_000, 400);
+        let after = (1_000 + (150.0 * cores) as u64, 400 + (100.0 * cores) as u64);
+        let m = machine_use(before, after, 2.0);
+        assert!((m.busy - 0.75).abs() < 0.01, "{m:?}");
+        assert!((m.others - 0.25).abs() < 0.01, "{m:?}");
+        // Our count can pass the machine's (ticks are rounded apiece): never
+        // less than nothing for the others.
+        let m = machine_use((0, 0), (10, 50), 1.0);
+        assert_eq!(m.others, 0.0);
+    }
+
+    #[test]
+    fn this_process_and_the_machine_show_their_ticks() {
+        let me = std::process::id();
+        let start = Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < Duration::from_millis(150) {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        assert_ne!(x, 1);
+        assert!(process_ticks(me) > 0, "no CPU time read for this process");
+        assert_eq!(process_ticks(u32::MAX), 0, "a process that is not there");
+        assert!(machine_ticks().is_some_and(|t| t > 0));
+    }
 }
