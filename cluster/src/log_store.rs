@@ -301,7 +301,7 @@ fn move_old_log(db: &Database, dir: &Path) -> Result<(), Error> {
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp)?;
         }
-        let (mut wal, _) = Wal::open(&tmp, purged)?;
+        let mut wal = Wal::open(&tmp, purged, |_, _, _| Ok(()))?;
         let txn = db.begin_read()?;
         let table = txn.open_table(RAFT_LOG)?;
         let mut chunk: Vec<(u64, Vec<u8>)> = Vec::new();
@@ -342,10 +342,9 @@ impl LogStore {
     pub fn new(db: Arc<Database>, dir: &Path) -> Result<LogStore, Error> {
         move_old_log(&db, dir)?;
         let purged = get_meta::<LogId>(&db, RAFT_META, PURGED)?.map(|l| l.index());
-        let (wal, entries) = Wal::open(dir, purged)?;
         let mut mem = Mem::default();
-        for (index, bytes, loc) in entries {
-            let entry = decode_entry(&bytes)?;
+        let wal = Wal::open(dir, purged, |index, bytes, loc| {
+            let entry = decode_entry(bytes)?;
             if entry.index() != index {
                 return Err(Error::Corrupt(format!(
                     "log record {index} holds entry {}",
@@ -353,7 +352,8 @@ impl LogStore {
                 )));
             }
             mem.on_disk.insert(index, (entry.log_id(), loc));
-        }
+            Ok(())
+        })?;
         let mem: SharedMem = Arc::new(Mutex::new(mem));
         let committed: CommittedHint = Arc::default();
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
@@ -587,7 +587,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let db = open_cluster_db(&dir.path().join("raft.redb")).expect("open");
         {
-            let (mut wal, _) = Wal::open(&dir.path().join("raft-log"), None).expect("wal");
+            let mut wal =
+                Wal::open(&dir.path().join("raft-log"), None, |_, _, _| Ok(())).expect("wal");
             wal.append(&[(1, b"\xff\xfe".as_slice())]).expect("append");
         }
         let e = LogStore::new(db, &dir.path().join("raft-log")).expect_err("corrupt");

@@ -159,14 +159,16 @@ fn open_file(path: &Path) -> Result<File, Error> {
         .open(path)?)
 }
 
-/// What [`Wal::open`] found: the log and the entries above `purged`, each
-/// with its payload and where it lies.
-pub(crate) type Recovered = (Wal, Vec<(u64, Vec<u8>, Loc)>);
-
 impl Wal {
     /// Opens (or creates) the log in `dir`, cutting a torn last append, and
-    /// returns every entry above `purged` (all of them if `None`) in order.
-    pub(crate) fn open(dir: &Path, purged: Option<u64>) -> Result<Recovered, Error> {
+    /// hands `found` every entry above `purged` (all of them if `None`) in
+    /// order: its index, its payload and where it lies. One segment is in
+    /// memory at a time.
+    pub(crate) fn open(
+        dir: &Path,
+        purged: Option<u64>,
+        mut found: impl FnMut(u64, &[u8], Loc) -> Result<(), Error>,
+    ) -> Result<Wal, Error> {
         std::fs::create_dir_all(dir)?;
         let mut firsts = Vec::new();
         for item in std::fs::read_dir(dir)? {
@@ -186,7 +188,6 @@ impl Wal {
             last: None,
             offsets: BTreeMap::new(),
         };
-        let mut entries: Vec<(u64, Vec<u8>, Loc)> = Vec::new();
         let count = firsts.len();
         for (n, first) in firsts.into_iter().enumerate() {
             let is_last = n + 1 == count;
@@ -197,13 +198,13 @@ impl Wal {
                 && first != last + 1
             {
                 // A hole: only what lies wholly below the purged id may end
-                // before it (a snapshot moved the log on).
+                // before it (a snapshot moved the log on); none of it was
+                // handed out.
                 if purged.is_none_or(|p| last > p) {
                     return Err(Error::Corrupt(format!(
                         "log segment {first} does not follow entry {last}"
                     )));
                 }
-                entries.clear();
                 wal.offsets.clear();
                 wal.last = None;
                 for s in wal.segments.drain(..).rev() {
@@ -224,7 +225,7 @@ impl Wal {
                         };
                         wal.offsets.insert(index, at as u64);
                         if purged.is_none_or(|p| index > p) {
-                            entries.push((index, payload.to_vec(), loc));
+                            found(index, payload, loc)?;
                         }
                         at += HEADER + payload.len();
                         expected += 1;
@@ -266,7 +267,7 @@ impl Wal {
                 len: at as u64,
             });
         }
-        Ok((wal, entries))
+        Ok(wal)
     }
 
     /// Writes `rows` (index, payload), which follow the log's last entry,
@@ -405,6 +406,18 @@ impl Wal {
 mod tests {
     use super::*;
 
+    type Found = Vec<(u64, Vec<u8>, Loc)>;
+
+    /// Opens the log and collects what it hands out.
+    fn open_all(dir: &Path, purged: Option<u64>) -> Result<(Wal, Found), Error> {
+        let mut found = Vec::new();
+        let wal = Wal::open(dir, purged, |i, p, loc| {
+            found.push((i, p.to_vec(), loc));
+            Ok(())
+        })?;
+        Ok((wal, found))
+    }
+
     fn payload(i: u64) -> Vec<u8> {
         format!("entry {i}")
             .repeat((i % 7 + 1) as usize)
@@ -429,19 +442,19 @@ mod tests {
     fn entries_survive_a_reopen_and_truncation_and_purge_hold() {
         let dir = tempfile::tempdir().expect("tmp");
         {
-            let (mut wal, entries) = Wal::open(dir.path(), None).expect("open");
+            let (mut wal, entries) = open_all(dir.path(), None).expect("open");
             assert!(entries.is_empty());
             append(&mut wal, 1..=5);
             append(&mut wal, 6..=9);
             wal.truncate_from(8).expect("truncate");
             append(&mut wal, 8..=10);
         }
-        let (mut wal, entries) = Wal::open(dir.path(), None).expect("reopen");
+        let (mut wal, entries) = open_all(dir.path(), None).expect("reopen");
         assert_eq!(indexes(&entries), (1..=10).collect::<Vec<_>>());
         // Appending over the tail replaces it.
         append(&mut wal, 9..=9);
         drop(wal);
-        let (_, entries) = Wal::open(dir.path(), Some(3)).expect("reopen");
+        let (_, entries) = open_all(dir.path(), Some(3)).expect("reopen");
         assert_eq!(indexes(&entries), (4..=9).collect::<Vec<_>>());
     }
 
@@ -449,7 +462,7 @@ mod tests {
     fn a_torn_append_is_cut_and_the_log_goes_on() {
         let dir = tempfile::tempdir().expect("tmp");
         {
-            let (mut wal, _) = Wal::open(dir.path(), None).expect("open");
+            let (mut wal, _) = open_all(dir.path(), None).expect("open");
             append(&mut wal, 1..=4);
         }
         let path = dir.path().join(segment_name(1));
@@ -460,12 +473,12 @@ mod tests {
         let f = OpenOptions::new().write(true).open(&path).expect("file");
         f.write_all_at(&rec[..rec.len() / 2], len).expect("write");
         drop(f);
-        let (mut wal, entries) = Wal::open(dir.path(), None).expect("reopen");
+        let (mut wal, entries) = open_all(dir.path(), None).expect("reopen");
         assert_eq!(indexes(&entries), vec![1, 2, 3, 4]);
         assert_eq!(std::fs::metadata(&path).expect("meta").len(), len);
         append(&mut wal, 5..=6);
         drop(wal);
-        let (_, entries) = Wal::open(dir.path(), None).expect("reopen");
+        let (_, entries) = open_all(dir.path(), None).expect("reopen");
         assert_eq!(indexes(&entries), (1..=6).collect::<Vec<_>>());
     }
 
@@ -475,12 +488,12 @@ mod tests {
         // A crash between making the first segment and writing to it.
         std::fs::write(dir.path().join(segment_name(1)), b"").expect("segment");
         {
-            let (mut wal, entries) = Wal::open(dir.path(), None).expect("open");
+            let (mut wal, entries) = open_all(dir.path(), None).expect("open");
             assert!(entries.is_empty());
             // The log starts elsewhere (a snapshot was installed first).
             append(&mut wal, 7..=8);
         }
-        let (_, entries) = Wal::open(dir.path(), None).expect("reopen");
+        let (_, entries) = open_all(dir.path(), None).expect("reopen");
         assert_eq!(indexes(&entries), vec![7, 8]);
         let names: Vec<_> = std::fs::read_dir(dir.path())
             .expect("dir")
@@ -493,7 +506,7 @@ mod tests {
     fn a_flipped_byte_in_the_last_record_ends_the_log_there() {
         let dir = tempfile::tempdir().expect("tmp");
         {
-            let (mut wal, _) = Wal::open(dir.path(), None).expect("open");
+            let (mut wal, _) = open_all(dir.path(), None).expect("open");
             append(&mut wal, 1..=3);
         }
         let path = dir.path().join(segment_name(1));
@@ -501,7 +514,7 @@ mod tests {
         let n = bytes.len();
         bytes[n - 1] ^= 0x40;
         std::fs::write(&path, &bytes).expect("write");
-        let (_, entries) = Wal::open(dir.path(), None).expect("reopen");
+        let (_, entries) = open_all(dir.path(), None).expect("reopen");
         assert_eq!(indexes(&entries), vec![1, 2]);
     }
 
@@ -509,7 +522,7 @@ mod tests {
     fn damage_before_the_last_segment_is_reported() {
         let dir = tempfile::tempdir().expect("tmp");
         {
-            let (mut wal, _) = Wal::open(dir.path(), None).expect("open");
+            let (mut wal, _) = open_all(dir.path(), None).expect("open");
             append(&mut wal, 1..=3);
             // Force a second segment.
             wal.segments.last_mut().expect("segment").len = SEGMENT_BYTES;
@@ -521,14 +534,14 @@ mod tests {
         let mut bytes = std::fs::read(&path).expect("read");
         bytes[HEADER] ^= 1;
         std::fs::write(&path, &bytes).expect("write");
-        let e = Wal::open(dir.path(), None).err().expect("damage");
+        let e = open_all(dir.path(), None).err().expect("damage");
         assert!(e.to_string().contains("damaged"), "{e}");
     }
 
     #[test]
     fn purging_removes_whole_segments_and_a_new_start_clears_the_old() {
         let dir = tempfile::tempdir().expect("tmp");
-        let (mut wal, _) = Wal::open(dir.path(), None).expect("open");
+        let (mut wal, _) = open_all(dir.path(), None).expect("open");
         for start in [1u64, 4, 7] {
             append(&mut wal, start..=start + 2);
             wal.segments.last_mut().expect("segment").len = SEGMENT_BYTES;
@@ -543,7 +556,7 @@ mod tests {
         // A snapshot moved the log to 20: the old segments go.
         append(&mut wal, 20..=21);
         drop(wal);
-        let (_, entries) = Wal::open(dir.path(), Some(19)).expect("reopen");
+        let (_, entries) = open_all(dir.path(), Some(19)).expect("reopen");
         assert_eq!(indexes(&entries), vec![20, 21]);
         let names = std::fs::read_dir(dir.path()).expect("dir").count();
         assert_eq!(names, 1);
@@ -553,19 +566,19 @@ mod tests {
     fn a_hole_above_the_purged_id_is_damage() {
         let dir = tempfile::tempdir().expect("tmp");
         {
-            let (mut wal, _) = Wal::open(dir.path(), None).expect("open");
+            let (mut wal, _) = open_all(dir.path(), None).expect("open");
             append(&mut wal, 1..=3);
         }
         {
             // A segment that does not follow, as if one between went missing.
-            let (mut wal, _) = Wal::open(dir.path(), None).expect("open");
+            let (mut wal, _) = open_all(dir.path(), None).expect("open");
             wal.segments.clear();
             wal.last = None;
             append(&mut wal, 10..=11);
         }
-        let e = Wal::open(dir.path(), None).err().expect("hole");
+        let e = open_all(dir.path(), None).err().expect("hole");
         assert!(e.to_string().contains("does not follow"), "{e}");
-        let (_, entries) = Wal::open(dir.path(), Some(3)).expect("purged below the hole");
+        let (_, entries) = open_all(dir.path(), Some(3)).expect("purged below the hole");
         assert_eq!(indexes(&entries), vec![10, 11]);
         // The purged segment before the hole is gone.
         assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 1);
