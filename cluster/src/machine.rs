@@ -897,13 +897,9 @@ impl LedgerMachine {
         }
     }
 
-    /// Applies a run of entries and writes the cluster tables once, durably
-    /// if `sync`; returns the answers to send.
-    fn apply_chunk(
-        &mut self,
-        chunk: Vec<EntryResponder<TypeConfig>>,
-        sync: bool,
-    ) -> Result<Replies, Error> {
+    /// Applies a run of entries and writes the cluster tables once; returns
+    /// the answers to send.
+    fn apply_chunk(&mut self, chunk: Vec<EntryResponder<TypeConfig>>) -> Result<Replies, Error> {
         let mut ops = Vec::new();
         let mut replies = Vec::with_capacity(chunk.len());
         for (entry, responder) in chunk {
@@ -920,13 +916,16 @@ impl LedgerMachine {
             self.applied = Some(log_id);
             replies.push((responder, response));
         }
-        if sync {
-            self.write_ops(ops, Durability::Immediate)?;
-            self.cluster_synced_at = Instant::now();
-        } else {
-            self.write_ops(ops, Durability::None)?;
-        }
+        self.write_ops(ops, Durability::None)?;
         Ok(replies)
+    }
+
+    /// Commits the cluster tables durably, claiming the applied id the
+    /// ledger allows.
+    fn sync_cluster_file(&mut self) -> Result<(), Error> {
+        self.write_ops(Vec::new(), Durability::Immediate)?;
+        self.cluster_synced_at = Instant::now();
+        Ok(())
     }
 
     /// Whether the cluster file has gone [`CLUSTER_SYNC_AFTER`] without a
@@ -1254,15 +1253,13 @@ impl RaftStateMachine<TypeConfig> for LedgerMachine {
                 return Ok(());
             }
             let last_chunk = chunk.len() < APPLY_CHUNK;
-            // A run that touches the ledger, or makes the cluster file
-            // durable, may fsync; any other ends in one commit without an
-            // fsync, cheaper than handing the runtime's worker over to
-            // another thread.
-            let sync = self.cluster_sync_due();
-            let replies = if sync || chunk.iter().any(|(e, _)| touches_ledger(&e.payload)) {
-                blocking(|| self.apply_chunk(chunk, sync))?
+            // Only the ledger fsyncs while applying; a run that does not
+            // touch it ends in one commit without an fsync, cheaper than
+            // handing the runtime's worker over to another thread.
+            let replies = if chunk.iter().any(|(e, _)| touches_ledger(&e.payload)) {
+                blocking(|| self.apply_chunk(chunk))?
             } else {
-                self.apply_chunk(chunk, false)?
+                self.apply_chunk(chunk)?
             };
             for (responder, response) in replies {
                 if let Some(r) = responder {
@@ -1276,6 +1273,11 @@ impl RaftStateMachine<TypeConfig> for LedgerMachine {
                 blocking(|| self.settle(false))?
             } else {
                 self.settle(false)?
+            }
+            // Then, as due, the cluster file claims it durably (the log's
+            // own files leave it to the machine).
+            if self.cluster_sync_due() {
+                blocking(|| self.sync_cluster_file())?;
             }
             if last_chunk {
                 return Ok(());
