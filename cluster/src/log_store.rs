@@ -36,7 +36,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::Error;
 use crate::types::{Entry, LogId, TypeConfig, Vote};
-use crate::wal::{Loc, Wal, cut_from, cut_upto};
+use crate::wal::{Loc, Wal, cut_from, cut_upto, sync_dir};
 
 /// Raft's own small values: `vote`, `committed`, `purged`.
 pub(crate) const RAFT_META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("raft_meta");
@@ -311,11 +311,20 @@ fn move_old_log(db: &Database, dir: &Path) -> Result<(), Error> {
             chunk.clear();
             Ok(())
         };
+        let mut last: Option<u64> = None;
         for row in table.range(purged.map_or(0, |p| p + 1)..)? {
             let (k, v) = row?;
-            if chunk.last().is_some_and(|(i, _)| *i + 1 != k.value()) {
-                flush(&mut chunk)?;
+            // Segments hold a run without holes: one here is damage, not
+            // something to start the log again after.
+            if let Some(l) = last
+                && k.value() != l + 1
+            {
+                return Err(Error::Corrupt(format!(
+                    "the old log table skips from entry {l} to {}",
+                    k.value()
+                )));
             }
+            last = Some(k.value());
             chunk.push((k.value(), v.value().to_vec()));
             if chunk.len() >= 1024 {
                 flush(&mut chunk)?;
@@ -325,7 +334,7 @@ fn move_old_log(db: &Database, dir: &Path) -> Result<(), Error> {
         drop(wal);
         std::fs::rename(&tmp, dir)?;
         if let Some(parent) = dir.parent() {
-            std::fs::File::open(parent)?.sync_all()?;
+            sync_dir(parent)?;
         }
         tracing::info!(dir = %dir.display(), "moved the Raft log into segment files");
     }
@@ -593,6 +602,32 @@ mod tests {
         }
         let e = LogStore::new(db, &dir.path().join("raft-log")).expect_err("corrupt");
         assert!(e.to_string().contains("corrupt"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn an_old_log_table_with_a_hole_is_refused_as_damage() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let db = open_cluster_db(&dir.path().join("raft.redb")).expect("open");
+        {
+            let txn = db.begin_write().expect("txn");
+            {
+                let mut log = txn.open_table(RAFT_LOG).expect("table");
+                for i in [1u64, 2, 4] {
+                    let e = Entry::new_blank(openraft::testing::log_id::<TypeConfig>(1, 1, i));
+                    let bytes = crate::wire::encode("log entry", &e, 1 << 20).expect("encode");
+                    log.insert(i, bytes.as_slice()).expect("insert");
+                }
+            }
+            txn.commit().expect("commit");
+        }
+        let log_dir = dir.path().join("raft-log");
+        let e = LogStore::new(Arc::clone(&db), &log_dir).expect_err("a hole");
+        assert!(e.to_string().contains("skips from entry 2 to 4"), "{e}");
+        // Nothing half-moved: the table is still there to look at.
+        assert!(!log_dir.exists());
+        let txn = db.begin_read().expect("read");
+        let table = txn.open_table(RAFT_LOG).expect("table");
+        assert!(table.first().expect("first").is_some());
     }
 
     #[tokio::test]

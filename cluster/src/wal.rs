@@ -145,7 +145,8 @@ fn segment_name(first: u64) -> String {
     format!("{first:020}{SUFFIX}")
 }
 
-fn sync_dir(dir: &Path) -> Result<(), Error> {
+/// Makes a folder's entries (files made, removed or renamed in it) durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), Error> {
     File::open(dir)?.sync_all()?;
     Ok(())
 }
@@ -370,7 +371,8 @@ impl Wal {
     /// stays, for the appends to come.
     pub(crate) fn purge_upto(&mut self, upto: u64) -> Result<(), Error> {
         let mut keep_from = 0;
-        while keep_from + 1 < self.segments.len() && self.segments[keep_from + 1].first <= upto + 1
+        while keep_from + 1 < self.segments.len()
+            && self.segments[keep_from + 1].first <= upto.saturating_add(1)
         {
             keep_from += 1;
         }
