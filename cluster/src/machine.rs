@@ -110,7 +110,15 @@ pub const APPLY_CHUNK: usize = 1024;
 /// so; the next run claims it): what a crash makes the member apply again,
 /// and what bounds the file's growth (redb reuses the pages a commit frees
 /// only after a durable one).
-pub const LEDGER_SYNC_AFTER: Duration = Duration::from_millis(100);
+///
+/// Seconds, not milliseconds: redb keeps the pages of commits that are not
+/// durable in memory and writes each page once at the durable one, however
+/// often it changed since. The ledger's tables are keyed by hashes, so every
+/// write dirties a page of its own; synced every 100 ms a node wrote about
+/// 25 MB/s at 5,000 writes/s, synced every 2 s a quarter of that, and the
+/// four nodes of a devnet stopped crowding each other's log fsyncs
+/// (docs/BENCHMARKS.md, "The ledger synced every two seconds").
+pub const LEDGER_SYNC_AFTER: Duration = Duration::from_secs(2);
 
 /// How long the state machine's tables in the cluster file may go without a
 /// durable commit while entries are applied. The Raft log has files of its
