@@ -117,8 +117,13 @@ pub(crate) async fn write_frame<T: AsyncWrite + Unpin + Send>(
             "frame over its cap",
         ));
     }
-    io.write_all(&(bytes.len() as u32).to_le_bytes()).await?;
-    io.write_all(bytes).await?;
+    // One write for the length and the bytes: each write on a stream is a
+    // frame of its own on the connection, and a frame a message of the
+    // encrypted channel (a system call on each side).
+    let mut frame = Vec::with_capacity(4 + bytes.len());
+    frame.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    frame.extend_from_slice(bytes);
+    io.write_all(&frame).await?;
     io.close().await
 }
 
