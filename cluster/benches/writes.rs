@@ -128,12 +128,7 @@ async fn start_member(id: NodeId, dir: &Path) -> anyhow::Result<(Arc<Member>, St
     let member = Member::start(config, Arc::new(P2pTransport::new(commander.clone()))).await?;
     let (tx, rx) = mpsc::channel(pyralog_p2p::raft::INBOX);
     commander.command(NetCommand::RaftServe(tx));
-    tokio::spawn(serve(
-        Arc::clone(&member),
-        cluster_peers()?,
-        rx,
-        commander.clone(),
-    ));
+    tokio::spawn(serve(Arc::clone(&member), cluster_peers()?, rx));
     Ok((member, format!("{listen}/p2p/{peer}")))
 }
 

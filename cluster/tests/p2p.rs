@@ -68,12 +68,7 @@ async fn a_cluster_replicates_over_libp2p_and_refuses_strangers() {
             .expect("start");
         let (tx, rx) = mpsc::channel(pyralog_p2p::raft::INBOX);
         s.commander.command(NetCommand::RaftServe(tx));
-        tokio::spawn(serve(
-            Arc::clone(&member),
-            peers.clone(),
-            rx,
-            s.commander.clone(),
-        ));
+        tokio::spawn(serve(Arc::clone(&member), peers.clone(), rx));
         members.insert(*id, member);
     }
     let all = swarms

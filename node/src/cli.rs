@@ -521,7 +521,7 @@ async fn start_member(
     let peers: BTreeMap<PeerId, NodeId> = founders.iter().map(|(id, (_, p))| (*p, *id)).collect();
     let (tx, rx) = tokio::sync::mpsc::channel(pyralog_p2p::raft::INBOX);
     commander.command(pyralog_p2p::NetCommand::RaftServe(tx));
-    tokio::spawn(serve(std::sync::Arc::clone(&member), peers, rx, commander));
+    tokio::spawn(serve(std::sync::Arc::clone(&member), peers, rx));
     let mut members = BTreeMap::new();
     if founders.is_empty() {
         // A cluster of one: nobody dials this address.

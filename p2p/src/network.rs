@@ -17,7 +17,7 @@ use libp2p::{
 use pyralog_ledger::{Domain, Hash};
 
 use crate::fetch::{FetchCodec, FetchRequest, FetchResponse, PROTOCOL};
-use crate::raft::{self as raft_rpc, RaftCodec};
+use crate::raft as raft_rpc;
 use crate::topics::{Topic, Topics};
 
 /// How the node's network is set up.
@@ -38,6 +38,10 @@ pub struct Config {
 
 /// A gossip message's id, as the node reports verdicts on it.
 pub type MessageIdOf = MessageId;
+
+/// The inbox Raft requests go to, once the node has given one.
+pub(crate) type RaftInbox =
+    std::sync::Arc<std::sync::Mutex<Option<tokio::sync::mpsc::Sender<raft_rpc::Inbound>>>>;
 
 /// What the node hears from the network.
 #[derive(Debug)]
@@ -122,30 +126,21 @@ pub enum NetCommand {
         /// The answer.
         response: FetchResponse,
     },
-    /// Send a Raft request to a member of this node's cluster; the answer
-    /// (or why there is none) goes to `reply`. At most
-    /// [`raft_rpc::MAX_CALLS`] wait at once; more are refused at once.
-    RaftCall {
-        /// The member's peer id.
+    /// Dial `peer` at `addr` unless it is connected or being dialled; `done`
+    /// hears once the dial is under way (or why there is none). Raft's
+    /// streams ([`crate::raft::Links`]) ask this before they open.
+    Reach {
+        /// The peer.
         peer: PeerId,
-        /// Where to dial it, if not connected.
-        addr: Option<Multiaddr>,
-        /// The request's bytes.
-        request: Vec<u8>,
-        /// Where the answer goes.
-        reply: tokio::sync::oneshot::Sender<Result<Vec<u8>, String>>,
+        /// Where to dial it.
+        addr: Multiaddr,
+        /// Told once the dial is under way, or why it is not.
+        done: tokio::sync::oneshot::Sender<Result<(), String>>,
     },
-    /// Where Raft requests from peers go from now on (replacing any inbox
-    /// given before). A request that finds the inbox full or absent is
-    /// dropped, and its sender times out.
+    /// Where Raft requests from peers go from now on (streams opened before
+    /// keep the inbox they found). A stream that finds no inbox is closed,
+    /// and its calls fail.
     RaftServe(tokio::sync::mpsc::Sender<raft_rpc::Inbound>),
-    /// Answer a Raft request.
-    RaftRespond {
-        /// Where.
-        channel: ResponseChannel<raft_rpc::Frame>,
-        /// The answer's bytes.
-        response: Vec<u8>,
-    },
     /// Cut a peer off and refuse it from now on.
     Ban(PeerId),
     /// Let a banned peer back.
@@ -192,7 +187,7 @@ struct Behaviour {
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     fetch: request_response::Behaviour<FetchCodec>,
-    raft: request_response::Behaviour<RaftCodec>,
+    raft: libp2p_stream::Behaviour,
 }
 
 /// The running swarm.
@@ -200,11 +195,9 @@ pub struct Network {
     swarm: Swarm<Behaviour>,
     topics: Topics,
     banned: HashSet<PeerId>,
-    raft_calls: HashMap<
-        request_response::OutboundRequestId,
-        tokio::sync::oneshot::Sender<Result<Vec<u8>, String>>,
-    >,
-    raft_inbox: Option<tokio::sync::mpsc::Sender<raft_rpc::Inbound>>,
+    /// Where Raft requests go (shared with the streams' acceptor, see
+    /// [`crate::raft::Links::serve`]).
+    pub(crate) raft_inbox: RaftInbox,
     /// The process (identify's agent version, which names it) behind each
     /// connected peer's connections.
     instances: HashMap<PeerId, String>,
@@ -336,13 +329,7 @@ impl Network {
                         .with_request_timeout(Duration::from_secs(10))
                         .with_max_concurrent_streams(64),
                 );
-                let raft = request_response::Behaviour::with_codec(
-                    RaftCodec,
-                    [(raft_rpc::PROTOCOL, ProtocolSupport::Full)],
-                    request_response::Config::default()
-                        .with_request_timeout(Duration::from_secs(30))
-                        .with_max_concurrent_streams(64),
-                );
+                let raft = libp2p_stream::Behaviour::new();
                 let caps = connection_limits::ConnectionLimits::default()
                     .with_max_established(Some(limits.established))
                     .with_max_established_incoming(Some(limits.inbound))
@@ -394,8 +381,7 @@ impl Network {
             swarm,
             topics: config.topics,
             banned: HashSet::new(),
-            raft_calls: HashMap::new(),
-            raft_inbox: None,
+            raft_inbox: RaftInbox::default(),
             instances: HashMap::new(),
             rejoin: HashSet::new(),
             rejoin_at: HashMap::new(),
@@ -411,6 +397,11 @@ impl Network {
     /// This node's peer id.
     pub fn local_peer_id(&self) -> PeerId {
         *self.swarm.local_peer_id()
+    }
+
+    /// A handle that opens and accepts Raft streams on this swarm.
+    pub(crate) fn raft_control(&self) -> libp2p_stream::Control {
+        self.swarm.behaviour().raft.new_control()
     }
 
     /// How many peers are connected.
@@ -459,27 +450,14 @@ impl Network {
                 // The asker may be gone; nothing to do then.
                 let _ = b.fetch.send_response(channel, response);
             }
-            NetCommand::RaftCall {
-                peer,
-                addr,
-                request,
-                reply,
-            } => {
-                if self.raft_calls.len() >= raft_rpc::MAX_CALLS {
-                    let _ = reply.send(Err("too many raft calls in flight".into()));
-                    return;
-                }
-                let id = b.raft.send_request_with_addresses(
-                    &peer,
-                    raft_rpc::Frame(request),
-                    addr.into_iter().collect(),
-                );
-                self.raft_calls.insert(id, reply);
+            NetCommand::Reach { peer, addr, done } => {
+                let _ = done.send(self.reach(peer, addr));
             }
-            NetCommand::RaftServe(inbox) => self.raft_inbox = Some(inbox),
-            NetCommand::RaftRespond { channel, response } => {
-                // The caller may be gone; nothing to do then.
-                let _ = b.raft.send_response(channel, raft_rpc::Frame(response));
+            NetCommand::RaftServe(inbox) => {
+                *self
+                    .raft_inbox
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(inbox);
             }
             NetCommand::Ban(peer) => {
                 self.banned.insert(peer);
@@ -587,10 +565,8 @@ impl Network {
                     })
                 }
             },
-            SwarmEvent::Behaviour(BehaviourEvent::Raft(event)) => {
-                self.raft_event(event);
-                None
-            }
+            // Raft's streams report nothing to the swarm (see crate::raft).
+            SwarmEvent::Behaviour(BehaviourEvent::Raft(())) => None,
             _ => None,
         }
     }
@@ -688,40 +664,22 @@ impl Network {
         }
     }
 
-    /// Routes a Raft request to the node's inbox, or an answer to its caller.
-    fn raft_event(&mut self, event: request_response::Event<raft_rpc::Frame, raft_rpc::Frame>) {
-        match event {
-            request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request {
-                    request, channel, ..
-                } => {
-                    if let Some(inbox) = &self.raft_inbox {
-                        // Full or closed: the request is dropped and its
-                        // sender times out (local work first).
-                        let _ = inbox.try_send(raft_rpc::Inbound {
-                            from: peer,
-                            request: request.0,
-                            channel,
-                        });
-                    }
-                }
-                request_response::Message::Response {
-                    request_id,
-                    response,
-                } => {
-                    if let Some(reply) = self.raft_calls.remove(&request_id) {
-                        let _ = reply.send(Ok(response.0));
-                    }
-                }
-            },
-            request_response::Event::OutboundFailure {
-                request_id, error, ..
-            } => {
-                if let Some(reply) = self.raft_calls.remove(&request_id) {
-                    let _ = reply.send(Err(error.to_string()));
-                }
-            }
-            _ => {}
+    /// Dials `peer` at `addr` for a Raft stream unless it is connected or
+    /// being dialled; a banned peer is refused.
+    fn reach(&mut self, peer: PeerId, addr: Multiaddr) -> Result<(), String> {
+        if self.banned.contains(&peer) {
+            return Err(format!("peer {peer} is banned"));
+        }
+        if self.swarm.is_connected(&peer) {
+            return Ok(());
+        }
+        let dial = DialOpts::peer_id(peer)
+            .addresses(vec![addr])
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .build();
+        match self.swarm.dial(dial) {
+            Ok(()) | Err(libp2p::swarm::DialError::DialPeerConditionFalse(_)) => Ok(()),
+            Err(e) => Err(e.to_string()),
         }
     }
 }

@@ -1,36 +1,69 @@
-//! `/pyralog/raft/1`: Raft RPCs between the members of one cluster.
+//! `/pyralog/raft/2`: Raft RPCs between the members of one cluster, on one
+//! stream per pair of members that stays open.
 //!
-//! The frames are opaque here: the cluster crate encodes and decodes them
-//! (and checks them again against its own caps). This module only moves
-//! them, capped at [`MAX_FRAME`] bytes each way, checked before the body is
-//! read. Requests from peers are handed to the one inbox the node registers
-//! with [`crate::NetCommand::RaftServe`]; the node decides whether the peer
-//! is a member of its cluster before acting on anything.
+//! Version 1 ran on libp2p's request-response behaviour, which opens a stream
+//! for every request: each RPC paid the stream's opening, the protocol's
+//! confirmation and the stream's close (a noise message and a system call
+//! each, on both sides), a timer on the `futures-timer` thread, and two trips
+//! through the swarm task. Here a caller's [`Links`] opens one stream to a
+//! member (libp2p-stream), and every call is a frame on it:
+//!
+//! ```text
+//! request:  length (u32 LE) | call id (u64 LE) | request bytes
+//! response: length (u32 LE) | call id (u64 LE) | response bytes
+//! ```
+//!
+//! The length counts the id and the bytes and is capped at [`MAX_FRAME`]
+//! plus the id, checked before the body is read. Answers carry the id of
+//! their request, so the member may serve requests in any order. The bytes
+//! are opaque here: the cluster crate encodes and decodes them (and checks
+//! them again against its own caps). Requests from peers are handed to the
+//! one inbox the node registers with [`crate::NetCommand::RaftServe`]; the
+//! node decides whether the peer is a member of its cluster before acting on
+//! anything.
+//!
+//! A stream that fails (the connection closed, a frame over the cap, bytes
+//! that are not a frame) fails the calls waiting on it, and the next call
+//! opens another.
 
+use std::collections::HashMap;
 use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use futures::prelude::*;
-use libp2p::request_response::{Codec, ResponseChannel};
-use libp2p::{PeerId, StreamProtocol};
+use libp2p::{Multiaddr, PeerId, StreamProtocol};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
-use crate::fetch::{read_frame, write_frame};
+use crate::network::NetCommand;
 
 /// The protocol name.
-pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/pyralog/raft/1");
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/pyralog/raft/2");
 /// The most bytes in one request or response.
 pub const MAX_FRAME: usize = 64 << 20;
-/// Outbound calls waiting for their answer at most; more are refused.
+/// Calls to one member waiting for their answer at most; more are refused.
 pub const MAX_CALLS: usize = 1024;
 /// Inbound requests waiting for the node at most (the inbox's capacity is
 /// the node's choice; this is the advice).
 pub const INBOX: usize = 256;
+/// Requests one inbound stream may have with the node at once; its next
+/// frame is not read until one is answered.
+pub const MAX_SERVING: usize = 256;
+/// Inbound streams open at once; more are closed as they come.
+pub const MAX_INBOUND_STREAMS: usize = 64;
+/// How long a call waits for its answer (the connection and the stream
+/// included).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long opening a stream (dialling included) may take.
+pub const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A request or a response: bytes the cluster crate defines.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct Frame(pub Vec<u8>);
+/// Bytes of a frame before the body: the length and the call id.
+const HEADER: usize = 4 + 8;
 
-/// A request from a peer, waiting for the node's answer
-/// ([`crate::NetCommand::RaftRespond`]).
+type Answer = Result<Vec<u8>, String>;
+
+/// A request from a peer, waiting for the node's answer.
 #[derive(Debug)]
 pub struct Inbound {
     /// The peer (authenticated by the transport).
@@ -38,51 +71,352 @@ pub struct Inbound {
     /// The request.
     pub request: Vec<u8>,
     /// Where the answer goes.
-    pub channel: ResponseChannel<Frame>,
+    pub channel: Responder,
 }
 
-/// The size-capped codec.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct RaftCodec;
+/// Sends the answer to one inbound request back on its stream.
+#[derive(Debug)]
+pub struct Responder {
+    id: u64,
+    out: mpsc::Sender<(u64, Vec<u8>)>,
+    _slot: OwnedSemaphorePermit,
+}
 
-impl Codec for RaftCodec {
-    type Protocol = StreamProtocol;
-    type Request = Frame;
-    type Response = Frame;
+impl Responder {
+    /// Answers the request. If the stream is gone the answer is dropped (the
+    /// caller has its own timeout).
+    pub fn respond(self, response: Vec<u8>) {
+        // The channel holds MAX_SERVING answers and each responder holds one
+        // of the stream's MAX_SERVING slots until here, so it is never full.
+        let _ = self.out.try_send((self.id, response));
+    }
+}
 
-    async fn read_request<T: AsyncRead + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> io::Result<Frame> {
-        read_frame(io, MAX_FRAME).await.map(Frame)
+/// One frame's bytes, header included; refuses a body over the cap.
+pub fn encode_frame(id: u64, body: &[u8]) -> io::Result<Vec<u8>> {
+    if body.len() > MAX_FRAME {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "a raft frame of {} bytes is over the {MAX_FRAME}-byte cap",
+                body.len()
+            ),
+        ));
+    }
+    let mut frame = Vec::with_capacity(HEADER + body.len());
+    frame.extend_from_slice(&((8 + body.len()) as u32).to_le_bytes());
+    frame.extend_from_slice(&id.to_le_bytes());
+    frame.extend_from_slice(body);
+    Ok(frame)
+}
+
+/// Reads one frame: its call id and body. A length over the cap, or too
+/// short to hold an id, is refused before anything more is read.
+pub async fn read_frame<T: AsyncRead + Unpin>(io: &mut T) -> io::Result<(u64, Vec<u8>)> {
+    let mut len = [0u8; 4];
+    io.read_exact(&mut len).await?;
+    let len = u32::from_le_bytes(len) as usize;
+    if !(8..=MAX_FRAME + 8).contains(&len) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a raft frame of {len} bytes is not between 8 and {MAX_FRAME} + 8"),
+        ));
+    }
+    let mut id = [0u8; 8];
+    io.read_exact(&mut id).await?;
+    let mut body = vec![0u8; len - 8];
+    io.read_exact(&mut body).await?;
+    Ok((u64::from_le_bytes(id), body))
+}
+
+/// Writes every frame waiting in `queue` (at least `first`), then flushes:
+/// calls that pile up while one is written leave together.
+async fn write_frames<T: AsyncWrite + Unpin>(
+    io: &mut T,
+    first: (u64, Vec<u8>),
+    queue: &mut mpsc::Receiver<(u64, Vec<u8>)>,
+) -> io::Result<()> {
+    let mut next = Some(first);
+    while let Some((id, body)) = next {
+        io.write_all(&encode_frame(id, &body)?).await?;
+        next = queue.try_recv().ok();
+    }
+    io.flush().await
+}
+
+/// Raft calls to the members of this node's cluster, each member on one
+/// stream; and the serving of theirs. Cheap to clone.
+#[derive(Clone)]
+pub struct Links {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    control: Mutex<libp2p_stream::Control>,
+    commands: mpsc::Sender<NetCommand>,
+    links: Mutex<HashMap<PeerId, Arc<Link>>>,
+}
+
+impl std::fmt::Debug for Links {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Links").finish_non_exhaustive()
+    }
+}
+
+/// The calls to one member, on one stream.
+struct Link {
+    /// Requests for the stream's writer.
+    out: mpsc::Sender<(u64, Vec<u8>)>,
+    /// Calls sent and not answered, by id.
+    waiting: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
+    next_id: AtomicU64,
+    /// Set when the stream failed: its calls are answered and the next call
+    /// makes a new link.
+    dead: AtomicBool,
+}
+
+impl Link {
+    fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Answer>>> {
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    async fn read_response<T: AsyncRead + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> io::Result<Frame> {
-        read_frame(io, MAX_FRAME).await.map(Frame)
+    /// Marks the link dead and fails every call on it with `why`.
+    fn fail(&self, why: &str) {
+        self.dead.store(true, Ordering::Release);
+        for (_, reply) in self.waiting().drain() {
+            let _ = reply.send(Err(why.to_string()));
+        }
+    }
+}
+
+impl Links {
+    /// Links that open streams with `control` and ask the swarm task (behind
+    /// `commands`) to dial members that are not connected.
+    pub(crate) fn new(
+        control: libp2p_stream::Control,
+        commands: mpsc::Sender<NetCommand>,
+    ) -> Links {
+        Links {
+            inner: Arc::new(Inner {
+                control: Mutex::new(control),
+                commands,
+                links: Mutex::new(HashMap::new()),
+            }),
+        }
     }
 
-    async fn write_request<T: AsyncWrite + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        req: Frame,
-    ) -> io::Result<()> {
-        write_frame(io, &req.0, MAX_FRAME).await
+    /// Calls `peer` (dialled at `addr` if not connected) with `request` and
+    /// waits for its answer, or for why there is none.
+    pub async fn call(&self, peer: PeerId, addr: Option<Multiaddr>, request: Vec<u8>) -> Answer {
+        if request.len() > MAX_FRAME {
+            return Err(format!(
+                "a raft request of {} bytes is over the {MAX_FRAME}-byte cap",
+                request.len()
+            ));
+        }
+        let link = self.link(peer, addr);
+        let id = link.next_id.fetch_add(1, Ordering::Relaxed);
+        let (reply, answer) = oneshot::channel();
+        {
+            let mut waiting = link.waiting();
+            if waiting.len() >= MAX_CALLS {
+                return Err("too many raft calls in flight".into());
+            }
+            waiting.insert(id, reply);
+        }
+        // The link may have died between its making and the insert above; its
+        // failure drained the calls before this one, so check again.
+        if link.dead.load(Ordering::Acquire) {
+            link.waiting().remove(&id);
+            return Err("the stream to the member closed".into());
+        }
+        if link.out.try_send((id, request)).is_err() {
+            link.waiting().remove(&id);
+            return Err("too many raft calls queued for the member".into());
+        }
+        match tokio::time::timeout(CALL_TIMEOUT, answer).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err("the stream to the member closed".into()),
+            Err(_) => {
+                link.waiting().remove(&id);
+                Err(format!("no answer in {CALL_TIMEOUT:?}"))
+            }
+        }
     }
 
-    async fn write_response<T: AsyncWrite + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        res: Frame,
-    ) -> io::Result<()> {
-        write_frame(io, &res.0, MAX_FRAME).await
+    /// The live link to `peer`, made (and its stream opened) if there is none.
+    fn link(&self, peer: PeerId, addr: Option<Multiaddr>) -> Arc<Link> {
+        let mut links = self
+            .inner
+            .links
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(link) = links.get(&peer)
+            && !link.dead.load(Ordering::Acquire)
+        {
+            return Arc::clone(link);
+        }
+        let (out, queue) = mpsc::channel(MAX_CALLS);
+        let link = Arc::new(Link {
+            out,
+            waiting: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+            dead: AtomicBool::new(false),
+        });
+        links.insert(peer, Arc::clone(&link));
+        let control = self
+            .inner
+            .control
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let commands = self.inner.commands.clone();
+        tokio::spawn(run_link(
+            peer,
+            addr,
+            control,
+            commands,
+            Arc::clone(&link),
+            queue,
+        ));
+        link
     }
+
+    /// Serves inbound streams until the swarm is gone: each request goes to
+    /// the inbox in `inbox` (none there: the stream is closed).
+    pub(crate) fn serve(&self, inbox: Arc<Mutex<Option<mpsc::Sender<Inbound>>>>) {
+        let incoming = self
+            .inner
+            .control
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .accept(PROTOCOL);
+        let Ok(mut incoming) = incoming else {
+            tracing::warn!("raft streams are already served");
+            return;
+        };
+        let open = Arc::new(Semaphore::new(MAX_INBOUND_STREAMS));
+        tokio::spawn(async move {
+            while let Some((peer, stream)) = incoming.next().await {
+                let Ok(permit) = Arc::clone(&open).try_acquire_owned() else {
+                    tracing::debug!(%peer, "too many raft streams open: closing a new one");
+                    continue;
+                };
+                let inbox = inbox.lock().unwrap_or_else(PoisonError::into_inner).clone();
+                let Some(inbox) = inbox else {
+                    continue;
+                };
+                tokio::spawn(async move {
+                    if let Err(e) = serve_stream(peer, stream, inbox).await {
+                        tracing::debug!(%peer, error = %e, "a raft stream ended");
+                    }
+                    drop(permit);
+                });
+            }
+        });
+    }
+}
+
+/// Opens the stream of `link` and moves its frames until it fails; then
+/// fails what waits on it.
+async fn run_link(
+    peer: PeerId,
+    addr: Option<Multiaddr>,
+    mut control: libp2p_stream::Control,
+    commands: mpsc::Sender<NetCommand>,
+    link: Arc<Link>,
+    mut queue: mpsc::Receiver<(u64, Vec<u8>)>,
+) {
+    let opened = tokio::time::timeout(OPEN_TIMEOUT, async {
+        if let Some(addr) = addr {
+            // The swarm task dials first, at the address, so the stream's
+            // own dial (by peer id alone) finds one under way.
+            let (done, reached) = oneshot::channel();
+            commands
+                .send(NetCommand::Reach { peer, addr, done })
+                .await
+                .map_err(|_| "the network is gone".to_string())?;
+            reached
+                .await
+                .map_err(|_| "the network is gone".to_string())??;
+        }
+        control
+            .open_stream(peer, PROTOCOL)
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    let stream = match opened {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(why)) => return link.fail(&format!("cannot open a raft stream: {why}")),
+        Err(_) => return link.fail(&format!("no raft stream in {OPEN_TIMEOUT:?}")),
+    };
+    let (mut reader, mut writer) = stream.split();
+    let write = async {
+        while let Some(first) = queue.recv().await {
+            write_frames(&mut writer, first, &mut queue).await?;
+        }
+        io::Result::Ok(())
+    };
+    let read = async {
+        loop {
+            let (id, body) = read_frame(&mut reader).await?;
+            // An answer to a call that timed out finds nobody: dropped.
+            if let Some(reply) = link.waiting().remove(&id) {
+                let _ = reply.send(Ok(body));
+            }
+        }
+    };
+    let why = futures::future::select(Box::pin(write), Box::pin(read)).await;
+    let why = match why.factor_first().0 {
+        Ok(()) => "the link was dropped".to_string(),
+        Err(e) => format!("the raft stream failed: {e}"),
+    };
+    link.fail(&why);
+}
+
+/// Reads requests from one inbound stream into `inbox` and writes the
+/// answers back, until the stream or the inbox closes.
+async fn serve_stream(
+    peer: PeerId,
+    stream: libp2p::Stream,
+    inbox: mpsc::Sender<Inbound>,
+) -> io::Result<()> {
+    let (mut reader, mut writer) = stream.split();
+    let (out, mut answers) = mpsc::channel(MAX_SERVING);
+    let slots = Arc::new(Semaphore::new(MAX_SERVING));
+    let read = async {
+        loop {
+            let slot = Arc::clone(&slots)
+                .acquire_owned()
+                .await
+                .map_err(|_| io::Error::other("closed"))?;
+            let (id, request) = read_frame(&mut reader).await?;
+            let channel = Responder {
+                id,
+                out: out.clone(),
+                _slot: slot,
+            };
+            let inbound = Inbound {
+                from: peer,
+                request,
+                channel,
+            };
+            if inbox.send(inbound).await.is_err() {
+                return io::Result::Ok(());
+            }
+        }
+    };
+    let write = async {
+        while let Some(first) = answers.recv().await {
+            write_frames(&mut writer, first, &mut answers).await?;
+        }
+        io::Result::Ok(())
+    };
+    futures::future::select(Box::pin(read), Box::pin(write))
+        .await
+        .factor_first()
+        .0
 }
 
 #[cfg(test)]
@@ -90,39 +424,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn frames_over_the_cap_are_refused_both_ways() {
+    fn frames_round_trip_and_the_cap_is_kept_both_ways() {
         futures::executor::block_on(async {
-            let mut c = RaftCodec;
-            let mut huge = ((MAX_FRAME + 1) as u32).to_le_bytes().to_vec();
-            huge.extend_from_slice(&[0; 8]);
-            let err = c
-                .read_request(&PROTOCOL, &mut futures::io::Cursor::new(&huge))
+            let frame = encode_frame(7, &[1, 2, 3]).expect("encode");
+            assert_eq!(frame.len(), HEADER + 3);
+            let back = read_frame(&mut futures::io::Cursor::new(&frame))
+                .await
+                .expect("read");
+            assert_eq!(back, (7, vec![1, 2, 3]));
+
+            let err = encode_frame(1, &vec![0; MAX_FRAME + 1]).expect_err("cap");
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+
+            let mut huge = ((MAX_FRAME + 9) as u32).to_le_bytes().to_vec();
+            huge.extend_from_slice(&[0; 16]);
+            let err = read_frame(&mut futures::io::Cursor::new(&huge))
                 .await
                 .expect_err("cap");
             assert_eq!(err.kind(), io::ErrorKind::InvalidData);
-            let mut out = Vec::new();
-            let err = c
-                .write_response(
-                    &PROTOCOL,
-                    &mut futures::io::Cursor::new(&mut out),
-                    Frame(vec![0; MAX_FRAME + 1]),
-                )
+        });
+    }
+
+    #[test]
+    fn a_frame_too_short_for_an_id_or_cut_short_is_refused() {
+        futures::executor::block_on(async {
+            let mut short = 4u32.to_le_bytes().to_vec();
+            short.extend_from_slice(&[0; 8]);
+            let err = read_frame(&mut futures::io::Cursor::new(&short))
                 .await
-                .expect_err("cap");
-            assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
-            let mut buf = Vec::new();
-            c.write_request(
-                &PROTOCOL,
-                &mut futures::io::Cursor::new(&mut buf),
-                Frame(vec![7; 3]),
-            )
-            .await
-            .expect("write");
-            let back = c
-                .read_request(&PROTOCOL, &mut futures::io::Cursor::new(&buf))
+                .expect_err("too short");
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+
+            let mut cut = encode_frame(3, &[9; 10]).expect("encode");
+            cut.truncate(cut.len() - 1);
+            let err = read_frame(&mut futures::io::Cursor::new(&cut))
                 .await
-                .expect("read");
-            assert_eq!(back, Frame(vec![7; 3]));
+                .expect_err("cut");
+            assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
         });
     }
 }

@@ -45,6 +45,7 @@ pub struct NetHandle {
     commands: mpsc::Sender<NetCommand>,
     events: mpsc::Receiver<NetEvent>,
     snapshot: Arc<Mutex<Snapshot>>,
+    links: crate::raft::Links,
 }
 
 impl Network {
@@ -57,6 +58,8 @@ impl Network {
         let snapshot = Arc::new(Mutex::new(Snapshot::default()));
         let shared = snapshot.clone();
         let mut net = self;
+        let links = crate::raft::Links::new(net.raft_control(), commands.clone());
+        links.serve(std::sync::Arc::clone(&net.raft_inbox));
         tokio::spawn(async move {
             let mut redial = tokio::time::interval(crate::network::REDIAL_EVERY);
             redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -95,6 +98,7 @@ impl Network {
             commands,
             events,
             snapshot,
+            links,
         }
     }
 }
@@ -151,6 +155,7 @@ impl NetHandle {
         Commander {
             commands: self.commands.clone(),
             snapshot: Arc::clone(&self.snapshot),
+            links: self.links.clone(),
         }
     }
 
@@ -183,6 +188,7 @@ impl NetHandle {
 pub struct Commander {
     commands: mpsc::Sender<NetCommand>,
     snapshot: Arc<Mutex<Snapshot>>,
+    links: crate::raft::Links,
 }
 
 impl Commander {
@@ -196,5 +202,18 @@ impl Commander {
                 .unwrap_or_else(PoisonError::into_inner)
                 .dropped_commands += 1;
         }
+    }
+
+    /// Calls `peer`, a member of this node's cluster (dialled at `addr` if
+    /// not connected), with a Raft request, and waits for its answer or for
+    /// why there is none. The call goes on the member's stream
+    /// ([`crate::raft`]), not through the swarm task.
+    pub async fn raft_call(
+        &self,
+        peer: PeerId,
+        addr: Option<Multiaddr>,
+        request: Vec<u8>,
+    ) -> Result<Vec<u8>, String> {
+        self.links.call(peer, addr, request).await
     }
 }

@@ -1,8 +1,8 @@
-//! Raft RPCs over the node's libp2p swarm (`/pyralog/raft/1` in
-//! `pyralog_p2p::raft`).
+//! Raft RPCs over the node's libp2p swarm (`/pyralog/raft/2` in
+//! `pyralog_p2p::raft`: one stream per pair of members).
 //!
 //! A member's address is a multiaddr ending in `/p2p/<peer id>`. Outbound
-//! calls go through the swarm task ([`P2pTransport`]); inbound requests come
+//! calls go on the member's stream ([`P2pTransport`]); inbound requests come
 //! from the inbox the node registers with `NetCommand::RaftServe` and are
 //! served by [`serve`], which answers only peers that belong to the cluster
 //! (the operator's list of cluster peers, and the members of the current
@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use pyralog_p2p::raft::Inbound;
-use pyralog_p2p::{Commander, Multiaddr, NetCommand, PeerId, peer_of};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use pyralog_p2p::{Commander, Multiaddr, PeerId, peer_of};
+use tokio::sync::{Semaphore, mpsc};
 
 use crate::error::Error;
 use crate::member::Member;
@@ -38,7 +38,7 @@ pub fn parse_addr(addr: &str) -> Result<(PeerId, Multiaddr), Error> {
     Ok((peer, ma))
 }
 
-/// Sends Raft RPCs through the swarm task.
+/// Sends Raft RPCs on the members' streams.
 #[derive(Clone, Debug)]
 pub struct P2pTransport {
     commander: Commander,
@@ -62,21 +62,10 @@ impl Transport for P2pTransport {
         let commander = self.commander.clone();
         Box::pin(async move {
             let (peer, ma) = parsed?;
-            let (reply, answer) = oneshot::channel();
-            commander.command(NetCommand::RaftCall {
-                peer,
-                addr: Some(ma),
-                request,
-                reply,
-            });
-            match answer.await {
-                Ok(Ok(bytes)) => Ok(bytes),
-                Ok(Err(why)) => Err(Error::Unreachable(to, why)),
-                Err(_) => Err(Error::Unreachable(
-                    to,
-                    "the network dropped the call".into(),
-                )),
-            }
+            commander
+                .raft_call(peer, Some(ma), request)
+                .await
+                .map_err(|why| Error::Unreachable(to, why))
         })
     }
 }
@@ -106,7 +95,6 @@ pub async fn serve(
     member: Arc<Member>,
     peers: BTreeMap<PeerId, NodeId>,
     mut inbox: mpsc::Receiver<Inbound>,
-    commander: Commander,
 ) {
     let permits = Arc::new(Semaphore::new(MAX_HANDLERS));
     while let Some(Inbound {
@@ -119,19 +107,16 @@ pub async fn serve(
             let refusal = crate::network::encode_reply(&Reply::Failed(format!(
                 "peer {from} is not a member of this cluster"
             )));
-            commander.command(NetCommand::RaftRespond {
-                channel,
-                response: refusal,
-            });
+            channel.respond(refusal);
             continue;
         };
         let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
             return;
         };
-        let (member, commander) = (Arc::clone(&member), commander.clone());
+        let member = Arc::clone(&member);
         tokio::spawn(async move {
             let response = member.handle(id, &request).await;
-            commander.command(NetCommand::RaftRespond { channel, response });
+            channel.respond(response);
             drop(permit);
         });
     }
