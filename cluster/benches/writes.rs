@@ -8,7 +8,7 @@
 //!
 //! Three members, each in its own OS process (this binary started again with
 //! `--member <id> <dir>`), each with its own libp2p swarm on a loopback TCP
-//! port, talking `/pyralog/raft/1`, with their Raft log synced to disk
+//! port, talking `/pyralog/raft/2` (one stream per pair of members), with their Raft log synced to disk
 //! before openraft hears of it (the production path). This
 //! process is member 1, the leader, and also runs the clients: each client
 //! calls [`Member::write`] with a `Command::Write` of a signed, stamped

@@ -1,0 +1,144 @@
+//! `/pyralog/raft/2` between real swarms on loopback: answers matched to
+//! their calls by id whatever their order, and the calls that must fail.
+
+use std::time::Duration;
+
+use libp2p::identity::Keypair;
+use pyralog_ledger::Hash;
+use pyralog_p2p::raft::{INBOX, Inbound, MAX_FRAME};
+use pyralog_p2p::{Config, Multiaddr, NetCommand, NetHandle, Network, PeerId, Topics};
+use tokio::sync::mpsc;
+
+fn spawned() -> NetHandle {
+    Network::new(Config {
+        key: Keypair::generate_ed25519(),
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")],
+        bootnodes: vec![],
+        topics: Topics::new(&"pyralog-test".parse().expect("chain"), &Hash([9; 32])),
+        banned: vec![],
+        limits: Default::default(),
+    })
+    .expect("network")
+    .spawn()
+}
+
+/// Where `n` listens, with its peer id, once it does.
+async fn address(n: &NetHandle) -> Multiaddr {
+    for _ in 0..500 {
+        if let Some(a) = n.listeners().first() {
+            return a
+                .clone()
+                .with(libp2p::multiaddr::Protocol::P2p(n.local_peer_id()));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("never listened");
+}
+
+fn serve(n: &NetHandle) -> mpsc::Receiver<Inbound> {
+    let (tx, rx) = mpsc::channel(INBOX);
+    n.commander().command(NetCommand::RaftServe(tx));
+    rx
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_find_their_calls_in_any_order() {
+    let (a, b) = (spawned(), spawned());
+    let mut inbox = serve(&b);
+    let (b_peer, b_addr) = (b.local_peer_id(), address(&b).await);
+    let a_peer = a.local_peer_id();
+    // b answers the second request before the first.
+    let server = tokio::spawn(async move {
+        let first = inbox.recv().await.expect("first");
+        let second = inbox.recv().await.expect("second");
+        assert_eq!((first.from, second.from), (a_peer, a_peer));
+        for r in [second, first] {
+            let mut answer = b"re:".to_vec();
+            answer.extend_from_slice(&r.request);
+            r.channel.respond(answer);
+        }
+    });
+    let commander = a.commander();
+    let one = commander.raft_call(b_peer, Some(b_addr.clone()), b"one".to_vec());
+    let two = async {
+        // Second on the wire.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        commander
+            .raft_call(b_peer, Some(b_addr.clone()), b"two".to_vec())
+            .await
+    };
+    let (one, two) = tokio::join!(one, two);
+    assert_eq!(one.expect("one"), b"re:one".to_vec());
+    assert_eq!(two.expect("two"), b"re:two".to_vec());
+    server.await.expect("server");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_that_cannot_be_answered_fail_instead_of_hanging() {
+    let (a, b) = (spawned(), spawned());
+    let (b_peer, b_addr) = (b.local_peer_id(), address(&b).await);
+    let commander = a.commander();
+
+    // Over the cap: refused before anything is sent.
+    let err = commander
+        .raft_call(b_peer, Some(b_addr.clone()), vec![0; MAX_FRAME + 1])
+        .await
+        .expect_err("cap");
+    assert!(err.contains("cap"), "{err}");
+
+    // b serves no Raft: its stream is closed, and the call fails.
+    let err = tokio::time::timeout(
+        Duration::from_secs(15),
+        commander.raft_call(b_peer, Some(b_addr.clone()), b"x".to_vec()),
+    )
+    .await
+    .expect("a failure, not a hang")
+    .expect_err("nobody serves");
+    assert!(!err.is_empty());
+
+    // Nobody at all behind an address: the dial fails, and so does the call.
+    let nobody = PeerId::random();
+    let nowhere: Multiaddr = format!("/ip4/127.0.0.1/tcp/1/p2p/{nobody}")
+        .parse()
+        .expect("addr");
+    let err = tokio::time::timeout(
+        Duration::from_secs(15),
+        commander.raft_call(nobody, Some(nowhere), b"x".to_vec()),
+    )
+    .await
+    .expect("a failure, not a hang")
+    .expect_err("nobody there");
+    assert!(!err.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_banned_member_is_not_called() {
+    let (a, b) = (spawned(), spawned());
+    let mut inbox = serve(&b);
+    let (b_peer, b_addr) = (b.local_peer_id(), address(&b).await);
+    tokio::spawn(async move {
+        while let Some(r) = inbox.recv().await {
+            r.channel.respond(r.request);
+        }
+    });
+    let commander = a.commander();
+    let echo = commander
+        .raft_call(b_peer, Some(b_addr.clone()), b"hi".to_vec())
+        .await;
+    assert_eq!(echo.expect("echo"), b"hi".to_vec());
+
+    commander.command(NetCommand::Ban(b_peer));
+    // The open stream closes with the connection; from then on the swarm
+    // refuses to dial b for a new one.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = commander
+            .raft_call(b_peer, Some(b_addr.clone()), b"hi".to_vec())
+            .await;
+        match r {
+            Err(e) if e.contains("banned") => break,
+            _ if tokio::time::Instant::now() > deadline => panic!("still called: {r:?}"),
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
