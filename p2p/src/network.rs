@@ -198,6 +198,9 @@ pub struct Network {
     /// Where Raft requests go (shared with the streams' acceptor, see
     /// [`crate::raft::Links::serve`]).
     pub(crate) raft_inbox: RaftInbox,
+    /// The Raft streams to other members, once the swarm runs on its task
+    /// ([`Network::spawn`]); closed here when a peer is banned or gone.
+    pub(crate) raft_links: Option<raft_rpc::Links>,
     /// The process (identify's agent version, which names it) behind each
     /// connected peer's connections.
     instances: HashMap<PeerId, String>,
@@ -382,6 +385,7 @@ impl Network {
             topics: config.topics,
             banned: HashSet::new(),
             raft_inbox: RaftInbox::default(),
+            raft_links: None,
             instances: HashMap::new(),
             rejoin: HashSet::new(),
             rejoin_at: HashMap::new(),
@@ -463,6 +467,9 @@ impl Network {
                 self.banned.insert(peer);
                 b.gossipsub.blacklist_peer(&peer);
                 let _ = self.swarm.disconnect_peer_id(peer);
+                if let Some(links) = &self.raft_links {
+                    links.close(&peer, &format!("peer {peer} is banned"));
+                }
             }
             NetCommand::Unban(peer) => {
                 self.banned.remove(&peer);
@@ -503,6 +510,9 @@ impl Network {
             } => {
                 if num_established == 0 {
                     self.gone(peer_id);
+                    if let Some(links) = &self.raft_links {
+                        links.close(&peer_id, "the connection to the member closed");
+                    }
                 }
                 (num_established == 0 && !self.banned.contains(&peer_id))
                     .then_some(NetEvent::Disconnected(peer_id))

@@ -173,6 +173,9 @@ struct Link {
     /// Set when the stream failed: its calls are answered and the next call
     /// makes a new link.
     dead: AtomicBool,
+    /// Tells the link's task to close the stream (the peer was banned or
+    /// its last connection closed).
+    stop: tokio::sync::Notify,
 }
 
 impl Link {
@@ -180,12 +183,26 @@ impl Link {
         self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Marks the link dead and fails every call on it with `why`.
+    /// Marks the link dead, fails every call on it with `why`, and stops
+    /// its task.
     fn fail(&self, why: &str) {
         self.dead.store(true, Ordering::Release);
         for (_, reply) in self.waiting().drain() {
             let _ = reply.send(Err(why.to_string()));
         }
+        self.stop.notify_one();
+    }
+}
+
+/// A call's place among a link's waiting calls, freed when the call ends.
+struct Place<'a> {
+    link: &'a Link,
+    id: u64,
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        self.link.waiting().remove(&self.id);
     }
 }
 
@@ -224,22 +241,26 @@ impl Links {
             }
             waiting.insert(id, reply);
         }
+        // Whichever way this call ends (answered, failed, timed out, or its
+        // caller gave up on it), its place is freed.
+        let _place = Place { link: &link, id };
         // The link may have died between its making and the insert above; its
         // failure drained the calls before this one, so check again.
         if link.dead.load(Ordering::Acquire) {
-            link.waiting().remove(&id);
             return Err("the stream to the member closed".into());
         }
         if link.out.try_send((id, request)).is_err() {
-            link.waiting().remove(&id);
             return Err("too many raft calls queued for the member".into());
         }
         match tokio::time::timeout(CALL_TIMEOUT, answer).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(_)) => Err("the stream to the member closed".into()),
             Err(_) => {
-                link.waiting().remove(&id);
-                Err(format!("no answer in {CALL_TIMEOUT:?}"))
+                // A stream that leaves a call unanswered this long is of no
+                // more use: the next call opens another.
+                let why = format!("no answer in {CALL_TIMEOUT:?}");
+                link.fail(&why);
+                Err(why)
             }
         }
     }
@@ -262,6 +283,7 @@ impl Links {
             waiting: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
             dead: AtomicBool::new(false),
+            stop: tokio::sync::Notify::new(),
         });
         links.insert(peer, Arc::clone(&link));
         let control = self
@@ -280,6 +302,22 @@ impl Links {
             queue,
         ));
         link
+    }
+
+    /// Closes the link to `peer`, if any, failing its calls with `why`. The
+    /// swarm task calls this when it bans the peer or loses its last
+    /// connection to it: a stream on a connection being closed need not
+    /// report it soon, and its calls would wait for their timeout.
+    pub(crate) fn close(&self, peer: &PeerId, why: &str) {
+        let link = self
+            .inner
+            .links
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(peer);
+        if let Some(link) = link {
+            link.fail(why);
+        }
     }
 
     /// Serves inbound streams until the swarm is gone: each request goes to
@@ -367,12 +405,18 @@ async fn run_link(
             }
         }
     };
-    let why = futures::future::select(Box::pin(write), Box::pin(read)).await;
-    let why = match why.factor_first().0 {
-        Ok(()) => "the link was dropped".to_string(),
-        Err(e) => format!("the raft stream failed: {e}"),
-    };
-    link.fail(&why);
+    let moving = futures::future::select(Box::pin(write), Box::pin(read));
+    let stopped = Box::pin(link.stop.notified());
+    // Stopped: the calls were failed already, and the stream closes here.
+    if let futures::future::Either::Left((ended, _)) =
+        futures::future::select(moving, stopped).await
+    {
+        let why = match ended.factor_first().0 {
+            Ok(()) => "the link was dropped".to_string(),
+            Err(e) => format!("the raft stream failed: {e}"),
+        };
+        link.fail(&why);
+    }
 }
 
 /// Reads requests from one inbound stream into `inbox` and writes the

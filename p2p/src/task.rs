@@ -60,6 +60,7 @@ impl Network {
         let mut net = self;
         let links = crate::raft::Links::new(net.raft_control(), commands.clone());
         links.serve(std::sync::Arc::clone(&net.raft_inbox));
+        net.raft_links = Some(links.clone());
         tokio::spawn(async move {
             let mut redial = tokio::time::interval(crate::network::REDIAL_EVERY);
             redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use libp2p::identity::Keypair;
 use pyralog_ledger::Hash;
-use pyralog_p2p::raft::{INBOX, Inbound, MAX_FRAME};
+use pyralog_p2p::raft::{INBOX, Inbound, MAX_CALLS, MAX_FRAME};
 use pyralog_p2p::{Config, Multiaddr, NetCommand, NetHandle, Network, PeerId, Topics};
 use tokio::sync::mpsc;
 
@@ -141,4 +141,34 @@ async fn a_banned_member_is_not_called() {
             _ => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_their_callers_gave_up_on_free_their_places() {
+    let (a, b) = (spawned(), spawned());
+    let mut inbox = serve(&b);
+    let (b_peer, b_addr) = (b.local_peer_id(), address(&b).await);
+    // b reads every request and answers none.
+    tokio::spawn(async move { while inbox.recv().await.is_some() {} });
+    let commander = a.commander();
+    let give_up = |n: usize| {
+        let (commander, b_addr) = (commander.clone(), b_addr.clone());
+        async move {
+            tokio::time::timeout(
+                Duration::from_millis(300),
+                commander.raft_call(b_peer, Some(b_addr), n.to_le_bytes().to_vec()),
+            )
+            .await
+        }
+    };
+    // More calls than a link holds at once, every one abandoned.
+    let abandoned = futures::future::join_all((0..MAX_CALLS + 100).map(give_up)).await;
+    let refused = abandoned
+        .iter()
+        .filter(|r| matches!(r, Ok(Err(e)) if e.contains("too many")))
+        .count();
+    assert!(refused <= 100, "{refused} refused");
+    // Their places are free again: the next call is taken (and waits).
+    let next = give_up(0).await;
+    assert!(next.is_err(), "taken and unanswered, not refused: {next:?}");
 }
