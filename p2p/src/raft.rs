@@ -157,6 +157,16 @@ struct Inner {
     links: Mutex<HashMap<PeerId, Arc<Link>>>,
 }
 
+impl Inner {
+    fn links(&self) -> std::sync::MutexGuard<'_, HashMap<PeerId, Arc<Link>>> {
+        self.links.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn control(&self) -> std::sync::MutexGuard<'_, libp2p_stream::Control> {
+        self.control.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 impl std::fmt::Debug for Links {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Links").finish_non_exhaustive()
@@ -267,11 +277,7 @@ impl Links {
 
     /// The live link to `peer`, made (and its stream opened) if there is none.
     fn link(&self, peer: PeerId, addr: Option<Multiaddr>) -> Arc<Link> {
-        let mut links = self
-            .inner
-            .links
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut links = self.inner.links();
         if let Some(link) = links.get(&peer)
             && !link.dead.load(Ordering::Acquire)
         {
@@ -286,12 +292,7 @@ impl Links {
             stop: tokio::sync::Notify::new(),
         });
         links.insert(peer, Arc::clone(&link));
-        let control = self
-            .inner
-            .control
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let control = self.inner.control().clone();
         let commands = self.inner.commands.clone();
         tokio::spawn(run_link(
             peer,
@@ -309,12 +310,7 @@ impl Links {
     /// connection to it: a stream on a connection being closed need not
     /// report it soon, and its calls would wait for their timeout.
     pub(crate) fn close(&self, peer: &PeerId, why: &str) {
-        let link = self
-            .inner
-            .links
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(peer);
+        let link = self.inner.links().remove(peer);
         if let Some(link) = link {
             link.fail(why);
         }
@@ -323,12 +319,7 @@ impl Links {
     /// Serves inbound streams until the swarm is gone: each request goes to
     /// the inbox in `inbox` (none there: the stream is closed).
     pub(crate) fn serve(&self, inbox: Arc<Mutex<Option<mpsc::Sender<Inbound>>>>) {
-        let incoming = self
-            .inner
-            .control
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .accept(PROTOCOL);
+        let incoming = self.inner.control().accept(PROTOCOL);
         let Ok(mut incoming) = incoming else {
             tracing::warn!("raft streams are already served");
             return;
