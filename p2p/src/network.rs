@@ -39,10 +39,6 @@ pub struct Config {
 /// A gossip message's id, as the node reports verdicts on it.
 pub type MessageIdOf = MessageId;
 
-/// The inbox Raft requests go to, once the node has given one.
-pub(crate) type RaftInbox =
-    std::sync::Arc<std::sync::Mutex<Option<tokio::sync::mpsc::Sender<raft_rpc::Inbound>>>>;
-
 /// What the node hears from the network.
 #[derive(Debug)]
 pub enum NetEvent {
@@ -139,7 +135,8 @@ pub enum NetCommand {
     },
     /// Where Raft requests from peers go from now on (streams opened before
     /// keep the inbox they found). A stream that finds no inbox is closed,
-    /// and its calls fail.
+    /// and its calls fail. Raft runs only on a swarm on its own task
+    /// ([`Network::spawn`]).
     RaftServe(tokio::sync::mpsc::Sender<raft_rpc::Inbound>),
     /// Cut a peer off and refuse it from now on.
     Ban(PeerId),
@@ -195,9 +192,6 @@ pub struct Network {
     swarm: Swarm<Behaviour>,
     topics: Topics,
     banned: HashSet<PeerId>,
-    /// Where Raft requests go (shared with the streams' acceptor, see
-    /// [`crate::raft::Links::serve`]).
-    pub(crate) raft_inbox: RaftInbox,
     /// The Raft streams to other members, once the swarm runs on its task
     /// ([`Network::spawn`]); closed here when a peer is banned or gone.
     pub(crate) raft_links: Option<raft_rpc::Links>,
@@ -384,7 +378,6 @@ impl Network {
             swarm,
             topics: config.topics,
             banned: HashSet::new(),
-            raft_inbox: RaftInbox::default(),
             raft_links: None,
             instances: HashMap::new(),
             rejoin: HashSet::new(),
@@ -458,10 +451,9 @@ impl Network {
                 let _ = done.send(self.reach(peer, addr));
             }
             NetCommand::RaftServe(inbox) => {
-                *self
-                    .raft_inbox
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(inbox);
+                if let Some(links) = &self.raft_links {
+                    links.set_inbox(inbox);
+                }
             }
             NetCommand::Ban(peer) => {
                 self.banned.insert(peer);

@@ -155,6 +155,9 @@ struct Inner {
     control: Mutex<libp2p_stream::Control>,
     commands: mpsc::Sender<NetCommand>,
     links: Mutex<HashMap<PeerId, Arc<Link>>>,
+    /// Where inbound requests go, once the node has said
+    /// ([`crate::NetCommand::RaftServe`]).
+    inbox: Mutex<Option<mpsc::Sender<Inbound>>>,
 }
 
 impl Inner {
@@ -164,6 +167,10 @@ impl Inner {
 
     fn control(&self) -> std::sync::MutexGuard<'_, libp2p_stream::Control> {
         self.control.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn inbox(&self) -> std::sync::MutexGuard<'_, Option<mpsc::Sender<Inbound>>> {
+        self.inbox.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -228,6 +235,7 @@ impl Links {
                 control: Mutex::new(control),
                 commands,
                 links: Mutex::new(HashMap::new()),
+                inbox: Mutex::new(None),
             }),
         }
     }
@@ -316,22 +324,30 @@ impl Links {
         }
     }
 
+    /// Where inbound requests go from now on; streams already open keep the
+    /// inbox they found.
+    pub(crate) fn set_inbox(&self, inbox: mpsc::Sender<Inbound>) {
+        *self.inner.inbox() = Some(inbox);
+    }
+
     /// Serves inbound streams until the swarm is gone: each request goes to
-    /// the inbox in `inbox` (none there: the stream is closed).
-    pub(crate) fn serve(&self, inbox: Arc<Mutex<Option<mpsc::Sender<Inbound>>>>) {
+    /// the inbox the node gave ([`Links::set_inbox`]; none yet: the stream
+    /// is closed).
+    pub(crate) fn serve(&self) {
         let incoming = self.inner.control().accept(PROTOCOL);
         let Ok(mut incoming) = incoming else {
             tracing::warn!("raft streams are already served");
             return;
         };
         let open = Arc::new(Semaphore::new(MAX_INBOUND_STREAMS));
+        let inner = Arc::clone(&self.inner);
         tokio::spawn(async move {
             while let Some((peer, stream)) = incoming.next().await {
                 let Ok(permit) = Arc::clone(&open).try_acquire_owned() else {
                     tracing::debug!(%peer, "too many raft streams open: closing a new one");
                     continue;
                 };
-                let inbox = inbox.lock().unwrap_or_else(PoisonError::into_inner).clone();
+                let inbox = inner.inbox().clone();
                 let Some(inbox) = inbox else {
                     continue;
                 };

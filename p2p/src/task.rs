@@ -59,7 +59,7 @@ impl Network {
         let shared = snapshot.clone();
         let mut net = self;
         let links = crate::raft::Links::new(net.raft_control(), commands.clone());
-        links.serve(std::sync::Arc::clone(&net.raft_inbox));
+        links.serve();
         net.raft_links = Some(links.clone());
         tokio::spawn(async move {
             let mut redial = tokio::time::interval(crate::network::REDIAL_EVERY);
