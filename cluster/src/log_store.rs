@@ -52,6 +52,10 @@ pub(crate) const MAX_META_BYTES: usize = 1 << 20;
 pub const WRITE_QUEUE: usize = 1024;
 /// Appends the writer folds into one write and flush at most.
 pub const GROUP_COMMIT: usize = 256;
+/// Entries on disk kept decoded in memory at most (see `Mem::recent`).
+const RECENT_ENTRIES: usize = 4096;
+/// Their encoded bytes at most.
+const RECENT_BYTES: usize = 32 << 20;
 /// How often at most the committed hint is written to the cluster file.
 const HINT_EVERY: Duration = Duration::from_millis(200);
 
@@ -71,12 +75,57 @@ pub fn open_cluster_db(path: &Path) -> Result<Arc<Database>, Error> {
     Ok(Arc::new(db))
 }
 
-/// What readers see of the log: entries queued but not yet on disk, and
-/// where each entry on disk lies, by index, under one lock.
+/// What readers see of the log: entries queued but not yet on disk, where
+/// each entry on disk lies, and the latest of those kept decoded, by index,
+/// under one lock.
 #[derive(Default)]
 struct Mem {
     unflushed: BTreeMap<u64, Entry>,
     on_disk: BTreeMap<u64, (LogId, Loc)>,
+    /// The newest entries on disk, decoded, with their encoded size: what
+    /// replication and the state machine read next, served without reading
+    /// the file, checking and decoding again (each entry is read once per
+    /// follower and once to apply). Always a subset of `on_disk`.
+    recent: BTreeMap<u64, (Entry, usize)>,
+    /// The encoded bytes of the entries in `recent`.
+    recent_bytes: usize,
+}
+
+impl Mem {
+    /// Forgets the entries on disk from index `from` on.
+    fn cut_disk_from(&mut self, from: u64) {
+        cut_from(&mut self.on_disk, from);
+        let gone = self.recent.split_off(&from);
+        self.recent_bytes -= gone.values().map(|(_, n)| n).sum::<usize>();
+    }
+
+    /// Forgets the entries on disk up to index `last`.
+    fn cut_disk_upto(&mut self, last: u64) {
+        cut_upto(&mut self.on_disk, last);
+        while let Some(entry) = self.recent.first_entry() {
+            if *entry.key() > last {
+                break;
+            }
+            self.recent_bytes -= entry.remove().1;
+        }
+    }
+
+    /// Records that `entry`, of `bytes` encoded bytes, is on disk at `loc`,
+    /// keeping it decoded among the recent ones (the oldest make room).
+    fn landed(&mut self, entry: Entry, loc: Loc, bytes: usize) {
+        let index = entry.index();
+        self.on_disk.insert(index, (entry.log_id(), loc));
+        if let Some((_, old)) = self.recent.insert(index, (entry, bytes)) {
+            self.recent_bytes -= old;
+        }
+        self.recent_bytes += bytes;
+        while self.recent.len() > RECENT_ENTRIES || self.recent_bytes > RECENT_BYTES {
+            match self.recent.pop_first() {
+                Some((_, (_, n))) => self.recent_bytes -= n,
+                None => break,
+            }
+        }
+    }
 }
 
 type SharedMem = Arc<Mutex<Mem>>;
@@ -270,12 +319,12 @@ fn append_group(
             .collect();
         let locs = wal.append(&run)?;
         let mut m = lock(mem);
-        let from = rows[start].0;
-        cut_from(&mut m.on_disk, from);
-        for ((i, id, _), loc) in rows[start..end].iter().zip(locs) {
-            if m.unflushed.get(i).is_some_and(|e| e.log_id() == *id) {
-                m.unflushed.remove(i);
-                m.on_disk.insert(*i, (*id, loc));
+        m.cut_disk_from(rows[start].0);
+        for ((i, id, bytes), loc) in rows[start..end].iter().zip(locs) {
+            if m.unflushed.get(i).is_some_and(|e| e.log_id() == *id)
+                && let Some(entry) = m.unflushed.remove(i)
+            {
+                m.landed(entry, loc, bytes.len());
             }
         }
         start = end;
@@ -428,11 +477,17 @@ impl LogStore {
         // would be in neither, and the range would have a hole (openraft's
         // replication then sends an append whose entries do not follow its
         // `prev_log_id`).
-        let (locs, unflushed) = {
+        let (locs, recent, unflushed) = {
             let m = lock(&self.shared.mem);
+            let recent: Vec<(u64, Entry)> = m
+                .recent
+                .range(range.clone())
+                .map(|(i, (e, _))| (*i, e.clone()))
+                .collect();
             let locs: Vec<(u64, Loc)> = m
                 .on_disk
                 .range(range.clone())
+                .filter(|(i, _)| !m.recent.contains_key(i))
                 .map(|(i, (_, loc))| (*i, loc.clone()))
                 .collect();
             let copy: Vec<(u64, Entry)> = m
@@ -440,12 +495,13 @@ impl LogStore {
                 .range(range)
                 .map(|(i, e)| (*i, e.clone()))
                 .collect();
-            (locs, copy)
+            (locs, recent, copy)
         };
         let mut out = BTreeMap::new();
         for (i, loc) in locs {
             out.insert(i, decode_entry(&loc.read()?)?);
         }
+        out.extend(recent);
         // Entries not yet on disk are newer than any the file holds at their
         // index.
         out.extend(unflushed);
@@ -548,7 +604,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         {
             let mut m = lock(&self.shared.mem);
             cut_from(&mut m.unflushed, from);
-            cut_from(&mut m.on_disk, from);
+            m.cut_disk_from(from);
         }
         let mem = Arc::clone(&self.shared.mem);
         Ok(self
@@ -556,7 +612,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 wal.truncate_from(from)?;
                 // Appends queued before this job put entries past `from`
                 // back in the index as they landed.
-                cut_from(&mut lock(&mem).on_disk, from);
+                lock(&mem).cut_disk_from(from);
                 Ok(())
             })
             .await?)
@@ -568,7 +624,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         {
             let mut m = lock(&self.shared.mem);
             cut_upto(&mut m.unflushed, last);
-            cut_upto(&mut m.on_disk, last);
+            m.cut_disk_upto(last);
         }
         let mem = Arc::clone(&self.shared.mem);
         Ok(self
@@ -578,7 +634,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 txn.open_table(RAFT_META)?
                     .insert(PURGED, bytes.as_slice())?;
                 txn.commit()?;
-                cut_upto(&mut lock(&mem).on_disk, last);
+                lock(&mem).cut_disk_upto(last);
                 wal.purge_upto(last)
             })
             .await?)
@@ -705,6 +761,94 @@ mod tests {
             tokio::task::yield_now().await;
         }
         appender.await.expect("appender");
+    }
+
+    #[tokio::test]
+    async fn entries_kept_decoded_read_as_the_file_and_follow_truncation_and_purge() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("raft.redb");
+        let log_dir = dir.path().join("raft-log");
+        let id = |term, i| openraft::testing::log_id::<TypeConfig>(term, 1, i);
+        let terms = |got: &[Entry]| -> Vec<(u64, u64)> {
+            got.iter()
+                .map(|e| (e.index(), e.log_id().leader_id.term))
+                .collect()
+        };
+        let total = RECENT_ENTRIES as u64 + 100;
+        let mut store =
+            LogStore::new(open_cluster_db(&path).expect("open"), &log_dir).expect("store");
+        let entries = (1..=total).map(|i| Entry::new_blank(id(1, i)));
+        store
+            .append(entries, IOFlushed::noop())
+            .await
+            .expect("append");
+        // A vote goes through the writer's queue after the append: once it
+        // is saved, every entry has landed.
+        store
+            .save_vote(&Vote::new_committed(1, 1))
+            .await
+            .expect("vote");
+        {
+            let m = lock(&store.shared.mem);
+            assert_eq!(m.recent.len(), RECENT_ENTRIES, "the oldest made room");
+            assert_eq!(m.recent.keys().next(), Some(&101));
+            let sum: usize = m.recent.values().map(|(_, n)| n).sum();
+            assert_eq!(m.recent_bytes, sum);
+        }
+        let all = store.try_get_log_entries(1..).await.expect("read");
+        let want: Vec<(u64, u64)> = (1..=total).map(|i| (i, 1)).collect();
+        assert_eq!(
+            terms(&all),
+            want,
+            "from the file below 101, from memory above"
+        );
+
+        // A new leader's entries replace the tail.
+        store
+            .truncate_after(Some(id(1, 50)))
+            .await
+            .expect("truncate");
+        let entries = (51..=60).map(|i| Entry::new_blank(id(2, i)));
+        store
+            .append(entries, IOFlushed::noop())
+            .await
+            .expect("append");
+        store
+            .save_vote(&Vote::new_committed(2, 1))
+            .await
+            .expect("vote");
+        let want: Vec<(u64, u64)> = (1..=50)
+            .map(|i| (i, 1))
+            .chain((51..=60).map(|i| (i, 2)))
+            .collect();
+        assert_eq!(
+            terms(&store.try_get_log_entries(1..).await.expect("read")),
+            want
+        );
+
+        store.purge(id(2, 55)).await.expect("purge");
+        let want: Vec<(u64, u64)> = (56..=60).map(|i| (i, 2)).collect();
+        assert_eq!(
+            terms(&store.try_get_log_entries(0..).await.expect("read")),
+            want
+        );
+        {
+            let m = lock(&store.shared.mem);
+            assert_eq!(
+                m.recent.keys().copied().collect::<Vec<_>>(),
+                (56..=60).collect::<Vec<_>>()
+            );
+            let sum: usize = m.recent.values().map(|(_, n)| n).sum();
+            assert_eq!(m.recent_bytes, sum);
+        }
+        drop(store);
+        let mut store =
+            LogStore::new(open_cluster_db(&path).expect("reopen"), &log_dir).expect("store");
+        assert_eq!(
+            terms(&store.try_get_log_entries(0..).await.expect("read")),
+            want,
+            "the file agrees"
+        );
     }
 
     #[tokio::test]
