@@ -227,7 +227,7 @@ impl Member {
             config.id,
             raft_config,
             Network::new(config.id, transport.clone()),
-            LogStore::new(db, &config.dir.join("raft-log"))?,
+            LogStore::of_member(db, &config.dir.join("raft-log"), config.id)?,
             machine,
         )
         .await
