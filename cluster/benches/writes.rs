@@ -62,7 +62,7 @@ const MEMBERS: u64 = 3;
 const STAMP_BITS: u32 = 4;
 /// A cap on the writes per second a phase is signed for (a phase signs for
 /// twice the best rate seen so far).
-const MAX_RATE: usize = 30_000;
+const MAX_RATE: usize = 60_000;
 /// The same for one client (it waits for each write).
 const MAX_RATE_ONE: usize = 8_000;
 /// Pending writes are never sealed into batches here (no engine runs), so
