@@ -22,9 +22,11 @@
 //! node decides whether the peer is a member of its cluster before acting on
 //! anything.
 //!
+//! A caller writes its frame on the stream itself, under the link's lock
+//! (the first caller opens the stream); a task per link reads the answers.
 //! A stream that fails (the connection closed, a frame over the cap, bytes
-//! that are not a frame) fails the calls waiting on it, and the next call
-//! opens another.
+//! that are not a frame, a caller that gave up in the middle of writing its
+//! frame) fails the calls waiting on it, and the next call opens another.
 
 use std::collections::HashMap;
 use std::io;
@@ -182,16 +184,19 @@ impl std::fmt::Debug for Links {
 
 /// The calls to one member, on one stream.
 struct Link {
-    /// Requests for the stream's writer.
-    out: mpsc::Sender<(u64, Vec<u8>)>,
+    peer: PeerId,
+    /// Where to dial the member if it is not connected.
+    addr: Option<Multiaddr>,
+    /// The stream's writing half, once a caller opened it.
+    writer: tokio::sync::Mutex<Option<futures::io::WriteHalf<libp2p::Stream>>>,
     /// Calls sent and not answered, by id.
     waiting: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
     next_id: AtomicU64,
     /// Set when the stream failed: its calls are answered and the next call
     /// makes a new link.
     dead: AtomicBool,
-    /// Tells the link's task to close the stream (the peer was banned or
-    /// its last connection closed).
+    /// Tells the link's reader to stop (the peer was banned or its last
+    /// connection closed).
     stop: tokio::sync::Notify,
 }
 
@@ -208,6 +213,25 @@ impl Link {
             let _ = reply.send(Err(why.to_string()));
         }
         self.stop.notify_one();
+    }
+}
+
+/// Fails its link if dropped before [`Unfinished::done`]: a caller that gave
+/// up in the middle of writing a frame left a part of it on the stream, and
+/// what follows would be read as garbage.
+struct Unfinished<'a>(Option<&'a Link>);
+
+impl Unfinished<'_> {
+    fn done(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if let Some(link) = self.0 {
+            link.fail("a call gave up in the middle of its frame");
+        }
     }
 }
 
@@ -262,15 +286,14 @@ impl Links {
         // Whichever way this call ends (answered, failed, timed out, or its
         // caller gave up on it), its place is freed.
         let _place = Place { link: &link, id };
-        // The link may have died between its making and the insert above; its
-        // failure drained the calls before this one, so check again.
-        if link.dead.load(Ordering::Acquire) {
-            return Err("the stream to the member closed".into());
+        let frame = encode_frame(id, &request).map_err(|e| e.to_string())?;
+        let deadline = tokio::time::Instant::now() + CALL_TIMEOUT;
+        match tokio::time::timeout_at(deadline, self.send(&link, &frame)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(why)) => return Err(why),
+            Err(_) => return Err(format!("could not send in {CALL_TIMEOUT:?}")),
         }
-        if link.out.try_send((id, request)).is_err() {
-            return Err("too many raft calls queued for the member".into());
-        }
-        match tokio::time::timeout(CALL_TIMEOUT, answer).await {
+        match tokio::time::timeout_at(deadline, answer).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(_)) => Err("the stream to the member closed".into()),
             Err(_) => {
@@ -283,7 +306,78 @@ impl Links {
         }
     }
 
-    /// The live link to `peer`, made (and its stream opened) if there is none.
+    /// Writes `frame` on the stream of `link`, opening it first if no call
+    /// has. Calls wait for each other here, so frames never interleave.
+    async fn send(&self, link: &Arc<Link>, frame: &[u8]) -> Result<(), String> {
+        let mut writer = link.writer.lock().await;
+        // The link may have died before this call's place was taken; its
+        // failure drained the calls before this one, so check here.
+        if link.dead.load(Ordering::Acquire) {
+            return Err("the stream to the member closed".into());
+        }
+        if writer.is_none() {
+            let stream = match self.open(link).await {
+                Ok(stream) => stream,
+                Err(why) => {
+                    link.fail(&why);
+                    return Err(why);
+                }
+            };
+            let (reader, w) = stream.split();
+            *writer = Some(w);
+            tokio::spawn(read_answers(Arc::clone(link), reader));
+        }
+        let Some(w) = writer.as_mut() else {
+            return Err("the stream to the member closed".into());
+        };
+        let unfinished = Unfinished(Some(link));
+        let written = async {
+            w.write_all(frame).await?;
+            w.flush().await
+        }
+        .await;
+        unfinished.done();
+        written.map_err(|e| {
+            let why = format!("the raft stream failed: {e}");
+            link.fail(&why);
+            why
+        })
+    }
+
+    /// Opens a stream to the member of `link`, dialling it first if an
+    /// address is known.
+    async fn open(&self, link: &Link) -> Result<libp2p::Stream, String> {
+        let (peer, addr) = (link.peer, link.addr.clone());
+        let mut control = self.inner.control().clone();
+        let commands = self.inner.commands.clone();
+        let opened = tokio::time::timeout(OPEN_TIMEOUT, async {
+            if let Some(addr) = addr {
+                // The swarm task dials first, at the address, so the stream's
+                // own dial (by peer id alone) finds one under way.
+                let (done, reached) = oneshot::channel();
+                commands
+                    .send(NetCommand::Reach { peer, addr, done })
+                    .await
+                    .map_err(|_| "the network is gone".to_string())?;
+                reached
+                    .await
+                    .map_err(|_| "the network is gone".to_string())??;
+            }
+            control
+                .open_stream(peer, PROTOCOL)
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await;
+        match opened {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(why)) => Err(format!("cannot open a raft stream: {why}")),
+            Err(_) => Err(format!("no raft stream in {OPEN_TIMEOUT:?}")),
+        }
+    }
+
+    /// The live link to `peer`, made if there is none (its stream opens with
+    /// its first call).
     fn link(&self, peer: PeerId, addr: Option<Multiaddr>) -> Arc<Link> {
         let mut links = self.inner.links();
         if let Some(link) = links.get(&peer)
@@ -291,25 +385,16 @@ impl Links {
         {
             return Arc::clone(link);
         }
-        let (out, queue) = mpsc::channel(MAX_CALLS);
         let link = Arc::new(Link {
-            out,
+            peer,
+            addr,
+            writer: tokio::sync::Mutex::new(None),
             waiting: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
             dead: AtomicBool::new(false),
             stop: tokio::sync::Notify::new(),
         });
         links.insert(peer, Arc::clone(&link));
-        let control = self.inner.control().clone();
-        let commands = self.inner.commands.clone();
-        tokio::spawn(run_link(
-            peer,
-            addr,
-            control,
-            commands,
-            Arc::clone(&link),
-            queue,
-        ));
         link
     }
 
@@ -362,68 +447,30 @@ impl Links {
     }
 }
 
-/// Opens the stream of `link` and moves its frames until it fails; then
-/// fails what waits on it.
-async fn run_link(
-    peer: PeerId,
-    addr: Option<Multiaddr>,
-    mut control: libp2p_stream::Control,
-    commands: mpsc::Sender<NetCommand>,
-    link: Arc<Link>,
-    mut queue: mpsc::Receiver<(u64, Vec<u8>)>,
-) {
-    let opened = tokio::time::timeout(OPEN_TIMEOUT, async {
-        if let Some(addr) = addr {
-            // The swarm task dials first, at the address, so the stream's
-            // own dial (by peer id alone) finds one under way.
-            let (done, reached) = oneshot::channel();
-            commands
-                .send(NetCommand::Reach { peer, addr, done })
-                .await
-                .map_err(|_| "the network is gone".to_string())?;
-            reached
-                .await
-                .map_err(|_| "the network is gone".to_string())??;
-        }
-        control
-            .open_stream(peer, PROTOCOL)
-            .await
-            .map_err(|e| e.to_string())
-    })
-    .await;
-    let stream = match opened {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(why)) => return link.fail(&format!("cannot open a raft stream: {why}")),
-        Err(_) => return link.fail(&format!("no raft stream in {OPEN_TIMEOUT:?}")),
-    };
-    let (mut reader, mut writer) = stream.split();
-    let write = async {
-        while let Some(first) = queue.recv().await {
-            write_frames(&mut writer, first, &mut queue).await?;
-        }
-        io::Result::Ok(())
-    };
+/// Reads the answers on the stream of `link` until it fails or the link is
+/// stopped; then fails what waits on it and closes the stream.
+async fn read_answers(link: Arc<Link>, mut reader: futures::io::ReadHalf<libp2p::Stream>) {
     let read = async {
         loop {
-            let (id, body) = read_frame(&mut reader).await?;
-            // An answer to a call that timed out finds nobody: dropped.
-            if let Some(reply) = link.waiting().remove(&id) {
-                let _ = reply.send(Ok(body));
+            match read_frame(&mut reader).await {
+                Ok((id, body)) => {
+                    // An answer to a call that timed out finds nobody: dropped.
+                    if let Some(reply) = link.waiting().remove(&id) {
+                        let _ = reply.send(Ok(body));
+                    }
+                }
+                Err(e) => break e,
             }
         }
     };
-    let moving = futures::future::select(Box::pin(write), Box::pin(read));
-    let stopped = Box::pin(link.stop.notified());
-    // Stopped: the calls were failed already, and the stream closes here.
-    if let futures::future::Either::Left((ended, _)) =
-        futures::future::select(moving, stopped).await
+    // Stopped: the calls were failed already.
+    if let futures::future::Either::Right((e, _)) =
+        futures::future::select(Box::pin(link.stop.notified()), Box::pin(read)).await
     {
-        let why = match ended.factor_first().0 {
-            Ok(()) => "the link was dropped".to_string(),
-            Err(e) => format!("the raft stream failed: {e}"),
-        };
-        link.fail(&why);
+        link.fail(&format!("the raft stream failed: {e}"));
     }
+    // The writing half goes too, so the stream closes.
+    drop(link.writer.lock().await.take());
 }
 
 /// Reads requests from one inbound stream into `inbox` and writes the

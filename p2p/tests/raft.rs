@@ -172,3 +172,42 @@ async fn calls_their_callers_gave_up_on_free_their_places() {
     let next = give_up(0).await;
     assert!(next.is_err(), "taken and unanswered, not refused: {next:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_given_up_in_the_middle_of_its_frame_leaves_no_garbage_for_the_next() {
+    let (a, b) = (spawned(), spawned());
+    let mut inbox = serve(&b);
+    let (b_peer, b_addr) = (b.local_peer_id(), address(&b).await);
+    // b answers every request with its length.
+    tokio::spawn(async move {
+        while let Some(r) = inbox.recv().await {
+            r.channel
+                .respond((r.request.len() as u64).to_le_bytes().to_vec());
+        }
+    });
+    let commander = a.commander();
+    let small = || commander.raft_call(b_peer, Some(b_addr.clone()), vec![1; 10]);
+    assert_eq!(small().await.expect("first"), 10u64.to_le_bytes().to_vec());
+    // A frame far larger than the stream's window, abandoned while it is
+    // being written: part of it is on the stream.
+    let big = commander.raft_call(b_peer, Some(b_addr.clone()), vec![7; MAX_FRAME - 16]);
+    let gave_up = tokio::time::timeout(Duration::from_millis(20), big).await;
+    assert!(
+        gave_up.is_err(),
+        "a {MAX_FRAME}-byte call was done in 20 ms"
+    );
+    // The next call is answered as itself, not read as the rest of the
+    // abandoned frame.
+    let mut answered = None;
+    for _ in 0..10 {
+        match tokio::time::timeout(Duration::from_secs(2), small()).await {
+            Ok(Ok(answer)) => {
+                answered = Some(answer);
+                break;
+            }
+            // The old stream's failure may reach this call first.
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    assert_eq!(answered, Some(10u64.to_le_bytes().to_vec()));
+}
