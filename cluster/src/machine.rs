@@ -31,7 +31,12 @@
 //!   already recorded is recorded again as is.
 //!
 //! Snapshots are files ([`crate::snapshot`]) built from the ledger's file and
-//! the cluster tables, and installed by swapping the ledger's file.
+//! the cluster tables, and installed by swapping the ledger's file. They are
+//! written on demand: what openraft's policy asks for every so many entries
+//! is a mark (the state as of an applied id, made durable, so the log under
+//! it may be purged), and the file is written only when a snapshot is asked
+//! for, to send to a member that fell behind (or at a start), as of the
+//! state then. A member that never needs one never copies its ledger.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -236,10 +241,18 @@ pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), Error> {
 }
 
 /// The current snapshot's metadata and file name (in the snapshot folder).
+/// An empty name marks a snapshot not written yet: the state as of `meta`,
+/// durable, to be written (as of the state then) when one is asked for.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Current {
     meta: SnapshotMeta,
     file: String,
+}
+
+impl Current {
+    fn is_written(&self) -> bool {
+        !self.file.is_empty()
+    }
 }
 
 /// What applying the log did that the node acts on: the leader's engine
@@ -1065,11 +1078,25 @@ impl LedgerMachine {
         // The next durable commit of the cluster file (the builder's) then
         // claims the snapshot's applied id, which the log may be purged to.
         self.write_ops(Vec::new(), Durability::None)?;
-        let meta = SnapshotMeta {
+        Ok((self.snapshot_meta(), path))
+    }
+
+    /// What a snapshot of the state as of now is.
+    fn snapshot_meta(&self) -> SnapshotMeta {
+        SnapshotMeta {
             last_log_id: self.applied,
             last_membership: self.membership.clone(),
-        };
-        Ok((meta, path))
+        }
+    }
+
+    /// Marks the state as of now as a snapshot, without writing one: syncs
+    /// the ledger, so the applied id the cluster file claims reaches the last
+    /// applied, and writes that claim, which the next durable commit (the
+    /// builder's) makes durable. The log under it may then be purged.
+    fn mark_snapshot(&mut self) -> Result<SnapshotMeta, Error> {
+        self.settle(true)?;
+        self.write_ops(Vec::new(), Durability::None)?;
+        Ok(self.snapshot_meta())
     }
 
     /// Installs a checked snapshot file: the ledger first (a swap of its
@@ -1159,24 +1186,46 @@ impl LedgerMachine {
     }
 
     fn set_current(&self, meta: SnapshotMeta, path: &Path) -> Result<(), Error> {
-        set_current(&self.view.db, &self.current, &self.snapshot_dir, meta, path)
+        set_current(
+            &self.view.db,
+            &self.current,
+            &self.snapshot_dir,
+            meta,
+            Some(path),
+        )
+    }
+
+    /// Writes the marked snapshot's file, as of the state now, and makes it
+    /// the current one.
+    fn write_marked_snapshot(&mut self) -> Result<(SnapshotMeta, PathBuf), Error> {
+        let (meta, path) = self.make_snapshot()?;
+        if let Err(e) = self.set_current(meta.clone(), &path) {
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+        Ok((meta, path))
     }
 }
 
-/// Records `path` (inside `dir`) as the current snapshot and deletes the
-/// previous one's file.
+/// Records `path` (inside `dir`) as the current snapshot, or with `None` a
+/// mark of one not written yet, durably, and deletes the previous one's
+/// file.
 fn set_current(
     db: &Database,
     current: &Mutex<Option<Current>>,
     dir: &Path,
     meta: SnapshotMeta,
-    path: &Path,
+    path: Option<&Path>,
 ) -> Result<(), Error> {
-    let file = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| Error::Storage(format!("snapshot path {}", path.display())))?
-        .to_string();
+    let file = match path {
+        Some(path) => path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| Error::Storage(format!("snapshot path {}", path.display())))?
+            .to_string(),
+        None => String::new(),
+    };
     let cur = Current { meta, file };
     let bytes = crate::wire::encode("snapshot meta", &cur, MAX_META_BYTES)?;
     let txn = db.begin_write()?;
@@ -1187,6 +1236,7 @@ fn set_current(
         .lock()
         .map_err(|_| Error::Storage("the snapshot lock is poisoned".into()))?;
     if let Some(old) = guard.replace(cur)
+        && old.is_written()
         && old.file != guard.as_ref().map_or("", |c| c.file.as_str())
     {
         let _ = std::fs::remove_file(dir.join(old.file));
@@ -1194,14 +1244,18 @@ fn set_current(
     Ok(())
 }
 
-/// Builds the snapshot the state machine already wrote when it was asked
-/// for a builder (so the file is one consistent state), and makes it the
-/// current one.
+/// Makes the snapshot the state machine marked when it was asked for a
+/// builder the current one, durably; its file is written when a snapshot
+/// is asked for (see the module docs).
+///
+/// The snapshot it hands back names the snapshot folder, not a file:
+/// openraft keeps only the metadata of a snapshot it had built, and asks
+/// [`RaftStateMachine::get_current_snapshot`] for one to send.
 pub struct SnapshotBuilder {
     db: Arc<Database>,
     current: Arc<Mutex<Option<Current>>>,
     dir: PathBuf,
-    made: Result<(SnapshotMeta, PathBuf), String>,
+    marked: Result<SnapshotMeta, String>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -1210,14 +1264,16 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(
         &mut self,
     ) -> Result<openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>, io::Error> {
-        let (meta, path) = self.made.clone().map_err(io::Error::other)?;
-        // Durable, so the applied id the machine wrote when it made the file
-        // (its own, which the ledger allows) is on disk before the log below
-        // it may be purged.
-        set_current(&self.db, &self.current, &self.dir, meta.clone(), &path)?;
+        let meta = self.marked.clone().map_err(io::Error::other)?;
+        // Durable, so the applied id the machine wrote when it marked the
+        // snapshot (its own, which the ledger allows) is on disk before the
+        // log below it may be purged.
+        set_current(&self.db, &self.current, &self.dir, meta.clone(), None)?;
         Ok(openraft::storage::Snapshot {
             meta,
-            snapshot: SnapshotFile { path },
+            snapshot: SnapshotFile {
+                path: self.dir.clone(),
+            },
         })
     }
 }
@@ -1294,12 +1350,12 @@ impl RaftStateMachine<TypeConfig> for LedgerMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
-        let made = blocking(|| self.make_snapshot()).map_err(|e| e.to_string());
+        let marked = blocking(|| self.mark_snapshot()).map_err(|e| e.to_string());
         SnapshotBuilder {
             db: self.view.db.clone(),
             current: self.current.clone(),
             dir: self.snapshot_dir.clone(),
-            made,
+            marked,
         }
     }
 
@@ -1328,11 +1384,23 @@ impl RaftStateMachine<TypeConfig> for LedgerMachine {
             .lock()
             .map_err(|_| io::Error::other("the snapshot lock is poisoned"))?
             .clone();
-        Ok(cur.map(|c| openraft::storage::Snapshot {
-            meta: c.meta,
-            snapshot: SnapshotFile {
-                path: self.snapshot_dir.join(c.file),
-            },
-        }))
+        match cur {
+            None => Ok(None),
+            Some(c) if c.is_written() => Ok(Some(openraft::storage::Snapshot {
+                meta: c.meta,
+                snapshot: SnapshotFile {
+                    path: self.snapshot_dir.join(c.file),
+                },
+            })),
+            // Marked only: written now, as of the state now (at or past the
+            // mark, so it covers whatever the log dropped under the mark).
+            Some(_) => {
+                let (meta, path) = blocking(|| self.write_marked_snapshot())?;
+                Ok(Some(openraft::storage::Snapshot {
+                    meta,
+                    snapshot: SnapshotFile { path },
+                }))
+            }
+        }
     }
 }

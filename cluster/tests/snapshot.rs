@@ -35,8 +35,30 @@ fn record(sm: &LedgerMachine, key: &str) -> Option<Vec<u8>> {
         .and_then(|r| r.value)
 }
 
+/// Applies `cmds` after what the machine applied, numbered on from `after`.
+async fn apply_from(sm: &mut LedgerMachine, after: u64, cmds: Vec<Command>) {
+    let entries: Vec<Result<EntryResponder<_>, std::io::Error>> = cmds
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| Ok((Entry::new_normal(log_id(after + i as u64 + 1), c), None)))
+        .collect();
+    sm.apply(futures::stream::iter(entries))
+        .await
+        .expect("apply");
+}
+
+/// The files in a member's snapshot folder.
+fn snapshot_files(member: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(member.join("snapshots"))
+        .expect("snapshot folder")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 /// A machine with two batches and a pending write applied, and a snapshot
-/// of it.
+/// of it, as openraft takes one to send: built, then asked for.
 async fn source(dir: &Path) -> (LedgerMachine, SnapshotMeta, SnapshotFile) {
     let (_, mut sm) = common::open_member(dir, &common::genesis()).expect("open");
     apply(
@@ -48,13 +70,82 @@ async fn source(dir: &Path) -> (LedgerMachine, SnapshotMeta, SnapshotFile) {
         ],
     )
     .await;
-    let snap = sm
+    let built = sm
         .get_snapshot_builder()
         .await
         .build_snapshot()
         .await
         .expect("build");
+    let snap = sm
+        .get_current_snapshot()
+        .await
+        .expect("current")
+        .expect("a snapshot");
+    assert_eq!(snap.meta, built.meta);
     (sm, snap.meta, snap.snapshot)
+}
+
+#[tokio::test]
+async fn a_built_snapshot_is_a_mark_written_when_asked_for_as_of_then() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let a = dir.path().join("a");
+    let (_, mut sm) = common::open_member(&a, &common::genesis()).expect("open");
+    apply(&mut sm, vec![common::put_batch(1, "a", "1")]).await;
+    let built = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build");
+    assert_eq!(built.meta.last_log_id, Some(log_id(1)));
+    assert!(
+        snapshot_files(&a).is_empty(),
+        "building copied the state: {:?}",
+        snapshot_files(&a)
+    );
+    // The mark outlives a restart, and the log under it may be purged: the
+    // applied id it names is durable.
+    drop(sm);
+    let (_, mut sm) = common::open_member(&a, &common::genesis()).expect("reopen");
+    assert_eq!(sm.applied_state().await.expect("state").0, Some(log_id(1)));
+    apply_from(&mut sm, 1, vec![common::put_batch(2, "b", "2")]).await;
+    // Asked for, it is written as of the state now, past the mark.
+    let snap = sm
+        .get_current_snapshot()
+        .await
+        .expect("current")
+        .expect("a snapshot");
+    assert_eq!(snap.meta.last_log_id, Some(log_id(2)));
+    assert_eq!(snapshot_files(&a).len(), 1, "{:?}", snapshot_files(&a));
+    // Asked again, the same file, though more was applied since.
+    apply_from(&mut sm, 2, vec![common::put_batch(3, "c", "3")]).await;
+    let again = sm
+        .get_current_snapshot()
+        .await
+        .expect("current")
+        .expect("a snapshot");
+    assert_eq!(again.meta, snap.meta);
+    assert_eq!(again.snapshot, snap.snapshot);
+    let (_, mut dst) =
+        common::open_member(&dir.path().join("b"), &common::genesis()).expect("open");
+    dst.install_snapshot(&snap.meta, snap.snapshot)
+        .await
+        .expect("install");
+    assert_eq!(record(&dst, "b"), Some(b"2".to_vec()));
+    assert_eq!(record(&dst, "c"), None);
+    // A new mark replaces the written file; the next ask writes another.
+    sm.get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build");
+    assert!(snapshot_files(&a).is_empty(), "{:?}", snapshot_files(&a));
+    let snap = sm
+        .get_current_snapshot()
+        .await
+        .expect("current")
+        .expect("a snapshot");
+    assert_eq!(snap.meta.last_log_id, Some(log_id(3)));
 }
 
 #[tokio::test]
