@@ -38,7 +38,7 @@
 //! for, to send to a member that fell behind (or at a start), as of the
 //! state then. A member that never needs one never copies its ledger.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -414,6 +414,9 @@ pub struct LedgerMachine {
     /// The entry being applied: its index, for the keys of the writes it
     /// makes pending.
     applying: u64,
+    /// While a run of entries that leaves the ledger alone is applied: which
+    /// of its writes the ledger already holds, looked up in one read.
+    in_ledger: Option<HashSet<Hash>>,
     /// How many records the ledger's engine log holds.
     engine_len: u64,
     limits: PendingLimits,
@@ -529,6 +532,7 @@ impl LedgerMachine {
             applied,
             membership,
             applying: 0,
+            in_ledger: None,
             engine_len,
             limits: PendingLimits::default(),
             snapshot_dir: snapshot_dir.to_path_buf(),
@@ -763,7 +767,13 @@ impl LedgerMachine {
         let id = tx.id();
         // The index and the ledger are locked one after the other, never
         // one inside the other (readers take them in either order).
-        if self.view.is_pending(&id)? || self.view.ledger.read()?.tx_location(&id)?.is_some() {
+        let in_ledger = |id: &Hash| -> Result<bool, Error> {
+            Ok(match &self.in_ledger {
+                Some(found) => found.contains(id),
+                None => self.view.ledger.read()?.tx_location(id)?.is_some(),
+            })
+        };
+        if self.view.is_pending(&id)? || in_ledger(&id)? {
             // Resubmitted (a client retry, or a replay), or already in the
             // ledger (its batch or block came first): once only.
             return Ok(Response::Pending { id });
@@ -923,12 +933,42 @@ impl LedgerMachine {
     fn apply_chunk(&mut self, chunk: Vec<EntryResponder<TypeConfig>>) -> Result<Replies, Error> {
         let mut ops = Vec::new();
         let mut replies = Vec::with_capacity(chunk.len());
+        // Nothing in the run changes the ledger, so whether it holds a write
+        // can be read for all of them at once.
+        self.in_ledger = if chunk.iter().all(|(e, _)| !touches_ledger(&e.payload)) {
+            let ids: Vec<Hash> = chunk
+                .iter()
+                .flat_map(|(e, _)| match &e.payload {
+                    EntryPayload::Normal(Command::Write(tx)) => std::slice::from_ref(tx),
+                    EntryPayload::Normal(Command::Writes(txs)) => txs.as_slice(),
+                    _ => &[],
+                })
+                .map(|tx| tx.id())
+                .collect();
+            Some(self.view.ledger.read()?.applied_of(&ids)?)
+        } else {
+            None
+        };
+        let applied = self.apply_run(chunk, &mut ops, &mut replies);
+        self.in_ledger = None;
+        applied?;
+        self.write_ops(ops, Durability::None)?;
+        Ok(replies)
+    }
+
+    /// [`LedgerMachine::apply_chunk`]'s entries, one by one.
+    fn apply_run(
+        &mut self,
+        chunk: Vec<EntryResponder<TypeConfig>>,
+        ops: &mut Vec<Op>,
+        replies: &mut Replies,
+    ) -> Result<(), Error> {
         for (entry, responder) in chunk {
             let log_id = entry.log_id();
             self.applying = log_id.index;
             let response = match &entry.payload {
                 EntryPayload::Blank => Response::Done,
-                EntryPayload::Normal(cmd) => self.apply_command(cmd, &mut ops)?,
+                EntryPayload::Normal(cmd) => self.apply_command(cmd, ops)?,
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(log_id), m.clone());
                     Response::Done
@@ -937,8 +977,7 @@ impl LedgerMachine {
             self.applied = Some(log_id);
             replies.push((responder, response));
         }
-        self.write_ops(ops, Durability::None)?;
-        Ok(replies)
+        Ok(())
     }
 
     /// Commits the cluster tables durably, claiming the applied id the

@@ -719,3 +719,52 @@ async fn a_cluster_file_with_pending_writes_keyed_by_id_is_moved_on_open() {
     };
     assert!(!names.iter().any(|n| n == "sm_pending"), "{names:?}");
 }
+
+fn batch_tx(cmd: &Command) -> pyralog_ledger::Transaction {
+    match cmd {
+        Command::Batch { batch, .. } => batch.txs[0].clone(),
+        other => panic!("not a batch: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_write_the_ledger_already_holds_is_not_pended_alone_in_a_run_or_after_its_batch() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut sm = machine(dir.path());
+    let merged = common::put_batch(1, "a", "v");
+    apply(&mut sm, 1, vec![merged.clone()]).await;
+    // A run of writes alone, looked up in the ledger together: the one the
+    // batch carried is not pended, alone or among others.
+    apply(
+        &mut sm,
+        2,
+        vec![
+            Command::Write(batch_tx(&merged)),
+            common::write(5, "x"),
+            Command::Writes(vec![write_tx(common::write(6, "y")), batch_tx(&merged)]),
+        ],
+    )
+    .await;
+    assert_eq!(
+        pending_ids(&sm),
+        vec![
+            write_tx(common::write(5, "x")).id(),
+            write_tx(common::write(6, "y")).id()
+        ]
+    );
+    // A run where the batch comes first, then its write: looked up one by
+    // one, after the batch.
+    let later = common::put_batch(2, "b", "v");
+    apply(
+        &mut sm,
+        5,
+        vec![
+            common::write(7, "z"),
+            later.clone(),
+            Command::Write(batch_tx(&later)),
+        ],
+    )
+    .await;
+    assert_eq!(pending_ids(&sm).len(), 3);
+    assert!(!pending_ids(&sm).contains(&batch_tx(&later).id()));
+}

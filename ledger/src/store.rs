@@ -521,6 +521,24 @@ impl Store {
         read_tx_location(&self.db.begin_read()?, id)
     }
 
+    /// Which of `ids` were applied (in one read transaction, where
+    /// [`Store::tx_location`] takes one each): the ids found, in no order.
+    pub fn applied_of(&self, ids: &[Hash]) -> Result<std::collections::HashSet<Hash>, Error> {
+        let mut found = std::collections::HashSet::new();
+        if ids.is_empty() {
+            return Ok(found);
+        }
+        let txn = self.db.begin_read()?;
+        let blocks = txn.open_table(BLOCK_TX_INDEX)?;
+        let others = txn.open_table(TX_INDEX)?;
+        for id in ids {
+            if blocks.get(id_prefix(id))?.is_some() || others.get(id.0.as_slice())?.is_some() {
+                found.insert(*id);
+            }
+        }
+        Ok(found)
+    }
+
     /// The highest batch seq merged from `origin` (0 if none).
     pub fn highest_seq(&self, origin: &Address) -> Result<u64, Error> {
         let txn = self.db.begin_read()?;

@@ -118,4 +118,11 @@ fn an_ordered_block_keeps_every_transaction_and_skips_the_failing_ones() {
     ))
     .expect("signed");
     assert_eq!(store.tx_location(&unknown.id()).expect("lookup"), None);
+    // Looked up together, in one read: the block's, not the unknown one.
+    let mut ids: Vec<_> = txs.iter().map(|t| t.id()).collect();
+    ids.push(unknown.id());
+    let found = store.applied_of(&ids).expect("lookup");
+    assert_eq!(found.len(), txs.len());
+    assert!(txs.iter().all(|t| found.contains(&t.id())));
+    assert!(!found.contains(&unknown.id()));
 }
