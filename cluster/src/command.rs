@@ -425,7 +425,9 @@ impl Decode for Command {
 impl Command {
     /// The canonical bytes, refused above [`MAX_COMMAND_BYTES`].
     pub fn to_checked_bytes(&self) -> Result<Vec<u8>, crate::Error> {
-        let bytes = self.to_bytes();
+        // Room for one write's bytes at once; larger commands grow from it.
+        let mut bytes = Vec::with_capacity(512);
+        self.encode(&mut bytes);
         if bytes.len() > MAX_COMMAND_BYTES {
             return Err(crate::Error::TooLarge {
                 what: "command",

@@ -49,7 +49,7 @@ use openraft::entry::RaftEntry;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend};
 use pyralog_ledger::block::{VerifiedBatch, VerifiedBlock, verify_txs_memo};
-use pyralog_ledger::codec::{Decode, Encode};
+use pyralog_ledger::codec::Decode;
 use pyralog_ledger::{Hash, MergeOutcome, Store, Transaction};
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
@@ -417,6 +417,9 @@ pub struct LedgerMachine {
     /// While a run of entries that leaves the ledger alone is applied: which
     /// of its writes the ledger already holds, looked up in one read.
     in_ledger: Option<HashSet<Hash>>,
+    /// The applied id and membership id the cluster file's meta rows hold,
+    /// once this machine wrote them (they are rewritten only when changed).
+    meta_written: Option<(Option<LogId>, Option<LogId>)>,
     /// How many records the ledger's engine log holds.
     engine_len: u64,
     limits: PendingLimits,
@@ -533,6 +536,7 @@ impl LedgerMachine {
             membership,
             applying: 0,
             in_ledger: None,
+            meta_written: None,
             engine_len,
             limits: PendingLimits::default(),
             snapshot_dir: snapshot_dir.to_path_buf(),
@@ -764,7 +768,7 @@ impl LedgerMachine {
         position: u32,
         ops: &mut Vec<Op>,
     ) -> Result<Response, Error> {
-        let id = tx.id();
+        let (id, bytes) = tx.id_and_bytes();
         // The index and the ledger are locked one after the other, never
         // one inside the other (readers take them in either order).
         let in_ledger = |id: &Hash| -> Result<bool, Error> {
@@ -778,7 +782,6 @@ impl LedgerMachine {
             // ledger (its batch or block came first): once only.
             return Ok(Response::Pending { id });
         }
-        let bytes = tx.to_bytes();
         let mut index = self.view.pending_index_mut()?;
         if index.slots.len() >= self.limits.count || index.bytes + bytes.len() > self.limits.bytes {
             return Ok(Response::Refused {
@@ -1027,9 +1030,15 @@ impl LedgerMachine {
     /// Writes the collected changes and the applied id the ledger allows
     /// (see the module docs) in one transaction.
     fn write_ops(&mut self, ops: Vec<Op>, durability: Durability) -> Result<(), Error> {
-        let applied = crate::wire::encode("applied", &self.durable, MAX_META_BYTES)?;
-        let membership =
-            crate::wire::encode("membership", &self.durable_membership, MAX_META_BYTES)?;
+        let meta_now = (self.durable, *self.durable_membership.log_id());
+        let meta_rows = if self.meta_written != Some(meta_now) {
+            Some((
+                crate::wire::encode("applied", &self.durable, MAX_META_BYTES)?,
+                crate::wire::encode("membership", &self.durable_membership, MAX_META_BYTES)?,
+            ))
+        } else {
+            None
+        };
         let mut txn = self.view.db.begin_write()?;
         txn.set_durability(durability)?;
         {
@@ -1058,10 +1067,13 @@ impl LedgerMachine {
                     }
                 }
             }
-            meta.insert(APPLIED, applied.as_slice())?;
-            meta.insert(MEMBERSHIP, membership.as_slice())?;
+            if let Some((applied, membership)) = &meta_rows {
+                meta.insert(APPLIED, applied.as_slice())?;
+                meta.insert(MEMBERSHIP, membership.as_slice())?;
+            }
         }
         txn.commit()?;
+        self.meta_written = Some(meta_now);
         Ok(())
     }
 
@@ -1214,6 +1226,8 @@ impl LedgerMachine {
             index
         };
         txn.commit()?;
+        // Written above as the snapshot has them: the next run writes its own.
+        self.meta_written = None;
         self.unsynced_since = None;
         self.durable = state.applied;
         self.durable_membership = state.membership.clone();

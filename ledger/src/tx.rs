@@ -159,10 +159,16 @@ impl Payload {
     }
 }
 
+/// Room made for a transaction's canonical bytes before encoding it: most
+/// are a few hundred bytes, so one allocation instead of a string of grows.
+const TX_BYTES_GUESS: usize = 512;
+
 impl TxBody {
     /// The transaction's identity.
     pub fn id(&self) -> Hash {
-        Hash::of(Domain::TxId, &self.to_bytes())
+        let mut out = Vec::with_capacity(TX_BYTES_GUESS);
+        self.encode(&mut out);
+        Hash::of(Domain::TxId, &out)
     }
 
     /// Stamps the body with `stamp` and signs it: the last step of building a
@@ -181,6 +187,16 @@ impl Transaction {
     /// The transaction's identity (the hash of its body).
     pub fn id(&self) -> Hash {
         self.body.id()
+    }
+
+    /// Its identity and its canonical bytes, the body encoded once for both.
+    pub fn id_and_bytes(&self) -> (Hash, Vec<u8>) {
+        let mut out = Vec::with_capacity(TX_BYTES_GUESS);
+        self.body.encode(&mut out);
+        let id = Hash::of(Domain::TxId, &out);
+        self.stamp.encode(&mut out);
+        self.signature.encode(&mut out);
+        (id, out)
     }
 }
 

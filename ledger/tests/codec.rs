@@ -239,6 +239,9 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test] fn transactions_round_trip(v in transaction()) { round_trip(&v)?; }
+    #[test] fn a_transactions_id_and_bytes_together_are_its_id_and_its_bytes(v in transaction()) {
+        prop_assert_eq!(v.id_and_bytes(), (v.id(), v.to_bytes()));
+    }
     #[test] fn payloads_round_trip(v in payload()) { round_trip(&v)?; }
     #[test] fn headers_round_trip(v in header()) { round_trip(&v)?; }
     #[test] fn blocks_round_trip(v in block()) { round_trip(&v)?; }
