@@ -417,6 +417,10 @@ pub struct LedgerMachine {
     /// While a run of entries that leaves the ledger alone is applied: which
     /// of its writes the ledger already holds, looked up in one read.
     in_ledger: Option<HashSet<Hash>>,
+    /// With `in_ledger`: the run's writes' ids and bytes, in the order they
+    /// come in it, encoded once for that lookup and taken by
+    /// [`LedgerMachine::pend`] as it reaches each write.
+    encoded: std::collections::VecDeque<(Hash, Vec<u8>)>,
     /// The applied id and membership id the cluster file's meta rows hold,
     /// once this machine wrote them (they are rewritten only when changed).
     meta_written: Option<(Option<LogId>, Option<LogId>)>,
@@ -536,6 +540,7 @@ impl LedgerMachine {
             membership,
             applying: 0,
             in_ledger: None,
+            encoded: std::collections::VecDeque::new(),
             meta_written: None,
             engine_len,
             limits: PendingLimits::default(),
@@ -768,7 +773,11 @@ impl LedgerMachine {
         position: u32,
         ops: &mut Vec<Op>,
     ) -> Result<Response, Error> {
-        let (id, bytes) = tx.id_and_bytes();
+        let (id, bytes) = match self.encoded.pop_front() {
+            Some(encoded) => encoded,
+            None => tx.id_and_bytes(),
+        };
+        debug_assert_eq!(id, tx.id(), "a run's writes taken out of order");
         // The index and the ledger are locked one after the other, never
         // one inside the other (readers take them in either order).
         let in_ledger = |id: &Hash| -> Result<bool, Error> {
@@ -939,21 +948,23 @@ impl LedgerMachine {
         // Nothing in the run changes the ledger, so whether it holds a write
         // can be read for all of them at once.
         self.in_ledger = if chunk.iter().all(|(e, _)| !touches_ledger(&e.payload)) {
-            let ids: Vec<Hash> = chunk
+            self.encoded = chunk
                 .iter()
                 .flat_map(|(e, _)| match &e.payload {
                     EntryPayload::Normal(Command::Write(tx)) => std::slice::from_ref(tx),
                     EntryPayload::Normal(Command::Writes(txs)) => txs.as_slice(),
                     _ => &[],
                 })
-                .map(|tx| tx.id())
+                .map(Transaction::id_and_bytes)
                 .collect();
+            let ids: Vec<Hash> = self.encoded.iter().map(|(id, _)| *id).collect();
             Some(self.view.ledger.read()?.applied_of(&ids)?)
         } else {
             None
         };
         let applied = self.apply_run(chunk, &mut ops, &mut replies);
         self.in_ledger = None;
+        self.encoded.clear();
         applied?;
         self.write_ops(ops, Durability::None)?;
         Ok(replies)
