@@ -371,14 +371,14 @@ fn sign_writes(round: usize, clients: usize, per_client: usize) -> Vec<Vec<Comma
             .map(|i| {
                 let nonce = (round * per_client + i) as u64;
                 let k = format!("r{round}/c{c}/{i}");
-                Command::Write(devkit::tx(
+                Command::Write(Arc::new(devkit::tx(
                     &chain,
                     &key,
                     nonce,
                     epoch,
                     devkit::put(&key, k.as_bytes(), &[0xab; 32]),
                     STAMP_BITS,
-                ))
+                )))
             })
             .collect()
     };

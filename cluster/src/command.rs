@@ -12,6 +12,7 @@
 //! [`crate::machine`]).
 
 use std::fmt;
+use std::sync::Arc;
 
 use pyralog_consensus::bft::Statement;
 use pyralog_ledger::codec::{Decode, Encode, Reader, put_bytes, put_list, put_u64};
@@ -42,10 +43,14 @@ pub enum Command {
     /// checked). Applying it adds it to the cluster's pending writes, which
     /// survive a change of leader; it reaches the ledger with the batch or
     /// block that includes it. Answer: [`Response::Pending`].
-    Write(Transaction),
+    ///
+    /// Shared, as in [`Command::Writes`]: an entry is copied for every
+    /// follower it is sent to and for the state machine, and a copy of a
+    /// transaction is several allocations.
+    Write(Arc<Transaction>),
     /// Many clients' writes in one entry (a bulk submission), each taken as
     /// [`Command::Write`] would. Answer: [`Response::Writes`].
-    Writes(Vec<Transaction>),
+    Writes(Vec<Arc<Transaction>>),
     /// A gossip batch to merge: another cluster's, or this cluster's own
     /// (sealed by the leader from pending writes, which it then removes).
     /// `now_ms` is the leader's clock when it proposed the merge, so the
@@ -384,13 +389,18 @@ impl Decode for Command {
     const MIN_SIZE: usize = 9;
     fn decode(r: &mut Reader<'_>) -> Result<Self, pyralog_ledger::Error> {
         Ok(match r.u8("command")? {
-            0 => Command::Write(Transaction::decode(r)?),
+            0 => Command::Write(Arc::new(Transaction::decode(r)?)),
             1 => Command::Batch {
                 batch: Batch::decode(r)?,
                 now_ms: r.u64("now")?,
             },
             2 => Command::Block(Block::decode(r)?),
-            8 => Command::Writes(r.list(MAX_WRITES, "writes")?),
+            8 => Command::Writes(
+                r.list::<Transaction>(MAX_WRITES, "writes")?
+                    .into_iter()
+                    .map(Arc::new)
+                    .collect(),
+            ),
             9 => {
                 let (from, records) = read_records(r)?;
                 Command::Turn {
@@ -516,7 +526,8 @@ mod tests {
                 from: 3,
                 records: vec![vec![1, 2], Vec::new()],
             },
-            Command::Writes(vec![write_tx(1), write_tx(2)]),
+            Command::Writes(vec![Arc::new(write_tx(1)), Arc::new(write_tx(2))]),
+            Command::Write(Arc::new(write_tx(3))),
             Command::Turn {
                 from: 4,
                 records: vec![vec![3]],

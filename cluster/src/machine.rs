@@ -955,7 +955,7 @@ impl LedgerMachine {
                     EntryPayload::Normal(Command::Writes(txs)) => txs.as_slice(),
                     _ => &[],
                 })
-                .map(Transaction::id_and_bytes)
+                .map(|tx| tx.id_and_bytes())
                 .collect();
             let ids: Vec<Hash> = self.encoded.iter().map(|(id, _)| *id).collect();
             Some(self.view.ledger.read()?.applied_of(&ids)?)

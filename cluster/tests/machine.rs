@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use openraft::entry::RaftEntry;
 use openraft::storage::{EntryResponder, RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine};
 use pyralog_cluster::types::{Entry, LogId};
@@ -623,7 +625,7 @@ fn pending_ids(sm: &LedgerMachine) -> Vec<pyralog_ledger::Hash> {
 
 fn write_tx(cmd: Command) -> pyralog_ledger::Transaction {
     match cmd {
-        Command::Write(tx) => tx,
+        Command::Write(tx) => Arc::unwrap_or_clone(tx),
         other => panic!("not a write: {other:?}"),
     }
 }
@@ -647,10 +649,10 @@ async fn pending_writes_come_out_in_the_order_the_log_brought_them() {
         &mut sm,
         1,
         vec![
-            Command::Write(txs[0].clone()),
-            Command::Writes(txs[1..4].to_vec()),
-            Command::Write(txs[4].clone()),
-            Command::Write(txs[5].clone()),
+            Command::Write(Arc::new(txs[0].clone())),
+            Command::Writes(txs[1..4].iter().cloned().map(Arc::new).collect()),
+            Command::Write(Arc::new(txs[4].clone())),
+            Command::Write(Arc::new(txs[5].clone())),
         ],
     )
     .await;
@@ -739,9 +741,12 @@ async fn a_write_the_ledger_already_holds_is_not_pended_alone_in_a_run_or_after_
         &mut sm,
         2,
         vec![
-            Command::Write(batch_tx(&merged)),
+            Command::Write(Arc::new(batch_tx(&merged))),
             common::write(5, "x"),
-            Command::Writes(vec![write_tx(common::write(6, "y")), batch_tx(&merged)]),
+            Command::Writes(vec![
+                Arc::new(write_tx(common::write(6, "y"))),
+                Arc::new(batch_tx(&merged)),
+            ]),
         ],
     )
     .await;
@@ -761,7 +766,7 @@ async fn a_write_the_ledger_already_holds_is_not_pended_alone_in_a_run_or_after_
         vec![
             common::write(7, "z"),
             later.clone(),
-            Command::Write(batch_tx(&later)),
+            Command::Write(Arc::new(batch_tx(&later))),
         ],
     )
     .await;

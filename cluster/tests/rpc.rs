@@ -122,7 +122,7 @@ async fn a_write_that_finds_no_leader_fails_after_its_deadline() {
 fn entry(index: u64, size: usize) -> Entry {
     let mut cmd = common::write(index, "k");
     if let pyralog_cluster::Command::Write(tx) = &mut cmd {
-        tx.body.payload =
+        std::sync::Arc::make_mut(tx).body.payload =
             pyralog_ledger::devkit::put(&pyralog_ledger::devkit::key(1), b"k", &vec![1u8; size]);
     }
     Entry::new_normal(openraft::testing::log_id::<TypeConfig>(1, 1, index), cmd)

@@ -32,6 +32,13 @@ pub trait Encode {
     }
 }
 
+/// A shared value encodes as the value itself.
+impl<T: Encode + ?Sized> Encode for std::sync::Arc<T> {
+    fn encode(&self, out: &mut Vec<u8>) {
+        (**self).encode(out);
+    }
+}
+
 /// A value that can be read back from its canonical bytes.
 pub trait Decode: Sized {
     /// The fewest bytes any encoding of this type takes; used to bound lists

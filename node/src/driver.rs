@@ -383,7 +383,12 @@ async fn replicate_many(
         return Ok(Vec::new());
     }
     let n = txs.len();
-    match member.write(Raft::Writes(txs)).await {
+    match member
+        .write(Raft::Writes(
+            txs.into_iter().map(std::sync::Arc::new).collect(),
+        ))
+        .await
+    {
         Ok(Response::Writes(answers)) if answers.len() == n => Ok(answers),
         Ok(other) => Err(ApiError::internal(format!(
             "unexpected answer to writes: {other:?}"

@@ -146,14 +146,14 @@ pub fn write(nonce: u64, key: &str) -> Command {
     let g = genesis().validate().expect("genesis");
     let chain: ChainId = CHAIN.parse().expect("chain");
     let alice = devkit::key(1);
-    Command::Write(devkit::tx(
+    Command::Write(std::sync::Arc::new(devkit::tx(
         &chain,
         &alice,
         nonce,
         g.gossip_epoch(BASE_MS),
         devkit::put(&alice, key.as_bytes(), b"v"),
         2,
-    ))
+    )))
 }
 
 /// User 1's record `key` on `member`'s ledger (no consistency: local).
