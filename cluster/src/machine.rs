@@ -129,7 +129,13 @@ pub const LEDGER_SYNC_AFTER: Duration = Duration::from_secs(2);
 /// durable commit while entries are applied. The Raft log has files of its
 /// own, so nothing else makes them durable; what a crash loses of them is
 /// applied again from the log.
-pub const CLUSTER_SYNC_AFTER: Duration = Duration::from_millis(100);
+///
+/// A second, not 100 ms: each durable commit writes and syncs the pages
+/// changed since the last (the pending table's change with every write) while
+/// the members' log appends wait on the same disk. With 64 clients, 100 ms gave
+/// 31,678-35,920 writes/s and a second 36,383-38,385 in the first round of four
+/// pairs, the same in the second (docs/BENCHMARKS.md, "Clusters").
+pub const CLUSTER_SYNC_AFTER: Duration = Duration::from_secs(1);
 
 /// Where a pending write lies in its table: the index of the log entry that
 /// brought it and its position in that entry, big-endian. A function of the
