@@ -16,14 +16,7 @@ fn log_id(index: u64) -> LogId {
 }
 
 async fn apply(sm: &mut LedgerMachine, cmds: Vec<Command>) {
-    let entries: Vec<Result<EntryResponder<_>, std::io::Error>> = cmds
-        .into_iter()
-        .enumerate()
-        .map(|(i, c)| Ok((Entry::new_normal(log_id(i as u64 + 1), c), None)))
-        .collect();
-    sm.apply(futures::stream::iter(entries))
-        .await
-        .expect("apply");
+    apply_from(sm, 0, cmds).await;
 }
 
 fn record(sm: &LedgerMachine, key: &str) -> Option<Vec<u8>> {
@@ -45,6 +38,26 @@ async fn apply_from(sm: &mut LedgerMachine, after: u64, cmds: Vec<Command>) {
     sm.apply(futures::stream::iter(entries))
         .await
         .expect("apply");
+}
+
+/// Asks for a snapshot, as openraft's policy does: a mark.
+async fn mark(sm: &mut LedgerMachine) -> SnapshotMeta {
+    sm.get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build")
+        .meta
+}
+
+/// Asks for the current snapshot, as openraft does to send one.
+async fn current(
+    sm: &mut LedgerMachine,
+) -> openraft::alias::SnapshotOf<pyralog_cluster::TypeConfig, SnapshotFile> {
+    sm.get_current_snapshot()
+        .await
+        .expect("current")
+        .expect("a snapshot")
 }
 
 /// The files in a member's snapshot folder.
@@ -70,18 +83,9 @@ async fn source(dir: &Path) -> (LedgerMachine, SnapshotMeta, SnapshotFile) {
         ],
     )
     .await;
-    let built = sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .expect("build");
-    let snap = sm
-        .get_current_snapshot()
-        .await
-        .expect("current")
-        .expect("a snapshot");
-    assert_eq!(snap.meta, built.meta);
+    let built = mark(&mut sm).await;
+    let snap = current(&mut sm).await;
+    assert_eq!(snap.meta, built);
     (sm, snap.meta, snap.snapshot)
 }
 
@@ -91,13 +95,7 @@ async fn a_built_snapshot_is_a_mark_written_when_asked_for_as_of_then() {
     let a = dir.path().join("a");
     let (_, mut sm) = common::open_member(&a, &common::genesis()).expect("open");
     apply(&mut sm, vec![common::put_batch(1, "a", "1")]).await;
-    let built = sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .expect("build");
-    assert_eq!(built.meta.last_log_id, Some(log_id(1)));
+    assert_eq!(mark(&mut sm).await.last_log_id, Some(log_id(1)));
     assert!(
         snapshot_files(&a).is_empty(),
         "building copied the state: {:?}",
@@ -110,20 +108,12 @@ async fn a_built_snapshot_is_a_mark_written_when_asked_for_as_of_then() {
     assert_eq!(sm.applied_state().await.expect("state").0, Some(log_id(1)));
     apply_from(&mut sm, 1, vec![common::put_batch(2, "b", "2")]).await;
     // Asked for, it is written as of the state now, past the mark.
-    let snap = sm
-        .get_current_snapshot()
-        .await
-        .expect("current")
-        .expect("a snapshot");
+    let snap = current(&mut sm).await;
     assert_eq!(snap.meta.last_log_id, Some(log_id(2)));
     assert_eq!(snapshot_files(&a).len(), 1, "{:?}", snapshot_files(&a));
     // Asked again, the same file, though more was applied since.
     apply_from(&mut sm, 2, vec![common::put_batch(3, "c", "3")]).await;
-    let again = sm
-        .get_current_snapshot()
-        .await
-        .expect("current")
-        .expect("a snapshot");
+    let again = current(&mut sm).await;
     assert_eq!(again.meta, snap.meta);
     assert_eq!(again.snapshot, snap.snapshot);
     let (_, mut dst) =
@@ -134,18 +124,9 @@ async fn a_built_snapshot_is_a_mark_written_when_asked_for_as_of_then() {
     assert_eq!(record(&dst, "b"), Some(b"2".to_vec()));
     assert_eq!(record(&dst, "c"), None);
     // A new mark replaces the written file; the next ask writes another.
-    sm.get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .expect("build");
+    mark(&mut sm).await;
     assert!(snapshot_files(&a).is_empty(), "{:?}", snapshot_files(&a));
-    let snap = sm
-        .get_current_snapshot()
-        .await
-        .expect("current")
-        .expect("a snapshot");
-    assert_eq!(snap.meta.last_log_id, Some(log_id(3)));
+    assert_eq!(current(&mut sm).await.meta.last_log_id, Some(log_id(3)));
 }
 
 #[tokio::test]
