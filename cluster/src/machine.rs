@@ -266,8 +266,8 @@ impl Current {
 /// writes reaching the ledger.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Applied {
-    /// A write joined the pending set.
-    Write(Transaction),
+    /// A write joined the pending set (the log entry's own copy, shared).
+    Write(Arc<Transaction>),
     /// These transactions reached the ledger in a merged gossip batch.
     Batch(Vec<Hash>),
     /// These transactions reached the ledger in a finalized block; `failed`
@@ -775,7 +775,7 @@ impl LedgerMachine {
     /// full.
     fn pend(
         &mut self,
-        tx: &Transaction,
+        tx: &Arc<Transaction>,
         position: u32,
         ops: &mut Vec<Op>,
     ) -> Result<Response, Error> {
@@ -811,7 +811,7 @@ impl LedgerMachine {
         index.add(id, key, bytes.len());
         drop(index);
         ops.push(Op::AddPending(key, pending_row(&id, &bytes)));
-        self.view.events.send(Applied::Write(tx.clone()));
+        self.view.events.send(Applied::Write(Arc::clone(tx)));
         Ok(Response::Pending { id })
     }
 
@@ -1139,14 +1139,13 @@ impl LedgerMachine {
         let path = self.snapshot_dir.join(&name);
         let state = self.cluster_state()?;
         // The ledger's file is copied as it is on disk: everything applied
-        // must be there first. The only writer is this machine, on this task,
-        // so the file stays between two commits while it is copied.
-        self.settle(true)?;
+        // must be there first, as the mark makes sure. The only writer is
+        // this machine, on this task, so the file stays between two commits
+        // while it is copied. The next durable commit of the cluster file
+        // (the caller's) claims the snapshot's applied id.
+        let meta = self.mark_snapshot()?;
         snapshot::write(&path, state, self.view.ledger.path())?;
-        // The next durable commit of the cluster file (the builder's) then
-        // claims the snapshot's applied id, which the log may be purged to.
-        self.write_ops(Vec::new(), Durability::None)?;
-        Ok((self.snapshot_meta(), path))
+        Ok((meta, path))
     }
 
     /// What a snapshot of the state as of now is.

@@ -651,12 +651,12 @@ impl Driver {
             Err(error) => halt("cannot read the pending writes", error),
         };
         for tx in txs {
-            self.take_write(tx);
+            self.take_write(std::sync::Arc::new(tx));
         }
     }
 
     /// A write the cluster committed: the leader's engine takes it.
-    fn take_write(&mut self, tx: pyralog_ledger::Transaction) {
+    fn take_write(&mut self, tx: std::sync::Arc<pyralog_ledger::Transaction>) {
         if self.own_writes.remove(&tx.id()) || !self.leading {
             return;
         }
@@ -665,6 +665,7 @@ impl Driver {
             Ok(Some(_)) => return,
             Err(error) => halt("the ledger cannot be read", error),
         }
+        let tx = std::sync::Arc::unwrap_or_clone(tx);
         let verified = match pyralog_ledger::block::verify_txs_memo(vec![tx], Some(&mut self.keys))
         {
             Ok(mut v) => match v.pop() {
