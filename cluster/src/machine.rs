@@ -52,8 +52,7 @@ use pyralog_ledger::block::{VerifiedBatch, VerifiedBlock, verify_txs_memo};
 use pyralog_ledger::codec::Decode;
 use pyralog_ledger::{Hash, MergeOutcome, Store, Transaction};
 use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
-    WriteTransaction,
+    Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
 
@@ -169,11 +168,34 @@ fn split_pending_row(row: &[u8]) -> Result<(Hash, &[u8]), Error> {
     Ok((Hash(*id), tx))
 }
 
+/// Pending writes held in memory before they go to the table, at most (a
+/// run of entries may take the count past it once).
+pub const UNWRITTEN_ROWS: usize = 4_096;
+/// Bytes of them.
+const UNWRITTEN_BYTES: usize = 4 << 20;
+
 /// The pending writes by id: where each lies in the table and its size.
 #[derive(Debug, Default)]
 struct PendingIndex {
     slots: std::collections::HashMap<Hash, (PendingKey, usize)>,
     bytes: usize,
+    /// Writes made pending by runs of entries that changed nothing else,
+    /// not in the table yet, in key order: the next transaction of the
+    /// cluster file writes them (see [`LedgerMachine::write_ops`]).
+    unwritten: Unwritten,
+}
+
+/// Rows kept back from the pending table.
+#[derive(Debug, Default)]
+struct Unwritten {
+    rows: Vec<(PendingKey, Vec<u8>)>,
+    bytes: usize,
+}
+
+impl Unwritten {
+    fn is_full(&self) -> bool {
+        self.rows.len() >= UNWRITTEN_ROWS || self.bytes >= UNWRITTEN_BYTES
+    }
 }
 
 impl PendingIndex {
@@ -383,24 +405,45 @@ impl MachineView {
     /// Up to `max` pending writes, oldest first (what the leader's engine
     /// seals into its next batch or proposal).
     pub fn pending(&self, max: usize) -> Result<Vec<Transaction>, Error> {
-        let txn = self.db.begin_read()?;
+        // The table as of a moment when the rows kept back are these: the
+        // machine writes them to the table, then forgets them under the
+        // index's lock, so a row may be seen in both (once is taken), never
+        // in neither.
+        let (txn, unwritten) = {
+            let index = self.pending_index()?;
+            let txn = self.db.begin_read()?;
+            let rows: Vec<(PendingKey, Vec<u8>)> =
+                index.unwritten.rows.iter().take(max).cloned().collect();
+            (txn, rows)
+        };
+        let decode = |row: &[u8]| -> Result<Transaction, Error> {
+            let (_, tx) = split_pending_row(row)?;
+            Transaction::from_bytes(tx).map_err(|e| Error::Corrupt(format!("pending write: {e}")))
+        };
         let t = txn.open_table(SM_PENDING)?;
         let mut out = Vec::new();
+        let mut last: Option<PendingKey> = None;
         for row in t.iter()?.take(max) {
-            let (_, v) = row?;
-            let (_, tx) = split_pending_row(v.value())?;
-            out.push(
-                Transaction::from_bytes(tx)
-                    .map_err(|e| Error::Corrupt(format!("pending write: {e}")))?,
-            );
+            let (k, v) = row?;
+            last = k.value().try_into().ok();
+            out.push(decode(v.value())?);
+        }
+        // Kept-back rows come after every row of the table: their keys are
+        // of entries applied since it was last written.
+        for (key, row) in unwritten {
+            if out.len() >= max {
+                break;
+            }
+            if last.is_none_or(|l| key > l) {
+                out.push(decode(&row)?);
+            }
         }
         Ok(out)
     }
 
     /// How many writes are pending.
     pub fn pending_len(&self) -> Result<u64, Error> {
-        let txn = self.db.begin_read()?;
-        Ok(txn.open_table(SM_PENDING)?.len()?)
+        Ok(self.pending_index()?.slots.len() as u64)
     }
 }
 
@@ -972,8 +1015,31 @@ impl LedgerMachine {
         self.in_ledger = None;
         self.encoded.clear();
         applied?;
-        self.write_ops(ops, Durability::None)?;
+        self.write_or_keep(ops)?;
         Ok(replies)
+    }
+
+    /// Writes a run's changes, or keeps them back when they are new pending
+    /// writes only and there is room: a lone write's answer then waits for no
+    /// transaction of the cluster file, and a busy member writes its new
+    /// pending writes a few thousand to a transaction instead of a run's
+    /// worth. Nothing is lost by waiting: a crash loses the cluster file's
+    /// commits that were not durable anyway, and the log holds every entry
+    /// after the applied id the file claims (which waits too).
+    fn write_or_keep(&mut self, ops: Vec<Op>) -> Result<(), Error> {
+        if ops.iter().all(|op| matches!(op, Op::AddPending(..))) {
+            let mut index = self.view.pending_index_mut()?;
+            if !index.unwritten.is_full() {
+                for op in ops {
+                    if let Op::AddPending(key, row) = op {
+                        index.unwritten.bytes += row.len();
+                        index.unwritten.rows.push((key, row));
+                    }
+                }
+                return Ok(());
+            }
+        }
+        self.write_ops(ops, Durability::None)
     }
 
     /// [`LedgerMachine::apply_chunk`]'s entries, one by one.
@@ -1044,8 +1110,9 @@ impl LedgerMachine {
         Ok(())
     }
 
-    /// Writes the collected changes and the applied id the ledger allows
-    /// (see the module docs) in one transaction.
+    /// Writes the pending writes kept back, the collected changes and the
+    /// applied id the ledger allows (see the module docs) in one
+    /// transaction.
     fn write_ops(&mut self, ops: Vec<Op>, durability: Durability) -> Result<(), Error> {
         let meta_now = (self.durable, *self.durable_membership.log_id());
         let meta_rows = if self.meta_written != Some(meta_now) {
@@ -1058,10 +1125,19 @@ impl LedgerMachine {
         };
         let mut txn = self.view.db.begin_write()?;
         txn.set_durability(durability)?;
+        let mut kept_back = false;
         {
             let mut pending = txn.open_table(SM_PENDING)?;
             let mut intents = txn.open_table(SM_INTENTS)?;
             let mut meta = txn.open_table(SM_META)?;
+            {
+                // Readers go on meanwhile; only this machine changes them.
+                let index = self.view.pending_index()?;
+                for (key, row) in &index.unwritten.rows {
+                    pending.insert(key.as_slice(), row.as_slice())?;
+                    kept_back = true;
+                }
+            }
             for op in ops {
                 match op {
                     Op::AddPending(key, row) => {
@@ -1090,6 +1166,11 @@ impl LedgerMachine {
             }
         }
         txn.commit()?;
+        if kept_back {
+            // In the table now (a reader between the commit and this sees
+            // them twice, and takes them once).
+            self.view.pending_index_mut()?.unwritten = Unwritten::default();
+        }
         self.meta_written = Some(meta_now);
         Ok(())
     }
@@ -1137,13 +1218,14 @@ impl LedgerMachine {
             })
             .collect();
         let path = self.snapshot_dir.join(&name);
-        let state = self.cluster_state()?;
         // The ledger's file is copied as it is on disk: everything applied
-        // must be there first, as the mark makes sure. The only writer is
-        // this machine, on this task, so the file stays between two commits
-        // while it is copied. The next durable commit of the cluster file
-        // (the caller's) claims the snapshot's applied id.
+        // must be there first, as the mark makes sure (and the pending writes
+        // kept back are in their table after it). The only writer is this
+        // machine, on this task, so the files stay between two commits while
+        // they are read. The next durable commit of the cluster file (the
+        // caller's) claims the snapshot's applied id.
         let meta = self.mark_snapshot()?;
+        let state = self.cluster_state()?;
         snapshot::write(&path, state, self.view.ledger.path())?;
         Ok((meta, path))
     }

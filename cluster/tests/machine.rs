@@ -674,6 +674,97 @@ async fn pending_writes_come_out_in_the_order_the_log_brought_them() {
     assert_eq!(pending_ids(&sm), left);
 }
 
+/// What a crash would leave of `sm`'s cluster file now: the log's next
+/// durable commit (a vote) makes every commit the machine made durable.
+async fn image_after_a_vote(
+    log: &mut pyralog_cluster::LogStore,
+    dir: &std::path::Path,
+    into: &std::path::Path,
+) -> LedgerMachine {
+    log.save_vote(&openraft::impls::Vote::new_committed(2, 1))
+        .await
+        .expect("vote");
+    crash_image(dir, into)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_pending_writes_wait_in_memory_for_the_next_write_of_the_cluster_file() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (mut log, mut sm) = common::open_member(dir.path(), &common::genesis()).expect("open");
+    let writes: Vec<Command> = (1..=4)
+        .map(|n| common::write(n, &format!("k{n}")))
+        .collect();
+    let ids: Vec<_> = writes.iter().map(|w| write_tx(w.clone()).id()).collect();
+    apply(&mut sm, 1, vec![intent(1)]).await;
+    apply(&mut sm, 2, vec![writes[0].clone()]).await;
+    apply(&mut sm, 3, vec![writes[1].clone()]).await;
+    // Answered and readable, but in no transaction of the file yet: a crash
+    // now applies them again from the log, as the claimed id says.
+    assert_eq!(pending_ids(&sm), ids[..2]);
+    assert_eq!(sm.view().pending_len().expect("len"), 2);
+    let image = tempfile::tempdir().expect("tmp");
+    let mut crashed = image_after_a_vote(&mut log, dir.path(), image.path()).await;
+    assert_eq!(crashed.view().pending_len().expect("len"), 0);
+    let (applied, _) = crashed.applied_state().await.expect("state");
+    assert!(
+        applied.is_none_or(|a| a.index < 2),
+        "the file claims entries whose writes it lacks: {applied:?}"
+    );
+    drop(crashed);
+
+    // An entry that changes more than the pending set writes them first;
+    // here the batch that carries write 2 takes it out again.
+    apply(&mut sm, 4, vec![common::put_batch(2, "k2", "v")]).await;
+    apply(&mut sm, 5, vec![writes[2].clone()]).await;
+    apply(&mut sm, 6, vec![writes[3].clone()]).await;
+    // Read back: the table's, then those kept back, in the log's order.
+    let left = vec![ids[0], ids[2], ids[3]];
+    assert_eq!(pending_ids(&sm), left);
+    let first: Vec<_> = sm
+        .view()
+        .pending(2)
+        .expect("pending")
+        .iter()
+        .map(|t| t.id())
+        .collect();
+    assert_eq!(first, left[..2]);
+    assert_eq!(sm.view().pending_len().expect("len"), 3);
+    assert!(!sm.view().is_pending(&ids[1]).expect("index"));
+    let image = tempfile::tempdir().expect("tmp");
+    let mut crashed = image_after_a_vote(&mut log, dir.path(), image.path()).await;
+    assert_eq!(pending_ids(&crashed), vec![ids[0]]);
+    let (applied, _) = crashed.applied_state().await.expect("state");
+    assert!(applied.is_some_and(|a| a.index < 5), "{applied:?}");
+    drop(crashed);
+
+    // A clean stop writes them all.
+    drop(sm);
+    drop(log);
+    let sm = machine(dir.path());
+    assert_eq!(pending_ids(&sm), left);
+}
+
+#[tokio::test]
+async fn a_run_finds_the_writes_kept_back_full_and_writes_them() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (mut log, mut sm) = common::open_member(dir.path(), &common::genesis()).expect("open");
+    let rows = pyralog_cluster::machine::UNWRITTEN_ROWS as u64;
+    let txs: Vec<_> = (1..=rows)
+        .map(|n| Arc::new(write_tx(common::write(n, "k"))))
+        .collect();
+    // One entry over the cap is kept whole; the next run writes it all.
+    apply(&mut sm, 1, vec![Command::Writes(txs)]).await;
+    let image = tempfile::tempdir().expect("tmp");
+    let crashed = image_after_a_vote(&mut log, dir.path(), image.path()).await;
+    assert_eq!(crashed.view().pending_len().expect("len"), 0);
+    drop(crashed);
+    apply(&mut sm, 2, vec![common::write(rows + 1, "k")]).await;
+    let image = tempfile::tempdir().expect("tmp");
+    let crashed = image_after_a_vote(&mut log, dir.path(), image.path()).await;
+    assert_eq!(crashed.view().pending_len().expect("len"), rows + 1);
+    assert_eq!(sm.view().pending_len().expect("len"), rows + 1);
+}
+
 #[tokio::test]
 async fn a_cluster_file_with_pending_writes_keyed_by_id_is_moved_on_open() {
     let dir = tempfile::tempdir().expect("tmp");
