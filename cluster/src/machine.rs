@@ -1130,12 +1130,26 @@ impl LedgerMachine {
             let mut pending = txn.open_table(SM_PENDING)?;
             let mut intents = txn.open_table(SM_INTENTS)?;
             let mut meta = txn.open_table(SM_META)?;
+            // The writes kept back that these changes take out again (a batch
+            // or block carried them) never reach the table.
+            let mut gone = HashSet::new();
             {
                 // Readers go on meanwhile; only this machine changes them.
                 let index = self.view.pending_index()?;
-                for (key, row) in &index.unwritten.rows {
-                    pending.insert(key.as_slice(), row.as_slice())?;
+                if !index.unwritten.rows.is_empty() {
                     kept_back = true;
+                    let kept: HashSet<&PendingKey> =
+                        index.unwritten.rows.iter().map(|(k, _)| k).collect();
+                    for op in &ops {
+                        if let Op::RemovePending(keys) = op {
+                            gone.extend(keys.iter().filter(|k| kept.contains(k)).copied());
+                        }
+                    }
+                }
+                for (key, row) in &index.unwritten.rows {
+                    if !gone.contains(key) {
+                        pending.insert(key.as_slice(), row.as_slice())?;
+                    }
                 }
             }
             for op in ops {
@@ -1144,7 +1158,7 @@ impl LedgerMachine {
                         pending.insert(key.as_slice(), row.as_slice())?;
                     }
                     Op::RemovePending(keys) => {
-                        for key in keys {
+                        for key in keys.iter().filter(|k| !gone.contains(*k)) {
                             pending.remove(key.as_slice())?;
                         }
                     }
