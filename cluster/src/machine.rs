@@ -170,9 +170,13 @@ fn split_pending_row(row: &[u8]) -> Result<(Hash, &[u8]), Error> {
 
 /// Pending writes held in memory before they go to the table, at most (a
 /// run of entries may take the count past it once).
-pub const UNWRITTEN_ROWS: usize = 4_096;
+///
+/// A few hundred: each time they go, their inserts hold up the runs behind
+/// them. With 64 clients, 4,096 gave a p99 of 7.4-8.8 ms, 1,024 4.5-5.1 and
+/// 256 4.3-4.5, with the same throughput (docs/BENCHMARKS.md, "Clusters").
+pub const UNWRITTEN_ROWS: usize = 256;
 /// Bytes of them.
-const UNWRITTEN_BYTES: usize = 4 << 20;
+const UNWRITTEN_BYTES: usize = 1 << 20;
 
 /// The pending writes by id: where each lies in the table and its size.
 #[derive(Debug, Default)]
