@@ -14,6 +14,7 @@ use pyralog_consensus::pbft::{
 use pyralog_consensus::pos::{self, Pos};
 use pyralog_ledger::block::{Certificate, VerifiedTx, Vote, verify_txs_memo};
 use pyralog_ledger::codec::{Decode, Encode, Reader};
+use pyralog_ledger::keys::KeyCache;
 use pyralog_ledger::staking::BlockVotes;
 use pyralog_ledger::{Address, Engine, Error, Hash, Keypair, Payload, Store, Transaction, TxBody};
 use pyralog_p2p::fetch::{BLOCKS, FetchRequest, FetchResponse, MAX_RESPONSE};
@@ -239,14 +240,20 @@ fn signed_as_committed(mut records: Vec<Record>, history: &SigningHistory) -> Ve
     records
 }
 
-/// Transactions relayed by another validator: a count, then each one. All are
-/// checked; one bad signature makes the whole message invalid, since the
-/// relayer checked them before sending.
-fn decode_relayed(data: &[u8]) -> Result<Vec<VerifiedTx>, Error> {
+/// Transactions relayed by another validator: a count, then each one.
+fn decode_relayed(data: &[u8]) -> Result<Vec<Transaction>, Error> {
     let mut r = Reader::new(data);
     let txs: Vec<Transaction> = r.list(RELAY_TXS, "relayed transactions")?;
     r.finish()?;
-    verify_txs_memo(txs, None)
+    Ok(txs)
+}
+
+/// Checks relayed transactions' signatures, with the senders' keys kept
+/// decompressed in `keys` (a relay carries the same few senders over and
+/// over). One bad signature makes the whole message invalid, since the
+/// relayer checked them before sending.
+fn verify_relayed(txs: Vec<Transaction>, keys: &mut KeyCache) -> Result<Vec<VerifiedTx>, Error> {
+    verify_txs_memo(txs, Some(keys))
 }
 
 impl Driver {
@@ -832,25 +839,37 @@ impl Driver {
                 id,
                 data,
             } => {
-                let verdict = match decode_relayed(&data) {
+                let verdict = match decode_relayed(&data).map(|txs| {
+                    (
+                        self.pending.relay_limit.allow(from, txs.len(), now_ms()),
+                        txs,
+                    )
+                }) {
                     // Over its share this second: not forwarded, not held
-                    // against it (a burst is not a fault), not taken.
-                    Ok(txs) if !self.pending.relay_limit.allow(from, txs.len(), now_ms()) => {
+                    // against it (a burst is not a fault), not taken, and
+                    // its signatures not checked.
+                    Ok((false, _)) => {
                         self.metrics.relays_limited += 1;
                         Verdict::Ignore
                     }
-                    Ok(txs) => {
-                        let mut verdict = Verdict::Accept;
-                        for tx in txs {
-                            match self.submit_pbft(tx, false) {
-                                Ok(()) => {}
-                                // Committed meanwhile, or too old now: not the relayer's fault.
-                                Err(e) if e.code == "replayed" || e.code == "expired" => {}
-                                Err(_) => verdict = Verdict::Reject,
+                    Ok((true, txs)) => match verify_relayed(txs, &mut self.keys) {
+                        Ok(txs) => {
+                            let mut verdict = Verdict::Accept;
+                            for tx in txs {
+                                match self.submit_pbft(tx, false) {
+                                    Ok(()) => {}
+                                    // Committed meanwhile, or too old now: not the relayer's fault.
+                                    Err(e) if e.code == "replayed" || e.code == "expired" => {}
+                                    Err(_) => verdict = Verdict::Reject,
+                                }
                             }
+                            verdict
                         }
-                        verdict
-                    }
+                        Err(error) => {
+                            tracing::warn!(%from, %error, "relayed transactions badly signed");
+                            Verdict::Reject
+                        }
+                    },
                     Err(error) => {
                         tracing::warn!(%from, %error, "invalid relayed transactions");
                         Verdict::Reject
@@ -954,10 +973,15 @@ mod tests {
         assert_eq!(last, Some(Hash([1; 32])));
     }
 
+    /// A relay message decoded and checked, as a validator takes it.
+    fn relayed(data: &[u8]) -> Result<Vec<VerifiedTx>, Error> {
+        verify_relayed(decode_relayed(data)?, &mut KeyCache::new(8))
+    }
+
     #[test]
     fn relayed_transactions_decode_and_verify() {
         let txs = [tx(1), tx(2), tx(3)];
-        let got = decode_relayed(&relay_message(&txs)).expect("valid");
+        let got = relayed(&relay_message(&txs)).expect("valid");
         let ids: Vec<_> = got.iter().map(VerifiedTx::id).collect();
         assert_eq!(ids, txs.iter().map(Transaction::id).collect::<Vec<_>>());
     }
@@ -967,7 +991,7 @@ mod tests {
         // One forged signature spoils the message.
         let mut forged = tx(11);
         forged.signature.0[3] ^= 1;
-        assert!(decode_relayed(&relay_message(&[tx(10), forged])).is_err());
+        assert!(relayed(&relay_message(&[tx(10), forged])).is_err());
         // Trailing bytes, a truncated transaction, garbage, a count too large.
         let mut trailing = relay_message(&[tx(12)]);
         trailing.push(0);
