@@ -1024,10 +1024,10 @@ impl LedgerMachine {
     }
 
     /// Writes a run's changes, or keeps them back when they are new pending
-    /// writes only and there is room: a lone write's answer then waits for no
-    /// transaction of the cluster file, and a busy member writes its new
-    /// pending writes a few thousand to a transaction instead of a run's
-    /// worth. Nothing is lost by waiting: a crash loses the cluster file's
+    /// writes only (or nothing) and there is room: a lone write's answer then
+    /// waits for no transaction of the cluster file, and a busy member writes
+    /// its new pending writes a few hundred to a transaction instead of a
+    /// run's worth. Nothing is lost by waiting: a crash loses the cluster file's
     /// commits that were not durable anyway, and the log holds every entry
     /// after the applied id the file claims (which waits too).
     fn write_or_keep(&mut self, ops: Vec<Op>) -> Result<(), Error> {
