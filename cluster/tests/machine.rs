@@ -354,6 +354,19 @@ fn crash_image(dir: &std::path::Path, into: &std::path::Path) -> LedgerMachine {
     machine(into)
 }
 
+/// What a crash would leave of `sm`'s cluster file now: the log's next
+/// durable commit (a vote) makes every commit the machine made durable.
+async fn image_after_a_vote(
+    log: &mut pyralog_cluster::LogStore,
+    dir: &std::path::Path,
+    into: &std::path::Path,
+) -> LedgerMachine {
+    log.save_vote(&openraft::impls::Vote::new_committed(2, 1))
+        .await
+        .expect("vote");
+    crash_image(dir, into)
+}
+
 /// Re-applies what openraft would after a crash: every entry past the
 /// image's applied id.
 async fn recover(sm: &mut LedgerMachine, entries: &[Command]) {
@@ -459,11 +472,8 @@ async fn a_crash_after_the_log_commits_loses_nothing_the_ledger_had_not_synced()
         // The log writer's next durable commit (a vote here, an append
         // alike) makes the whole cluster file durable, the state machine's
         // tables and applied id included.
-        log.save_vote(&openraft::impls::Vote::new_committed(2, 1))
-            .await
-            .expect("vote");
         let image = tempfile::tempdir().expect("tmp");
-        let mut crashed = crash_image(dir.path(), image.path());
+        let mut crashed = image_after_a_vote(&mut log, dir.path(), image.path()).await;
         recover(&mut crashed, &entries).await;
         assert_eq!(
             held(&mut crashed).await,
@@ -561,14 +571,12 @@ async fn the_ledger_is_synced_once_it_has_waited_long_enough() {
     // the ledger waiting too long and syncs it, once its answers are sent.
     apply(&mut sm, 2, vec![common::write(2, "b")]).await;
     assert!(sm.view().ledger().read().expect("ledger").is_synced());
-    // So the run after it claims it (the cluster file is written before the
-    // answers, the sync comes after them).
+    // So the cluster file claims it: that wait made its durable commit due
+    // too, which comes after the ledger's sync. The run after it, a write
+    // kept back, writes nothing.
     apply(&mut sm, 3, vec![common::write(3, "c")]).await;
-    log.save_vote(&openraft::impls::Vote::new_committed(2, 1))
-        .await
-        .expect("vote");
     let image = tempfile::tempdir().expect("tmp");
-    let mut crashed = crash_image(dir.path(), image.path());
+    let mut crashed = image_after_a_vote(&mut log, dir.path(), image.path()).await;
     let (applied, _) = crashed.applied_state().await.expect("state");
     assert_eq!(applied, Some(log_id(2)), "the synced run is claimed");
     assert!(
@@ -674,19 +682,6 @@ async fn pending_writes_come_out_in_the_order_the_log_brought_them() {
     assert_eq!(pending_ids(&sm), left);
 }
 
-/// What a crash would leave of `sm`'s cluster file now: the log's next
-/// durable commit (a vote) makes every commit the machine made durable.
-async fn image_after_a_vote(
-    log: &mut pyralog_cluster::LogStore,
-    dir: &std::path::Path,
-    into: &std::path::Path,
-) -> LedgerMachine {
-    log.save_vote(&openraft::impls::Vote::new_committed(2, 1))
-        .await
-        .expect("vote");
-    crash_image(dir, into)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_pending_writes_wait_in_memory_for_the_next_write_of_the_cluster_file() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -752,7 +747,8 @@ async fn a_run_finds_the_writes_kept_back_full_and_writes_them() {
     let txs: Vec<_> = (1..=rows)
         .map(|n| Arc::new(write_tx(common::write(n, "k"))))
         .collect();
-    // One entry over the cap is kept whole; the next run writes it all.
+    // An entry of the cap's size is kept whole (the cap is checked before a
+    // run is kept); the next run finds it full and writes it all.
     apply(&mut sm, 1, vec![Command::Writes(txs)]).await;
     let image = tempfile::tempdir().expect("tmp");
     let crashed = image_after_a_vote(&mut log, dir.path(), image.path()).await;
