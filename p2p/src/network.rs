@@ -123,14 +123,16 @@ pub enum NetCommand {
         response: FetchResponse,
     },
     /// Dial `peer` at `addr` unless it is connected or being dialled; `done`
-    /// hears once the dial is under way (or why there is none). Raft's
-    /// streams ([`crate::raft::Links`]) ask this before they open.
+    /// hears once it is connected (or why it cannot be). Raft's streams
+    /// ([`crate::raft::Links`]) ask this before they open, so that the stream
+    /// finds the connection: one asked for while the connection is being set
+    /// up can wait on a dial the swarm never makes.
     Reach {
         /// The peer.
         peer: PeerId,
         /// Where to dial it.
         addr: Multiaddr,
-        /// Told once the dial is under way, or why it is not.
+        /// Told once the peer is connected, or why it is not.
         done: tokio::sync::oneshot::Sender<Result<(), String>>,
     },
     /// Where Raft requests from peers go from now on (streams opened before
@@ -210,7 +212,12 @@ pub struct Network {
     /// The bootnodes that name their peer id, dialled again while they are
     /// not connected ([`Network::redial_bootnodes`]).
     bootnodes: Vec<(PeerId, Multiaddr)>,
+    /// Who waits for a peer being dialled to connect ([`NetCommand::Reach`]).
+    reaching: HashMap<PeerId, Vec<Reached>>,
 }
+
+/// Where a [`NetCommand::Reach`] hears how its dial went.
+type Reached = tokio::sync::oneshot::Sender<Result<(), String>>;
 
 /// How often the swarm's task looks for peers to dial again.
 pub const REDIAL_EVERY: Duration = Duration::from_secs(1);
@@ -384,6 +391,7 @@ impl Network {
             rejoin_at: HashMap::new(),
             bootnodes_dialled: Instant::now(),
             bootnodes,
+            reaching: HashMap::new(),
         };
         for peer in config.banned {
             net.command(NetCommand::Ban(peer));
@@ -447,9 +455,7 @@ impl Network {
                 // The asker may be gone; nothing to do then.
                 let _ = b.fetch.send_response(channel, response);
             }
-            NetCommand::Reach { peer, addr, done } => {
-                let _ = done.send(self.reach(peer, addr));
-            }
+            NetCommand::Reach { peer, addr, done } => self.reach(peer, addr, done),
             NetCommand::RaftServe(inbox) => {
                 if let Some(links) = &self.raft_links {
                     links.set_inbox(inbox);
@@ -491,9 +497,21 @@ impl Network {
             } => {
                 if self.banned.contains(&peer_id) {
                     let _ = self.swarm.disconnect_peer_id(peer_id);
+                    self.reached(peer_id, Err(format!("peer {peer_id} is banned")));
                     return None;
                 }
+                self.reached(peer_id, Ok(()));
                 (num_established.get() == 1).then_some(NetEvent::Connected(peer_id))
+            }
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(peer_id),
+                error,
+                ..
+            } => {
+                if !self.swarm.is_connected(&peer_id) {
+                    self.reached(peer_id, Err(format!("cannot reach {peer_id}: {error}")));
+                }
+                None
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -668,20 +686,41 @@ impl Network {
 
     /// Dials `peer` at `addr` for a Raft stream unless it is connected or
     /// being dialled; a banned peer is refused.
-    fn reach(&mut self, peer: PeerId, addr: Multiaddr) -> Result<(), String> {
+    /// Tells `done` once `peer` is connected, dialling it at `addr` unless
+    /// it is connected or being dialled already.
+    fn reach(&mut self, peer: PeerId, addr: Multiaddr, done: Reached) {
         if self.banned.contains(&peer) {
-            return Err(format!("peer {peer} is banned"));
+            let _ = done.send(Err(format!("peer {peer} is banned")));
+            return;
         }
         if self.swarm.is_connected(&peer) {
-            return Ok(());
+            let _ = done.send(Ok(()));
+            return;
         }
         let dial = DialOpts::peer_id(peer)
             .addresses(vec![addr])
             .condition(PeerCondition::DisconnectedAndNotDialing)
             .build();
         match self.swarm.dial(dial) {
-            Ok(()) | Err(libp2p::swarm::DialError::DialPeerConditionFalse(_)) => Ok(()),
-            Err(e) => Err(e.to_string()),
+            Ok(()) | Err(libp2p::swarm::DialError::DialPeerConditionFalse(_)) => {
+                // Callers that gave up are forgotten here; those left wait at
+                // most for their dial, which ends one way or the other.
+                self.reaching.retain(|_, waiting| {
+                    waiting.retain(|w| !w.is_closed());
+                    !waiting.is_empty()
+                });
+                self.reaching.entry(peer).or_default().push(done);
+            }
+            Err(e) => {
+                let _ = done.send(Err(e.to_string()));
+            }
+        }
+    }
+
+    /// Tells those waiting for `peer` to connect how it went.
+    fn reached(&mut self, peer: PeerId, how: Result<(), String>) {
+        for done in self.reaching.remove(&peer).unwrap_or_default() {
+            let _ = done.send(how.clone());
         }
     }
 }

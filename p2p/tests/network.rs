@@ -260,3 +260,74 @@ async fn a_node_that_stops_taking_gossip_still_moves_its_other_traffic() {
         }
     }
 }
+
+/// Raft's streams ask the swarm to reach a member before they open one; the
+/// answer comes once the member is connected, not when the dial starts (a
+/// stream asked for while the connection is being set up could wait on a
+/// dial the swarm never makes), and a dial that fails says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reach_answers_once_the_peer_is_connected_or_cannot_be() {
+    let (mut a, mut b) = (net(vec![]), net(vec![]));
+    let b_addr = listening(&mut b).await;
+    let b_peer = b.local_peer_id();
+    let b_addr = b_addr.with(Protocol::P2p(b_peer));
+
+    let (done, mut reached) = tokio::sync::oneshot::channel();
+    a.command(NetCommand::Reach {
+        peer: b_peer,
+        addr: b_addr.clone(),
+        done,
+    });
+    // Asked twice while dialling: both hear.
+    let (done, mut again) = tokio::sync::oneshot::channel();
+    a.command(NetCommand::Reach {
+        peer: b_peer,
+        addr: b_addr.clone(),
+        done,
+    });
+    assert!(reached.try_recv().is_err(), "answered before connecting");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        tokio::select! {
+            e = a.next_event() => if matches!(e, NetEvent::Connected(p) if p == b_peer) { break },
+            _ = b.next_event() => {}
+            _ = tokio::time::sleep_until(deadline) => panic!("never connected"),
+        }
+    }
+    assert_eq!(reached.try_recv().expect("told once connected"), Ok(()));
+    assert_eq!(again.try_recv().expect("told once connected"), Ok(()));
+
+    // Connected already: told at once.
+    let (done, mut reached) = tokio::sync::oneshot::channel();
+    a.command(NetCommand::Reach {
+        peer: b_peer,
+        addr: b_addr,
+        done,
+    });
+    assert_eq!(reached.try_recv().expect("told at once"), Ok(()));
+
+    // Nobody behind the address: told why once the dial fails.
+    let nobody = libp2p::PeerId::random();
+    let nowhere: Multiaddr = format!("/ip4/127.0.0.1/tcp/1/p2p/{nobody}")
+        .parse()
+        .expect("addr");
+    let (done, mut reached) = tokio::sync::oneshot::channel();
+    a.command(NetCommand::Reach {
+        peer: nobody,
+        addr: nowhere,
+        done,
+    });
+    let why = loop {
+        // A failed dial yields no event of the node's: look now and then.
+        tokio::select! {
+            _ = a.next_event() => {}
+            _ = b.next_event() => {}
+            _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+            _ = tokio::time::sleep_until(deadline) => panic!("never told"),
+        }
+        if let Ok(how) = reached.try_recv() {
+            break how.expect_err("nobody there");
+        }
+    };
+    assert!(why.contains(&nobody.to_string()), "{why}");
+}
