@@ -206,7 +206,7 @@ pub struct Driver {
     pub(crate) waiters: HashMap<Hash, Vec<oneshot::Sender<Result<&'static str, ApiError>>>>,
     pub(crate) metrics: Metrics,
     pub(crate) fetches: u64,
-    next_tick: tokio::time::Instant,
+    pub(crate) next_tick: tokio::time::Instant,
     node_id: String,
     cluster_id: Address,
     moniker: String,
@@ -799,6 +799,9 @@ impl Driver {
             self.flush_submits();
             self.flush_pbft();
             self.flush_gossip();
+            if self.leading {
+                self.tick_when_due();
+            }
         }
         self.flush_submits();
         self.flush_pbft();

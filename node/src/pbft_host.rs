@@ -115,6 +115,14 @@ impl Ordered {
         }
     }
 
+    /// When the engine's next proposal is due ([`Pbft::proposal_due`]).
+    fn proposal_due(&self) -> Option<u64> {
+        match self {
+            Ordered::Pbft(p) => p.proposal_due(),
+            Ordered::Pos(p) => p.bft().proposal_due(),
+        }
+    }
+
     /// The current view (PBFT's; the round under proof of stake).
     pub(crate) fn view(&self) -> u64 {
         match self {
@@ -321,6 +329,23 @@ impl Driver {
         if let Some((id, from)) = gossip {
             self.pending.reports.push((id, from, verdict));
         }
+    }
+
+    /// Brings the engine's next tick forward to when its next proposal is
+    /// due, if that comes first: transactions that arrive with no block in
+    /// flight then wait the batching delay, not the rest of a tick too
+    /// ([`TICK`] is coarser than the delay).
+    pub(crate) fn tick_when_due(&mut self) {
+        let Some(due) = self.ordered().and_then(|e| e.proposal_due()) else {
+            return;
+        };
+        let now = now_ms();
+        // Due already: the engine proposed or could not; the regular tick.
+        if due <= now {
+            return;
+        }
+        let at = tokio::time::Instant::now() + Duration::from_millis(due - now);
+        self.next_tick = self.next_tick.min(at);
     }
 
     /// Makes the pending records durable in one commit, then carries out the

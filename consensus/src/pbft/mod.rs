@@ -700,6 +700,30 @@ impl<P: Proposers> Pbft<P> {
         &self.validators
     }
 
+    /// When this replica will propose next if no other input comes first:
+    /// the moment its pool's oldest transaction will have waited
+    /// `batch_delay_ms` (ms, on the clock the inputs carry), if it is the
+    /// proposer of the next sequence number and there is room for it. A host
+    /// that ticks at coarser steps ticks then too, so a transaction does not
+    /// wait out a whole tick on top of the batching delay.
+    pub fn proposal_due(&self) -> Option<u64> {
+        let me = self.me()?;
+        let (view, seq) = (self.view, self.next_seq + 1);
+        let taken = P::PER_HEIGHT
+            && self
+                .slots
+                .get(&seq)
+                .is_some_and(|s| s.accepted.as_ref().is_some_and(|(v, ..)| *v == view));
+        if self.status != Status::Normal
+            || !self.has_room()
+            || taken
+            || self.proposer_of(view, seq) != Some(me)
+        {
+            return None;
+        }
+        Some(self.pool.oldest()? + self.cfg.batch_delay_ms)
+    }
+
     /// Transactions waiting or in flight.
     pub fn pool_len(&self) -> usize {
         self.pool.len()
@@ -1840,6 +1864,22 @@ impl<P: Proposers> Pbft<P> {
         });
     }
 
+    /// Whether another proposal fits: fewer than `max_in_flight` outstanding,
+    /// and room in the window.
+    fn has_room(&self) -> bool {
+        self.next_seq < self.committed + self.cfg.max_in_flight && self.next_seq < self.high()
+    }
+
+    /// Whether the pool holds a block's worth at `now`: a full block, or its
+    /// oldest transaction has waited `batch_delay_ms`.
+    fn batch_ready(&self, now: u64) -> bool {
+        self.pool.waiting.len() >= self.cfg.max_block_txs
+            || self
+                .pool
+                .oldest()
+                .is_some_and(|t| now.saturating_sub(t) >= self.cfg.batch_delay_ms)
+    }
+
     /// The primary proposes while it has transactions, room in the window and
     /// fewer than `max_in_flight` proposals outstanding.
     fn propose(&mut self, now: u64, out: &mut Vec<Effect>) {
@@ -1854,14 +1894,7 @@ impl<P: Proposers> Pbft<P> {
             return;
         };
         let view = self.view;
-        while self.next_seq < self.committed + self.cfg.max_in_flight
-            && self.next_seq < self.high()
-            && (self.pool.waiting.len() >= self.cfg.max_block_txs
-                || self
-                    .pool
-                    .oldest()
-                    .is_some_and(|t| now.saturating_sub(t) >= self.cfg.batch_delay_ms))
-        {
+        while self.has_room() && self.batch_ready(now) {
             let seq = self.next_seq + 1;
             let txs = self.pool.take(self.cfg.max_block_txs);
             let proposal = Arc::new(Proposal::new(seq, now, me, txs));
@@ -1896,14 +1929,7 @@ impl<P: Proposers> Pbft<P> {
             return;
         };
         let view = self.view;
-        while self.next_seq < self.committed + self.cfg.max_in_flight
-            && self.next_seq < self.high()
-            && (self.pool.waiting.len() >= self.cfg.max_block_txs
-                || self
-                    .pool
-                    .oldest()
-                    .is_some_and(|t| now.saturating_sub(t) >= self.cfg.batch_delay_ms))
-        {
+        while self.has_room() && self.batch_ready(now) {
             let seq = self.next_seq + 1;
             if self.proposer_of(view, seq) != Some(me)
                 || self

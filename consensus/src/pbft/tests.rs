@@ -110,6 +110,36 @@ fn the_primary_proposes_a_submitted_transaction_persisting_before_it_sends() {
     assert_eq!(p.seq(), 1);
 }
 
+/// The primary says when its batching delay will let it propose, so a host
+/// can tick then; a backup, a full window or an empty pool say nothing.
+#[test]
+fn the_primary_says_when_its_next_proposal_is_due() {
+    let cfg = Config {
+        batch_delay_ms: 2,
+        max_in_flight: 1,
+        ..cfg()
+    };
+    let mut primary = Pbft::new(chain(), set(), Some(keys()[0].clone()), cfg.clone());
+    assert_eq!(primary.proposal_due(), None, "nothing to propose");
+    assert_eq!(primary.handle(NOW, Input::Submit(tx(1))), vec![]);
+    assert_eq!(primary.proposal_due(), Some(NOW + 2));
+    assert_eq!(primary.handle(NOW + 1, Input::Submit(tx(2))), vec![]);
+    assert_eq!(primary.proposal_due(), Some(NOW + 2), "the oldest sets it");
+    // Due: it proposes on the tick, and with one proposal in flight the next
+    // is not due, however long the pool waits.
+    let effects = primary.handle(NOW + 2, Input::Tick);
+    assert!(
+        effects.iter().any(|e| matches!(e, Effect::Broadcast(_))),
+        "{effects:?}"
+    );
+    assert_eq!(primary.handle(NOW + 3, Input::Submit(tx(3))), vec![]);
+    assert_eq!(primary.proposal_due(), None, "no room");
+
+    let mut backup = Pbft::new(chain(), set(), Some(keys()[1].clone()), cfg);
+    assert_eq!(backup.handle(NOW, Input::Submit(tx(1))), vec![]);
+    assert_eq!(backup.proposal_due(), None, "a backup does not propose");
+}
+
 #[test]
 fn a_backup_submit_only_pools_the_transaction() {
     let mut r = replica(1);
