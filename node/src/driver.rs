@@ -775,25 +775,26 @@ impl Driver {
                         self.feed(Input::Tick, None);
                     }
                 }
-                // Consensus and gossip before new requests: under load the
-                // clients wait (the request queue is bounded), not the network.
-                // Whatever else is already queued joins the turn, so its
-                // records share one commit and its relays one message.
+                // Consensus and gossip before new requests. Whatever else is
+                // already queued joins the turn (below too), so its records
+                // share one commit and its relays one message; the request
+                // queue is bounded, so under load the clients wait.
                 event = self.net.next_event() => {
                     self.network(event);
-                    for _ in 1..TURN {
-                        let Some(event) = self.net.try_next_event() else { break };
-                        self.network(event);
-                    }
+                    self.take_events(TURN - 1);
                 }
                 Some(req) = requests.recv() => {
                     self.request(req);
-                    for _ in 1..TURN {
-                        let Ok(req) = requests.try_recv() else { break };
-                        self.request(req);
-                    }
+                    self.take_requests(&mut requests, TURN - 1);
                 }
             }
+            // Whatever turn this is, what waits of both the clients' requests
+            // and the network joins it (up to a turn's worth each): the
+            // order above only says which goes first. Requests taken only
+            // when no event waited sat behind a steady stream of consensus
+            // messages, adding ~10 ms to every write at 3,500 writes/s.
+            self.take_requests(&mut requests, TURN);
+            self.take_events(TURN);
             // Clients' writes first: their entry is proposed while the
             // engine's own rounds below go on.
             self.flush_submits();
@@ -816,6 +817,26 @@ impl Driver {
             }
         }
         tracing::info!("driver stopped");
+    }
+
+    /// Takes up to `n` of the network's events already queued.
+    fn take_events(&mut self, n: usize) {
+        for _ in 0..n {
+            let Some(event) = self.net.try_next_event() else {
+                break;
+            };
+            self.network(event);
+        }
+    }
+
+    /// Takes up to `n` of the clients' requests already queued.
+    fn take_requests(&mut self, requests: &mut mpsc::Receiver<Request>, n: usize) {
+        for _ in 0..n {
+            let Ok(req) = requests.try_recv() else {
+                break;
+            };
+            self.request(req);
+        }
     }
 
     pub(crate) fn current_epoch(&self) -> u64 {
