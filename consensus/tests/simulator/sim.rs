@@ -126,6 +126,8 @@ impl Mix {
 const FAULTS_END_MS: u64 = 8_000;
 const RUN_END_MS: u64 = 22_000;
 const TICK_MS: u64 = 20;
+/// How late a tick brought forward to a proposal's due time may fire.
+const DUE_LATE_MS: u64 = 5;
 const SUBMIT_EVERY_MS: u64 = 400;
 /// Transactions a client submits at a time.
 const SUBMIT_BURST: u64 = 3;
@@ -184,6 +186,13 @@ impl Replica {
         match self {
             Replica::Pbft(p) => p.is_changing_view(),
             Replica::Pos(p) => p.bft().is_changing_view(),
+        }
+    }
+
+    fn proposal_due(&self) -> Option<u64> {
+        match self {
+            Replica::Pbft(p) => p.proposal_due(),
+            Replica::Pos(p) => p.bft().proposal_due(),
         }
     }
 }
@@ -322,6 +331,13 @@ enum Event {
     Tick {
         node: usize,
     },
+    /// A tick the host brings forward to when the engine's next proposal is
+    /// due (as the node's driver does), between the regular ones.
+    Due {
+        node: usize,
+        /// The engine's due time it was planned for.
+        due: u64,
+    },
     Submit {
         n: usize,
     },
@@ -374,6 +390,8 @@ struct Node {
     /// The state root after the last block (a hash chain in the simulator).
     root: Hash,
     committed_at_heal: u64,
+    /// When a [`Event::Due`] tick is planned for this node, if one is.
+    due: Option<u64>,
 }
 
 /// What a run found.
@@ -763,6 +781,14 @@ impl Sim {
                     self.input(node, Input::Tick);
                 }
             }
+            Event::Due { node, due } => {
+                if self.nodes[node].due == Some(due) {
+                    self.nodes[node].due = None;
+                    if self.nodes[node].up {
+                        self.input(node, Input::Tick);
+                    }
+                }
+            }
             Event::Deliver { to, bytes } => {
                 if !self.nodes[to].up {
                     return;
@@ -1125,6 +1151,18 @@ impl Sim {
             }
             let effects = self.nodes[node].engine.handle(self.now, input);
             work.extend(self.perform(node, effects));
+        }
+        // Ticked again when the next proposal is due (a later plan replaces
+        // an earlier one), a little late as a host's timer is: without it,
+        // twins fed alike would propose alike, at the same instant.
+        if self.nodes[node].up
+            && let Some(due) = self.nodes[node].engine.proposal_due()
+            && due > self.now
+            && self.nodes[node].due != Some(due)
+        {
+            self.nodes[node].due = Some(due);
+            let late = self.rng.below(DUE_LATE_MS);
+            self.at(due + late, Event::Due { node, due });
         }
     }
 
@@ -1528,6 +1566,7 @@ impl Node {
             blocks: Vec::new(),
             root: Hash::ZERO,
             committed_at_heal: 0,
+            due: None,
         }
     }
 }
