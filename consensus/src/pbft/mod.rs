@@ -709,14 +709,9 @@ impl<P: Proposers> Pbft<P> {
     pub fn proposal_due(&self) -> Option<u64> {
         let me = self.me()?;
         let (view, seq) = (self.view, self.next_seq + 1);
-        let taken = P::PER_HEIGHT
-            && self
-                .slots
-                .get(&seq)
-                .is_some_and(|s| s.accepted.as_ref().is_some_and(|(v, ..)| *v == view));
         if self.status != Status::Normal
             || !self.has_room()
-            || taken
+            || (P::PER_HEIGHT && self.accepted_in(view, seq))
             || self.proposer_of(view, seq) != Some(me)
         {
             return None;
@@ -1864,6 +1859,13 @@ impl<P: Proposers> Pbft<P> {
         });
     }
 
+    /// Whether this replica accepted a pre-prepare for `seq` in `view`.
+    fn accepted_in(&self, view: u64, seq: u64) -> bool {
+        self.slots
+            .get(&seq)
+            .is_some_and(|s| s.accepted.as_ref().is_some_and(|(v, ..)| *v == view))
+    }
+
     /// Whether another proposal fits: fewer than `max_in_flight` outstanding,
     /// and room in the window.
     fn has_room(&self) -> bool {
@@ -1931,12 +1933,7 @@ impl<P: Proposers> Pbft<P> {
         let view = self.view;
         while self.has_room() && self.batch_ready(now) {
             let seq = self.next_seq + 1;
-            if self.proposer_of(view, seq) != Some(me)
-                || self
-                    .slots
-                    .get(&seq)
-                    .is_some_and(|s| s.accepted.as_ref().is_some_and(|(v, ..)| *v == view))
-            {
+            if self.proposer_of(view, seq) != Some(me) || self.accepted_in(view, seq) {
                 break;
             }
             let txs = self.pool.take(self.cfg.max_block_txs);
