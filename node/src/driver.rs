@@ -136,6 +136,10 @@ pub enum Request {
         Hash,
         oneshot::Sender<Result<Option<serde_json::Value>, ApiError>>,
     ),
+    /// `/tx/{hash}?wait=commit|final`: told once the transaction is in a
+    /// committed batch or block on this node (at once if it is already), or
+    /// why it will not be watched.
+    TxWatch(Hash, oneshot::Sender<Result<(), ApiError>>),
     /// `/metrics`.
     Metrics(oneshot::Sender<String>),
     /// `/block/{height}` (`None`: the latest).
@@ -204,6 +208,9 @@ pub struct Driver {
     pub(crate) engine: Consensus,
     pub(crate) net: NetHandle,
     pub(crate) waiters: HashMap<Hash, Vec<oneshot::Sender<Result<&'static str, ApiError>>>>,
+    /// Readers waiting for a transaction to be committed
+    /// ([`Request::TxWatch`]); at most [`MAX_WATCHED`] transactions.
+    watchers: HashMap<Hash, Vec<oneshot::Sender<Result<(), ApiError>>>>,
     pub(crate) metrics: Metrics,
     pub(crate) fetches: u64,
     pub(crate) next_tick: tokio::time::Instant,
@@ -304,6 +311,10 @@ const SHUTDOWN_MERGES: Duration = Duration::from_secs(5);
 /// what it misses, anti-entropy fetches later.
 pub const BATCH_BYTES_PER_PEER_PER_SEC: usize = 32 << 20;
 
+/// Transactions readers may wait on at once ([`Request::TxWatch`]).
+pub const MAX_WATCHED: usize = 10_000;
+/// Readers that may wait on one transaction.
+pub const MAX_WATCHERS_EACH: usize = 64;
 /// Network events or requests the driver takes in one turn at most.
 const TURN: usize = 64;
 
@@ -483,6 +494,7 @@ impl Driver {
             engine,
             net,
             waiters: HashMap::new(),
+            watchers: HashMap::new(),
             submits: Vec::new(),
             metrics: Metrics::default(),
             fetches: 0,
@@ -700,6 +712,55 @@ impl Driver {
             ws.retain(|w| !w.is_closed());
             !ws.is_empty()
         });
+        self.watchers.retain(|_, ws| {
+            ws.retain(|w| !w.is_closed());
+            !ws.is_empty()
+        });
+    }
+
+    /// Tells `reply` once `id` is committed here; at once if it is.
+    fn watch_tx(&mut self, id: Hash, reply: oneshot::Sender<Result<(), ApiError>>) {
+        let location = self.store().tx_location(&id);
+        match location {
+            Ok(Some(_)) => {
+                let _ = reply.send(Ok(()));
+            }
+            Ok(None) => {
+                let known = self.watchers.get(&id).map_or(0, Vec::len);
+                if known >= MAX_WATCHERS_EACH || (known == 0 && self.watchers.len() >= MAX_WATCHED)
+                {
+                    let _ = reply.send(Err(ApiError {
+                        status: 503,
+                        code: "busy",
+                        message: "too many transactions watched; try again later".into(),
+                    }));
+                    return;
+                }
+                self.watchers.entry(id).or_default().push(reply);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(ApiError::internal(e)));
+            }
+        }
+    }
+
+    /// Tells the readers watching `id` that it is committed.
+    fn watched(&mut self, id: &Hash) {
+        for w in self.watchers.remove(id).unwrap_or_default() {
+            let _ = w.send(Ok(()));
+        }
+    }
+
+    /// Looks again for every watched transaction in the store (applied
+    /// events were dropped: some may have been committed unseen).
+    fn recheck_watchers(&mut self) {
+        let ids: Vec<Hash> = self.watchers.keys().copied().collect();
+        for id in ids {
+            let location = self.store().tx_location(&id);
+            if let Ok(Some(_)) = location {
+                self.watched(&id);
+            }
+        }
     }
 
     /// What the member's state machine applied: new pending writes go to the
@@ -713,6 +774,7 @@ impl Driver {
                     for w in self.waiters.remove(&id).unwrap_or_default() {
                         let _ = w.send(Ok("committed"));
                     }
+                    self.watched(&id);
                 }
             }
             Applied::Block { ids, failed } => {
@@ -724,6 +786,7 @@ impl Driver {
                     for w in self.waiters.remove(&id).unwrap_or_default() {
                         let _ = w.send(answer.clone());
                     }
+                    self.watched(&id);
                 }
             }
         }
@@ -760,6 +823,7 @@ impl Driver {
                     if self.member.view().take_lagged() {
                         tracing::warn!("applied events were dropped; rereading the pending writes");
                         self.take_pending();
+                        self.recheck_watchers();
                     }
                 }
                 _ = announce.tick() => {
@@ -1313,6 +1377,7 @@ impl Driver {
             Request::Tx(id, reply) => {
                 let _ = reply.send(self.tx(id));
             }
+            Request::TxWatch(id, reply) => self.watch_tx(id, reply),
             Request::Metrics(reply) => {
                 let _ = reply.send(self.metrics_text());
             }

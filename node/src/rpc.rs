@@ -344,11 +344,35 @@ fn parse_address(s: &str) -> Result<Address, ApiError> {
         .map_err(|e: pyralog_ledger::Error| ApiError::bad("bad_address", e.to_string()))
 }
 
+/// `GET /tx/{hash}`, with `?wait=commit` (or `final`, the same) to answer
+/// only once the transaction is in a committed batch or block on this node
+/// (at most [`WAIT`]): how a client learns a write posted in bulk, or by
+/// someone else, is final.
 async fn tx(
     State(s): State<RpcState>,
     Path(hash): Path<String>,
+    Query(q): Query<SubmitQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = Hash::from_hex(&hash).map_err(|e| ApiError::bad("bad_hash", e.to_string()))?;
+    match q.wait.as_deref() {
+        None | Some("none") => {}
+        Some("commit") | Some("final") => {
+            let watched = ask(&s, |r| Request::TxWatch(id, r));
+            tokio::time::timeout(WAIT, watched)
+                .await
+                .map_err(|_| ApiError {
+                    status: 504,
+                    code: "timeout",
+                    message: format!("{id} was not committed within {}s", WAIT.as_secs()),
+                })???;
+        }
+        Some(other) => {
+            return Err(ApiError::bad(
+                "bad_request",
+                format!("wait={other:?}: use commit or final"),
+            ));
+        }
+    }
     match ask(&s, |r| Request::Tx(id, r)).await?? {
         Some(v) => Ok(Json(v)),
         None => Err(ApiError {

@@ -272,7 +272,7 @@ pub fn run(net: &Devnet, load: &Load, log: &dyn Fn(&str)) -> Result<Report> {
     let started = Instant::now();
     // Each write from its own key at nonce 0, so an ordering engine (whose
     // nonces are sequential per sender) takes them in any order too.
-    let txs: Vec<(String, String)> = (0..load.txs)
+    let txs: Vec<(String, String, String)> = (0..load.txs)
         .map(|i| {
             let signer = devkit::key((u64::from(run_id) << 32) | i as u64);
             let key = format!("bench-{i}");
@@ -287,6 +287,7 @@ pub fn run(net: &Devnet, load: &Load, log: &dyn Fn(&str)) -> Result<Report> {
             (
                 format!("/kv/{}/{key}", signer.address()),
                 hex::encode(tx.to_bytes()),
+                format!("/tx/{}?wait=final", tx.id().to_hex()),
             )
         })
         .collect();
@@ -326,6 +327,7 @@ pub fn run(net: &Devnet, load: &Load, log: &dyn Fn(&str)) -> Result<Report> {
             let sample_every = load.sample_every.max(1);
             let bulk = load.bulk;
             let until_final = load.until_final && bulk == 1;
+            let waits = load.until_final && bulk > 1;
             let finals = finals.clone();
             std::thread::spawn(move || {
                 let agent = crate::devnet::agent();
@@ -361,7 +363,7 @@ pub fn run(net: &Devnet, load: &Load, log: &dyn Fn(&str)) -> Result<Report> {
                             _ => vec![],
                         }
                     } else {
-                        let body = json!({ "txs": txs[first..last].iter().map(|(_, h)| h).collect::<Vec<_>>() });
+                        let body = json!({ "txs": txs[first..last].iter().map(|(_, h, _)| h).collect::<Vec<_>>() });
                         match agent.post(&format!("{rpc}/tx")).send_json(body) {
                             Ok(mut r) => r
                                 .body_mut()
@@ -382,7 +384,8 @@ pub fn run(net: &Devnet, load: &Load, log: &dyn Fn(&str)) -> Result<Report> {
                     accepted.fetch_add(ok.len(), Ordering::Relaxed);
                     let mut s = samples.lock().unwrap_or_else(|p| p.into_inner());
                     for i in ok.into_iter().filter(|i| i % sample_every == 0) {
-                        s.push((txs[i].0.clone(), sent));
+                        let path = if waits { &txs[i].2 } else { &txs[i].0 };
+                        s.push((path.clone(), sent));
                     }
                 }
             })
@@ -392,7 +395,14 @@ pub fn run(net: &Devnet, load: &Load, log: &dyn Fn(&str)) -> Result<Report> {
     let finished = Arc::new(AtomicBool::new(false));
     let watcher = {
         let (samples, rpcs, finished) = (samples.clone(), rpcs.clone(), finished.clone());
-        std::thread::spawn(move || watch(&samples, &rpcs, &finished))
+        let waits = load.until_final && load.bulk > 1;
+        std::thread::spawn(move || {
+            if waits {
+                watch_final(&samples, &rpcs, &finished)
+            } else {
+                watch(&samples, &rpcs, &finished)
+            }
+        })
     };
     for w in workers {
         let _ = w.join();
@@ -483,6 +493,59 @@ fn watch(
         std::thread::sleep(Duration::from_millis(1));
     }
     done
+}
+
+/// For ordering engines with bulk posts: waits on the nodes in turn for each
+/// sample to be final there (`GET /tx/{hash}?wait=final` answers once it
+/// is, at once if it already is), one thread per sample, so nothing polls
+/// the nodes while they are measured and a write is timed when its last
+/// node has it, not at the next poll. Returns the latencies in milliseconds
+/// (a sample some node never answered for is left out).
+fn watch_final(
+    samples: &Mutex<Vec<(String, Instant)>>,
+    rpcs: &[String],
+    finished: &AtomicBool,
+) -> Vec<f64> {
+    let done: Arc<Mutex<Vec<f64>>> = Arc::new(Mutex::new(Vec::new()));
+    let mut waiting = Vec::new();
+    let mut seen = 0;
+    loop {
+        let new: Vec<(String, Instant)> = {
+            let s = samples.lock().unwrap_or_else(|p| p.into_inner());
+            let new = s[seen..].to_vec();
+            seen = s.len();
+            new
+        };
+        if new.is_empty() {
+            if finished.load(Ordering::Relaxed) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+            continue;
+        }
+        for (path, sent) in new {
+            let (rpcs, done) = (rpcs.to_vec(), done.clone());
+            waiting.push(std::thread::spawn(move || {
+                let agent = crate::devnet::agent();
+                for rpc in &rpcs {
+                    let answered = agent
+                        .get(&format!("{rpc}{path}"))
+                        .call()
+                        .is_ok_and(|r| r.status().as_u16() == 200);
+                    if !answered {
+                        return;
+                    }
+                }
+                let ms = sent.elapsed().as_secs_f64() * 1e3;
+                done.lock().unwrap_or_else(|p| p.into_inner()).push(ms);
+            }));
+        }
+    }
+    for w in waiting {
+        let _ = w.join();
+    }
+    let done = done.lock().unwrap_or_else(|p| p.into_inner());
+    done.clone()
 }
 
 /// The node's `blocks_committed_total` metric, if it has one.

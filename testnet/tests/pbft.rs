@@ -64,7 +64,17 @@ fn pay(net: &Devnet, via: usize, to: &Keypair, amount: u64, nodes: &[usize]) {
         .expect("transfer submitted");
     assert_eq!(code, 200, "{answer}");
     assert_eq!(answer["status"], "final", "{answer}");
+    let hash = answer["hash"].as_str().expect("the transfer's hash");
     for i in nodes {
+        // Every node answers a reader waiting for the transfer once it is
+        // final there (at once if it is already).
+        let seen = get(&net.nodes[*i].rpc, &format!("/tx/{hash}?wait=final"))
+            .expect("waited for the transfer");
+        assert_eq!(seen["status"], "final", "node {i}: {seen}");
+        assert!(
+            seen["block"]["height"].as_u64().is_some(),
+            "node {i}: {seen}"
+        );
         wait_until(Duration::from_secs(30), "the balance on every node", || {
             balance(&net.nodes[*i].rpc, to) == before + amount
         });
@@ -110,6 +120,11 @@ fn four_validators_finalize_through_crashes_and_view_changes() {
         Some(4)
     );
     assert_no_fork(net, &all);
+    // A wait the node does not know is refused, not waited on.
+    let zero = "00".repeat(32);
+    let refused =
+        get(&net.nodes[0].rpc, &format!("/tx/{zero}?wait=soon")).expect_err("an unknown wait");
+    assert!(refused.to_string().contains("400"), "{refused}");
 
     // One validator down (not the primary): still final.
     let p = primary_index(net, &all);
