@@ -315,6 +315,16 @@ pub const BATCH_BYTES_PER_PEER_PER_SEC: usize = 32 << 20;
 pub const MAX_WATCHED: usize = 10_000;
 /// Readers that may wait on one transaction.
 pub const MAX_WATCHERS_EACH: usize = 64;
+/// Why a reader may not wait on one more transaction, if it may not:
+/// `watched` transactions are watched already, by `readers` for this one.
+fn watch_refusal(watched: usize, readers: usize) -> Option<ApiError> {
+    (readers >= MAX_WATCHERS_EACH || (readers == 0 && watched >= MAX_WATCHED)).then(|| ApiError {
+        status: 503,
+        code: "busy",
+        message: "too many transactions watched; try again later".into(),
+    })
+}
+
 /// Network events or requests the driver takes in one turn at most.
 const TURN: usize = 64;
 
@@ -726,14 +736,9 @@ impl Driver {
                 let _ = reply.send(Ok(()));
             }
             Ok(None) => {
-                let known = self.watchers.get(&id).map_or(0, Vec::len);
-                if known >= MAX_WATCHERS_EACH || (known == 0 && self.watchers.len() >= MAX_WATCHED)
-                {
-                    let _ = reply.send(Err(ApiError {
-                        status: 503,
-                        code: "busy",
-                        message: "too many transactions watched; try again later".into(),
-                    }));
+                let readers = self.watchers.get(&id).map_or(0, Vec::len);
+                if let Some(refusal) = watch_refusal(self.watchers.len(), readers) {
+                    let _ = reply.send(Err(refusal));
                     return;
                 }
                 self.watchers.entry(id).or_default().push(reply);
@@ -1790,5 +1795,24 @@ impl Driver {
             },
         );
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readers_wait_on_transactions_within_both_caps() {
+        assert!(watch_refusal(0, 0).is_none());
+        assert!(watch_refusal(MAX_WATCHED - 1, 0).is_none());
+        // Full: no new transaction, but another reader of a watched one.
+        let full = watch_refusal(MAX_WATCHED, 0).expect("refused when full");
+        assert_eq!((full.status, full.code), (503, "busy"));
+        assert!(watch_refusal(MAX_WATCHED, 1).is_none());
+        assert!(watch_refusal(MAX_WATCHED, MAX_WATCHERS_EACH - 1).is_none());
+        // One transaction's readers are capped on their own.
+        let crowded = watch_refusal(1, MAX_WATCHERS_EACH).expect("refused when crowded");
+        assert_eq!(crowded.code, "busy");
     }
 }
