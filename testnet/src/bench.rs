@@ -11,6 +11,7 @@
 //! it. It polls every outstanding sample in turn, so one slow write does not
 //! delay the clock of the ones behind it.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -73,6 +74,8 @@ pub struct Report {
     pub blocks: Option<u64>,
     /// What the machine did while the load was posted (Linux only).
     pub machine: Option<MachineUse>,
+    /// Writes not taken, by the code the node gave (or why there was none).
+    pub refused: BTreeMap<String, usize>,
 }
 
 /// How busy the machine was while the load was posted, from `/proc`: so a
@@ -175,6 +178,7 @@ impl Report {
             "offered_per_sec": self.offered_per_sec,
             "blocks": self.blocks,
             "machine": self.machine.map(|m| json!({"busy": m.busy, "others": m.others})),
+            "refused": self.refused,
         })
     }
 
@@ -198,6 +202,16 @@ impl Report {
             ),
             _ => String::new(),
         };
+        let refused = if self.refused.is_empty() {
+            String::new()
+        } else {
+            let codes: Vec<String> = self
+                .refused
+                .iter()
+                .map(|(code, n)| format!("{code} {n}"))
+                .collect();
+            format!("\nrefused    {}", codes.join(", "))
+        };
         let machine = match self.machine {
             Some(m) => format!(
                 "\nmachine    {:.0}% busy while posting, {:.0}% of it by other processes",
@@ -212,7 +226,7 @@ impl Report {
              end to end {:.0} writes/s (until the last sampled write was on every node, {:.2}s)\n\
              converged  p50 {:.1} ms, p99 {:.1} ms ({} samples: {held})\n\
              stamping   {} bits, {:.1} us per write (client side, before the clock started)\n\
-             limits     ed25519 verify {:.0}/s, blake3 {:.2} M hashes/s (one core, measured now){blocks}{machine}",
+             limits     ed25519 verify {:.0}/s, blake3 {:.2} M hashes/s (one core, measured now){blocks}{machine}{refused}",
             self.accepted,
             self.sent,
             self.seconds,
@@ -297,6 +311,7 @@ pub fn run(net: &Devnet, load: &Load, log: &dyn Fn(&str)) -> Result<Report> {
     let accepted = Arc::new(AtomicUsize::new(0));
     let samples: Arc<Mutex<Vec<(String, Instant)>>> = Arc::new(Mutex::new(Vec::new()));
     let finals: Arc<Mutex<Vec<f64>>> = Arc::new(Mutex::new(Vec::new()));
+    let refused: Arc<Mutex<BTreeMap<String, usize>>> = Arc::new(Mutex::new(BTreeMap::new()));
     let rpcs: Vec<String> = net.nodes.iter().map(|n| n.rpc.clone()).collect();
     log(&format!(
         "posting with {} clients to {} nodes",
@@ -317,12 +332,13 @@ pub fn run(net: &Devnet, load: &Load, log: &dyn Fn(&str)) -> Result<Report> {
     let rate = load.rate.filter(|r| *r > 0.0);
     let workers: Vec<_> = (0..load.clients)
         .map(|_| {
-            let (txs, next, accepted, samples, rpcs) = (
+            let (txs, next, accepted, samples, rpcs, refused) = (
                 txs.clone(),
                 next.clone(),
                 accepted.clone(),
                 samples.clone(),
                 rpcs.clone(),
+                refused.clone(),
             );
             let sample_every = load.sample_every.max(1);
             let bulk = load.bulk;
@@ -360,25 +376,45 @@ pub fn run(net: &Devnet, load: &Load, log: &dyn Fn(&str)) -> Result<Report> {
                                 continue;
                             }
                             Ok((200, _)) => vec![first],
-                            _ => vec![],
+                            Ok((status, v)) => {
+                                let code = v["code"].as_str().map_or(status.to_string(), str::to_string);
+                                refuse(&refused, code, 1);
+                                vec![]
+                            }
+                            Err(_) => {
+                                refuse(&refused, "no answer".into(), 1);
+                                vec![]
+                            }
                         }
                     } else {
                         let body = json!({ "txs": txs[first..last].iter().map(|(_, h, _)| h).collect::<Vec<_>>() });
-                        match agent.post(&format!("{rpc}/tx")).send_json(body) {
-                            Ok(mut r) => r
-                                .body_mut()
-                                .read_json::<Value>()
-                                .ok()
-                                .and_then(|v| v["results"].as_array().cloned())
-                                .map(|rs| {
-                                    rs.iter()
-                                        .enumerate()
-                                        .filter(|(_, r)| r["status"] == "pending")
-                                        .map(|(k, _)| first + k)
-                                        .collect()
-                                })
-                                .unwrap_or_default(),
-                            Err(_) => vec![],
+                        let answer = agent
+                            .post(&format!("{rpc}/tx"))
+                            .send_json(body)
+                            .ok()
+                            .and_then(|mut r| r.body_mut().read_json::<Value>().ok());
+                        let results = answer.as_ref().and_then(|v| v["results"].as_array());
+                        match results {
+                            Some(rs) => {
+                                let mut ok = Vec::with_capacity(rs.len());
+                                for (k, r) in rs.iter().enumerate() {
+                                    if r["status"] == "pending" {
+                                        ok.push(first + k);
+                                    } else {
+                                        let code = r["code"].as_str().unwrap_or("unknown");
+                                        refuse(&refused, code.to_string(), 1);
+                                    }
+                                }
+                                ok
+                            }
+                            None => {
+                                let code = answer
+                                    .as_ref()
+                                    .and_then(|v| v["code"].as_str())
+                                    .unwrap_or("no answer");
+                                refuse(&refused, code.to_string(), last - first);
+                                vec![]
+                            }
                         }
                     };
                     accepted.fetch_add(ok.len(), Ordering::Relaxed);
@@ -434,7 +470,17 @@ pub fn run(net: &Devnet, load: &Load, log: &dyn Fn(&str)) -> Result<Report> {
         offered_per_sec: rate,
         blocks,
         machine,
+        refused: refused.lock().unwrap_or_else(|p| p.into_inner()).clone(),
     })
+}
+
+/// Counts `n` writes refused with `code`.
+fn refuse(refused: &Mutex<BTreeMap<String, usize>>, code: String, n: usize) {
+    *refused
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(code)
+        .or_default() += n;
 }
 
 /// Polls every outstanding sample on every node that does not hold it yet,
