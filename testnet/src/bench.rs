@@ -611,6 +611,43 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_report_says_what_was_refused_and_why_only_when_something_was() {
+        let mut report = Report {
+            sent: 10,
+            accepted: 7,
+            seconds: 1.0,
+            converged_seconds: 1.5,
+            convergence_ms: vec![3.0, 4.0],
+            until_final: false,
+            stamp_us: 90.0,
+            bits: 8,
+            verify_per_sec: 30_000.0,
+            hashes_per_sec: 1e7,
+            offered_per_sec: None,
+            blocks: None,
+            machine: None,
+            refused: BTreeMap::new(),
+        };
+        assert!(!report.text("pbft", 4).contains("refused"));
+        assert!(
+            report.json()["refused"]
+                .as_object()
+                .is_some_and(|m| m.is_empty())
+        );
+        let refused = Mutex::new(BTreeMap::new());
+        refuse(&refused, "stamp_too_weak".into(), 2);
+        refuse(&refused, "no answer".into(), 1);
+        refuse(&refused, "stamp_too_weak".into(), 1);
+        report.refused = refused.into_inner().expect("counts");
+        let text = report.text("pbft", 4);
+        assert!(
+            text.contains("\nrefused    no answer 1, stamp_too_weak 3"),
+            "{text}"
+        );
+        assert_eq!(report.json()["refused"]["stamp_too_weak"], 3);
+    }
+
+    #[test]
     fn machine_use_splits_the_busy_time_between_the_bench_and_others() {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
         // Two seconds: the machine busy 150 ticks per core, ours 100 of them.
