@@ -9,7 +9,11 @@
 //! for every `sample_every`-th write, a watcher polls each node until the
 //! record is there and keeps the time from submission to the last node holding
 //! it. It polls every outstanding sample in turn, so one slow write does not
-//! delay the clock of the ones behind it.
+//! delay the clock of the ones behind it. Under an ordering engine, a single
+//! post is timed by `?wait=final` on the node that took it, and a sample of a
+//! bulk post by waiting on every node in turn (`GET /tx/{hash}?wait=final`),
+//! so nothing polls the nodes. Writes not taken are counted by the code the
+//! node gave.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -37,10 +41,11 @@ pub struct Load {
     pub bulk: usize,
     /// Offered writes per second, if set (an open loop).
     pub rate: Option<f64>,
-    /// Time sampled writes to finality on the node that took them (`POST
-    /// /tx?wait=final`) instead of polling every node: for ordering engines,
-    /// where a committed block is final everywhere, and the polling itself
-    /// would be a second load on the nodes.
+    /// Time sampled writes to finality instead of polling every node: a
+    /// single post on the node that took it (`POST /tx?wait=final`), a
+    /// sample of a bulk post on every node in turn (`GET
+    /// /tx/{hash}?wait=final`). For ordering engines, where finality is
+    /// known, and the polling itself would be a second load on the nodes.
     pub until_final: bool,
 }
 
@@ -330,6 +335,8 @@ pub fn run(net: &Devnet, load: &Load, log: &dyn Fn(&str)) -> Result<Report> {
     let t0 = Instant::now();
     let stop_at = load.duration.map(|d| t0 + d);
     let rate = load.rate.filter(|r| *r > 0.0);
+    // Samples of bulk posts are waited on, not polled ([`watch_final`]).
+    let waits = load.until_final && load.bulk > 1;
     let workers: Vec<_> = (0..load.clients)
         .map(|_| {
             let (txs, next, accepted, samples, rpcs, refused) = (
@@ -343,7 +350,6 @@ pub fn run(net: &Devnet, load: &Load, log: &dyn Fn(&str)) -> Result<Report> {
             let sample_every = load.sample_every.max(1);
             let bulk = load.bulk;
             let until_final = load.until_final && bulk == 1;
-            let waits = load.until_final && bulk > 1;
             let finals = finals.clone();
             std::thread::spawn(move || {
                 let agent = crate::devnet::agent();
@@ -431,7 +437,6 @@ pub fn run(net: &Devnet, load: &Load, log: &dyn Fn(&str)) -> Result<Report> {
     let finished = Arc::new(AtomicBool::new(false));
     let watcher = {
         let (samples, rpcs, finished) = (samples.clone(), rpcs.clone(), finished.clone());
-        let waits = load.until_final && load.bulk > 1;
         std::thread::spawn(move || {
             if waits {
                 watch_final(&samples, &rpcs, &finished)
