@@ -325,6 +325,15 @@ fn watch_refusal(watched: usize, readers: usize) -> Option<ApiError> {
     })
 }
 
+/// Drops the senders of `waiting` whose receivers are gone, and the keys
+/// left with none.
+fn forget_closed<T>(waiting: &mut HashMap<Hash, Vec<oneshot::Sender<T>>>) {
+    waiting.retain(|_, ws| {
+        ws.retain(|w| !w.is_closed());
+        !ws.is_empty()
+    });
+}
+
 /// Network events or requests the driver takes in one turn at most.
 const TURN: usize = 64;
 
@@ -718,14 +727,8 @@ impl Driver {
     /// Drops waiters nobody listens to any more: their client timed out, or
     /// the write never reached the cluster's log.
     fn forget_abandoned_waiters(&mut self) {
-        self.waiters.retain(|_, ws| {
-            ws.retain(|w| !w.is_closed());
-            !ws.is_empty()
-        });
-        self.watchers.retain(|_, ws| {
-            ws.retain(|w| !w.is_closed());
-            !ws.is_empty()
-        });
+        forget_closed(&mut self.waiters);
+        forget_closed(&mut self.watchers);
     }
 
     /// Tells `reply` once `id` is committed here; at once if it is.

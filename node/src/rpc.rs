@@ -148,6 +148,19 @@ struct SubmitQuery {
     wait: Option<String>,
 }
 
+/// Whether `?wait=` asks to wait for the commit (`commit` and `final` are
+/// the same here; `none` or no `wait` does not).
+fn waits(q: &SubmitQuery) -> Result<bool, ApiError> {
+    match q.wait.as_deref() {
+        None | Some("none") => Ok(false),
+        Some("commit") | Some("final") => Ok(true),
+        Some(other) => Err(ApiError::bad(
+            "bad_request",
+            format!("wait={other:?}: use commit or final"),
+        )),
+    }
+}
+
 #[derive(Deserialize)]
 struct SubmitBody {
     tx: Option<String>,
@@ -243,16 +256,7 @@ async fn submit(
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let from = client_ip(from);
-    let wait = match q.wait.as_deref() {
-        None | Some("none") => false,
-        Some("commit") | Some("final") => true,
-        Some(other) => {
-            return Err(ApiError::bad(
-                "bad_request",
-                format!("wait={other:?}: use commit or final"),
-            ));
-        }
-    };
+    let wait = waits(&q)?;
     let body: SubmitBody = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad(
             "bad_request",
@@ -354,24 +358,15 @@ async fn tx(
     Query(q): Query<SubmitQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = Hash::from_hex(&hash).map_err(|e| ApiError::bad("bad_hash", e.to_string()))?;
-    match q.wait.as_deref() {
-        None | Some("none") => {}
-        Some("commit") | Some("final") => {
-            let watched = ask(&s, |r| Request::TxWatch(id, r));
-            tokio::time::timeout(WAIT, watched)
-                .await
-                .map_err(|_| ApiError {
-                    status: 504,
-                    code: "timeout",
-                    message: format!("{id} was not committed within {}s", WAIT.as_secs()),
-                })???;
-        }
-        Some(other) => {
-            return Err(ApiError::bad(
-                "bad_request",
-                format!("wait={other:?}: use commit or final"),
-            ));
-        }
+    if waits(&q)? {
+        let watched = ask(&s, |r| Request::TxWatch(id, r));
+        tokio::time::timeout(WAIT, watched)
+            .await
+            .map_err(|_| ApiError {
+                status: 504,
+                code: "timeout",
+                message: format!("{id} was not committed within {}s", WAIT.as_secs()),
+            })???;
     }
     match ask(&s, |r| Request::Tx(id, r)).await?? {
         Some(v) => Ok(Json(v)),

@@ -684,10 +684,9 @@ impl Network {
         }
     }
 
-    /// Dials `peer` at `addr` for a Raft stream unless it is connected or
-    /// being dialled; a banned peer is refused.
-    /// Tells `done` once `peer` is connected, dialling it at `addr` unless
-    /// it is connected or being dialled already.
+    /// Tells `done` once `peer` is connected (for a Raft stream), dialling
+    /// it at `addr` unless it is connected or being dialled already; a
+    /// banned peer is refused.
     fn reach(&mut self, peer: PeerId, addr: Multiaddr, done: Reached) {
         if self.banned.contains(&peer) {
             let _ = done.send(Err(format!("peer {peer} is banned")));
