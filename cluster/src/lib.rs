@@ -53,7 +53,7 @@ pub use log_store::{LogStore, open_cluster_db};
 pub use machine::{
     Applied, CLUSTER_SYNC_AFTER, LEDGER_SYNC_AFTER, LedgerMachine, MachineView, PendingLimits,
 };
-pub use member::{Consistency, Member, MemberConfig, Status};
+pub use member::{Answers, Consistency, Member, MemberConfig, Status};
 pub use network::Transport;
 pub use network::mem::MemNet;
 pub use types::{Member as MemberAddr, NodeId, TypeConfig};

@@ -44,6 +44,11 @@ use crate::network::{Manage, Network, Reply, Rpc, Transport};
 use crate::snapshot::{MAX_SNAPSHOT_BYTES, SnapshotFile};
 use crate::types::{Member as MemberAddr, NodeId, Raft};
 
+/// The answers to commands proposed together, in order
+/// ([`Member::propose_many_as_leader`]).
+pub type Answers =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<Response>, Error>> + Send>>;
+
 /// How long a write (with its forwarding and retries) may take, unless
 /// [`MemberConfig::write_deadline`] says otherwise.
 pub const WRITE_DEADLINE: Duration = Duration::from_secs(10);
@@ -401,32 +406,44 @@ impl Member {
     /// and the intents of what it signs next), so they cost one round of the
     /// log instead of one each.
     pub async fn write_many_as_leader(&self, cmds: Vec<Command>) -> Result<Vec<Response>, Error> {
+        self.propose_many_as_leader(cmds).await?.await
+    }
+
+    /// [`Member::write_many_as_leader`] in two steps: proposes the commands
+    /// (in the log's order once this returns, so what is proposed next comes
+    /// after them) and gives the future of their answers. A caller can go on
+    /// proposing while earlier commands are still on their way through the
+    /// log; their answers come in the order proposed.
+    pub async fn propose_many_as_leader(&self, cmds: Vec<Command>) -> Result<Answers, Error> {
         use futures::StreamExt;
         for cmd in &cmds {
             cmd.to_checked_bytes()?;
         }
         let n = cmds.len();
+        let me = self.id;
         let mut results = self.raft.client_write_many(cmds).await.map_err(raft_err)?;
-        let mut answers = Vec::with_capacity(n);
-        while let Some(result) = results.next().await {
-            match result.map_err(raft_err)? {
-                Ok(written) => answers.push(written.response),
-                Err(openraft::error::ClientWriteError::ForwardToLeader(f)) => {
-                    return Err(Error::NotLeader {
-                        me: self.id,
-                        leader: f.leader_id,
-                    });
+        Ok(Box::pin(async move {
+            let mut answers = Vec::with_capacity(n);
+            while let Some(result) = results.next().await {
+                match result.map_err(raft_err)? {
+                    Ok(written) => answers.push(written.response),
+                    Err(openraft::error::ClientWriteError::ForwardToLeader(f)) => {
+                        return Err(Error::NotLeader {
+                            me,
+                            leader: f.leader_id,
+                        });
+                    }
+                    Err(e) => return Err(raft_err(e)),
                 }
-                Err(e) => return Err(raft_err(e)),
             }
-        }
-        if answers.len() != n {
-            return Err(Error::Raft(format!(
-                "{n} commands proposed, {} answered",
-                answers.len()
-            )));
-        }
-        Ok(answers)
+            if answers.len() != n {
+                return Err(Error::Raft(format!(
+                    "{n} commands proposed, {} answered",
+                    answers.len()
+                )));
+            }
+            Ok(answers)
+        }))
     }
 
     /// Commits `cmd` through the cluster and returns what applying it gave.

@@ -263,7 +263,7 @@ type CaughtUp = (u64, Result<(), pyralog_cluster::Error>);
 /// log (milliseconds when the cluster is well) before it steps back: a leader
 /// cut off from its quorum then goes back to serving reads, and leads again
 /// once it has caught up (whatever it wrote is then in the log or not).
-const LOG_WRITE_LIMIT: Duration = Duration::from_secs(5);
+pub(crate) const LOG_WRITE_LIMIT: Duration = Duration::from_secs(5);
 
 /// How long a new leader waits before it tries to catch up again.
 const CATCH_UP_RETRY: Duration = Duration::from_millis(200);
@@ -543,53 +543,14 @@ impl Driver {
         read_store(&self.ledger)
     }
 
-    /// Commits `cmd` through the cluster's log as its leader (never
-    /// forwarded) and returns what applying it gave; `None` if this node no
-    /// longer leads (the caller drops what it was doing: the new leader
-    /// takes over). Blocks this task, not the runtime.
-    pub(crate) fn write(&mut self, cmd: Raft) -> Option<Response> {
-        let member = Arc::clone(&self.member);
-        self.wait_for_log(member.write_as_leader(cmd))
-    }
-
-    /// [`Driver::write`] for several commands in one round of the log
-    /// ([`pyralog_cluster::Member::write_many_as_leader`]); their answers in
-    /// order.
-    pub(crate) fn write_many(&mut self, cmds: Vec<Raft>) -> Option<Vec<Response>> {
-        let member = Arc::clone(&self.member);
-        self.wait_for_log(member.write_many_as_leader(cmds))
-    }
-
-    /// Waits for a write of the driver's own through the log; a node whose
-    /// storage failed halts, one that lost the lead steps back (`None`).
-    fn wait_for_log<T>(
-        &mut self,
-        write: impl std::future::Future<Output = Result<T, pyralog_cluster::Error>>,
-    ) -> Option<T> {
-        let started = std::time::Instant::now();
-        let result = tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(async {
-                tokio::time::timeout(LOG_WRITE_LIMIT, write)
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(pyralog_cluster::Error::Raft(format!(
-                            "not committed within {LOG_WRITE_LIMIT:?}"
-                        )))
-                    })
-            })
-        });
-        self.count_log_write(started);
-        result.map_err(|error| self.log_failed(error)).ok()
-    }
-
-    fn count_log_write(&mut self, started: std::time::Instant) {
+    pub(crate) fn count_log_write(&mut self, started: std::time::Instant) {
         self.metrics.log_writes += 1;
         self.metrics.log_write_micros += started.elapsed().as_micros() as u64;
     }
 
     /// A write of the driver's own through the log failed: a node whose
     /// storage failed halts, one that lost the lead steps back.
-    fn log_failed(&mut self, error: pyralog_cluster::Error) {
+    pub(crate) fn log_failed(&mut self, error: pyralog_cluster::Error) {
         if error.is_fatal() {
             halt("storage failed", error);
         }
@@ -820,6 +781,15 @@ impl Driver {
                 biased;
                 _ = &mut shutdown => break,
                 Some(done) = self.caught_up_rx.recv() => self.caught_up(done),
+                // The engine's own turns, answered by the log: what they
+                // hold back goes out first.
+                answer = crate::pbft_host::next_answer(&mut self.pending.turns),
+                    if !self.pending.turns.is_empty() =>
+                {
+                    if let Some(turn) = self.pending.turns.pop_front() {
+                        self.turn_answered(turn, answer);
+                    }
+                }
                 _ = role.tick() => {}
                 Some(done) = self.merged_rx.recv() => self.merge_done(done),
                 Some(event) = self.applied.recv() => {
@@ -877,7 +847,7 @@ impl Driver {
             }
         }
         self.flush_submits();
-        self.flush_pbft();
+        self.finish_turns();
         self.flush_gossip();
         // Merges under way finish (what they set off is left to anti-entropy
         // and the next start), unless the cluster has stopped answering.

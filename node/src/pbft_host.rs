@@ -4,6 +4,8 @@
 //! (with their certificates), relays transactions and consensus messages over
 //! gossip, and serves and fetches blocks for replicas that are behind.
 
+use std::collections::VecDeque;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use pyralog_consensus::Engine as _;
@@ -21,11 +23,11 @@ use pyralog_p2p::fetch::{BLOCKS, FetchRequest, FetchResponse, MAX_RESPONSE};
 use pyralog_p2p::network::MessageIdOf;
 use pyralog_p2p::{NetCommand, NetEvent, PeerId, Topic, Verdict};
 
-use pyralog_cluster::{Command as RaftCommand, Response};
+use pyralog_cluster::{Answers, Command as RaftCommand, Response};
 use pyralog_consensus::bft::Statement;
 use pyralog_consensus::intent::SigningHistory;
 
-use crate::driver::{ApiError, Consensus, Driver, halt, now_ms};
+use crate::driver::{ApiError, Consensus, Driver, LOG_WRITE_LIMIT, halt, now_ms};
 use crate::limit::PerSecond;
 
 /// What the engine's last inputs asked for, waiting for [`Driver::flush_pbft`].
@@ -43,7 +45,40 @@ pub(crate) struct Pending {
     relay: Vec<Vec<u8>>,
     /// How many relayed transactions each peer has sent this second.
     pub(crate) relay_limit: PerSecond<PeerId>,
+    /// Turns proposed to the cluster's log and not yet answered, oldest
+    /// first ([`Driver::flush_pbft`]).
+    pub(crate) turns: VecDeque<InFlight>,
 }
+
+/// A turn whose entries are on their way through the cluster's log, with
+/// what waits for them: nothing the turn asked for is carried out before
+/// they commit. The driver goes on taking inputs meanwhile, and proposes the
+/// next turn's entries behind these (the log keeps their order), so
+/// consecutive turns share the log's flushes instead of waiting in line.
+pub(crate) struct InFlight {
+    /// The entries' answers, in order; `None` for a turn with nothing to
+    /// write, which only keeps its place behind the turns before it.
+    answers: Option<Answers>,
+    /// Its committed blocks, one entry each and first, with the store's
+    /// epoch when they were proposed (proof of stake orders nothing past an
+    /// epoch's last block before it is executed, so that is the epoch before
+    /// each).
+    blocks: Vec<(CommittedBlock, Option<u64>)>,
+    /// The statements of the turn's own entry, when it has one (after the
+    /// blocks').
+    statements: Option<Vec<Statement>>,
+    /// What the turn's inputs asked for, carried out once it commits.
+    effects: Vec<Effect>,
+    /// Verdicts on the gossip messages the turn's inputs came from.
+    reports: Vec<(MessageIdOf, PeerId, Verdict)>,
+    /// Whether it signs anything (for the crash points around intents).
+    signs: bool,
+    /// When it was proposed.
+    proposed: std::time::Instant,
+}
+
+/// Turns in flight at most; one more waits for the oldest to be answered.
+const MAX_TURNS_IN_FLIGHT: usize = 4;
 
 /// Relayed transactions taken from one peer per second at most
 /// ([`crate::limit`]).
@@ -58,6 +93,7 @@ impl Default for Pending {
             reports: Vec::new(),
             relay: Vec::new(),
             relay_limit: PerSecond::new(RELAY_PER_PEER_PER_SEC),
+            turns: VecDeque::new(),
         }
     }
 }
@@ -264,6 +300,22 @@ fn verify_relayed(txs: Vec<Transaction>, keys: &mut KeyCache) -> Result<Vec<Veri
     verify_txs_memo(txs, Some(keys))
 }
 
+/// What the log answered a turn's entries.
+pub(crate) type TurnAnswer = Result<Vec<Response>, pyralog_cluster::Error>;
+
+/// The oldest turn in flight's answer, once it comes (never, with none in
+/// flight). Cancel-safe: the turn stays queued until this returns.
+pub(crate) async fn next_answer(turns: &mut VecDeque<InFlight>) -> TurnAnswer {
+    match turns.front_mut() {
+        Some(InFlight {
+            answers: Some(answers),
+            ..
+        }) => answers.as_mut().await,
+        Some(_) => Ok(Vec::new()),
+        None => std::future::pending().await,
+    }
+}
+
 impl Driver {
     fn ordered(&mut self) -> Option<&mut Ordered> {
         match &mut self.engine {
@@ -348,43 +400,39 @@ impl Driver {
         self.next_tick = self.next_tick.min(at);
     }
 
-    /// Makes the pending records durable in one commit, then carries out the
-    /// effects that waited for them (durable first: nothing sent may get
-    /// ahead of what it depends on), then relays the transactions gathered.
-    /// Committing a block feeds the engine again; that round is flushed too.
+    /// Proposes the pending records, with the blocks committed and the
+    /// intents of every statement about to go out, to the cluster's log as
+    /// one turn, and keeps the turn's effects until the log answers
+    /// ([`Driver::turn_answered`]): durable first, so nothing sent gets ahead
+    /// of what it depends on. Transactions to relay go at once (they depend on
+    /// nothing). Turns already answered are carried out first; with
+    /// [`MAX_TURNS_IN_FLIGHT`] in flight, this waits for the oldest.
     pub(crate) fn flush_pbft(&mut self) {
         loop {
+            self.take_answered();
+            let p = &self.pending;
+            if p.records.is_empty()
+                && p.effects.is_empty()
+                && p.reports.is_empty()
+                && p.relay.is_empty()
+            {
+                return;
+            }
+            if self.pending.turns.len() >= MAX_TURNS_IN_FLIGHT {
+                if let Some((turn, answer)) = self.wait_oldest() {
+                    self.turn_answered(turn, answer);
+                }
+                continue;
+            }
             let records = std::mem::take(&mut self.pending.records);
             let intents = std::mem::take(&mut self.pending.intents);
             let effects = std::mem::take(&mut self.pending.effects);
             let reports = std::mem::take(&mut self.pending.reports);
             let relay = std::mem::take(&mut self.pending.relay);
-            if records.is_empty() && effects.is_empty() && reports.is_empty() && relay.is_empty() {
-                return;
-            }
-            // Blocks first, then the turn's records and intents in an entry of
-            // their own: a block's entry may find the block already applied
-            // (a previous leader's entry came first) and does nothing, and
-            // records that rode in it would be lost.
+            self.relay(relay);
             let (commits, effects): (Vec<Effect>, Vec<Effect>) = effects
                 .into_iter()
                 .partition(|e| matches!(e, Effect::Commit(_)));
-            let mut blocks: Vec<CommittedBlock> = commits
-                .into_iter()
-                .filter_map(|e| match e {
-                    Effect::Commit(block) => Some(block),
-                    _ => None,
-                })
-                .collect();
-            // The last block goes with the turn's intents, in one round of
-            // the log (below); any before it go one by one.
-            let last = blocks.pop();
-            for block in blocks {
-                let Some(next) = self.commit_block(block) else {
-                    return self.step_back(reports);
-                };
-                self.feed_pbft(next, None);
-            }
             // No signature leaves before its intent is committed: a leader
             // that takes over never signs against it (ADR 0010). Besides the
             // statements the engine persisted, every statement of ours about
@@ -405,59 +453,173 @@ impl Driver {
             if signs {
                 crate::fault::at(crate::fault::Point::BeforeIntent);
             }
-            // The turn's records and intents, in one entry of the log, after
-            // the last block's when there is one (one round for both).
-            let refused = match last {
-                Some(block) => {
-                    let Some((next, refused)) = self.commit_block_and_turn(block, records, intents)
-                    else {
-                        return self.step_back(reports);
-                    };
-                    self.feed_pbft(next, None);
-                    refused
+            // Each block in an entry of its own, then the turn's records and
+            // intents in one more: a block's entry may find the block
+            // already applied (a previous leader's entry came first) and do
+            // nothing, and records that rode in it would be lost.
+            let mut entries = Vec::new();
+            let mut blocks = Vec::new();
+            for commit in commits {
+                if let Effect::Commit(block) = commit {
+                    entries.push(self.block_entry(&block));
+                    blocks.push((block, self.epoch_of_store()));
                 }
-                None => {
-                    let Some(refused) = self.commit_turn(records, intents) else {
-                        return self.step_back(reports);
-                    };
-                    refused
+            }
+            let from = self.engine_len;
+            let appended = records.len() as u64;
+            let statements = match self.turn_entry(from, records, intents.clone()) {
+                Some(entry) => {
+                    entries.push(entry);
+                    self.engine_len = from + appended;
+                    Some(intents)
+                }
+                None => None,
+            };
+            let answers = if entries.is_empty() {
+                None
+            } else {
+                match self.propose(entries) {
+                    Some(answers) => Some(answers),
+                    None => return self.step_back(reports),
                 }
             };
-            if signs {
-                crate::fault::at(crate::fault::Point::AfterIntent);
+            self.pending.turns.push_back(InFlight {
+                answers,
+                blocks,
+                statements,
+                effects,
+                reports,
+                signs,
+                proposed: std::time::Instant::now(),
+            });
+        }
+    }
+
+    /// Proposes `entries` to the cluster's log (their place in it is fixed
+    /// when this returns) and gives the future of their answers, bounded by
+    /// the log's write limit; `None` if this node no longer leads.
+    fn propose(&mut self, entries: Vec<RaftCommand>) -> Option<Answers> {
+        let member = std::sync::Arc::clone(&self.member);
+        let proposed = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current()
+                .block_on(async { member.propose_many_as_leader(entries).await })
+        });
+        match proposed {
+            Ok(answers) => Some(Box::pin(async move {
+                tokio::time::timeout(LOG_WRITE_LIMIT, answers)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(pyralog_cluster::Error::Raft(format!(
+                            "not committed within {LOG_WRITE_LIMIT:?}"
+                        )))
+                    })
+            })),
+            Err(error) => {
+                self.log_failed(error);
+                None
             }
-            for effect in effects {
-                match effect {
-                    Effect::Persist(_) | Effect::Rejected { .. } | Effect::Commit(_) => {}
-                    Effect::Broadcast(m) | Effect::Send { message: m, .. } => {
-                        if refused.contains(&m.message.statement()) {
-                            tracing::warn!(
-                                height = m.message.statement().height,
-                                "not sent: it conflicts with what this cluster signed before"
-                            );
-                        } else {
-                            self.publish(&m);
-                        }
-                    }
-                    Effect::Fetch { after, .. } => self.fetch_blocks(after),
-                    Effect::Evidence(ev) => {
-                        self.metrics.equivocations += 1;
-                        tracing::warn!(validator = %ev.validator, kind = ev.first.kind.name(), height = ev.first.height, "equivocation");
-                        self.report_evidence(&ev);
-                    }
-                    Effect::ViewChanged { view } => {
-                        self.metrics.view_changes += 1;
-                        tracing::info!(view, "entered view");
+        }
+    }
+
+    /// Carries out, oldest first, the turns in flight that are answered
+    /// already, without waiting.
+    fn take_answered(&mut self) {
+        let mut cx = Context::from_waker(Waker::noop());
+        while let Some(front) = self.pending.turns.front_mut() {
+            let answer = match &mut front.answers {
+                None => Ok(Vec::new()),
+                Some(answers) => match answers.as_mut().poll(&mut cx) {
+                    Poll::Ready(answer) => answer,
+                    Poll::Pending => return,
+                },
+            };
+            if let Some(turn) = self.pending.turns.pop_front() {
+                self.turn_answered(turn, answer);
+            }
+        }
+    }
+
+    /// Waits for the oldest turn in flight to be answered.
+    fn wait_oldest(&mut self) -> Option<(InFlight, TurnAnswer)> {
+        let turns = &mut self.pending.turns;
+        let answer = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(next_answer(turns))
+        });
+        let turn = self.pending.turns.pop_front()?;
+        Some((turn, answer))
+    }
+
+    /// Waits, at shutdown, for every turn in flight, carrying each out.
+    pub(crate) fn finish_turns(&mut self) {
+        self.flush_pbft();
+        while let Some((turn, answer)) = self.wait_oldest() {
+            self.turn_answered(turn, answer);
+            self.flush_pbft();
+        }
+    }
+
+    /// A turn's entries were answered (or failed): what its blocks' execution
+    /// gives is fed back to the engine, its intents' refusals are noted,
+    /// and then its effects are carried out and its messages judged. A failed
+    /// write means this node no longer leads: the turn and every one after it
+    /// are dropped.
+    pub(crate) fn turn_answered(&mut self, turn: InFlight, answer: TurnAnswer) {
+        if turn.answers.is_some() {
+            self.count_log_write(turn.proposed);
+        }
+        let answers = match answer {
+            Ok(answers) => answers,
+            Err(error) => {
+                self.log_failed(error);
+                return self.step_back(turn.reports);
+            }
+        };
+        let mut answers = answers.into_iter();
+        for (block, epoch_before) in turn.blocks {
+            let answer = answers.next().unwrap_or(Response::Done);
+            let next = self.block_landed(&block, epoch_before, answer);
+            self.feed_pbft(next, None);
+        }
+        let refused = match turn.statements {
+            Some(statements) => {
+                let answer = answers.next().unwrap_or(Response::Done);
+                self.turn_landed(statements, answer)
+            }
+            None => Vec::new(),
+        };
+        if turn.signs {
+            crate::fault::at(crate::fault::Point::AfterIntent);
+        }
+        for effect in turn.effects {
+            match effect {
+                Effect::Persist(_) | Effect::Rejected { .. } | Effect::Commit(_) => {}
+                Effect::Broadcast(m) | Effect::Send { message: m, .. } => {
+                    if refused.contains(&m.message.statement()) {
+                        tracing::warn!(
+                            height = m.message.statement().height,
+                            "not sent: it conflicts with what this cluster signed before"
+                        );
+                    } else {
+                        self.publish(&m);
                     }
                 }
+                Effect::Fetch { after, .. } => self.fetch_blocks(after),
+                Effect::Evidence(ev) => {
+                    self.metrics.equivocations += 1;
+                    tracing::warn!(validator = %ev.validator, kind = ev.first.kind.name(), height = ev.first.height, "equivocation");
+                    self.report_evidence(&ev);
+                }
+                Effect::ViewChanged { view } => {
+                    self.metrics.view_changes += 1;
+                    tracing::info!(view, "entered view");
+                }
             }
-            if signs {
-                crate::fault::at(crate::fault::Point::AfterSend);
-            }
-            for (id, from, verdict) in reports {
-                self.report(id, from, verdict);
-            }
-            self.relay(relay);
+        }
+        if turn.signs {
+            crate::fault::at(crate::fault::Point::AfterSend);
+        }
+        for (id, from, verdict) in turn.reports {
+            self.report(id, from, verdict);
         }
     }
 
@@ -502,41 +664,6 @@ impl Driver {
             topic: Topic::Consensus,
             data,
         });
-    }
-
-    /// Executes and stores a committed block through the cluster's log.
-    /// Returns the engine's next input; `None` if this node no longer leads.
-    /// Clients waiting on its transactions hear from the applied log
-    /// ([`Driver::on_applied`]).
-    fn commit_block(&mut self, block: CommittedBlock) -> Option<Input> {
-        let epoch_before = self.epoch_of_store();
-        let entry = self.block_entry(&block);
-        let response = self.write(entry)?;
-        Some(self.block_landed(&block, epoch_before, response))
-    }
-
-    /// A committed block, then the turn's `records` and the statements to
-    /// sign after it, in one round of the cluster's log: the block's entry,
-    /// then the turn's. Returns the engine's next input and the statements
-    /// refused; `None` if this node no longer leads.
-    fn commit_block_and_turn(
-        &mut self,
-        block: CommittedBlock,
-        records: Vec<Vec<u8>>,
-        statements: Vec<Statement>,
-    ) -> Option<(Input, Vec<Statement>)> {
-        let epoch_before = self.epoch_of_store();
-        let mut entries = vec![self.block_entry(&block)];
-        let turn = self.turn_entry(self.engine_len, records, statements.clone());
-        entries.extend(turn);
-        let mut answers = self.write_many(entries)?.into_iter();
-        let block_answer = answers.next().unwrap_or(Response::Done);
-        let next = self.block_landed(&block, epoch_before, block_answer);
-        let refused = match answers.next() {
-            Some(answer) => self.turn_landed(statements, answer),
-            None => Vec::new(),
-        };
-        Some((next, refused))
     }
 
     /// The log entry that executes and stores `block` at its sequence
@@ -618,25 +745,6 @@ impl Driver {
         Input::Executed { seq, state_root }
     }
 
-    /// Commits a turn's engine `records` and the intents to sign
-    /// `statements` through the cluster's log, in one entry; returns the
-    /// statements refused (they conflict with what the cluster's key signed
-    /// before, under an earlier leader), or `None` if this node no longer
-    /// leads. A new leader caught up with the log before its engine ran
-    /// ([`Driver::follow_leadership`]), so it judges against every intent its
-    /// predecessors committed.
-    fn commit_turn(
-        &mut self,
-        records: Vec<Vec<u8>>,
-        statements: Vec<Statement>,
-    ) -> Option<Vec<Statement>> {
-        let Some(entry) = self.turn_entry(self.engine_len, records, statements.clone()) else {
-            return Some(Vec::new());
-        };
-        let answer = self.write(entry)?;
-        Some(self.turn_landed(statements, answer))
-    }
-
     /// The entry of a turn whose first record goes at `from`; `None` when it
     /// has nothing to say.
     fn turn_entry(
@@ -661,8 +769,9 @@ impl Driver {
             other => halt("cannot persist consensus state", format!("{other:?}")),
         };
         let len = self.store().engine_records_len();
+        // Turns proposed after this one may have landed too, or not yet.
         self.engine_len = match len {
-            Ok(len) => len,
+            Ok(len) => self.engine_len.max(len),
             Err(error) => halt("cannot read the engine log", error),
         };
         let mut refused = Vec::new();
@@ -680,8 +789,9 @@ impl Driver {
     /// came from are neither judged nor held against their senders.
     fn step_back(&mut self, reports: Vec<(MessageIdOf, PeerId, Verdict)>) {
         self.leading = false;
-        self.pending = Pending::default();
-        for (id, from, _) in reports {
+        let pending = std::mem::take(&mut self.pending);
+        let held = pending.turns.into_iter().flat_map(|t| t.reports);
+        for (id, from, _) in reports.into_iter().chain(pending.reports).chain(held) {
             self.report(id, from, Verdict::Ignore);
         }
     }

@@ -3,7 +3,7 @@
 //! nodes or clusters) and, for pos, each validator's ledger state, executed
 //! with the real rules.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, OnceLock};
 
 use pyralog_consensus::Engine;
@@ -344,6 +344,10 @@ enum Event {
     Crash {
         node: usize,
     },
+    /// A pipelined host's oldest held steps are durable: carried out now.
+    Written {
+        node: usize,
+    },
     Restart {
         node: usize,
     },
@@ -392,6 +396,10 @@ struct Node {
     committed_at_heal: u64,
     /// When a [`Event::Due`] tick is planned for this node, if one is.
     due: Option<u64>,
+    /// A pipelined host's steps on their way to its log, oldest first, each
+    /// with when it is durable: the engine goes on taking inputs meanwhile,
+    /// and nothing a step asked for is carried out before then.
+    held: VecDeque<(u64, Vec<Effect>)>,
 }
 
 /// What a run found.
@@ -431,12 +439,19 @@ pub(crate) struct Outcome {
     pub(crate) failovers: u64,
     /// Statements a cluster refused to sign (conflicting with an intent).
     pub(crate) refused_intents: u64,
+    /// Steps a pipelined host held until they were durable (none unless the
+    /// run's hosts pipeline).
+    pub(crate) held_steps: u64,
 }
 
 pub(crate) struct Sim {
     rng: Rng,
     /// Proposals a primary keeps outstanding, for every engine of the run.
     in_flight: u64,
+    /// The longest a pipelined host's step takes to be durable; zero when
+    /// the run's hosts carry out each step before the next input (half the
+    /// seeds each way, independently of `in_flight`).
+    write_ms: u64,
     now: u64,
     queue: BTreeMap<(u64, u64), Event>,
     counter: u64,
@@ -469,6 +484,9 @@ impl Sim {
     pub(crate) fn new(seed: u64, mix: Mix, protocol: Protocol, broken_quorum: bool) -> Sim {
         let mut rng = Rng(seed ^ 0x005E_ED0F_5EED);
         let in_flight = 1 + seed % 3;
+        // As the node's driver does: a step's effects wait for its log write
+        // while the engine takes the next inputs.
+        let write_ms = if (seed / 3) % 2 == 1 { 4 } else { 0 };
         let n = if mix == Mix::Mixed { 7 } else { 4 };
         let keys: Vec<Keypair> = (0..n).map(|i| devkit::key(500 + i)).collect();
         let world = (protocol == Protocol::Pos).then(|| {
@@ -575,6 +593,7 @@ impl Sim {
         let mut sim = Sim {
             rng,
             in_flight,
+            write_ms,
             now: 0,
             queue: BTreeMap::new(),
             counter: 0,
@@ -606,6 +625,7 @@ impl Sim {
                 kills: BTreeMap::new(),
                 failovers: 0,
                 refused_intents: 0,
+                held_steps: 0,
             },
             protocol,
             world,
@@ -812,6 +832,25 @@ impl Sim {
             Event::Crash { node } => {
                 self.log(&[b"crash", &(node as u64).to_le_bytes()]);
                 self.nodes[node].up = false;
+                // What was not durable yet is lost, and was never sent.
+                self.nodes[node].held.clear();
+            }
+            Event::Written { node } => {
+                while let Some((ready, _)) = self.nodes[node].held.front()
+                    && *ready <= self.now
+                {
+                    let Some((_, effects)) = self.nodes[node].held.pop_front() else {
+                        break;
+                    };
+                    if !self.nodes[node].up {
+                        self.nodes[node].held.clear();
+                        return;
+                    }
+                    self.outcome.held_steps += 1;
+                    for next in self.carry_out(node, effects) {
+                        self.input(node, next);
+                    }
+                }
             }
             Event::Restart { node } => {
                 self.log(&[b"restart", &(node as u64).to_le_bytes()]);
@@ -991,6 +1030,7 @@ impl Sim {
     /// what its log committed) and the blocks its store holds.
     fn recover(&mut self, node: usize) {
         let n = &mut self.nodes[node];
+        n.held.clear();
         n.engine = match &n.state {
             None => Replica::Pbft(Box::new(Pbft::recover(
                 chain(),
@@ -1167,9 +1207,24 @@ impl Sim {
     }
 
     /// Carries out one step's effects, in order; returns the inputs they
-    /// feed back. A cluster's leader goes through its host
-    /// ([`Sim::cluster_step`]).
+    /// feed back. A pipelined host holds them until the step is durable
+    /// ([`Event::Written`]) and returns nothing now.
     fn perform(&mut self, node: usize, effects: Vec<Effect>) -> Vec<Input> {
+        if self.write_ms > 0 && !effects.is_empty() {
+            // Durable in the order taken, each a little later than the last.
+            let after = self.now + self.rng.range(1, self.write_ms + 1);
+            let n = &mut self.nodes[node];
+            let ready = n.held.back().map_or(after, |(r, _)| after.max(*r));
+            n.held.push_back((ready, effects));
+            self.at(ready, Event::Written { node });
+            return Vec::new();
+        }
+        self.carry_out(node, effects)
+    }
+
+    /// [`Sim::perform`] once the effects may be carried out. A cluster's
+    /// leader goes through its host ([`Sim::cluster_step`]).
+    fn carry_out(&mut self, node: usize, effects: Vec<Effect>) -> Vec<Input> {
         if self.nodes[node].cluster.is_some() {
             return self.cluster_step(node, effects);
         }
@@ -1272,6 +1327,7 @@ impl Sim {
         n.disk.extend(c.committed(now));
         c.kill();
         n.up = false;
+        n.held.clear();
         let term = c.term;
         *self.outcome.kills.entry((kind, point)).or_default() += 1;
         self.log(&[
@@ -1567,6 +1623,7 @@ impl Node {
             root: Hash::ZERO,
             committed_at_heal: 0,
             due: None,
+            held: VecDeque::new(),
         }
     }
 }
