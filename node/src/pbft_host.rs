@@ -539,8 +539,12 @@ impl Driver {
         }
     }
 
-    /// Waits for the oldest turn in flight to be answered.
+    /// Waits for the oldest turn in flight to be answered; `None` when none
+    /// is in flight.
     fn wait_oldest(&mut self) -> Option<(InFlight, TurnAnswer)> {
+        if self.pending.turns.is_empty() {
+            return None;
+        }
         let turns = &mut self.pending.turns;
         let answer = tokio::task::block_in_place(|| {
             tokio::runtime::Handle::current().block_on(next_answer(turns))

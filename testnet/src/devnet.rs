@@ -367,7 +367,7 @@ impl Devnet {
             })
             .collect();
         for i in 0..self.nodes.len() {
-            self.stop_one(i);
+            let _ = self.stop_one(i);
         }
         for i in 0..self.nodes.len() {
             let child = self.spawn(i)?;
@@ -380,10 +380,15 @@ impl Devnet {
     }
 
     /// Stops node `i` cleanly (SIGTERM, then SIGKILL after a grace period).
-    pub fn stop_one(&mut self, i: usize) {
-        if let Some(mut child) = self.children[i].take() {
-            terminate(&child);
-            reap(&mut child, Instant::now() + STOP_GRACE);
+    /// Whether it exited by itself within the grace period (true when it was
+    /// not running).
+    pub fn stop_one(&mut self, i: usize) -> bool {
+        match self.children[i].take() {
+            Some(mut child) => {
+                terminate(&child);
+                reap(&mut child, Instant::now() + STOP_GRACE)
+            }
+            None => true,
         }
     }
 
@@ -446,16 +451,18 @@ impl Devnet {
 /// How long a node gets to shut down cleanly before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
-/// Waits for `child` to exit until `deadline`, then kills it if it has not.
-fn reap(child: &mut Child, deadline: Instant) {
+/// Waits for `child` to exit until `deadline`, then kills it if it has not;
+/// whether it exited by itself.
+fn reap(child: &mut Child, deadline: Instant) -> bool {
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {
-            return;
+            return true;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     let _ = child.kill();
     let _ = child.wait();
+    false
 }
 
 impl Drop for Devnet {
