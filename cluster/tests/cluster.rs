@@ -160,6 +160,59 @@ async fn commands_written_together_apply_in_order_and_answer_each() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turns_proposed_before_the_last_is_answered_land_in_the_order_proposed() {
+    let h = Harness::cluster(3).await;
+    let leader = h.leader(WAIT).await;
+    let turn = |from: u64, records: &[&str]| pyralog_cluster::Command::Turn {
+        from,
+        records: records.iter().map(|r| r.as_bytes().to_vec()).collect(),
+        intents: Vec::new(),
+    };
+    // Three turns proposed one after another without waiting, each starting
+    // where the one before ends: proposed out of order, a turn would leave a
+    // gap in the engine log and be refused.
+    let mut pending = Vec::new();
+    for (from, records) in [(0, vec!["a"]), (1, vec!["b", "c"]), (3, vec!["d"])] {
+        let answers = leader
+            .propose_many_as_leader(vec![turn(from, &records)])
+            .await
+            .expect("proposed");
+        pending.push(answers);
+    }
+    // Answered whichever is awaited first.
+    for answers in pending.into_iter().rev() {
+        let answers = answers.await.expect("answered");
+        assert!(
+            matches!(answers.as_slice(), [Response::Turn(refused)] if refused.is_empty()),
+            "{answers:?}"
+        );
+    }
+    let index = last_index(&h);
+    for m in h.members.values() {
+        h.applied(m, index, WAIT).await;
+        let records = m
+            .view()
+            .ledger()
+            .read()
+            .expect("ledger")
+            .engine_records()
+            .expect("records");
+        let expected: Vec<Vec<u8>> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|r| r.as_bytes().to_vec())
+            .collect();
+        assert_eq!(records, expected);
+    }
+    // A follower proposes nothing.
+    let follower = h.other(leader.id());
+    let refused = match follower.propose_many_as_leader(vec![turn(4, &["e"])]).await {
+        Ok(answers) => answers.await.expect_err("a follower"),
+        Err(e) => e,
+    };
+    assert!(matches!(refused, Error::NotLeader { .. }), "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_sent_to_a_follower_is_forwarded_to_the_leader() {
     let h = Harness::cluster(3).await;
     let leader = h.leader(WAIT).await;
