@@ -190,13 +190,7 @@ async fn turns_proposed_before_the_last_is_answered_land_in_the_order_proposed()
     let index = last_index(&h);
     for m in h.members.values() {
         h.applied(m, index, WAIT).await;
-        let records = m
-            .view()
-            .ledger()
-            .read()
-            .expect("ledger")
-            .engine_records()
-            .expect("records");
+        let records = common::engine_records(m.view());
         let expected: Vec<Vec<u8>> = ["a", "b", "c", "d"]
             .iter()
             .map(|r| r.as_bytes().to_vec())

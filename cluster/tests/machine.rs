@@ -238,13 +238,7 @@ async fn engine_records_land_once_at_their_position() {
             ],
         )
         .await;
-        let got = sm
-            .view()
-            .ledger()
-            .read()
-            .expect("ledger")
-            .engine_records()
-            .expect("records");
+        let got = common::engine_records(&sm.view());
         assert_eq!(got, vec![rec(1), rec(2), rec(3)]);
     }
     // After a reopen the position is known again.
@@ -258,13 +252,7 @@ async fn engine_records_land_once_at_their_position() {
         }],
     )
     .await;
-    let got = sm
-        .view()
-        .ledger()
-        .read()
-        .expect("ledger")
-        .engine_records()
-        .expect("records");
+    let got = common::engine_records(&sm.view());
     assert_eq!(got.len(), 4);
 }
 
@@ -376,15 +364,6 @@ async fn recover(sm: &mut LedgerMachine, entries: &[Command]) {
     apply(sm, next, rest).await;
 }
 
-fn engine_records(sm: &LedgerMachine) -> Vec<Vec<u8>> {
-    sm.view()
-        .ledger()
-        .read()
-        .expect("ledger")
-        .engine_records()
-        .expect("records")
-}
-
 /// What a machine holds that a crash must not change: the applied id, the
 /// ledger's state root and tip, the engine's records, the pending writes,
 /// the signing history.
@@ -418,7 +397,7 @@ async fn held(sm: &mut LedgerMachine) -> Held {
         applied,
         root,
         tip,
-        records: engine_records(sm),
+        records: common::engine_records(&sm.view()),
         pending,
         intents: history.len(),
         floor: history.floor(),
@@ -511,12 +490,12 @@ async fn engine_records_without_an_fsync_are_whole_after_a_crash() {
     let image = tempfile::tempdir().expect("tmp");
     let mut crashed = crash_image(dir.path(), image.path());
     assert_eq!(
-        engine_records(&crashed).len(),
+        common::engine_records(&crashed.view()).len(),
         0,
         "the records waited for a sync"
     );
     recover(&mut crashed, &entries).await;
-    assert_eq!(engine_records(&crashed), all);
+    assert_eq!(common::engine_records(&crashed.view()), all);
 
     // A snapshot syncs the ledger, and its recording makes the applied id
     // durable. An entry applied between the snapshot's making and its
@@ -530,9 +509,9 @@ async fn engine_records_without_an_fsync_are_whole_after_a_crash() {
     let mut crashed = crash_image(dir.path(), image.path());
     let (applied, _) = crashed.applied_state().await.expect("state");
     assert_eq!(applied, Some(log_id(2)), "the snapshot's applied id");
-    assert_eq!(engine_records(&crashed).len(), 3);
+    assert_eq!(common::engine_records(&crashed.view()).len(), 3);
     recover(&mut crashed, &entries).await;
-    assert_eq!(engine_records(&crashed), all);
+    assert_eq!(common::engine_records(&crashed.view()), all);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -157,6 +157,15 @@ pub fn write(nonce: u64, key: &str) -> Command {
 }
 
 /// User 1's record `key` on `member`'s ledger (no consistency: local).
+/// The engine records a member's or machine's ledger holds.
+pub fn engine_records(view: &pyralog_cluster::MachineView) -> Vec<Vec<u8>> {
+    view.ledger()
+        .read()
+        .expect("ledger")
+        .engine_records()
+        .expect("records")
+}
+
 pub fn record(member: &Member, key: &str) -> Option<Vec<u8>> {
     let store = member.view().ledger().read().expect("ledger");
     store
