@@ -1710,13 +1710,13 @@ impl Driver {
         metric(
             "driver_log_writes_total",
             "counter",
-            "Writes the driver made through the cluster's log and waited for (engine turns, blocks, batches).",
+            "Writes the driver made through the cluster's log (engine turns with their blocks, gossip batches).",
             m.log_writes,
         );
         metric(
             "driver_log_write_microseconds_total",
             "counter",
-            "Time the driver waited for those writes.",
+            "Time from proposing those writes to taking their answers (the driver goes on meanwhile).",
             m.log_write_micros,
         );
         metric(

@@ -5,6 +5,7 @@
 //! gossip, and serves and fetches blocks for replicas that are behind.
 
 use std::collections::VecDeque;
+use std::future::Future as _;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -30,7 +31,8 @@ use pyralog_consensus::intent::SigningHistory;
 use crate::driver::{ApiError, Consensus, Driver, LOG_WRITE_LIMIT, halt, now_ms};
 use crate::limit::PerSecond;
 
-/// What the engine's last inputs asked for, waiting for [`Driver::flush_pbft`].
+/// What the engine's last inputs asked for, waiting for [`Driver::flush_pbft`],
+/// and the turns it proposed whose answers have not come yet.
 pub(crate) struct Pending {
     /// Records to make durable before anything else.
     records: Vec<Vec<u8>>,
@@ -525,17 +527,15 @@ impl Driver {
     /// already, without waiting.
     fn take_answered(&mut self) {
         let mut cx = Context::from_waker(Waker::noop());
-        while let Some(front) = self.pending.turns.front_mut() {
-            let answer = match &mut front.answers {
-                None => Ok(Vec::new()),
-                Some(answers) => match answers.as_mut().poll(&mut cx) {
-                    Poll::Ready(answer) => answer,
-                    Poll::Pending => return,
-                },
+        loop {
+            let answer = match std::pin::pin!(next_answer(&mut self.pending.turns)).poll(&mut cx) {
+                Poll::Ready(answer) => answer,
+                Poll::Pending => return,
             };
-            if let Some(turn) = self.pending.turns.pop_front() {
-                self.turn_answered(turn, answer);
-            }
+            let Some(turn) = self.pending.turns.pop_front() else {
+                return;
+            };
+            self.turn_answered(turn, answer);
         }
     }
 
