@@ -164,7 +164,7 @@ impl Pos {
             },
             epoch_span(epoch, epoch_length, base_digest),
             executed,
-            records,
+            records_of_this_epoch(records),
         );
         p
     }
@@ -242,10 +242,7 @@ impl Pos {
         self.last_heartbeat = now;
         // A restarted replica reads the records of this epoch only: the view
         // starts again at 0.
-        out.push(Effect::Persist(Record::View {
-            view: 0,
-            changing: false,
-        }));
+        out.push(Effect::Persist(EPOCH_MARK));
         self.epoch = epoch;
         self.inner = Pbft::with_proposers(
             self.chain.clone(),
@@ -264,6 +261,29 @@ impl Pos {
         out.extend(self.inner.handle(now, pbft::Input::Tick));
     }
 }
+
+/// The records persisted since the current epoch's instance began (the
+/// mark [`Pos::on_next_epoch`] persists; all of them in the first epoch):
+/// the instance a restarted replica rebuilds is the one that ran, not its
+/// predecessors too. An earlier epoch's instance, behind, may have made a
+/// checkpoint stable past its own heights that this one then took again,
+/// with other signatures, from a new-view; read from the start, the first
+/// would win, and the replica would resume a view change with a checkpoint
+/// other than the one it signed before, a second view-change for one view.
+fn records_of_this_epoch(records: impl IntoIterator<Item = Record>) -> Vec<Record> {
+    let mut records: Vec<Record> = records.into_iter().collect();
+    if let Some(start) = records.iter().rposition(|r| *r == EPOCH_MARK) {
+        records.drain(..start);
+    }
+    records
+}
+
+/// What a new epoch's instance persists first: view 0, not changing (a
+/// view change never leads into view 0, so nothing else persists it).
+const EPOCH_MARK: Record = Record::View {
+    view: 0,
+    changing: false,
+};
 
 impl Engine for Pos {
     type Input = Input;

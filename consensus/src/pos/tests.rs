@@ -857,3 +857,59 @@ fn a_bad_last_commit_is_refused() {
     let effects = message(&mut rs[backup], propose(lc(1, d1, &[1, 2, 3])));
     assert!(rejected(&effects).is_empty(), "{effects:?}");
 }
+
+#[test]
+fn a_restarted_replica_rebuilds_the_instance_of_its_epoch_not_its_predecessors() {
+    // Epoch 1 holds heights 4..=7; checkpoints every 2.
+    let cert = |signers: usize| pbft::CheckpointCert {
+        seq: 4,
+        state_root: Hash::of(Domain::Consensus, b"root 4"),
+        votes: (0..signers)
+            .map(|i| crate::bft::VoteSig {
+                validator: addr(i),
+                signature: pyralog_ledger::Signature([i as u8; 64]),
+            })
+            .collect(),
+    };
+    // Epoch 0's instance, behind, made checkpoint 4 stable from three
+    // checkpoint messages; epoch 1's instance took it again from a new-view
+    // with four signatures, then asked for view 1 and stopped.
+    let records = vec![
+        Record::Stable(cert(3)),
+        Record::View {
+            view: 0,
+            changing: false,
+        },
+        Record::Stable(cert(4)),
+        Record::View {
+            view: 1,
+            changing: true,
+        },
+    ];
+    let mut r = Pos::recover(
+        chain(),
+        1,
+        LENGTH,
+        set(),
+        Hash::ZERO,
+        Some(keys()[0].clone()),
+        cfg(),
+        (4, Hash::of(Domain::Consensus, b"block 4")),
+        records,
+    );
+    assert_eq!(r.bft().stable_checkpoint(), &cert(4));
+    // The view change it resumes carries the checkpoint it had: the same
+    // view-change it signed before, not a second one for view 1.
+    let effects = r.handle(NOW, Input::Bft(pbft::Input::Tick));
+    let resumed: Vec<&pbft::CheckpointCert> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Broadcast(m) => match &m.message {
+                Message::ViewChange(vc) if vc.new_view == 1 => Some(&vc.checkpoint),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    assert_eq!(resumed, vec![&cert(4)], "{effects:?}");
+}
