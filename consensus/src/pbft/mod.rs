@@ -795,7 +795,15 @@ impl<P: Proposers> Pbft<P> {
             out.push(reject(Reject::BadSignature));
             return;
         }
-        if matches!(st.kind, Kind::Commit | Kind::Checkpoint) {
+        // What the sender holds at least: its commits and checkpoints, and
+        // the checkpoint its view-changes and new-views start from (a
+        // replica left behind when the others moved on to the next epoch
+        // hears nothing else from them). A hint of whom to fetch from only:
+        // what comes back is checked against its certificates.
+        if matches!(
+            st.kind,
+            Kind::Commit | Kind::Checkpoint | Kind::ViewChange | Kind::NewView
+        ) {
             let seen = self.ahead.entry(from).or_default();
             *seen = (*seen).max(st.height);
         }

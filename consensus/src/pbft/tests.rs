@@ -905,3 +905,45 @@ fn a_proposal_without_a_last_commit_encodes_as_before_and_one_with_it_round_trip
     assert_eq!(back.last_commit(), Some(&*lc));
     assert_eq!(back.timestamp_ms(), NOW);
 }
+
+#[test]
+fn a_replica_left_behind_fetches_from_one_whose_view_change_starts_further_on() {
+    // Replica 2 holds block 4 and its checkpoint is stable: it asks for view
+    // 1 from there. Replica 0 never heard a commit or checkpoint past 0 (the
+    // others moved on without it, as into the next epoch).
+    let root = Hash::of(pyralog_ledger::Domain::Consensus, b"state at 4");
+    let st = Statement {
+        kind: Kind::Checkpoint,
+        round: 0,
+        height: 4,
+        digest: root,
+    };
+    let checkpoint = CheckpointCert {
+        seq: 4,
+        state_root: root,
+        votes: (1..4)
+            .map(|i| VoteSig {
+                validator: addr(i),
+                signature: st.sign(&chain(), &keys()[i]),
+            })
+            .collect(),
+    };
+    let vc = ViewChange {
+        new_view: 1,
+        checkpoint,
+        prepared: vec![],
+    };
+    let mut r0 = replica(0);
+    let e = r0.handle(NOW, Input::Message(signed(2, Message::ViewChange(vc))));
+    assert!(rejected(&e).is_empty(), "{e:?}");
+    // No progress for `sync_ms`: it asks replica 2 for the blocks after its
+    // own, which come back checked against their certificates.
+    let effects = r0.handle(NOW + 50, Input::Tick);
+    assert!(
+        effects.contains(&Effect::Fetch {
+            from: addr(2),
+            after: 0
+        }),
+        "{effects:?}"
+    );
+}
