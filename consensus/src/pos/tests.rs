@@ -876,10 +876,7 @@ fn a_restarted_replica_rebuilds_the_instance_of_its_epoch_not_its_predecessors()
     // with four signatures, then asked for view 1 and stopped.
     let records = vec![
         Record::Stable(cert(3)),
-        Record::View {
-            view: 0,
-            changing: false,
-        },
+        EPOCH_MARK,
         Record::Stable(cert(4)),
         Record::View {
             view: 1,
