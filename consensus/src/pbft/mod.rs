@@ -606,10 +606,28 @@ impl<P: Proposers> Pbft<P> {
                 }
             }
         }
-        p.resume_view_change = p.status == Status::Changing;
-        let low = p.low;
+        let (low, base) = (p.low, p.span.base);
         p.slots.retain(|s, _| *s > low);
-        p.signed.retain(|(_, _, h), _| *h > low || *h == 0);
+        // A view-change's height is its checkpoint's, at or below `low`;
+        // those of this span are kept (the span's base: an epoch's first).
+        p.signed
+            .retain(|(k, _, h), _| *h > low || *h == 0 || (*k == Kind::ViewChange && *h >= base));
+        // A view-change signed for a later view than the records say (its
+        // record did not reach this process, only the signing history did):
+        // the key left its view, so the replica is changing to that one.
+        let asked = p
+            .signed
+            .keys()
+            .filter(|(k, _, _)| *k == Kind::ViewChange)
+            .map(|(_, r, _)| *r)
+            .max();
+        if let Some(asked) = asked
+            && asked > p.view
+        {
+            p.view = asked;
+            p.status = Status::Changing;
+        }
+        p.resume_view_change = p.status == Status::Changing;
         let view = p.view;
         p.next_seq = p
             .signed
@@ -765,7 +783,10 @@ impl<P: Proposers> Pbft<P> {
             return None;
         }
         let st = message.statement();
-        if matches!(st.kind, Kind::PrePrepare | Kind::Prepare | Kind::Commit) {
+        if matches!(
+            st.kind,
+            Kind::PrePrepare | Kind::Prepare | Kind::Commit | Kind::ViewChange
+        ) {
             let slot = (st.kind, st.round, st.height);
             match self.signed.get(&slot) {
                 Some(d) if *d != st.digest => return None,
@@ -1318,7 +1339,9 @@ impl<P: Proposers> Pbft<P> {
         self.prepares.prune_heights_through(seq);
         self.commits.prune_heights_through(seq);
         self.checkpoints.prune_heights_through(seq);
-        self.signed.retain(|(_, _, h), _| *h > seq);
+        let view = self.view;
+        self.signed
+            .retain(|(k, r, h), _| *h > seq || (*k == Kind::ViewChange && *r >= view));
         self.outbox
             .retain(|(k, _, h), _| *h > seq || matches!(k, Kind::ViewChange | Kind::NewView));
         self.next_seq = self.next_seq.max(seq);
@@ -1354,6 +1377,15 @@ impl<P: Proposers> Pbft<P> {
     /// Moves to `target` and multicasts a view-change with this replica's
     /// stable checkpoint and prepared certificates above it.
     fn start_view_change(&mut self, now: u64, target: u64, out: &mut Vec<Effect>) {
+        let mut target = target;
+        while let Some(asked) = self.asked_otherwise(target) {
+            // This key already asked for `target` with another view-change
+            // (before a restart, or as another leader of its cluster, whose
+            // records did not all reach this one): asking again differently
+            // would be a second statement for one slot, so it asks for the
+            // next view.
+            target = asked + 1;
+        }
         self.view = target;
         self.status = Status::Changing;
         // §4.5.2: the timer for the next view starts only once a quorum has
@@ -1365,15 +1397,7 @@ impl<P: Proposers> Pbft<P> {
             changing: true,
         }));
         self.outbox.clear();
-        let vc = ViewChange {
-            new_view: target,
-            checkpoint: self.stable.clone(),
-            prepared: self
-                .slots
-                .values()
-                .filter_map(|s| s.prepared.clone())
-                .collect(),
-        };
+        let vc = self.view_change_for(target);
         if let Some(m) = self.sign(Message::ViewChange(vc.clone()), out) {
             self.view_changes.entry(target).or_default().insert(
                 m.signer,
@@ -1388,6 +1412,30 @@ impl<P: Proposers> Pbft<P> {
         self.view_changes.retain(|v, _| *v >= target);
         self.arm_view_change_timer(now);
         self.try_new_view(now, out);
+    }
+
+    /// `Some(view)` if this key signed a view-change for `view` other than
+    /// the one it would sign now.
+    fn asked_otherwise(&self, view: u64) -> Option<u64> {
+        let st = Message::ViewChange(self.view_change_for(view)).statement();
+        self.signed
+            .get(&(st.kind, st.round, st.height))
+            .is_some_and(|d| *d != st.digest)
+            .then_some(view)
+    }
+
+    /// The view-change this replica would sign for `view` now (§4.4): its
+    /// stable checkpoint and its prepared certificates above it.
+    fn view_change_for(&self, view: u64) -> ViewChange {
+        ViewChange {
+            new_view: view,
+            checkpoint: self.stable.clone(),
+            prepared: self
+                .slots
+                .values()
+                .filter_map(|s| s.prepared.clone())
+                .collect(),
+        }
     }
 
     fn arm_view_change_timer(&mut self, now: u64) {

@@ -387,6 +387,7 @@ fn a_stalled_backup_asks_for_a_new_view_and_the_new_primary_starts_it() {
                 view: 1,
                 changing: true
             }),
+            Effect::Persist(Record::Signed(m.message.statement())),
             Effect::Broadcast(m.clone()),
         ]
     );
@@ -897,6 +898,73 @@ fn a_replica_restarted_while_changing_view_asks_for_that_view_again() {
         })
         .collect();
     assert_eq!(asked, vec![3]);
+}
+
+/// The view-changes a replica's effects broadcast, by the view they ask for.
+fn views_asked(effects: &[Effect]) -> Vec<u64> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Broadcast(Signed {
+                message: Message::ViewChange(vc),
+                ..
+            }) => Some(vc.new_view),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Its key signed another view-change for view 3 before the restart (one
+/// whose prepared certificates its records no longer hold): a second one for
+/// that view would be a conflicting statement, so it asks for view 4.
+#[test]
+fn a_replica_that_asked_for_its_view_otherwise_before_a_restart_asks_for_the_next() {
+    let other = Statement {
+        kind: Kind::ViewChange,
+        round: 3,
+        height: 0,
+        digest: Hash([7; 32]),
+    };
+    let records = vec![
+        Record::View {
+            view: 3,
+            changing: true,
+        },
+        Record::Signed(other),
+    ];
+    let mut r = Pbft::recover(chain(), set(), Some(keys()[1].clone()), cfg(), 0, records);
+    let effects = r.handle(NOW, Input::Tick);
+    assert_eq!(views_asked(&effects), vec![4]);
+    assert!(effects.contains(&Effect::Persist(Record::View {
+        view: 4,
+        changing: true
+    })));
+    assert_eq!(r.view(), 4);
+}
+
+/// A cluster's new leader recovers from records that trail the old leader's
+/// (still in view 0 here) and from the signing history, which says the key
+/// asked for view 2: the replica is changing to view 2 and asks again with
+/// the same view-change, not back in view 0 where it would time out into a
+/// view-change for view 1 and 2 its cluster refuses.
+#[test]
+fn the_signing_history_of_a_view_change_puts_a_recovered_replica_in_that_view() {
+    let vc = ViewChange {
+        new_view: 2,
+        checkpoint: CheckpointCert::default(),
+        prepared: vec![],
+    };
+    let records = vec![
+        Record::View {
+            view: 0,
+            changing: false,
+        },
+        Record::Signed(Message::ViewChange(vc).statement()),
+    ];
+    let mut r = Pbft::recover(chain(), set(), Some(keys()[1].clone()), cfg(), 0, records);
+    assert!(r.is_changing_view());
+    assert_eq!(r.view(), 2);
+    assert_eq!(views_asked(&r.handle(NOW, Input::Tick)), vec![2]);
 }
 
 #[test]

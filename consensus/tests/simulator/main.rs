@@ -251,8 +251,11 @@ fn cluster_failover() {
 
 /// The same runs with the intent check switched off must put conflicting
 /// statements of an honest key on the network (the check above can fail);
-/// with it on, the runs that double-signed do not, because a new leader
-/// refused to sign.
+/// with it on, the runs that double-signed do not: a new leader's engine
+/// recovers knowing what the key signed (each intent a `Signed` record) and
+/// asks for the next view rather than re-sign a view-change otherwise, and
+/// the cluster refuses what the engine does not track itself (checkpoints,
+/// new-views).
 #[test]
 fn without_signing_intents_clusters_double_sign() {
     let caught: Vec<u64> = (0..16u64)
@@ -270,11 +273,13 @@ fn without_signing_intents_clusters_double_sign() {
         })
         .collect();
     assert!(!caught.is_empty(), "no seed double-signed without intents");
+    let mut refused = 0;
     for seed in caught {
         let out = Sim::new(seed, Mix::ClusterFailover, Protocol::Pbft, false).run();
         assert!(out.double_signs.is_empty(), "{:?}", out.double_signs);
-        assert!(out.refused_intents > 0, "seed {seed}: nothing was refused");
+        refused += out.refused_intents;
     }
+    assert!(refused > 0, "no cluster refused an intent in these runs");
 }
 
 /// The simulator must catch a broken quorum rule: with quorums of 2f instead

@@ -1031,6 +1031,20 @@ impl Sim {
     fn recover(&mut self, node: usize) {
         let n = &mut self.nodes[node];
         n.held.clear();
+        // As the node does: the records the log committed, then one `Signed`
+        // per intent of the cluster's history (what the key really signed,
+        // including what the last leader's lost records never said).
+        let mut records = n.disk.clone();
+        if let Some(c) = &n.cluster {
+            records.extend(c.history.iter().map(|(slot, digest)| {
+                Record::Signed(Statement {
+                    kind: slot.kind,
+                    round: slot.round,
+                    height: slot.height,
+                    digest: *digest,
+                })
+            }));
+        }
         n.engine = match &n.state {
             None => Replica::Pbft(Box::new(Pbft::recover(
                 chain(),
@@ -1038,7 +1052,7 @@ impl Sim {
                 Some(n.key.clone()),
                 sim_config(self.in_flight),
                 n.blocks.len() as u64,
-                n.disk.clone(),
+                records,
             ))),
             Some(state) => {
                 // What a restarted pos node reads from its store: the
@@ -1061,7 +1075,7 @@ impl Sim {
                     Some(n.key.clone()),
                     sim_config(self.in_flight),
                     (executed, digest(executed)),
-                    n.disk.clone(),
+                    records,
                 )))
             }
         };
