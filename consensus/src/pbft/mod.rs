@@ -1378,13 +1378,13 @@ impl<P: Proposers> Pbft<P> {
     /// stable checkpoint and prepared certificates above it.
     fn start_view_change(&mut self, now: u64, target: u64, out: &mut Vec<Effect>) {
         let mut target = target;
-        while let Some(asked) = self.asked_otherwise(target) {
+        while self.asked_otherwise(target) {
             // This key already asked for `target` with another view-change
             // (before a restart, or as another leader of its cluster, whose
             // records did not all reach this one): asking again differently
             // would be a second statement for one slot, so it asks for the
             // next view.
-            target = asked + 1;
+            target += 1;
         }
         self.view = target;
         self.status = Status::Changing;
@@ -1414,14 +1414,13 @@ impl<P: Proposers> Pbft<P> {
         self.try_new_view(now, out);
     }
 
-    /// `Some(view)` if this key signed a view-change for `view` other than
-    /// the one it would sign now.
-    fn asked_otherwise(&self, view: u64) -> Option<u64> {
+    /// Whether this key signed a view-change for `view` other than the one
+    /// it would sign now.
+    fn asked_otherwise(&self, view: u64) -> bool {
         let st = Message::ViewChange(self.view_change_for(view)).statement();
         self.signed
             .get(&(st.kind, st.round, st.height))
             .is_some_and(|d| *d != st.digest)
-            .then_some(view)
     }
 
     /// The view-change this replica would sign for `view` now (§4.4): its

@@ -33,7 +33,8 @@
 //! A failing run prints the command that replays it. A longer run:
 //! `PYRALOG_SIM_SEEDS=2000 cargo test --release -p pyralog-consensus --test simulator`
 //! (seeds per fault mix; the default is 63 for PBFT, 8 for pos and 16 for
-//! pos cluster-failover).
+//! pos cluster-failover). `PYRALOG_SIM_FROM=N` starts every sweep at seed
+//! index N instead of 0, to go on where an earlier run stopped.
 //!
 //! # Layout
 //!
@@ -66,6 +67,15 @@ fn replay_command(seed: u64, mix: Mix, protocol: Protocol) -> String {
     )
 }
 
+/// The first seed index of every sweep (`PYRALOG_SIM_FROM`, default 0), so a
+/// longer run can go on where an earlier one stopped.
+fn first_seed() -> u64 {
+    std::env::var("PYRALOG_SIM_FROM")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
 fn seeds_per_mix(default: u64) -> u64 {
     std::env::var("PYRALOG_SIM_SEEDS")
         .ok()
@@ -78,7 +88,8 @@ fn seeds_per_mix(default: u64) -> u64 {
 fn sweep_with(mix: Mix, protocol: Protocol, seeds: u64, mut check: impl FnMut(&Outcome, &str)) {
     let mut totals = (0u64, 0u64, 0u64);
     let mut pipelined = 0;
-    for seed in 0..seeds {
+    let first = first_seed();
+    for seed in first..first.saturating_add(seeds) {
         let seed = seed.wrapping_mul(7919).wrapping_add(mix as u64 * 1_000_003);
         let out = Sim::new(seed, mix, protocol, false).run();
         let replay = replay_command(seed, mix, protocol);
