@@ -159,6 +159,16 @@ impl SigningHistory {
         self.intents.iter()
     }
 
+    /// Every intent as the statement it stands for, in slot order.
+    pub fn statements(&self) -> impl Iterator<Item = Statement> + '_ {
+        self.intents.iter().map(|(slot, digest)| Statement {
+            kind: slot.kind,
+            round: slot.round,
+            height: slot.height,
+            digest: *digest,
+        })
+    }
+
     /// Whether `s` may be signed, without changing anything.
     pub fn check(&self, s: &Statement) -> Result<Verdict, Refusal> {
         if s.height < self.floor {

@@ -275,14 +275,7 @@ pub(crate) fn engine(
 /// there), so they can claim a statement that was never sent; replayed later,
 /// the intent wins its slot, and the engine knows what its key really signed.
 fn signed_as_committed(mut records: Vec<Record>, history: &SigningHistory) -> Vec<Record> {
-    records.extend(history.iter().map(|(slot, digest)| {
-        Record::Signed(Statement {
-            kind: slot.kind,
-            round: slot.round,
-            height: slot.height,
-            digest: *digest,
-        })
-    }));
+    records.extend(history.statements().map(Record::Signed));
     records
 }
 

@@ -67,20 +67,22 @@ fn replay_command(seed: u64, mix: Mix, protocol: Protocol) -> String {
     )
 }
 
-/// The first seed index of every sweep (`PYRALOG_SIM_FROM`, default 0), so a
-/// longer run can go on where an earlier one stopped.
-fn first_seed() -> u64 {
-    std::env::var("PYRALOG_SIM_FROM")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
-}
-
-fn seeds_per_mix(default: u64) -> u64 {
-    std::env::var("PYRALOG_SIM_SEEDS")
+/// The number in the environment variable `name`, or `default`.
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(default)
+}
+
+/// The first seed index of every sweep (`PYRALOG_SIM_FROM`, default 0), so a
+/// longer run can go on where an earlier one stopped.
+fn first_seed() -> u64 {
+    env_number("PYRALOG_SIM_FROM", 0)
+}
+
+fn seeds_per_mix(default: u64) -> u64 {
+    env_number("PYRALOG_SIM_SEEDS", default)
 }
 
 /// Runs `seeds` seeds of `mix`, checking safety and liveness on every run and

@@ -1036,14 +1036,7 @@ impl Sim {
         // including what the last leader's lost records never said).
         let mut records = n.disk.clone();
         if let Some(c) = &n.cluster {
-            records.extend(c.history.iter().map(|(slot, digest)| {
-                Record::Signed(Statement {
-                    kind: slot.kind,
-                    round: slot.round,
-                    height: slot.height,
-                    digest: *digest,
-                })
-            }));
+            records.extend(c.history.statements().map(Record::Signed));
         }
         n.engine = match &n.state {
             None => Replica::Pbft(Box::new(Pbft::recover(
