@@ -1377,15 +1377,24 @@ impl<P: Proposers> Pbft<P> {
     /// Moves to `target` and multicasts a view-change with this replica's
     /// stable checkpoint and prepared certificates above it.
     fn start_view_change(&mut self, now: u64, target: u64, out: &mut Vec<Effect>) {
-        let mut target = target;
-        while self.asked_otherwise(target) {
-            // This key already asked for `target` with another view-change
+        let mut vc = ViewChange {
+            new_view: target,
+            checkpoint: self.stable.clone(),
+            prepared: self
+                .slots
+                .values()
+                .filter_map(|s| s.prepared.clone())
+                .collect(),
+        };
+        while self.asked_otherwise(&vc) {
+            // This key already asked for that view with another view-change
             // (before a restart, or as another leader of its cluster, whose
             // records did not all reach this one): asking again differently
             // would be a second statement for one slot, so it asks for the
             // next view.
-            target += 1;
+            vc.new_view += 1;
         }
+        let target = vc.new_view;
         self.view = target;
         self.status = Status::Changing;
         // §4.5.2: the timer for the next view starts only once a quorum has
@@ -1397,7 +1406,6 @@ impl<P: Proposers> Pbft<P> {
             changing: true,
         }));
         self.outbox.clear();
-        let vc = self.view_change_for(target);
         if let Some(m) = self.sign(Message::ViewChange(vc.clone()), out) {
             self.view_changes.entry(target).or_default().insert(
                 m.signer,
@@ -1414,27 +1422,11 @@ impl<P: Proposers> Pbft<P> {
         self.try_new_view(now, out);
     }
 
-    /// Whether this key signed a view-change for `view` other than the one
-    /// it would sign now.
-    fn asked_otherwise(&self, view: u64) -> bool {
-        let st = Message::ViewChange(self.view_change_for(view)).statement();
-        self.signed
-            .get(&(st.kind, st.round, st.height))
-            .is_some_and(|d| *d != st.digest)
-    }
-
-    /// The view-change this replica would sign for `view` now (§4.4): its
-    /// stable checkpoint and its prepared certificates above it.
-    fn view_change_for(&self, view: u64) -> ViewChange {
-        ViewChange {
-            new_view: view,
-            checkpoint: self.stable.clone(),
-            prepared: self
-                .slots
-                .values()
-                .filter_map(|s| s.prepared.clone())
-                .collect(),
-        }
+    /// Whether this key signed a view-change for `vc`'s view other than
+    /// `vc`.
+    fn asked_otherwise(&self, vc: &ViewChange) -> bool {
+        let slot = (Kind::ViewChange, vc.new_view, vc.checkpoint.seq);
+        self.signed.get(&slot).is_some_and(|d| *d != vc.hash())
     }
 
     fn arm_view_change_timer(&mut self, now: u64) {
