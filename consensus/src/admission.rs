@@ -206,20 +206,6 @@ impl Mempool {
     /// nonce never overtakes the earlier one it depends on; one skipped for
     /// that is looked at again (a few passes at most) once the earlier is out.
     pub fn take(&mut self, n: usize, nonce_order: bool) -> Vec<VerifiedTx> {
-        self.take_inner(n, nonce_order.then_some(&BTreeMap::new()))
-    }
-
-    /// [`Mempool::take`] in nonce order, also holding a sender's
-    /// transactions back while one of its with a lower nonce is out in a
-    /// proposal that has not committed: `out` maps such senders to the lowest
-    /// nonce they have out. That proposal may still be dropped (a view change
-    /// keeps only what was prepared), and the later nonce, ordered without it,
-    /// would fail when executed.
-    pub fn take_behind(&mut self, n: usize, out: &BTreeMap<Address, u64>) -> Vec<VerifiedTx> {
-        self.take_inner(n, Some(out))
-    }
-
-    fn take_inner(&mut self, n: usize, order: Option<&BTreeMap<Address, u64>>) -> Vec<VerifiedTx> {
         const PASSES: usize = 4;
         let mut out = Vec::new();
         for _ in 0..PASSES {
@@ -229,32 +215,28 @@ impl Mempool {
                 if out.len() >= n {
                     return out;
                 }
-                if let Some(behind) = order
-                    && !self.is_next_nonce(&id, behind)
-                {
+                if nonce_order && !self.is_next_nonce(&id) {
                     continue;
                 }
                 out.extend(self.remove(&id));
             }
-            if order.is_none() || out.len() == before {
+            if !nonce_order || out.len() == before {
                 break;
             }
         }
         out
     }
 
-    /// Whether `id` holds its sender's lowest waiting nonce, and no lower one
-    /// of the sender's is out (`behind`).
-    fn is_next_nonce(&self, id: &Hash, behind: &BTreeMap<Address, u64>) -> bool {
+    /// Whether `id` holds its sender's lowest waiting nonce.
+    fn is_next_nonce(&self, id: &Hash) -> bool {
         let Some(e) = self.entries.get(id) else {
             return false;
         };
         let body = &e.tx.tx().body;
-        let lowest_waiting = self.senders.get(&body.sender).and_then(|m| m.keys().next());
-        lowest_waiting
-            .into_iter()
-            .chain(behind.get(&body.sender))
-            .all(|lowest| *lowest >= body.nonce)
+        self.senders
+            .get(&body.sender)
+            .and_then(|m| m.keys().next())
+            .is_none_or(|lowest| *lowest >= body.nonce)
     }
 }
 

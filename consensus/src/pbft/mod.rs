@@ -346,18 +346,8 @@ impl Pool {
         self.waiting.oldest_ms()
     }
 
-    /// Takes the next proposal's transactions. A sender's later nonce waits
-    /// while an earlier one is in a proposal that has not committed.
     fn take(&mut self, n: usize) -> Vec<VerifiedTx> {
-        let mut behind: BTreeMap<Address, u64> = BTreeMap::new();
-        for tx in self.in_flight.values() {
-            let body = &tx.tx().body;
-            behind
-                .entry(body.sender)
-                .and_modify(|lowest| *lowest = (*lowest).min(body.nonce))
-                .or_insert(body.nonce);
-        }
-        let out = self.waiting.take_behind(n, &behind);
+        let out = self.waiting.take(n, true);
         for tx in &out {
             self.in_flight.insert(tx.id(), tx.clone());
         }
@@ -1956,10 +1946,6 @@ impl<P: Proposers> Pbft<P> {
         while self.has_room() && self.batch_ready(now) {
             let seq = self.next_seq + 1;
             let txs = self.pool.take(self.cfg.max_block_txs);
-            if txs.is_empty() {
-                // All that waits is held behind blocks in flight.
-                break;
-            }
             let proposal = Arc::new(Proposal::new(seq, now, me, txs));
             let Some(m) = self.sign(
                 Message::PrePrepare {
@@ -1998,9 +1984,6 @@ impl<P: Proposers> Pbft<P> {
                 break;
             }
             let txs = self.pool.take(self.cfg.max_block_txs);
-            if txs.is_empty() {
-                break;
-            }
             let last = self.last_commit_to_carry();
             let proposal = Arc::new(Proposal::with_last_commit(seq, now, me, txs, last));
             let pre = Message::PrePrepare {

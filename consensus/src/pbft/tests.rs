@@ -110,58 +110,6 @@ fn the_primary_proposes_a_submitted_transaction_persisting_before_it_sends() {
     assert_eq!(p.seq(), 1);
 }
 
-/// The pre-prepares among `effects`: each one's sequence number and
-/// transactions.
-fn proposed(effects: &[Effect]) -> Vec<(u64, Vec<VerifiedTx>)> {
-    effects
-        .iter()
-        .filter_map(|e| match e {
-            Effect::Broadcast(Signed {
-                message: Message::PrePrepare { proposal, .. },
-                ..
-            }) => Some((proposal.seq(), proposal.txs().to_vec())),
-            _ => None,
-        })
-        .collect()
-}
-
-/// A sender's next nonce is not proposed while its previous one is in a
-/// block that has not committed: a view change may drop that block (only
-/// what was prepared survives) and keep the later one, which would then fail
-/// on its nonce. Another sender's transaction is not held back.
-#[test]
-fn a_later_nonce_waits_until_the_block_with_the_earlier_one_commits() {
-    let mut r = replica(0);
-    let first = r.handle(NOW, Input::Submit(tx(1)));
-    assert_eq!(proposed(&first), vec![(1, vec![tx(1)])]);
-    // Room for a second block, but its only transaction is the same
-    // sender's next nonce.
-    let held = r.handle(NOW, Input::Submit(tx(2)));
-    assert_eq!(proposed(&held), vec![], "the later nonce waits");
-    let other = {
-        let k = devkit::key(101);
-        let t = devkit::tx(&chain(), &k, 0, 0, devkit::put(&k, b"o", b"1"), 0);
-        verify_tx(t).expect("valid tx")
-    };
-    let second = r.handle(NOW, Input::Submit(other.clone()));
-    assert_eq!(proposed(&second), vec![(2, vec![other])]);
-    // Block 1 commits: the held nonce goes into the next proposal.
-    let d = pre_prepare(1, vec![tx(1)]).0.digest();
-    let mut after = Vec::new();
-    for i in [1, 2] {
-        after.extend(feed(&mut r, vote(i, Kind::Prepare, 0, 1, d)));
-    }
-    for i in [1, 2] {
-        after.extend(feed(&mut r, vote(i, Kind::Commit, 0, 1, d)));
-    }
-    assert!(
-        after
-            .iter()
-            .any(|e| matches!(e, Effect::Commit(b) if b.proposal.seq() == 1))
-    );
-    assert_eq!(proposed(&after), vec![(3, vec![tx(2)])]);
-}
-
 /// The primary says when its batching delay will let it propose, so a host
 /// can tick then; a backup, a full window or an empty pool say nothing.
 #[test]
